@@ -1,0 +1,158 @@
+//! Code generation for `#[cached]`.
+//!
+//! ```text
+//! // Input:
+//! #[cached(key = "product:<id>", ttl = 3600)]
+//! async fn get_product(id: u64) -> Result<Option<Product>, DbError> { body }
+//!
+//! // Output (roughly):
+//! async fn get_product(id: u64) -> Result<Option<Product>, DbError> {
+//!     assert_cacheable::<Option<Product>>();
+//!     let key = KeyBuilder::new("product:").arg(&id).finish();
+//!     let policy = Policy::new().ttl(Duration::from_secs(3600));
+//!     let cache: &Cache = global();
+//!     cache.get_or_load(&key, &policy, move || async move { body }).await
+//! }
+//! ```
+//!
+//! A function that does not return `Result` is wrapped in
+//! `Ok::<_, Infallible>` on the way in and unwrapped on the way out.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemFn};
+
+use crate::args::{CachedArgs, KeyTemplate};
+use crate::template::Segment;
+use crate::validate::Checked;
+
+pub(crate) fn cached(args: &CachedArgs, func: &ItemFn, checked: &Checked<'_>) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = func;
+    let ret = checked.ret;
+    let value = checked.value;
+    let rt = quote!(::aside::__private);
+
+    let key = match &args.key {
+        Some(template) => key_from_template(template),
+        None => default_key(&sig.ident, &checked.key_args),
+    };
+    let ttl = args.ttl.map(|d| {
+        let secs = d.value.as_secs();
+        quote_spanned!(d.span=> .ttl(#rt::Duration::from_secs(#secs)))
+    });
+    let negative_ttl = args.negative_ttl.map(|d| {
+        let secs = d.value.as_secs();
+        quote_spanned!(d.span=> .negative_ttl(#rt::Duration::from_secs(#secs)))
+    });
+    let cache = match &args.cache {
+        Some(expr) => quote_spanned!(expr.span()=> &(#expr)),
+        None => quote!(#rt::global()),
+    };
+    let assert_cacheable = quote_spanned!(value.span()=> #rt::assert_cacheable::<#value>(););
+
+    // The body runs in its own `async move` block. The never-taken `return`
+    // fixes the block's output type to the function's return type, so that
+    // `?` and `return` in the body type-check exactly as they did before.
+    let body = quote! {
+        move || async move {
+            #[allow(
+                unknown_lints, unreachable_code, clippy::diverging_sub_expression,
+                clippy::let_unit_value, clippy::unreachable, clippy::empty_loop,
+                clippy::needless_return
+            )]
+            if false {
+                let __aside_fake_return: #ret = loop {};
+                return __aside_fake_return;
+            }
+            #block
+        }
+    };
+    let call = if checked.returns_result {
+        quote!(__aside_cache.get_or_load(&__aside_key, &__aside_policy, #body).await)
+    } else {
+        quote! {
+            let __aside_body = #body;
+            match __aside_cache
+                .get_or_load(&__aside_key, &__aside_policy, move || async move {
+                    ::core::result::Result::Ok::<#ret, #rt::Infallible>(__aside_body().await)
+                })
+                .await
+            {
+                ::core::result::Result::Ok(value) => value,
+                ::core::result::Result::Err(never) => match never {},
+            }
+        }
+    };
+
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #assert_cacheable
+            let __aside_key: ::std::string::String = #key;
+            let __aside_policy = #rt::Policy::new() #ttl #negative_ttl;
+            let __aside_cache: &#rt::Cache = #cache;
+            #call
+        }
+    }
+}
+
+/// `KeyBuilder::new("lit").arg(&a.b).lit(":")...finish()`, with every
+/// argument spanned at the template so a non-`Display` value is reported there.
+fn key_from_template(template: &KeyTemplate) -> TokenStream {
+    let span = template.lit.span();
+    let mut key = quote!(::aside::__private::KeyBuilder::new(""));
+    for segment in &template.segments {
+        key = match segment {
+            Segment::Lit(text) => quote!(#key.lit(#text)),
+            Segment::Placeholder(path) => {
+                let value = field_path(path, span);
+                quote_spanned!(span=> #key.arg(&#value))
+            }
+        };
+    }
+    quote!(#key.finish())
+}
+
+/// `a.b.0` as an expression; `self` stays the receiver.
+fn field_path(path: &[String], span: Span) -> TokenStream {
+    let mut parts = path.iter();
+    let root = parts.next().expect("a placeholder has a root");
+    let mut expr = if root == "self" {
+        quote_spanned!(span=> self)
+    } else {
+        let ident = Ident::new(root, span);
+        quote!(#ident)
+    };
+    for part in parts {
+        expr = match part.parse::<u32>() {
+            Ok(index) => {
+                let index = syn::Index { index, span };
+                quote!(#expr.#index)
+            }
+            Err(_) => {
+                let field = Ident::new(part, span);
+                quote!(#expr.#field)
+            }
+        };
+    }
+    expr
+}
+
+/// `module::path::fn_name:arg1:arg2...`
+fn default_key(name: &Ident, args: &[&Ident]) -> TokenStream {
+    let name = name.to_string();
+    let args = args
+        .iter()
+        .map(|arg| quote_spanned!(arg.span()=> .lit(":").arg(&#arg)));
+    quote! {
+        ::aside::__private::KeyBuilder::new(::core::concat!(::core::module_path!(), "::", #name))
+            #(#args)*
+            .finish()
+    }
+}

@@ -1,0 +1,176 @@
+//! The envelope every backend stores: a small binary header, then the
+//! serde_json payload.
+//!
+//! ```text
+//! offset  size  field
+//! 0       2     magic b"as"
+//! 2       1     format version (FORMAT_VERSION)
+//! 3       1     flags (reserved, 0)
+//! 4       8     stored_at, ms since the Unix epoch (u64 LE)
+//! 12      8     fresh_until, ms since the Unix epoch (u64 LE)
+//! 20      4     load_time, µs the loader took (u32 LE, saturating)
+//! 24      2     n, number of tag versions (u16 LE)
+//! 26      8*n   tag versions the entry was loaded under (u64 LE each)
+//! 26+8n   ...   payload: serde_json of the value (`null` = negative entry)
+//! ```
+//!
+//! The header is binary so that metadata (freshness, load time, tag versions)
+//! can be read without parsing the payload, and so that a reader can tell an
+//! entry written by another format version from a corrupt one. Anything that
+//! does not decode is a [`DecodeError`]: the caller treats it as a miss.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+const MAGIC: &[u8; 2] = b"as";
+/// Bumped whenever the layout above changes; entries of another version are misses.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 26;
+
+/// A decoded envelope, borrowing its payload from the stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry<'a> {
+    pub(crate) stored_at_ms: u64,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) load_time: Duration,
+    pub(crate) tag_versions: Vec<u64>,
+    pub(crate) payload: &'a [u8],
+}
+
+/// Why stored bytes are not a usable entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("entry is truncated")]
+    Truncated,
+    #[error("entry does not start with the aside magic bytes")]
+    BadMagic,
+    #[error("entry has format version {0}, this build reads version {FORMAT_VERSION}")]
+    Version(u8),
+}
+
+impl<'a> Entry<'a> {
+    /// The payload of a negative entry (a `None`).
+    pub(crate) const NULL: &'static [u8] = b"null";
+
+    pub(crate) fn is_negative(&self) -> bool {
+        self.payload == Self::NULL
+    }
+
+    /// Whether the entry is still fresh at `now_ms`.
+    pub(crate) fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.fresh_until_ms
+    }
+
+    /// Encodes an entry that is fresh for `ttl` from `now_ms`.
+    pub(crate) fn encode(
+        now_ms: u64,
+        ttl: Duration,
+        load_time: Duration,
+        tag_versions: &[u64],
+        payload: &[u8],
+    ) -> Bytes {
+        let tags = u16::try_from(tag_versions.len()).expect("an entry carries at most 65535 tags");
+        let mut buf = Vec::with_capacity(HEADER_LEN + 8 * tag_versions.len() + payload.len());
+        buf.extend_from_slice(MAGIC);
+        buf.push(FORMAT_VERSION);
+        buf.push(0);
+        buf.extend_from_slice(&now_ms.to_le_bytes());
+        buf.extend_from_slice(&now_ms.saturating_add(duration_ms(ttl)).to_le_bytes());
+        let load_us = u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX);
+        buf.extend_from_slice(&load_us.to_le_bytes());
+        buf.extend_from_slice(&tags.to_le_bytes());
+        for v in tag_versions {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        buf.extend_from_slice(payload);
+        Bytes::from(buf)
+    }
+
+    /// Decodes stored bytes. Never panics, whatever the input.
+    pub(crate) fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let header = bytes.get(..HEADER_LEN).ok_or(DecodeError::Truncated)?;
+        if &header[..2] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if header[2] != FORMAT_VERSION {
+            return Err(DecodeError::Version(header[2]));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+        let load_us = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes"));
+        let tags = usize::from(u16::from_le_bytes(header[24..26].try_into().expect("2 bytes")));
+        let payload_at = HEADER_LEN + 8 * tags;
+        let tag_bytes = bytes.get(HEADER_LEN..payload_at).ok_or(DecodeError::Truncated)?;
+        let tag_versions = tag_bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        Ok(Entry {
+            stored_at_ms: u64_at(4),
+            fresh_until_ms: u64_at(12),
+            load_time: Duration::from_micros(u64::from(load_us)),
+            tag_versions,
+            payload: &bytes[payload_at..],
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch; the clock that envelopes share across processes.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| duration_ms(d))
+}
+
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let bytes = Entry::encode(
+            1_000,
+            Duration::from_secs(2),
+            Duration::from_micros(1500),
+            &[7, 9],
+            b"{\"a\":1}",
+        );
+        let entry = Entry::decode(&bytes).unwrap();
+        assert_eq!(entry.stored_at_ms, 1_000);
+        assert_eq!(entry.fresh_until_ms, 3_000);
+        assert_eq!(entry.load_time, Duration::from_micros(1500));
+        assert_eq!(entry.tag_versions, vec![7, 9]);
+        assert_eq!(entry.payload, b"{\"a\":1}");
+        assert!(entry.is_fresh(2_999));
+        assert!(!entry.is_fresh(3_000));
+        assert!(!entry.is_negative());
+    }
+
+    #[test]
+    fn null_payload_is_negative() {
+        let bytes = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], Entry::NULL);
+        assert!(Entry::decode(&bytes).unwrap().is_negative());
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        assert_eq!(Entry::decode(b""), Err(DecodeError::Truncated));
+        assert_eq!(Entry::decode(&[0u8; 40]), Err(DecodeError::BadMagic));
+        let mut old = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], b"1").to_vec();
+        old[2] = 0;
+        assert_eq!(Entry::decode(&old), Err(DecodeError::Version(0)));
+        // A header that claims more tag versions than the bytes hold.
+        let mut lying = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], b"").to_vec();
+        lying[24] = 200;
+        assert_eq!(Entry::decode(&lying), Err(DecodeError::Truncated));
+        // Every prefix of a valid entry either decodes or is an error.
+        let full = Entry::encode(5, Duration::from_secs(1), Duration::ZERO, &[1, 2, 3], b"[1,2]");
+        for end in 0..full.len() {
+            let _ = Entry::decode(&full[..end]);
+        }
+    }
+}

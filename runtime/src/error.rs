@@ -1,0 +1,51 @@
+//! Error types.
+
+use std::time::Duration;
+
+/// An error from configuring or using a [`Cache`](crate::Cache) directly.
+///
+/// Calls through `#[cached]` and [`Cache::get_or_load`](crate::Cache::get_or_load)
+/// never return this: there, backend failures are logged, counted in
+/// [`Stats::errors`](crate::Stats::errors), and the loader's own result is
+/// returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid: a malformed Redis URL, a zero capacity.
+    #[error("invalid cache configuration: {0}")]
+    Config(String),
+    /// The backend could not be reached when the cache was built.
+    #[error("could not connect to the cache backend")]
+    Connect(#[source] BackendError),
+    /// A backend operation failed or timed out.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A value could not be serialized to or deserialized from JSON.
+    #[error("could not (de)serialize a cached value")]
+    Serde(#[from] serde_json::Error),
+    /// [`init`](crate::init) was called after the global cache was already set or used.
+    #[error("the global cache is already initialized")]
+    AlreadyInitialized,
+}
+
+/// A failed backend operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The operation did not complete within the cache's operation timeout.
+    #[error("cache backend operation timed out after {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error or the connection failed.
+    #[error("redis error")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl BackendError {
+    /// Whether the operation timed out (as opposed to failing outright).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            BackendError::Timeout(_) => true,
+            BackendError::Redis(e) => e.is_timeout(),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! In-process coalescing: concurrent misses on one key run one load.
+//!
+//! The first caller to miss on a key becomes the *leader* and holds a
+//! [`Leader`] guard; later callers become *waiters* on a watch channel. The
+//! leader publishes the loaded value's payload (serde_json bytes, so waiters
+//! need no `Clone` bound on the value and decode their own copy) before it
+//! writes to the backend, and its guard removes the flight when dropped. That
+//! drop is also what makes the scheme cancellation- and panic-safe:
+//!
+//! - leader finished with a value: waiters get [`Landed::Value`];
+//! - leader's loader returned an error or panicked: waiters get
+//!   [`Landed::Failed`] and run their own loader (the error type need not be
+//!   `Clone`, so each caller gets its own result);
+//! - leader was cancelled (its future dropped): waiters see the channel close
+//!   ([`Landed::Abandoned`]) and join again; one of them takes over.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+/// What a waiter learns about the load it waited for.
+#[derive(Debug, Clone)]
+pub(crate) enum Landed {
+    /// The serde_json payload of the loaded value.
+    Value(Bytes),
+    /// The loader returned an error, produced a value that is not cached, or panicked.
+    Failed,
+    /// The leader was cancelled before it finished.
+    Abandoned,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Loading,
+    Done(Landed),
+}
+
+/// The flights in progress, by full key.
+#[derive(Debug, Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<String, watch::Receiver<State>>>,
+}
+
+/// The caller's role in the load of one key.
+pub(crate) enum Join<'a> {
+    Leader(Leader<'a>),
+    Waiter(Waiter),
+}
+
+impl Flights {
+    /// Joins the flight for `key`, starting one if there is none.
+    pub(crate) fn join<'a>(&'a self, key: &str) -> Join<'a> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(rx) = map.get(key) {
+            return Join::Waiter(Waiter(rx.clone()));
+        }
+        let (tx, rx) = watch::channel(State::Loading);
+        map.insert(key.to_owned(), rx);
+        Join::Leader(Leader {
+            flights: self,
+            key: key.to_owned(),
+            tx,
+        })
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+}
+
+/// The guard of the caller that runs the load. Dropping it ends the flight.
+pub(crate) struct Leader<'a> {
+    flights: &'a Flights,
+    key: String,
+    tx: watch::Sender<State>,
+}
+
+impl Leader<'_> {
+    /// Tells the waiters how the load ended. The flight stays joinable (and
+    /// new joiners get this result at once) until the guard is dropped.
+    pub(crate) fn land(&self, landed: Landed) {
+        self.tx.send_replace(State::Done(landed));
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.land(Landed::Failed);
+        }
+        let mut map = self.flights.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.remove(&self.key);
+    }
+}
+
+/// A caller waiting for another caller's load.
+pub(crate) struct Waiter(watch::Receiver<State>);
+
+impl Waiter {
+    pub(crate) async fn wait(mut self) -> Landed {
+        match self.0.wait_for(|s| matches!(s, State::Done(_))).await {
+            Ok(state) => match &*state {
+                State::Done(landed) => landed.clone(),
+                State::Loading => unreachable!("wait_for returned a state it was not waiting for"),
+            },
+            Err(_closed) => Landed::Abandoned,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(join: Join<'_>) -> Leader<'_> {
+        match join {
+            Join::Leader(l) => l,
+            Join::Waiter(_) => panic!("expected to lead"),
+        }
+    }
+
+    fn waiter(join: Join<'_>) -> Waiter {
+        match join {
+            Join::Waiter(w) => w,
+            Join::Leader(_) => panic!("expected to wait"),
+        }
+    }
+
+    #[tokio::test]
+    async fn waiters_get_the_landed_value() {
+        let flights = Flights::default();
+        let lead = leader(flights.join("k"));
+        let w = waiter(flights.join("k"));
+        lead.land(Landed::Value(Bytes::from_static(b"1")));
+        // A caller joining after the value landed gets it at once.
+        let late = waiter(flights.join("k"));
+        drop(lead);
+        assert_eq!(flights.len(), 0);
+        for w in [w, late] {
+            assert!(matches!(w.wait().await, Landed::Value(b) if &b[..] == b"1"));
+        }
+    }
+
+    #[tokio::test]
+    async fn cancelled_leader_abandons_and_frees_the_key() {
+        let flights = Flights::default();
+        let lead = leader(flights.join("k"));
+        let w = waiter(flights.join("k"));
+        drop(lead);
+        assert!(matches!(w.wait().await, Landed::Abandoned));
+        let _next = leader(flights.join("k"));
+    }
+
+    #[tokio::test]
+    async fn panicking_leader_fails_its_waiters() {
+        let flights = std::sync::Arc::new(Flights::default());
+        let w = {
+            let f = flights.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let _lead = leader(f.join("k"));
+                tx.send(waiter(f.join("k"))).unwrap();
+                panic!("loader panicked");
+            });
+            assert!(t.join().is_err());
+            rx.recv().unwrap()
+        };
+        assert!(matches!(w.wait().await, Landed::Failed));
+        assert_eq!(flights.len(), 0);
+    }
+}

@@ -1,0 +1,88 @@
+//! What one cached function asks of the cache.
+
+use std::time::Duration;
+
+/// How long a `None` is kept when the function's TTL does not say otherwise.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
+
+/// Per-call caching options: what `#[cached(ttl = ..., negative_ttl = ...)]`
+/// expands to, and what [`Cache::get_or_load`](crate::Cache::get_or_load) takes.
+///
+/// Unset options fall back to the cache's defaults: the TTL to
+/// [`CacheBuilder::default_ttl`](crate::CacheBuilder::default_ttl), the
+/// negative TTL to the smaller of [`DEFAULT_NEGATIVE_TTL`] and the TTL.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use aside::Policy;
+///
+/// let policy = Policy::new()
+///     .ttl(Duration::from_secs(3600))
+///     .negative_ttl(Duration::ZERO); // never cache a `None`
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    ttl: Option<Duration>,
+    negative_ttl: Option<Duration>,
+}
+
+impl Policy {
+    /// A policy that uses the cache's defaults for everything.
+    pub const fn new() -> Self {
+        Policy {
+            ttl: None,
+            negative_ttl: None,
+        }
+    }
+
+    /// How long a loaded value stays fresh. `Duration::ZERO` stores nothing.
+    pub const fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// How long a negative result (a value that serializes to `null`, such as
+    /// `None`) is kept. `Duration::ZERO` turns negative caching off.
+    pub const fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// The TTL to store a value under, given the cache's default TTL.
+    pub(crate) fn effective_ttl(&self, default_ttl: Duration, negative: bool) -> Duration {
+        let ttl = self.ttl.unwrap_or(default_ttl);
+        if negative {
+            self.negative_ttl.unwrap_or(ttl.min(DEFAULT_NEGATIVE_TTL))
+        } else {
+            ttl
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn negative_ttl_defaults_to_smaller_of_minute_and_ttl() {
+        assert_eq!(
+            Policy::new().ttl(HOUR).effective_ttl(HOUR, true),
+            DEFAULT_NEGATIVE_TTL
+        );
+        let short = Duration::from_secs(5);
+        assert_eq!(Policy::new().ttl(short).effective_ttl(HOUR, true), short);
+        assert_eq!(Policy::new().effective_ttl(short, true), short);
+    }
+
+    #[test]
+    fn explicit_values_win() {
+        let p = Policy::new().ttl(HOUR).negative_ttl(Duration::ZERO);
+        assert_eq!(p.effective_ttl(Duration::from_secs(1), false), HOUR);
+        assert_eq!(p.effective_ttl(Duration::from_secs(1), true), Duration::ZERO);
+    }
+}

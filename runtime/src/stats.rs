@@ -1,0 +1,83 @@
+//! Counters for what the cache did.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
+///
+/// Every lookup through [`Cache::get_or_load`](crate::Cache::get_or_load) ends
+/// as exactly one of a hit (`hits`, of which `negative_hits` found a cached
+/// `None`), a coalesced wait on another caller's load (`coalesced`), or a
+/// miss (`misses`). `loads` counts loader runs; `errors` counts backend
+/// operations that failed or timed out; `corrupt` counts stored entries that
+/// did not decode and were treated as misses.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = aside::Cache::memory();
+/// let stats = cache.stats();
+/// assert_eq!(stats.hits + stats.misses, 0);
+/// assert_eq!(stats.hit_ratio(), 0.0);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Lookups answered from the cache, negative hits included.
+    pub hits: u64,
+    /// Hits that found a cached negative result (`None`).
+    pub negative_hits: u64,
+    /// Lookups that found nothing usable and went on to load.
+    pub misses: u64,
+    /// Callers that waited for another caller's in-flight load instead of loading.
+    pub coalesced: u64,
+    /// Times a loader ran.
+    pub loads: u64,
+    /// Backend operations that failed or timed out (the call still succeeded).
+    pub errors: u64,
+    /// Stored entries that failed to decode and were treated as misses.
+    pub corrupt: u64,
+}
+
+impl Stats {
+    /// Hits over all lookups (`hits / (hits + misses + coalesced)`), 0 when there were none.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses + self.coalesced;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// The live counters behind [`Stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) negative_hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) corrupt: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            hits: self.hits.load(Relaxed),
+            negative_hits: self.negative_hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
+            loads: self.loads.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            corrupt: self.corrupt.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Host package for workspace-wide tests and examples.
