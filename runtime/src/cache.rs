@@ -13,7 +13,7 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::Backend;
 use crate::entry::{now_ms, Entry};
-use crate::flight::{Flights, Join, Landed, Leader};
+use crate::flight::{Flights, Join, Landed, Leader, Waiter};
 use crate::stats::Counters;
 use crate::{BackendError, Error, Policy, Stats};
 
@@ -165,7 +165,7 @@ impl Cache {
         loop {
             match self.inner.flights.join(&key) {
                 Join::Leader(leader) => return self.load(&key, policy, load, Some(leader)).await,
-                Join::Waiter(waiter) => match waiter.wait().await {
+                Join::Waiter(waiter) => match self.wait(waiter).await {
                     Landed::Value(payload) => {
                         if let Ok(value) = serde_json::from_slice(&payload) {
                             Counters::incr(&self.inner.counters.coalesced);
@@ -179,6 +179,11 @@ impl Cache {
                 },
             }
         }
+    }
+
+    async fn wait(&self, waiter: Waiter) -> Landed {
+        let _waiting = Counters::enter(&self.inner.counters.waiting);
+        waiter.wait().await
     }
 
     /// Reads `key` and decodes it as `T`. Any failure is a miss (`None`).

@@ -38,6 +38,8 @@ pub struct Stats {
     pub errors: u64,
     /// Stored entries that failed to decode and were treated as misses.
     pub corrupt: u64,
+    /// Callers waiting right now for another caller's load (a gauge, not a counter).
+    pub waiting: u64,
 }
 
 impl Stats {
@@ -62,11 +64,24 @@ pub(crate) struct Counters {
     pub(crate) loads: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) corrupt: AtomicU64,
+    pub(crate) waiting: AtomicU64,
 }
 
 impl Counters {
     pub(crate) fn incr(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a caller in `gauge` until the returned guard is dropped.
+    pub(crate) fn enter(gauge: &AtomicU64) -> impl Drop + '_ {
+        struct Exit<'a>(&'a AtomicU64);
+        impl Drop for Exit<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Relaxed);
+            }
+        }
+        gauge.fetch_add(1, Relaxed);
+        Exit(gauge)
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -78,6 +93,7 @@ impl Counters {
             loads: self.loads.load(Relaxed),
             errors: self.errors.load(Relaxed),
             corrupt: self.corrupt.load(Relaxed),
+            waiting: self.waiting.load(Relaxed),
         }
     }
 }

@@ -1,0 +1,302 @@
+//! Cache-aside through the runtime API (`Cache::get_or_load`, `get`, `set`,
+//! `invalidate`), on both backends.
+
+mod support;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aside::{Cache, Policy};
+use support::{bounded, until, Kind, TestCache};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A loader that counts its runs and returns `value`.
+fn counted<T>(runs: &AtomicU64, value: T) -> std::future::Ready<io::Result<T>> {
+    runs.fetch_add(1, SeqCst);
+    std::future::ready(Ok(value))
+}
+
+async fn miss_then_hit(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let runs = AtomicU64::new(0);
+    let policy = Policy::new().ttl(HOUR);
+    let first: String = cache
+        .get_or_load("greeting", &policy, || counted(&runs, "hi".to_owned()))
+        .await
+        .unwrap();
+    let second: String = cache
+        .get_or_load("greeting", &policy, || counted(&runs, "other".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("hi", "hi"));
+    assert_eq!(runs.load(SeqCst), 1, "the loader runs once");
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.loads, stats.errors),
+        (1, 1, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.hit_ratio(), 0.5);
+}
+
+async fn none_is_cached_under_negative_ttl(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let runs = AtomicU64::new(0);
+    let policy = Policy::new().ttl(HOUR);
+    for _ in 0..3 {
+        let found: Option<u32> = cache
+            .get_or_load("user:1", &policy, || counted(&runs, None))
+            .await
+            .unwrap();
+        assert_eq!(found, None);
+    }
+    assert_eq!(runs.load(SeqCst), 1, "a None is cached");
+    assert_eq!(cache.stats().negative_hits, 2);
+
+    let off = Policy::new().ttl(HOUR).negative_ttl(Duration::ZERO);
+    for _ in 0..3 {
+        let _: Option<u32> = cache
+            .get_or_load("user:2", &off, || counted(&runs, None))
+            .await
+            .unwrap();
+    }
+    assert_eq!(runs.load(SeqCst), 4, "negative_ttl = 0 caches no None");
+}
+
+async fn negative_entries_expire_after_negative_ttl(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let runs = AtomicU64::new(0);
+    let policy = Policy::new().ttl(HOUR).negative_ttl(Duration::from_millis(50));
+    let _: Option<u32> = cache
+        .get_or_load("user:3", &policy, || counted(&runs, None))
+        .await
+        .unwrap();
+    // Waiting out a TTL is what this test is about, not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _: Option<u32> = cache
+        .get_or_load("user:3", &policy, || counted(&runs, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.load(SeqCst),
+        2,
+        "the negative entry expired after 50 ms although ttl is an hour"
+    );
+}
+
+async fn values_expire_after_ttl(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let runs = AtomicU64::new(0);
+    let policy = Policy::new().ttl(Duration::from_millis(50));
+    let _: u32 = cache
+        .get_or_load("short", &policy, || counted(&runs, 1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _: u32 = cache
+        .get_or_load("short", &policy, || counted(&runs, 2))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(SeqCst), 2);
+}
+
+async fn errors_are_returned_and_never_cached(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let runs = AtomicU64::new(0);
+    for _ in 0..2 {
+        let result: io::Result<u32> = cache
+            .get_or_load("flaky", &Policy::new(), || {
+                runs.fetch_add(1, SeqCst);
+                async { Err(io::Error::other("database down")) }
+            })
+            .await;
+        assert_eq!(result.unwrap_err().to_string(), "database down");
+    }
+    assert_eq!(runs.load(SeqCst), 2, "an Err is not cached");
+    assert_eq!(cache.get::<u32>("flaky").await.unwrap(), None);
+}
+
+async fn concurrent_misses_run_one_load(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let runs = Arc::new(AtomicU64::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    const CALLERS: u64 = 100;
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (cache, runs, release) = (cache.cache.clone(), runs.clone(), release.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("hot", &Policy::new(), || async move {
+                        runs.fetch_add(1, SeqCst);
+                        release.notified().await;
+                        Ok::<_, io::Error>("value".to_owned())
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    // The load is held until every other caller is parked on it.
+    until("99 callers wait on the load", || {
+        cache.stats().waiting == CALLERS - 1
+    })
+    .await;
+    release.notify_one();
+    for task in tasks {
+        assert_eq!(
+            bounded("a caller", Duration::from_secs(10), task).await.unwrap(),
+            "value"
+        );
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        runs.load(SeqCst),
+        1,
+        "one load for {CALLERS} concurrent callers: {stats:?}"
+    );
+    assert_eq!(
+        (stats.loads, stats.coalesced, stats.waiting),
+        (1, CALLERS - 1, 0),
+        "{stats:?}"
+    );
+}
+
+/// Spawns a caller of `key` whose loader fails the first time it runs
+/// anywhere (after `release`), and succeeds after that.
+fn caller_with_first_load(
+    cache: &Cache,
+    runs: &Arc<AtomicU64>,
+    release: &Arc<tokio::sync::Notify>,
+    first: fn() -> io::Result<u32>,
+) -> tokio::task::JoinHandle<io::Result<u32>> {
+    let (cache, runs, release) = (cache.clone(), runs.clone(), release.clone());
+    tokio::spawn(async move {
+        cache
+            .get_or_load("shared", &Policy::new(), || async move {
+                if runs.fetch_add(1, SeqCst) == 0 {
+                    release.notified().await;
+                    return first();
+                }
+                Ok(7)
+            })
+            .await
+    })
+}
+
+async fn waiters_load_themselves_when_the_leader_fails(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let (runs, release) = (Arc::new(AtomicU64::new(0)), Arc::new(tokio::sync::Notify::new()));
+    let leader = caller_with_first_load(&cache, &runs, &release, || Err(io::Error::other("boom")));
+    until("the leader loads", || cache.stats().loads == 1).await;
+    let waiters: Vec<_> = (0..10)
+        .map(|_| caller_with_first_load(&cache, &runs, &release, || unreachable!()))
+        .collect();
+    until("10 callers wait", || cache.stats().waiting == 10).await;
+    release.notify_one();
+    assert_eq!(leader.await.unwrap().unwrap_err().to_string(), "boom");
+    for waiter in waiters {
+        let got = bounded("a waiter", Duration::from_secs(10), waiter)
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap(), 7, "a waiter of a failed load runs its own");
+    }
+}
+
+async fn waiters_are_not_left_hanging_by_a_panicking_loader(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let (runs, release) = (Arc::new(AtomicU64::new(0)), Arc::new(tokio::sync::Notify::new()));
+    let leader = caller_with_first_load(&cache, &runs, &release, || panic!("loader panicked"));
+    until("the leader loads", || cache.stats().loads == 1).await;
+    let waiters: Vec<_> = (0..10)
+        .map(|_| caller_with_first_load(&cache, &runs, &release, || unreachable!()))
+        .collect();
+    until("10 callers wait", || cache.stats().waiting == 10).await;
+    release.notify_one();
+    assert!(
+        leader.await.unwrap_err().is_panic(),
+        "the panic reaches the caller that ran the loader"
+    );
+    for waiter in waiters {
+        let got = bounded("a waiter", Duration::from_secs(10), waiter)
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap(), 7);
+    }
+}
+
+async fn a_waiter_takes_over_from_a_cancelled_leader(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let (runs, release) = (Arc::new(AtomicU64::new(0)), Arc::new(tokio::sync::Notify::new()));
+    let leader = caller_with_first_load(&cache, &runs, &release, || unreachable!("never released"));
+    until("the leader loads", || cache.stats().loads == 1).await;
+    let waiter = caller_with_first_load(&cache, &runs, &release, || unreachable!());
+    until("a caller waits", || cache.stats().waiting == 1).await;
+    leader.abort();
+    let got = bounded("the waiter", Duration::from_secs(10), waiter)
+        .await
+        .unwrap();
+    assert_eq!(got.unwrap(), 7, "the waiter loads once the leader is gone");
+    assert_eq!(runs.load(SeqCst), 2);
+}
+
+async fn an_entry_of_another_type_is_a_counted_miss_and_is_repaired(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    cache.set("answer", &"not a number", None).await.unwrap();
+    let runs = AtomicU64::new(0);
+    let got: u32 = cache
+        .get_or_load("answer", &Policy::new(), || counted(&runs, 42))
+        .await
+        .unwrap();
+    assert_eq!(got, 42);
+    assert_eq!(cache.stats().corrupt, 1);
+    let again: u32 = cache
+        .get_or_load("answer", &Policy::new(), || counted(&runs, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again, runs.load(SeqCst)),
+        (42, 1),
+        "the load overwrote the bad entry"
+    );
+}
+
+async fn set_get_invalidate(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    assert_eq!(cache.get::<Vec<u8>>("k").await.unwrap(), None);
+    cache.set("k", &vec![1u8, 2], Some(HOUR)).await.unwrap();
+    assert_eq!(cache.get::<Vec<u8>>("k").await.unwrap(), Some(vec![1, 2]));
+    // A second handle (for Redis: another connection, as another process would have) sees it.
+    let other = cache.another().await;
+    assert_eq!(other.get::<Vec<u8>>("k").await.unwrap(), Some(vec![1, 2]));
+    other.invalidate("k").await.unwrap();
+    assert_eq!(cache.get::<Vec<u8>>("k").await.unwrap(), None);
+
+    let runs = AtomicU64::new(0);
+    let _: u32 = cache
+        .get_or_load("p", &Policy::new(), || counted(&runs, 1))
+        .await
+        .unwrap();
+    cache.invalidate("p").await.unwrap();
+    let _: u32 = cache
+        .get_or_load("p", &Policy::new(), || counted(&runs, 2))
+        .await
+        .unwrap();
+    assert_eq!(runs.load(SeqCst), 2, "an invalidated key loads again");
+}
+
+on_both_backends!(
+    miss_then_hit,
+    none_is_cached_under_negative_ttl,
+    negative_entries_expire_after_negative_ttl,
+    values_expire_after_ttl,
+    errors_are_returned_and_never_cached,
+    concurrent_misses_run_one_load,
+    waiters_load_themselves_when_the_leader_fails,
+    waiters_are_not_left_hanging_by_a_panicking_loader,
+    a_waiter_takes_over_from_a_cancelled_leader,
+    an_entry_of_another_type_is_a_counted_miss_and_is_repaired,
+    set_get_invalidate,
+);

@@ -1,0 +1,207 @@
+//! What only the Redis backend can show: round trips, the stored layout,
+//! raw corruption, and calls that still succeed while Redis is failing.
+
+mod support;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use aside::{Cache, Error, Policy};
+use redis::AsyncCommands;
+use support::{bounded, RedisServer};
+
+fn load(runs: &AtomicU64, value: u32) -> std::future::Ready<io::Result<u32>> {
+    runs.fetch_add(1, SeqCst);
+    std::future::ready(Ok(value))
+}
+
+/// Commands executed since `before`, by name, leaving out the `INFO` that measured them.
+fn delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .filter(|(name, _)| name != "info")
+        .filter_map(|(name, calls)| {
+            let was = before.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
+            (*calls > was).then(|| (name.clone(), calls - was))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hit_is_exactly_one_round_trip() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let runs = AtomicU64::new(0);
+    let _: u32 = cache
+        .get_or_load("product:1", &Policy::new(), || load(&runs, 1))
+        .await
+        .unwrap();
+
+    let before = server.command_calls().await;
+    let hit: u32 = cache
+        .get_or_load("product:1", &Policy::new(), || load(&runs, 2))
+        .await
+        .unwrap();
+    let after = server.command_calls().await;
+
+    assert_eq!(hit, 1);
+    assert_eq!(
+        delta(&before, &after),
+        vec![("get".to_owned(), 1)],
+        "a hit sends one GET and nothing else"
+    );
+}
+
+#[tokio::test]
+async fn a_miss_is_a_get_and_a_set_with_px_under_the_namespace() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .namespace("shop")
+        .build()
+        .await
+        .unwrap();
+    let runs = AtomicU64::new(0);
+    let before = server.command_calls().await;
+    let policy = Policy::new().ttl(Duration::from_secs(90));
+    let _: u32 = cache
+        .get_or_load("product:1", &policy, || load(&runs, 1))
+        .await
+        .unwrap();
+    let after = server.command_calls().await;
+    assert_eq!(
+        delta(&before, &after),
+        vec![("get".to_owned(), 1), ("set".to_owned(), 1)]
+    );
+
+    let mut raw = server.raw().await;
+    let pttl: i64 = raw.pttl("shop:product:1").await.unwrap();
+    assert!(
+        (85_000..=90_000).contains(&pttl),
+        "stored with the policy's TTL in ms, got PTTL {pttl}"
+    );
+    let commands: Vec<String> = server
+        .command_calls()
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        !commands.iter().any(|c| c == "keys" || c == "scan"),
+        "never KEYS or SCAN: {commands:?}"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_bytes_are_a_counted_miss_and_are_repaired() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let mut raw = server.raw().await;
+    let runs = AtomicU64::new(0);
+    let garbage: [&[u8]; 4] = [
+        b"",
+        b"\xff\x00garbage",
+        b"as\x01",
+        b"as\x09 an entry from a future version.....",
+    ];
+    for (i, bytes) in garbage.iter().enumerate() {
+        let key = format!("k{i}");
+        let _: () = raw.set(format!("aside:{key}"), *bytes).await.unwrap();
+        let got: u32 = cache
+            .get_or_load(&key, &Policy::new(), || load(&runs, 7))
+            .await
+            .unwrap();
+        assert_eq!(got, 7);
+        let repaired: u32 = cache
+            .get_or_load(&key, &Policy::new(), || load(&runs, 8))
+            .await
+            .unwrap();
+        assert_eq!(repaired, 7, "the load overwrote the corrupt entry");
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.corrupt, stats.loads, stats.hits), (4, 4, 4), "{stats:?}");
+}
+
+#[tokio::test]
+async fn calls_succeed_when_redis_is_gone() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    drop(server); // killed
+    let runs = AtomicU64::new(0);
+    for i in 0..3 {
+        let got: u32 = bounded("a call with Redis down", Duration::from_secs(5), async {
+            cache
+                .get_or_load("k", &Policy::new(), || load(&runs, i))
+                .await
+                .unwrap()
+        })
+        .await;
+        assert_eq!(got, i, "the loader's own result, every time");
+    }
+    assert!(
+        cache.stats().errors >= 3,
+        "failures are counted: {:?}",
+        cache.stats()
+    );
+    assert!(
+        cache.get::<u32>("k").await.is_err(),
+        "the manual API reports the failure"
+    );
+}
+
+#[tokio::test]
+async fn calls_succeed_within_the_timeout_when_redis_hangs() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(100);
+    let cache = Cache::builder()
+        .redis(server.url())
+        .op_timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    server.signal("STOP");
+    let runs = AtomicU64::new(0);
+    let started = Instant::now();
+    let got: u32 = bounded("a call with Redis hung", Duration::from_secs(5), async {
+        cache
+            .get_or_load("k", &Policy::new(), || load(&runs, 5))
+            .await
+            .unwrap()
+    })
+    .await;
+    let took = started.elapsed();
+    server.signal("CONT");
+    assert_eq!(got, 5);
+    let stats = cache.stats();
+    // A miss is a fetch and a store, each cut off at the timeout.
+    assert_eq!(stats.errors, 2, "both cut off, the call took {took:?}: {stats:?}");
+}
+
+#[tokio::test]
+async fn configuration_errors_are_typed() {
+    let bad_url = Cache::builder().redis("http://example").build().await;
+    assert!(matches!(bad_url, Err(Error::Config(_))), "{bad_url:?}");
+    let closed_port = {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Cache::builder()
+            .redis(format!("redis://127.0.0.1:{port}"))
+            .build()
+            .await
+    };
+    assert!(matches!(closed_port, Err(Error::Connect(_))), "{closed_port:?}");
+    let zero = Cache::builder().op_timeout(Duration::ZERO).build().await;
+    assert!(matches!(zero, Err(Error::Config(_))));
+}
+
+#[tokio::test]
+async fn the_password_never_appears_in_debug_output() {
+    let builder = Cache::builder().redis("redis://user:hunter2@127.0.0.1:1/0");
+    assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
+    let error = builder.build().await.unwrap_err();
+    assert!(!format!("{error:?} {error}").contains("hunter2"), "{error:?}");
+}

@@ -1,0 +1,108 @@
+//! Shared by the integration tests: a private `redis-server` per test, and
+//! caches on either backend.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod redis_server;
+
+use std::future::Future;
+use std::time::Duration;
+
+use aside::Cache;
+pub use redis_server::RedisServer;
+
+/// Which backend a behaviour test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+    Redis,
+}
+
+/// A cache under test, and the server behind it (stopped on drop).
+pub struct TestCache {
+    pub cache: Cache,
+    pub server: Option<RedisServer>,
+}
+
+impl std::ops::Deref for TestCache {
+    type Target = Cache;
+    fn deref(&self) -> &Cache {
+        &self.cache
+    }
+}
+
+impl TestCache {
+    /// A fresh cache on `kind`; for Redis, on a server of its own.
+    pub async fn new(kind: Kind) -> TestCache {
+        match kind {
+            Kind::Memory => TestCache {
+                cache: Cache::memory(),
+                server: None,
+            },
+            Kind::Redis => {
+                let server = RedisServer::start();
+                let cache = server.cache().await;
+                TestCache {
+                    cache,
+                    server: Some(server),
+                }
+            }
+        }
+    }
+
+    /// Another cache on the same storage: for Redis a second connection
+    /// (another "process"), for memory a clone.
+    pub async fn another(&self) -> Cache {
+        match &self.server {
+            Some(server) => server.cache().await,
+            None => self.cache.clone(),
+        }
+    }
+
+    pub fn server(&self) -> &RedisServer {
+        self.server.as_ref().expect("this test needs the Redis backend")
+    }
+}
+
+/// Waits until `condition` holds, checking every millisecond, for at most
+/// 10 s. For waiting on an observable state (such as the number of callers
+/// parked on a load), never as a stand-in for one.
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out after 10 s waiting until {what}");
+}
+
+/// Fails the test if `fut` takes longer than `limit`: a guard against hangs.
+pub async fn bounded<T>(what: &str, limit: Duration, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
+
+/// Generates `memory::$name` and `redis::$name` tests from `async fn $name(kind: Kind)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Kind::Memory).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Kind::Redis).await
+                }
+            )*
+        }
+    };
+}
