@@ -1,0 +1,294 @@
+//! `#[aside::cached]` end to end, on both backends: every function shape the
+//! attribute accepts, and what it stores.
+
+mod support;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+use aside::{Cache, KeyBuilder};
+use serde::{Deserialize, Serialize};
+use support::{Kind, TestCache};
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs of the bodies below; each test uses its own counter through `Probe`.
+#[derive(Default)]
+struct Probe(AtomicU64);
+
+impl Probe {
+    fn hit(&self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+    fn runs(&self) -> u64 {
+        self.0.load(SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Product {
+    id: u64,
+    name: String,
+}
+
+#[derive(Debug, PartialEq)]
+struct DbError(&'static str);
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+// A free function: `Result<Option<T>, E>`, explicit key and TTLs.
+#[aside::cached(cache = cache, key = "product:<id>", ttl = "1h", negative_ttl = 60)]
+async fn get_product(cache: &Cache, probe: &Probe, id: u64) -> Result<Option<Product>, DbError> {
+    probe.hit();
+    match id {
+        0 => Err(DbError("no such table")),
+        1..=100 => Ok(Some(Product {
+            id,
+            name: format!("product {id}"),
+        })),
+        _ => Ok(None),
+    }
+}
+
+// A plain return type and reference arguments.
+#[aside::cached(cache = cache, key = "greet:<name>:<times>")]
+async fn greet(cache: &Cache, probe: &Probe, name: &str, times: &usize) -> String {
+    probe.hit();
+    name.repeat(*times)
+}
+
+// Field paths in placeholders.
+struct User {
+    id: u64,
+    org: (u32, String),
+}
+
+#[aside::cached(cache = cache, key = "user:<user.id>:org:<user.org.1>")]
+async fn user_label(cache: &Cache, probe: &Probe, user: &User) -> String {
+    probe.hit();
+    format!("{}@{}#{}", user.id, user.org.1, user.org.0)
+}
+
+// A generic function.
+#[aside::cached(cache = cache, key = "echo:<value>", ttl = 60)]
+async fn echo<T>(cache: &Cache, probe: &Probe, value: T) -> T
+where
+    T: fmt::Display + Serialize + serde::de::DeserializeOwned,
+{
+    probe.hit();
+    value
+}
+
+// `?` and `return` in the body behave as in any async fn.
+#[aside::cached(cache = cache, key = "parse:<text>")]
+async fn parse(cache: &Cache, probe: &Probe, text: &str) -> Result<u32, std::num::ParseIntError> {
+    probe.hit();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    let n: u32 = text.trim().parse()?;
+    Ok(n * 2)
+}
+
+// `Option<T>` with negative caching off.
+#[aside::cached(cache = cache, key = "maybe:<id>", negative_ttl = 0)]
+async fn maybe(cache: &Cache, probe: &Probe, id: u32) -> Option<u32> {
+    probe.hit();
+    (id % 2 == 0).then_some(id)
+}
+
+// Methods: an inherent impl, taking the cache and part of the key from `self`.
+struct Repo {
+    cache: Cache,
+    tenant: String,
+    probe: Probe,
+}
+
+impl Repo {
+    #[aside::cached(cache = self.cache, key = "<self.tenant>:count:<table>")]
+    async fn count(&self, table: &str) -> Result<u64, DbError> {
+        self.probe.hit();
+        Ok(table.len() as u64)
+    }
+}
+
+// A trait impl method.
+trait Catalog {
+    async fn name_of(&self, id: u64) -> Option<String>;
+}
+
+impl Catalog for Repo {
+    #[aside::cached(cache = self.cache, key = "name:<id>")]
+    async fn name_of(&self, id: u64) -> Option<String> {
+        self.probe.hit();
+        Some(format!("#{id}"))
+    }
+}
+
+// The default key: module path, function name and every argument but `self`.
+#[aside::cached(cache = &*CACHE_FOR_DEFAULT_KEY)]
+async fn default_keyed(a: u32, b: &str) -> String {
+    RUNS.fetch_add(1, SeqCst);
+    format!("{a}{b}")
+}
+
+static CACHE_FOR_DEFAULT_KEY: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Cache::memory);
+
+async fn result_option_and_err(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let probe = Probe::default();
+    let want = Some(Product {
+        id: 7,
+        name: "product 7".into(),
+    });
+    assert_eq!(get_product(&cache, &probe, 7).await, Ok(want.clone()));
+    assert_eq!(get_product(&cache, &probe, 7).await, Ok(want));
+    assert_eq!(probe.runs(), 1, "the second call is a hit");
+
+    assert_eq!(get_product(&cache, &probe, 500).await, Ok(None));
+    assert_eq!(get_product(&cache, &probe, 500).await, Ok(None));
+    assert_eq!(probe.runs(), 2, "None is cached");
+    assert_eq!(cache.stats().negative_hits, 1);
+
+    assert_eq!(
+        get_product(&cache, &probe, 0).await,
+        Err(DbError("no such table"))
+    );
+    assert_eq!(
+        get_product(&cache, &probe, 0).await,
+        Err(DbError("no such table"))
+    );
+    assert_eq!(probe.runs(), 4, "Err is never cached");
+
+    // The key is exactly the template's, so it can be read or invalidated by hand.
+    assert_eq!(
+        cache
+            .get::<Option<Product>>("product:7")
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .id,
+        7
+    );
+    cache.invalidate("product:7").await.unwrap();
+    get_product(&cache, &probe, 7).await.unwrap();
+    assert_eq!(probe.runs(), 5);
+}
+
+async fn plain_values_and_reference_args(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let probe = Probe::default();
+    assert_eq!(greet(&cache, &probe, "ab", &2).await, "abab");
+    assert_eq!(greet(&cache, &probe, "ab", &2).await, "abab");
+    assert_eq!(greet(&cache, &probe, "ab", &3).await, "ababab");
+    assert_eq!(probe.runs(), 2);
+}
+
+async fn placeholder_values_are_escaped(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let probe = Probe::default();
+    // "a:b" with 1 and "a" with "b:1" would collide without escaping.
+    assert_eq!(greet(&cache, &probe, "a:b", &1).await, "a:b");
+    let key = KeyBuilder::new("greet:").arg("a:b").lit(":").arg(&1).finish();
+    assert_eq!(key, r"greet:a\:b:1");
+    assert_eq!(cache.get::<String>(&key).await.unwrap().as_deref(), Some("a:b"));
+}
+
+async fn field_paths(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let probe = Probe::default();
+    let user = User {
+        id: 3,
+        org: (9, "acme".into()),
+    };
+    assert_eq!(user_label(&cache, &probe, &user).await, "3@acme#9");
+    // Same id and org name, another org number: the key does not see it, so this is a hit.
+    let twin = User {
+        id: 3,
+        org: (10, "acme".into()),
+    };
+    assert_eq!(user_label(&cache, &probe, &twin).await, "3@acme#9");
+    assert_eq!(probe.runs(), 1);
+    assert!(cache.get::<String>("user:3:org:acme").await.unwrap().is_some());
+}
+
+async fn generic_functions(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let probe = Probe::default();
+    assert_eq!(echo(&cache, &probe, 5u8).await, 5);
+    assert_eq!(echo(&cache, &probe, 5u8).await, 5);
+    assert_eq!(echo(&cache, &probe, "x".to_owned()).await, "x");
+    assert_eq!(probe.runs(), 2);
+}
+
+async fn question_mark_and_return(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let probe = Probe::default();
+    assert_eq!(parse(&cache, &probe, "21").await, Ok(42));
+    assert_eq!(parse(&cache, &probe, "").await, Ok(0));
+    assert!(parse(&cache, &probe, "x").await.is_err());
+    assert_eq!(parse(&cache, &probe, "21").await, Ok(42));
+    assert_eq!(probe.runs(), 3);
+}
+
+async fn option_without_negative_caching(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let probe = Probe::default();
+    for _ in 0..2 {
+        assert_eq!(maybe(&cache, &probe, 2).await, Some(2));
+        assert_eq!(maybe(&cache, &probe, 3).await, None);
+    }
+    assert_eq!(probe.runs(), 3, "Some is cached, None is not");
+}
+
+async fn methods(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let repo = Repo {
+        cache: cache.cache.clone(),
+        tenant: "t1".into(),
+        probe: Probe::default(),
+    };
+    assert_eq!(repo.count("users").await, Ok(5));
+    assert_eq!(repo.count("users").await, Ok(5));
+    assert_eq!(repo.name_of(4).await.as_deref(), Some("#4"));
+    assert_eq!(repo.name_of(4).await.as_deref(), Some("#4"));
+    assert_eq!(repo.probe.runs(), 2);
+    assert_eq!(cache.get::<u64>("t1:count:users").await.unwrap(), Some(5));
+}
+
+on_both_backends!(
+    result_option_and_err,
+    plain_values_and_reference_args,
+    placeholder_values_are_escaped,
+    field_paths,
+    generic_functions,
+    question_mark_and_return,
+    option_without_negative_caching,
+    methods,
+);
+
+#[tokio::test]
+async fn default_key_is_module_path_function_and_arguments() {
+    assert_eq!(default_keyed(1, "x:y").await, "1x:y");
+    assert_eq!(default_keyed(1, "x:y").await, "1x:y");
+    assert_eq!(RUNS.load(SeqCst), 1);
+    let key = KeyBuilder::new(concat!(module_path!(), "::default_keyed:"))
+        .arg(&1)
+        .lit(":")
+        .arg("x:y")
+        .finish();
+    assert_eq!(key, r"macro_cached::default_keyed:1:x\:y");
+    assert_eq!(
+        CACHE_FOR_DEFAULT_KEY
+            .get::<String>(&key)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1x:y")
+    );
+}
