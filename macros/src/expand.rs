@@ -6,9 +6,7 @@
 //! async fn get_product(id: u64) -> Result<Option<Product>, DbError> { body }
 //!
 //! // Output (roughly):
-//! async fn get_product(id: u64) -> Result<Option<Product>, DbError> {
-//!     assert_cacheable::<Option<Product>>();
-//!     let key = KeyBuilder::new("product:").arg(&id).finish();
+//! async fn get_product(id: u64) -> Result<Option<Product>, DbError> {     let key = KeyBuilder::new("product:").arg(&id).finish();
 //!     let policy = Policy::new().ttl(Duration::from_secs(3600));
 //!     let cache: &Cache = global();
 //!     cache.get_or_load(&key, &policy, move || async move { body }).await
@@ -54,7 +52,9 @@ pub(crate) fn cached(args: &CachedArgs, func: &ItemFn, checked: &Checked<'_>) ->
         Some(expr) => quote_spanned!(expr.span()=> &(#expr)),
         None => quote!(#rt::global()),
     };
-    let assert_cacheable = quote_spanned!(value.span()=> #rt::assert_cacheable::<#value>(););
+    // The call is spanned at the cached type, so that a type serde cannot
+    // round-trip is reported on the return type rather than on the attribute.
+    let span = value.span();
 
     // The body runs in its own `async move` block. The never-taken `return`
     // fixes the block's output type to the function's return type, so that
@@ -74,9 +74,9 @@ pub(crate) fn cached(args: &CachedArgs, func: &ItemFn, checked: &Checked<'_>) ->
         }
     };
     let call = if checked.returns_result {
-        quote!(__aside_cache.get_or_load(&__aside_key, &__aside_policy, #body).await)
+        quote_spanned!(span=> __aside_cache.get_or_load(&__aside_key, &__aside_policy, #body).await)
     } else {
-        quote! {
+        quote_spanned! {span=>
             let __aside_body = #body;
             match __aside_cache
                 .get_or_load(&__aside_key, &__aside_policy, move || async move {
@@ -93,7 +93,6 @@ pub(crate) fn cached(args: &CachedArgs, func: &ItemFn, checked: &Checked<'_>) ->
     quote! {
         #(#attrs)*
         #vis #sig {
-            #assert_cacheable
             let __aside_key: ::std::string::String = #key;
             let __aside_policy = #rt::Policy::new() #ttl #negative_ttl;
             let __aside_cache: &#rt::Cache = #cache;

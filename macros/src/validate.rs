@@ -36,17 +36,15 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &CachedArgs, errors: &mut Errors
         match input {
             FnArg::Receiver(receiver) => {
                 has_self = true;
-                let shared_ref = receiver.reference.is_some()
-                    && receiver.mutability.is_none()
-                    && receiver.colon_token.is_none();
-                if !shared_ref {
-                    let what = if receiver.mutability.is_some() && receiver.reference.is_some() {
-                        "`&mut self`"
-                    } else {
-                        "this receiver"
-                    };
+                let problem = match (&receiver.reference, &receiver.mutability, &receiver.colon_token) {
+                    (Some(_), None, None) => None,
+                    (Some(_), Some(mutability), None) => Some((mutability.span, "`&mut self`")),
+                    (None, _, None) => Some((receiver.self_token.span, "`self` by value")),
+                    (_, _, Some(_)) => Some((receiver.self_token.span, "a typed `self`")),
+                };
+                if let Some((span, what)) = problem {
                     errors.add(
-                        receiver.span(),
+                        span,
                         format!(
                             "#[cached] methods must take `&self`, not {what}: a cached call may skip the body, \
                              so the body must not consume or mutate `self`"

@@ -56,11 +56,4 @@ pub mod __private {
     pub use crate::{global, Cache, KeyBuilder, Policy};
     pub use core::convert::Infallible;
     pub use core::time::Duration;
-
-    /// Fails to compile, at the function's return type, unless the cached
-    /// value can round-trip through serde.
-    pub const fn assert_cacheable<T: serde::Serialize + serde::de::DeserializeOwned>() {}
-
-    /// Fails to compile, at the placeholder, unless the value is `Display`.
-    pub const fn assert_display<T: core::fmt::Display + ?Sized>(_: &T) {}
 }

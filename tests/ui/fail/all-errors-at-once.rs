@@ -1,0 +1,6 @@
+#[aside::cached(key = "p:<nope>", ttl = "forever", colour = "blue")]
+fn get(id: u64) -> u64 {
+    id
+}
+
+fn main() {}
