@@ -13,7 +13,7 @@ use syn::ItemFn;
 
 use crate::args::{CachedArgs, Errors};
 
-/// Caches an `async fn`'s result: see the `aside` crate for the options.
+/// The attribute behind `aside::cached`, where its options are documented.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);

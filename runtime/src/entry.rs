@@ -119,7 +119,7 @@ impl<'a> Entry<'a> {
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| duration_ms(d))
+        .map_or(0, duration_ms)
 }
 
 pub(crate) fn duration_ms(d: Duration) -> u64 {
