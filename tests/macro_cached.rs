@@ -136,6 +136,15 @@ async fn default_keyed(a: u32, b: &str) -> String {
     format!("{a}{b}")
 }
 
+// An argument that is the cache is left out of the default key.
+#[aside::cached(cache = cache)]
+async fn default_keyed_with_cache_arg(cache: &Cache, n: u32) -> u32 {
+    RUNS_WITH_CACHE_ARG.fetch_add(1, SeqCst);
+    n + 1
+}
+
+static RUNS_WITH_CACHE_ARG: AtomicU64 = AtomicU64::new(0);
+
 static CACHE_FOR_DEFAULT_KEY: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Cache::memory);
 
 async fn result_option_and_err(kind: Kind) {
@@ -291,4 +300,14 @@ async fn default_key_is_module_path_function_and_arguments() {
             .as_deref(),
         Some("1x:y")
     );
+}
+
+#[tokio::test]
+async fn default_key_leaves_out_the_cache_argument() {
+    let cache = Cache::memory();
+    assert_eq!(default_keyed_with_cache_arg(&cache, 1).await, 2);
+    assert_eq!(default_keyed_with_cache_arg(&cache, 1).await, 2);
+    assert_eq!(RUNS_WITH_CACHE_ARG.load(SeqCst), 1);
+    let key = concat!(module_path!(), "::default_keyed_with_cache_arg:1");
+    assert_eq!(cache.get::<u32>(key).await.unwrap(), Some(2));
 }

@@ -10,7 +10,8 @@ use crate::template::Segment;
 
 /// What the expansion needs from the signature.
 pub(crate) struct Checked<'a> {
-    /// The arguments the default key is made of, in order (not `self`).
+    /// The arguments the default key is made of, in order (not `self`, nor
+    /// an argument that is the cache).
     pub(crate) key_args: Vec<&'a Ident>,
     /// The full return type.
     pub(crate) ret: &'a Type,
@@ -81,6 +82,12 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &CachedArgs, errors: &mut Errors
         Some(ok) => (ok, true),
         None => (&**ret, false),
     };
+    // An argument that *is* the cache (`cache = cache`) is not part of the default key.
+    let cache_arg = match &args.cache {
+        Some(syn::Expr::Path(path)) => path.path.get_ident(),
+        _ => None,
+    };
+    named.retain(|arg| Some(*arg) != cache_arg);
     Some(Checked {
         key_args: named,
         ret,
