@@ -164,37 +164,42 @@ async fn concurrent_misses_run_one_load(kind: Kind) {
     );
 }
 
-/// Spawns a caller of `key` whose loader fails the first time it runs
-/// anywhere (after `release`), and succeeds after that.
-fn caller_with_first_load(
+type Caller = tokio::task::JoinHandle<io::Result<u32>>;
+
+/// Spawns a leader whose load, once `release` is notified, ends with `first()`,
+/// then `waiters` callers of the same key, and returns once all of them are
+/// parked on the leader's load. Every load after the first returns `Ok(7)`.
+async fn leader_and_waiters(
     cache: &Cache,
-    runs: &Arc<AtomicU64>,
-    release: &Arc<tokio::sync::Notify>,
+    waiters: u64,
     first: fn() -> io::Result<u32>,
-) -> tokio::task::JoinHandle<io::Result<u32>> {
-    let (cache, runs, release) = (cache.clone(), runs.clone(), release.clone());
-    tokio::spawn(async move {
-        cache
-            .get_or_load("shared", &Policy::new(), || async move {
-                if runs.fetch_add(1, SeqCst) == 0 {
-                    release.notified().await;
-                    return first();
-                }
-                Ok(7)
-            })
-            .await
-    })
+) -> (Caller, Vec<Caller>, Arc<tokio::sync::Notify>, Arc<AtomicU64>) {
+    let (runs, release) = (Arc::new(AtomicU64::new(0)), Arc::new(tokio::sync::Notify::new()));
+    let spawn = || {
+        let (cache, runs, release) = (cache.clone(), runs.clone(), release.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load("shared", &Policy::new(), || async move {
+                    if runs.fetch_add(1, SeqCst) == 0 {
+                        release.notified().await;
+                        return first();
+                    }
+                    Ok(7)
+                })
+                .await
+        })
+    };
+    let leader = spawn();
+    until("the leader loads", || cache.stats().loads == 1).await;
+    let parked: Vec<_> = (0..waiters).map(|_| spawn()).collect();
+    until("the callers wait", || cache.stats().waiting == waiters).await;
+    (leader, parked, release, runs)
 }
 
 async fn waiters_load_themselves_when_the_leader_fails(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let (runs, release) = (Arc::new(AtomicU64::new(0)), Arc::new(tokio::sync::Notify::new()));
-    let leader = caller_with_first_load(&cache, &runs, &release, || Err(io::Error::other("boom")));
-    until("the leader loads", || cache.stats().loads == 1).await;
-    let waiters: Vec<_> = (0..10)
-        .map(|_| caller_with_first_load(&cache, &runs, &release, || unreachable!()))
-        .collect();
-    until("10 callers wait", || cache.stats().waiting == 10).await;
+    let (leader, waiters, release, _) =
+        leader_and_waiters(&cache, 10, || Err(io::Error::other("boom"))).await;
     release.notify_one();
     assert_eq!(leader.await.unwrap().unwrap_err().to_string(), "boom");
     for waiter in waiters {
@@ -207,18 +212,10 @@ async fn waiters_load_themselves_when_the_leader_fails(kind: Kind) {
 
 async fn waiters_are_not_left_hanging_by_a_panicking_loader(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let (runs, release) = (Arc::new(AtomicU64::new(0)), Arc::new(tokio::sync::Notify::new()));
-    let leader = caller_with_first_load(&cache, &runs, &release, || panic!("loader panicked"));
-    until("the leader loads", || cache.stats().loads == 1).await;
-    let waiters: Vec<_> = (0..10)
-        .map(|_| caller_with_first_load(&cache, &runs, &release, || unreachable!()))
-        .collect();
-    until("10 callers wait", || cache.stats().waiting == 10).await;
+    let (leader, waiters, release, _) = leader_and_waiters(&cache, 10, || panic!("loader panicked")).await;
     release.notify_one();
-    assert!(
-        leader.await.unwrap_err().is_panic(),
-        "the panic reaches the caller that ran the loader"
-    );
+    let panicked = leader.await.unwrap_err().is_panic();
+    assert!(panicked, "the panic reaches the caller that ran the loader");
     for waiter in waiters {
         let got = bounded("a waiter", Duration::from_secs(10), waiter)
             .await
@@ -229,12 +226,10 @@ async fn waiters_are_not_left_hanging_by_a_panicking_loader(kind: Kind) {
 
 async fn a_waiter_takes_over_from_a_cancelled_leader(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let (runs, release) = (Arc::new(AtomicU64::new(0)), Arc::new(tokio::sync::Notify::new()));
-    let leader = caller_with_first_load(&cache, &runs, &release, || unreachable!("never released"));
-    until("the leader loads", || cache.stats().loads == 1).await;
-    let waiter = caller_with_first_load(&cache, &runs, &release, || unreachable!());
-    until("a caller waits", || cache.stats().waiting == 1).await;
+    let (leader, mut waiters, _release, runs) =
+        leader_and_waiters(&cache, 1, || unreachable!("never released")).await;
     leader.abort();
+    let waiter = waiters.pop().unwrap();
     let got = bounded("the waiter", Duration::from_secs(10), waiter)
         .await
         .unwrap();
