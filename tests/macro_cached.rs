@@ -311,3 +311,19 @@ async fn default_key_leaves_out_the_cache_argument() {
     let key = concat!(module_path!(), "::default_keyed_with_cache_arg:1");
     assert_eq!(cache.get::<u32>(key).await.unwrap(), Some(2));
 }
+
+/// Cached functions stay `Send`, so they can be spawned and used in handlers.
+#[test]
+fn cached_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let cache = Cache::memory();
+    let probe = Probe::default();
+    assert_send(&get_product(&cache, &probe, 1));
+    assert_send(&greet(&cache, &probe, "a", &1));
+    let repo = Repo {
+        cache: cache.clone(),
+        tenant: "t".into(),
+        probe: Probe::default(),
+    };
+    assert_send(&repo.count("t"));
+}

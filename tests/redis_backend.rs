@@ -16,16 +16,18 @@ fn load(runs: &AtomicU64, value: u32) -> std::future::Ready<io::Result<u32>> {
     std::future::ready(Ok(value))
 }
 
-/// Commands executed since `before`, by name, leaving out the `INFO` that measured them.
+/// Commands executed since `before`, sorted by name, leaving out the `INFO` that measured them.
 fn delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
-    after
+    let mut delta: Vec<_> = after
         .iter()
         .filter(|(name, _)| name != "info")
         .filter_map(|(name, calls)| {
             let was = before.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
             (*calls > was).then(|| (name.clone(), calls - was))
         })
-        .collect()
+        .collect();
+    delta.sort();
+    delta
 }
 
 #[tokio::test]

@@ -400,6 +400,7 @@ impl Inner {
 /// | [`namespace`](Self::namespace) | [`DEFAULT_NAMESPACE`](Self::DEFAULT_NAMESPACE) |
 /// | [`default_ttl`](Self::default_ttl) | [`DEFAULT_TTL`](Self::DEFAULT_TTL) |
 /// | [`op_timeout`](Self::op_timeout) | [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT) |
+/// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT) |
 ///
 /// The Redis URL is kept out of `Debug` output (it may hold a password).
 ///
@@ -421,6 +422,7 @@ pub struct CacheBuilder {
     namespace: String,
     default_ttl: Duration,
     op_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -431,6 +433,7 @@ impl fmt::Debug for CacheBuilder {
             .field("namespace", &self.namespace)
             .field("default_ttl", &self.default_ttl)
             .field("op_timeout", &self.op_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -451,6 +454,11 @@ impl CacheBuilder {
     /// network (a round trip is well under 1 ms) yet short next to the slow
     /// queries worth caching.
     pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
+    /// How long establishing a connection to Redis may take, at start-up and
+    /// on each reconnect: 5 s (a TLS handshake to a remote server can take
+    /// far longer than one command). Calls never wait for it longer than
+    /// the operation timeout.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// The in-memory backend's bound on keys plus entries: 256 MiB.
     pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 * 1024 * 1024;
 
@@ -462,6 +470,7 @@ impl CacheBuilder {
             namespace: Self::DEFAULT_NAMESPACE.to_owned(),
             default_ttl: Self::DEFAULT_TTL,
             op_timeout: Self::DEFAULT_OP_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
@@ -497,15 +506,23 @@ impl CacheBuilder {
         self
     }
 
+    /// The most time connecting to Redis may take (see [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT)).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Builds the cache, connecting to Redis if one was configured.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid setting or Redis URL;
-    /// [`Error::Connect`] if Redis cannot be reached within the operation timeout.
+    /// [`Error::Connect`] if Redis cannot be reached within the connect timeout.
     pub async fn build(self) -> Result<Cache, Error> {
-        if self.op_timeout.is_zero() {
-            return Err(Error::Config("op_timeout must be greater than zero".into()));
+        if self.op_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Config(
+                "op_timeout and connect_timeout must be greater than zero".into(),
+            ));
         }
         let Some(url) = &self.redis_url else {
             if self.memory_capacity == 0 {
@@ -516,7 +533,7 @@ impl CacheBuilder {
         // The redis crate's message names the problem, never the URL itself.
         let client = redis::Client::open(url.as_str())
             .map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
-        let backend = RedisBackend::connect(client, self.op_timeout)
+        let backend = RedisBackend::connect(client, self.connect_timeout, self.op_timeout)
             .await
             .map_err(Error::Connect)?;
         Ok(self.build_with(Arc::new(backend)))

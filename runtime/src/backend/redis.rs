@@ -31,12 +31,31 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to `client`, waiting at most `op_timeout` for the first connection.
-    pub(crate) async fn connect(client: redis::Client, op_timeout: Duration) -> Result<Self, BackendError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(op_timeout))
+    /// Connects to `client`, waiting at most `connect_timeout` for the first connection.
+    pub(crate) async fn connect(
+        client: redis::Client,
+        connect_timeout: Duration,
+        op_timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        // The manager retries a failed first connection with backoff; probe
+        // once first so that a wrong address fails fast rather than after
+        // `connect_timeout`. The probe connection is dropped.
+        let probe = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(op_timeout));
-        let conn = bounded(op_timeout, ConnectionManager::new_with_config(client, config)).await?;
+        bounded(
+            connect_timeout,
+            client.get_multiplexed_async_connection_with_config(&probe),
+        )
+        .await?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(op_timeout));
+        let conn = bounded(
+            connect_timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await?;
         Ok(RedisBackend { conn, op_timeout })
     }
 
