@@ -43,6 +43,33 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// What happened between `earlier` (a snapshot of the same cache) and
+    /// this snapshot: every counter's difference. `waiting`, a gauge, is
+    /// this snapshot's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = aside::Cache::memory();
+    /// let before = cache.stats();
+    /// let _ = cache.get_or_load("k", &aside::Policy::new(), || async { Ok::<_, ()>(1) }).await;
+    /// assert_eq!(cache.stats().since(&before).loads, 1);
+    /// # }
+    /// ```
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        Stats {
+            hits: self.hits.saturating_sub(earlier.hits),
+            negative_hits: self.negative_hits.saturating_sub(earlier.negative_hits),
+            misses: self.misses.saturating_sub(earlier.misses),
+            coalesced: self.coalesced.saturating_sub(earlier.coalesced),
+            loads: self.loads.saturating_sub(earlier.loads),
+            errors: self.errors.saturating_sub(earlier.errors),
+            corrupt: self.corrupt.saturating_sub(earlier.corrupt),
+            waiting: self.waiting,
+        }
+    }
+
     /// Hits over all lookups (`hits / (hits + misses + coalesced)`), 0 when there were none.
     pub fn hit_ratio(&self) -> f64 {
         let total = self.hits + self.misses + self.coalesced;
