@@ -14,68 +14,105 @@ pub(crate) mod redis;
 /// A boxed, `Send` future, as returned by [`Backend`] methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A storage tier for encoded entries.
+/// The storage names behind one cache key: the entry itself, the key's
+/// *guard* token, and the *tokens* of the tags the entry carries.
+///
+/// [`Cache`](crate::Cache) builds them (see the README's "Redis layout"); a
+/// backend only reads and writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryKeys {
+    /// Where the encoded entry is stored.
+    pub entry: String,
+    /// Where the key's guard token is stored (present for a while after the
+    /// key was invalidated).
+    pub guard: String,
+    /// Where each tag's current token is stored.
+    pub tags: Vec<String>,
+}
+
+/// What one read returns: the entry and the tokens it is checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The encoded entry, if one is stored.
+    pub entry: Option<Bytes>,
+    /// The key's guard token, if it has one.
+    pub guard: Option<u64>,
+    /// Each tag's token, in the order of [`EntryKeys::tags`]; `None` if the
+    /// tag has none (never used, or evicted).
+    pub tags: Vec<Option<u64>>,
+}
+
+/// What a store requires of the key's guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Store only if the guard token is still this one (read before the value
+    /// was loaded): a key invalidated meanwhile is not overwritten with an old value.
+    Expect(Option<u64>),
+    /// Store whatever the guard.
+    Unchecked,
+}
+
+/// A storage tier for encoded entries and the tokens that invalidate them.
 ///
 /// [`Cache`](crate::Cache) does everything else (keys, envelopes, TTL choice,
-/// coalescing, fail-open); a backend only moves opaque bytes. The contract:
+/// coalescing, fail-open, comparing tokens); a backend moves opaque bytes and
+/// random tokens. The contract:
 ///
-/// - `fetch(key)` returns the bytes last stored at `key`, or `None` if there are
-///   none or they expired. It is **one round trip** on a remote backend; when
-///   tags arrive, it also returns the current versions of the entry's tags in
-///   that same round trip (Redis: one `MGET`), which is why it is the only read.
-/// - `store(key, bytes, ttl)` replaces the entry; it expires after `ttl`.
-/// - `remove(key)` deletes the entry.
+/// - [`fetch`](Self::fetch) reads an entry, its key's guard and its tags'
+///   tokens **in one round trip** (Redis: one `MGET`), consistently enough
+///   that an invalidation completed before the read started is visible to it.
+/// - [`tag_tokens`](Self::tag_tokens) returns each tag's token, first giving
+///   a fresh random token to any tag that has none.
+/// - [`store`](Self::store) writes an entry expiring after `ttl`; with
+///   [`Guard::Expect`], *atomically* only if the guard token is unchanged.
+/// - [`invalidate`](Self::invalidate) deletes the entry and gives the guard a
+///   fresh random token that lives for `window`, atomically.
+/// - [`invalidate_tags`](Self::invalidate_tags) gives each tag a fresh token:
+///   O(1) per tag, whatever the number of entries that carry it.
 /// - Every operation is bounded in time by the backend itself and reports a
-///   timeout as [`BackendError::Timeout`]; the cache never waits longer.
+///   timeout as [`BackendError::Timeout`].
 ///
-/// Keys arrive already namespaced. Later capabilities extend this trait rather
-/// than replace it: tag-version bumps, and `lock`/`unlock` (set-if-absent with a
-/// token and a TTL, compare-and-delete) for cross-process stampede protection.
-/// An in-process L1 tier in front of Redis, or a Redis Cluster backend, is
-/// another implementation of this same trait.
+/// A missing token (never set, expired or evicted) never equals a recorded
+/// one, so losing tokens can only cause misses, never stale hits. Later
+/// capabilities extend this trait: `lock`/`unlock` (set-if-absent with a token
+/// and a TTL, compare-and-delete) for cross-process stampede protection. An
+/// in-process L1 tier in front of Redis, or a Redis Cluster backend, is
+/// another implementation of it.
 ///
-/// The trait is public so that tests can inject faults and so that other
-/// stores can be plugged in; it may gain methods before 1.0.
-///
-/// # Examples
-///
-/// ```
-/// use std::sync::Arc;
-/// use std::time::Duration;
-/// use aside::{Backend, BackendError, BoxFuture, Cache};
-/// use bytes::Bytes;
-///
-/// /// A backend that never stores anything: every call is a miss.
-/// #[derive(Debug)]
-/// struct Nothing;
-///
-/// impl Backend for Nothing {
-///     fn fetch<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, BackendError>> {
-///         Box::pin(async { Ok(None) })
-///     }
-///     fn store<'a>(&'a self, _key: &'a str, _entry: Bytes, _ttl: Duration) -> BoxFuture<'a, Result<(), BackendError>> {
-///         Box::pin(async { Ok(()) })
-///     }
-///     fn remove<'a>(&'a self, _key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
-///         Box::pin(async { Ok(()) })
-///     }
-/// }
-///
-/// let cache = Cache::with_backend(Arc::new(Nothing));
-/// # let _ = cache;
-/// ```
+/// The trait is public so that tests can inject faults and other stores can
+/// be plugged in; it may gain methods before 1.0. [`Cache::memory`](crate::Cache::memory)
+/// is the reference implementation.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
-    /// Reads the entry at `key` in one round trip.
-    fn fetch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, BackendError>>;
+    /// Reads the entry, its guard and its tags' tokens in one round trip.
+    fn fetch<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>>;
 
-    /// Writes `entry` at `key`, expiring after `ttl` (never zero).
+    /// Returns the token of each tag in `tags`, creating the missing ones.
+    fn tag_tokens<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, BackendError>>;
+
+    /// Writes `entry`, expiring after `ttl` (never zero), if `guard` allows.
+    /// Returns whether it was written.
     fn store<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a EntryKeys,
         entry: Bytes,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BackendError>>;
+        guard: Guard,
+    ) -> BoxFuture<'a, Result<bool, BackendError>>;
 
-    /// Deletes the entry at `key`, if any.
-    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Deletes the entry and sets a fresh guard token that expires after
+    /// `window`; returns the new token.
+    fn invalidate<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<u64, BackendError>>;
+
+    /// Gives each tag in `tags` a fresh token.
+    fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
+}
+
+/// A fresh random token: never 0, so that no token equals an unset one
+/// wherever 0 stands for "none".
+pub(crate) fn fresh_token() -> u64 {
+    rand::random::<u64>().max(1)
 }

@@ -1,4 +1,4 @@
-//! The [`Cache`] handle and its [`CacheBuilder`].
+//! The [`Cache`] handle: cache-aside, write-through and invalidation.
 
 use std::fmt;
 use std::future::Future;
@@ -9,13 +9,12 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::memory::MemoryBackend;
-use crate::backend::redis::RedisBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, EntryKeys, Fetched, Guard};
 use crate::entry::{now_ms, Entry};
 use crate::flight::{Flights, Join, Landed, Leader, Waiter};
 use crate::stats::Counters;
-use crate::{BackendError, Error, Policy, Stats};
+use crate::tags::Stamp;
+use crate::{BackendError, CacheBuilder, Error, Policy, Stats};
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
 /// and its counters. Clones share everything.
@@ -24,13 +23,17 @@ use crate::{BackendError, Error, Policy, Stats};
 ///
 /// - **Cache-aside.** [`get_or_load`](Self::get_or_load) looks the key up,
 ///   returns a hit, and otherwise runs the loader once, stores its value with
-///   the policy's TTL and returns it.
+///   the policy's TTL and tags, and returns it.
 /// - **Negative caching.** A value that serializes to JSON `null` (a `None`)
 ///   is stored under the negative TTL; an `Err` from the loader is never stored.
 /// - **Coalescing.** Concurrent misses on one key in one process run the
 ///   loader once; the other callers get the same value. If that loader fails
 ///   or panics, each waiter runs its own; if its caller is cancelled, a waiter
 ///   takes over.
+/// - **Invalidation that cannot lose a race.** Once [`invalidate`](Self::invalidate)
+///   or [`invalidate_tag`](Self::invalidate_tag) has returned, no later read
+///   returns a value whose loader started before it, in this process or any
+///   other sharing the backend.
 /// - **Fail-open.** If the backend errors or exceeds the operation timeout,
 ///   the call still returns the loader's result; the failure is logged
 ///   through `tracing` and counted in [`Stats::errors`].
@@ -63,25 +66,44 @@ pub struct Cache {
     inner: Arc<Inner>,
 }
 
+/// The settings a [`CacheBuilder`] hands to the cache.
+pub(crate) struct Settings {
+    pub(crate) namespace: String,
+    pub(crate) default_ttl: Duration,
+    pub(crate) invalidation_window: Duration,
+}
+
 struct Inner {
     backend: Arc<dyn Backend>,
-    namespace: String,
-    default_ttl: Duration,
+    settings: Settings,
     flights: Flights,
     counters: Counters,
 }
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = &self.inner.settings;
         f.debug_struct("Cache")
             .field("backend", &self.inner.backend)
-            .field("namespace", &self.inner.namespace)
-            .field("default_ttl", &self.inner.default_ttl)
+            .field("namespace", &settings.namespace)
+            .field("default_ttl", &settings.default_ttl)
+            .field("invalidation_window", &settings.invalidation_window)
             .finish_non_exhaustive()
     }
 }
 
 impl Cache {
+    pub(crate) fn new(backend: Arc<dyn Backend>, settings: Settings) -> Cache {
+        Cache {
+            inner: Arc::new(Inner {
+                backend,
+                settings,
+                flights: Flights::default(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
     /// An in-process cache with the default settings (see [`CacheBuilder`]).
     ///
     /// # Examples
@@ -96,12 +118,12 @@ impl Cache {
 
     /// A cache over a backend of your own, with the default settings.
     ///
-    /// See [`Backend`] for an example.
+    /// See [`Backend`] for what a backend must do.
     pub fn with_backend(backend: Arc<dyn Backend>) -> Cache {
         CacheBuilder::new().build_with(backend)
     }
 
-    /// A builder to configure the backend, namespace, default TTL and timeout.
+    /// A builder to configure the backend, namespace, default TTL and timeouts.
     ///
     /// # Examples
     ///
@@ -158,27 +180,83 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key = self.inner.namespaced(key);
-        if let Some(value) = self.lookup(&key).await {
+        let keys = self.inner.keys(key, policy.tags());
+        let fetched = self.inner.report(self.inner.backend.fetch(&keys).await);
+        if let Some(value) = fetched.as_ref().and_then(|f| self.hit(&keys, f)) {
             return Ok(value);
         }
+        Counters::incr(&self.inner.counters.misses);
+        let stamp = match fetched {
+            Some(fetched) => self.stamp(&keys, fetched).await,
+            None => None,
+        };
         loop {
-            match self.inner.flights.join(&key) {
-                Join::Leader(leader) => return self.load(&key, policy, load, Some(leader)).await,
+            match self.inner.flights.join(&keys.entry) {
+                Join::Leader(leader) => return self.load(&keys, policy, load, stamp, Some(leader)).await,
                 Join::Waiter(waiter) => match self.wait(waiter).await {
-                    Landed::Value(payload) => {
+                    // Only a load that ran under the tokens this caller read:
+                    // one that began before an invalidation this caller has
+                    // seen is not for it.
+                    Landed::Value(payload, theirs) if theirs == stamp => {
                         if let Ok(value) = serde_json::from_slice(&payload) {
                             Counters::incr(&self.inner.counters.coalesced);
                             return Ok(value);
                         }
-                        // Same key, another type: load our own.
-                        return self.load(&key, policy, load, None).await;
+                        return self.load(&keys, policy, load, stamp, None).await;
                     }
-                    Landed::Failed => return self.load(&key, policy, load, None).await,
+                    Landed::Value(..) | Landed::Failed => {
+                        return self.load(&keys, policy, load, stamp, None).await
+                    }
                     Landed::Abandoned => continue,
                 },
             }
         }
+    }
+
+    /// Write-through: runs `load` (the function that changed the data and
+    /// returns its new value), stores its `Ok` value at `key` under `policy`
+    /// so that the next read is a hit, and returns its result.
+    ///
+    /// The write also invalidates `key` first, so that a slower load of the
+    /// old value, running concurrently, cannot overwrite the new one. An `Err`
+    /// stores nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+    /// let cache = Cache::memory();
+    /// let saved = cache.put("user:1", &Policy::new(), || async { Ok::<_, std::io::Error>("ada") }).await?;
+    /// let read: String = cache
+    ///     .get_or_load("user:1", &Policy::new(), || async { Err(std::io::Error::other("not called")) })
+    ///     .await?;
+    /// assert_eq!((saved, read.as_str()), ("ada", "ada"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn put<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let keys = self.inner.keys(key, policy.tags());
+        // The tag tokens are read before the new value is computed, as for a load.
+        let tags = self.inner.report(self.inner.backend.tag_tokens(&keys.tags).await);
+        let started = Instant::now();
+        let result = load().await;
+        if let (Ok(value), Some(tags)) = (&result, tags) {
+            if let Some(payload) = self.encode_value(&keys, value) {
+                let guard = self.inner.report(self.invalidate_keys(&keys).await).map(Some);
+                if let Some(guard) = guard {
+                    let stamp = Stamp { guard, tags };
+                    self.store(&keys, policy, &payload, &stamp, started.elapsed())
+                        .await;
+                }
+            }
+        }
+        result
     }
 
     async fn wait(&self, waiter: Waiter) -> Landed {
@@ -186,19 +264,18 @@ impl Cache {
         waiter.wait().await
     }
 
-    /// Reads `key` and decodes it as `T`. Any failure is a miss (`None`).
-    async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let bytes = self.inner.report(self.inner.backend.fetch(key).await)??;
+    /// The value of a fetched entry, if it is fresh, still valid for its
+    /// tags, and decodes as `T`; counts the hit, or a corrupt entry.
+    fn hit<T: DeserializeOwned>(&self, keys: &EntryKeys, fetched: &Fetched) -> Option<T> {
+        let bytes = fetched.entry.as_ref()?;
         let counters = &self.inner.counters;
-        let decoded = Entry::decode(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|entry| {
-                if !entry.is_fresh(now_ms()) {
-                    return Ok(None);
-                }
-                let value = serde_json::from_slice(entry.payload).map_err(|e| e.to_string())?;
-                Ok(Some((value, entry.is_negative())))
-            });
+        let decoded = Entry::decode(bytes).map_err(|e| e.to_string()).and_then(|entry| {
+            if !entry.is_fresh(now_ms()) || !Stamp::tags_match(&entry.tag_versions, &fetched.tags) {
+                return Ok(None);
+            }
+            let value = serde_json::from_slice(entry.payload).map_err(|e| e.to_string())?;
+            Ok(Some((value, entry.is_negative())))
+        });
         match decoded {
             Ok(Some((value, negative))) => {
                 Counters::incr(&counters.hits);
@@ -210,19 +287,36 @@ impl Cache {
             Ok(None) => None,
             Err(reason) => {
                 Counters::incr(&counters.corrupt);
+                let key = &keys.entry;
                 tracing::warn!(key, %reason, "aside: unreadable cache entry, treating it as a miss");
                 None
             }
         }
     }
 
-    /// Runs the loader and stores its value. `leader` is the flight to land,
-    /// or `None` when this caller loads on its own after a failed flight.
+    /// The tokens a load of `keys` runs under: those just fetched, creating
+    /// tag tokens that do not exist yet. `None` if the backend failed.
+    async fn stamp(&self, keys: &EntryKeys, fetched: Fetched) -> Option<Stamp> {
+        let tags = match fetched.tags.iter().copied().collect::<Option<Vec<u64>>>() {
+            Some(tags) => tags,
+            None => self
+                .inner
+                .report(self.inner.backend.tag_tokens(&keys.tags).await)?,
+        };
+        Some(Stamp {
+            guard: fetched.guard,
+            tags,
+        })
+    }
+
+    /// Runs the loader and stores its value under `stamp`. `leader` is the
+    /// flight to land, or `None` when this caller loads on its own.
     async fn load<T, E, F, Fut>(
         &self,
-        key: &str,
+        keys: &EntryKeys,
         policy: &Policy,
         load: F,
+        stamp: Option<Stamp>,
         leader: Option<Leader<'_>>,
     ) -> Result<T, E>
     where
@@ -230,7 +324,6 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        Counters::incr(&self.inner.counters.misses);
         Counters::incr(&self.inner.counters.loads);
         let started = Instant::now();
         let result = match catch_unwind(load()).await {
@@ -244,16 +337,10 @@ impl Cache {
             }
         };
         let load_time = started.elapsed();
-        let payload = match &result {
-            Ok(value) => match serde_json::to_vec(value) {
-                Ok(payload) => Some(Bytes::from(payload)),
-                Err(error) => {
-                    tracing::warn!(key, %error, "aside: value does not serialize, not caching it");
-                    None
-                }
-            },
-            Err(_) => None,
-        };
+        let payload = result
+            .as_ref()
+            .ok()
+            .and_then(|value| self.encode_value(keys, value));
         let Some(payload) = payload else {
             if let Some(leader) = &leader {
                 leader.land(Landed::Failed);
@@ -261,21 +348,69 @@ impl Cache {
             return result;
         };
         if let Some(leader) = &leader {
-            leader.land(Landed::Value(payload.clone()));
+            leader.land(Landed::Value(payload.clone(), stamp.clone()));
         }
         // Waiters already have the value; the flight stays open until the
         // write lands so that callers arriving meanwhile still join it.
-        let negative = &payload[..] == Entry::NULL;
-        let ttl = policy.effective_ttl(self.inner.default_ttl, negative);
-        if !ttl.is_zero() {
-            let entry = Entry::encode(now_ms(), ttl, load_time, &[], &payload);
-            self.inner.report(self.inner.backend.store(key, entry, ttl).await);
+        if let Some(stamp) = &stamp {
+            self.store(keys, policy, &payload, stamp, load_time).await;
         }
         drop(leader);
         result
     }
 
-    /// Reads the value at `key`, if a fresh one is stored and decodes as `T`.
+    /// Stores a loaded payload, unless the key was invalidated since `stamp`
+    /// was read (the backend checks the guard atomically).
+    async fn store(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        payload: &[u8],
+        stamp: &Stamp,
+        load_time: Duration,
+    ) {
+        let settings = &self.inner.settings;
+        let ttl = policy.effective_ttl(settings.default_ttl, payload == Entry::NULL);
+        if ttl.is_zero() {
+            return;
+        }
+        if load_time >= settings.invalidation_window {
+            let key = &keys.entry;
+            tracing::warn!(
+                key,
+                ?load_time,
+                "aside: load outlasted the invalidation window, not caching it"
+            );
+            return;
+        }
+        let entry = Entry::encode(now_ms(), ttl, load_time, &stamp.tags, payload);
+        let guard = Guard::Expect(stamp.guard);
+        if let Some(false) = self
+            .inner
+            .report(self.inner.backend.store(keys, entry, ttl, guard).await)
+        {
+            let key = &keys.entry;
+            tracing::debug!(
+                key,
+                "aside: key invalidated during the load, not caching the loaded value"
+            );
+        }
+    }
+
+    fn encode_value<T: Serialize>(&self, keys: &EntryKeys, value: &T) -> Option<Bytes> {
+        match serde_json::to_vec(value) {
+            Ok(payload) => Some(Bytes::from(payload)),
+            Err(error) => {
+                let key = &keys.entry;
+                tracing::warn!(key, %error, "aside: value does not serialize, not caching it");
+                None
+            }
+        }
+    }
+
+    /// Reads the value at `key`, if a fresh one is stored, carries no tags,
+    /// and decodes as `T`. (A tagged entry can only be checked by a read that
+    /// names its tags, such as its `#[cached]` function.)
     ///
     /// # Errors
     ///
@@ -292,17 +427,21 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        let key = self.inner.namespaced(key);
-        let Some(bytes) = self.inner.backend.fetch(&key).await? else {
+        let fetched = self.inner.backend.fetch(&self.inner.keys(key, &[])).await?;
+        let Some(bytes) = fetched.entry else {
             return Ok(None);
         };
         match Entry::decode(&bytes) {
-            Ok(entry) if entry.is_fresh(now_ms()) => Ok(serde_json::from_slice(entry.payload).ok()),
+            Ok(entry) if entry.is_fresh(now_ms()) && entry.tag_versions.is_empty() => {
+                Ok(serde_json::from_slice(entry.payload).ok())
+            }
             _ => Ok(None),
         }
     }
 
-    /// Stores `value` at `key` for `ttl` (the cache's default TTL if `None`).
+    /// Stores `value` at `key` for `ttl` (the cache's default TTL if `None`),
+    /// replacing what is there. Like [`put`](Self::put), it invalidates the
+    /// key first, so a concurrent load of an older value cannot overwrite it.
     ///
     /// # Errors
     ///
@@ -324,20 +463,23 @@ impl Cache {
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
-        let ttl = ttl.unwrap_or(self.inner.default_ttl);
-        if ttl.is_zero() {
-            return Ok(());
-        }
+        let ttl = ttl.unwrap_or(self.inner.settings.default_ttl);
         let payload = serde_json::to_vec(value)?;
-        let entry = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], &payload);
-        Ok(self
-            .inner
-            .backend
-            .store(&self.inner.namespaced(key), entry, ttl)
-            .await?)
+        let keys = self.inner.keys(key, &[]);
+        let guard = self.invalidate_keys(&keys).await?;
+        if !ttl.is_zero() {
+            let entry = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], &payload);
+            self.inner
+                .backend
+                .store(&keys, entry, ttl, Guard::Expect(Some(guard)))
+                .await?;
+        }
+        Ok(())
     }
 
-    /// Deletes the entry at `key`, so the next call for it loads afresh.
+    /// Invalidates `key`: the entry is deleted, and no later read returns a
+    /// value whose load started before this call returned, even one that is
+    /// still running now.
     ///
     /// # Errors
     ///
@@ -354,7 +496,65 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
-        Ok(self.inner.backend.remove(&self.inner.namespaced(key)).await?)
+        self.invalidate_keys(&self.inner.keys(key, &[])).await?;
+        Ok(())
+    }
+
+    /// Deletes the entry and gives the key a new guard token, returned.
+    async fn invalidate_keys(&self, keys: &EntryKeys) -> Result<u64, BackendError> {
+        self.inner
+            .backend
+            .invalidate(keys, self.inner.settings.invalidation_window)
+            .await
+    }
+
+    /// Invalidates every entry that carries `tag`, in O(1): each becomes a
+    /// miss, and no later read returns a value whose load started before
+    /// this call returned.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed: the entries may still be valid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = Cache::memory();
+    /// let policy = Policy::new().tag("category:7");
+    /// let load = |name: &str| {
+    ///     let name = name.to_owned();
+    ///     || async move { Ok::<String, ()>(name) }
+    /// };
+    /// let _ = cache.get_or_load("product:1", &policy, load("lamp")).await;
+    /// cache.invalidate_tag("category:7").await?;
+    /// let reloaded = cache.get_or_load("product:1", &policy, load("new lamp")).await;
+    /// assert_eq!(reloaded.as_deref(), Ok("new lamp"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
+        self.invalidate_tags(&[tag]).await
+    }
+
+    /// Invalidates every entry that carries any of `tags`, in one round trip.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed: the entries may still be valid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::memory();
+    /// cache.invalidate_tags(&["product:1", "category:7"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
+        let names: Vec<String> = tags.iter().map(|t| self.inner.tag_key(t.as_ref())).collect();
+        Ok(self.inner.backend.invalidate_tags(&names).await?)
     }
 }
 
@@ -371,12 +571,20 @@ async fn catch_unwind<F: Future>(fut: F) -> std::thread::Result<F::Output> {
 }
 
 impl Inner {
-    fn namespaced(&self, key: &str) -> String {
-        let mut full = String::with_capacity(self.namespace.len() + 1 + key.len());
-        full.push_str(&self.namespace);
-        full.push(':');
-        full.push_str(key);
-        full
+    /// The storage names for `key` and `tags`. Entries live at `{ns}:{key}`;
+    /// aside's own tokens at `{ns}#...`, which no entry name can equal
+    /// (the namespace may not contain `#`).
+    fn keys(&self, key: &str, tags: &[String]) -> EntryKeys {
+        let ns = &self.settings.namespace;
+        EntryKeys {
+            entry: format!("{ns}:{key}"),
+            guard: format!("{ns}#guard:{key}"),
+            tags: tags.iter().map(|tag| self.tag_key(tag)).collect(),
+        }
+    }
+
+    fn tag_key(&self, tag: &str) -> String {
+        format!("{}#tag:{tag}", self.settings.namespace)
     }
 
     /// Fail-open: a backend error becomes `None`, logged and counted.
@@ -385,174 +593,10 @@ impl Inner {
             Ok(value) => Some(value),
             Err(error) => {
                 Counters::incr(&self.counters.errors);
-                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "aside: cache backend failed, calling through");
+                let source = std::error::Error::source(&error);
+                tracing::warn!(%error, ?source, "aside: cache backend failed, calling through");
                 None
             }
-        }
-    }
-}
-
-/// Configures and builds a [`Cache`].
-///
-/// | setting | default |
-/// |---|---|
-/// | backend | in-memory, [`DEFAULT_MEMORY_CAPACITY`](Self::DEFAULT_MEMORY_CAPACITY) bytes |
-/// | [`namespace`](Self::namespace) | [`DEFAULT_NAMESPACE`](Self::DEFAULT_NAMESPACE) |
-/// | [`default_ttl`](Self::default_ttl) | [`DEFAULT_TTL`](Self::DEFAULT_TTL) |
-/// | [`op_timeout`](Self::op_timeout) | [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT) |
-/// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT) |
-///
-/// The Redis URL is kept out of `Debug` output (it may hold a password).
-///
-/// # Examples
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
-/// let cache = aside::Cache::builder()
-///     .memory_capacity(64 * 1024 * 1024)
-///     .default_ttl(std::time::Duration::from_secs(30))
-///     .build()
-///     .await?;
-/// # let _ = cache; Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct CacheBuilder {
-    redis_url: Option<String>,
-    memory_capacity: u64,
-    namespace: String,
-    default_ttl: Duration,
-    op_timeout: Duration,
-    connect_timeout: Duration,
-}
-
-impl fmt::Debug for CacheBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("redis_url", &self.redis_url.as_ref().map(|_| "set"))
-            .field("memory_capacity", &self.memory_capacity)
-            .field("namespace", &self.namespace)
-            .field("default_ttl", &self.default_ttl)
-            .field("op_timeout", &self.op_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
-    }
-}
-
-impl Default for CacheBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl CacheBuilder {
-    /// The prefix of every key this cache writes: `aside:product:42`.
-    pub const DEFAULT_NAMESPACE: &'static str = "aside";
-    /// The TTL of entries whose policy sets none: 5 minutes.
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
-    /// The longest any one backend operation may take before the cache gives
-    /// up on it and calls through: 250 ms, generous for a Redis on the same
-    /// network (a round trip is well under 1 ms) yet short next to the slow
-    /// queries worth caching.
-    pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
-    /// How long establishing a connection to Redis may take, at start-up and
-    /// on each reconnect: 5 s (a TLS handshake to a remote server can take
-    /// far longer than one command). Calls never wait for it longer than
-    /// the operation timeout.
-    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-    /// The in-memory backend's bound on keys plus entries: 256 MiB.
-    pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 * 1024 * 1024;
-
-    /// A builder with every setting at its default.
-    pub fn new() -> Self {
-        CacheBuilder {
-            redis_url: None,
-            memory_capacity: Self::DEFAULT_MEMORY_CAPACITY,
-            namespace: Self::DEFAULT_NAMESPACE.to_owned(),
-            default_ttl: Self::DEFAULT_TTL,
-            op_timeout: Self::DEFAULT_OP_TIMEOUT,
-            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
-        }
-    }
-
-    /// Use Redis at `url` (`redis://[user:pass@]host:port[/db]`, `unix:///path`)
-    /// instead of the in-memory backend.
-    pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = Some(url.into());
-        self
-    }
-
-    /// Bound the in-memory backend to about `bytes` of keys and entries.
-    pub fn memory_capacity(mut self, bytes: u64) -> Self {
-        self.memory_capacity = bytes;
-        self
-    }
-
-    /// Prefix every key with `namespace` and a `:`, so that several
-    /// applications can share one Redis.
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// The TTL used when a call's policy sets none.
-    pub fn default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = ttl;
-        self
-    }
-
-    /// The most time one backend operation may take (see [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT)).
-    pub fn op_timeout(mut self, timeout: Duration) -> Self {
-        self.op_timeout = timeout;
-        self
-    }
-
-    /// The most time connecting to Redis may take (see [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT)).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Builds the cache, connecting to Redis if one was configured.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for an invalid setting or Redis URL;
-    /// [`Error::Connect`] if Redis cannot be reached within the connect timeout.
-    pub async fn build(self) -> Result<Cache, Error> {
-        if self.op_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(Error::Config(
-                "op_timeout and connect_timeout must be greater than zero".into(),
-            ));
-        }
-        let Some(url) = &self.redis_url else {
-            if self.memory_capacity == 0 {
-                return Err(Error::Config("memory_capacity must be greater than zero".into()));
-            }
-            return Ok(self.build_memory());
-        };
-        // The redis crate's message names the problem, never the URL itself.
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
-        let backend = RedisBackend::connect(client, self.connect_timeout, self.op_timeout)
-            .await
-            .map_err(Error::Connect)?;
-        Ok(self.build_with(Arc::new(backend)))
-    }
-
-    fn build_memory(self) -> Cache {
-        let backend = MemoryBackend::new(self.memory_capacity);
-        self.build_with(Arc::new(backend))
-    }
-
-    fn build_with(self, backend: Arc<dyn Backend>) -> Cache {
-        Cache {
-            inner: Arc::new(Inner {
-                backend,
-                namespace: self.namespace,
-                default_ttl: self.default_ttl,
-                flights: Flights::default(),
-                counters: Counters::default(),
-            }),
         }
     }
 }

@@ -20,11 +20,14 @@ use std::sync::{Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::tags::Stamp;
+
 /// What a waiter learns about the load it waited for.
 #[derive(Debug, Clone)]
 pub(crate) enum Landed {
-    /// The serde_json payload of the loaded value.
-    Value(Bytes),
+    /// The serde_json payload of the loaded value, and the tokens the load
+    /// ran under (`None` if the backend could not be read).
+    Value(Bytes, Option<Stamp>),
     /// The loader returned an error, produced a value that is not cached, or panicked.
     Failed,
     /// The leader was cancelled before it finished.
@@ -131,13 +134,13 @@ mod tests {
         let flights = Flights::default();
         let lead = leader(flights.join("k"));
         let w = waiter(flights.join("k"));
-        lead.land(Landed::Value(Bytes::from_static(b"1")));
+        lead.land(Landed::Value(Bytes::from_static(b"1"), None));
         // A caller joining after the value landed gets it at once.
         let late = waiter(flights.join("k"));
         drop(lead);
         assert_eq!(flights.len(), 0);
         for w in [w, late] {
-            assert!(matches!(w.wait().await, Landed::Value(b) if &b[..] == b"1"));
+            assert!(matches!(w.wait().await, Landed::Value(b, None) if &b[..] == b"1"));
         }
     }
 

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod builder;
 mod cache;
 mod entry;
 mod error;
@@ -40,6 +41,7 @@ mod global;
 mod key;
 mod policy;
 mod stats;
+mod tags;
 
 /// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., negative_ttl = ..., cache = ...)]`.
 ///
@@ -102,8 +104,9 @@ mod stats;
 /// ---
 #[doc(inline)]
 pub use aside_macros::cached;
-pub use backend::{Backend, BoxFuture};
-pub use cache::{Cache, CacheBuilder};
+pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, Guard};
+pub use builder::CacheBuilder;
+pub use cache::Cache;
 pub use error::{BackendError, Error};
 pub use global::{global, init};
 pub use key::KeyBuilder;

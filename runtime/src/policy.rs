@@ -5,7 +5,7 @@ use std::time::Duration;
 /// How long a `None` is kept when the function's TTL does not say otherwise.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
 
-/// Per-call caching options: what `#[cached(ttl = ..., negative_ttl = ...)]`
+/// Per-call caching options: what `#[cached(ttl = ..., negative_ttl = ..., tags = [...])]`
 /// expands to, and what [`Cache::get_or_load`](crate::Cache::get_or_load) takes.
 ///
 /// Unset options fall back to the cache's defaults: the TTL to
@@ -20,13 +20,15 @@ pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
 ///
 /// let policy = Policy::new()
 ///     .ttl(Duration::from_secs(3600))
-///     .negative_ttl(Duration::ZERO); // never cache a `None`
-/// # let _ = policy;
+///     .negative_ttl(Duration::ZERO) // never cache a `None`
+///     .tag("category:7");           // invalidate_tag("category:7") drops it
+/// assert_eq!(policy.tags(), ["category:7"]);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     ttl: Option<Duration>,
     negative_ttl: Option<Duration>,
+    tags: Vec<String>,
 }
 
 impl Policy {
@@ -35,6 +37,7 @@ impl Policy {
         Policy {
             ttl: None,
             negative_ttl: None,
+            tags: Vec::new(),
         }
     }
 
@@ -49,6 +52,18 @@ impl Policy {
     pub const fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = Some(ttl);
         self
+    }
+
+    /// Adds a tag: [`Cache::invalidate_tag`](crate::Cache::invalidate_tag) with
+    /// it turns the entry into a miss.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// The entry's tags.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
     }
 
     /// The TTL to store a value under, given the cache's default TTL.

@@ -1,33 +1,38 @@
-//! The embedded default: an in-process cache on moka, bounded by bytes.
+//! The embedded default: an in-process store on moka, bounded by bytes.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use moka::future::Cache as Moka;
+use moka::sync::Cache as Moka;
 use moka::Expiry;
 
-use super::{Backend, BoxFuture};
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Guard};
 use crate::BackendError;
 
-/// An entry as moka holds it: the bytes and the TTL they were stored with.
+/// How many tag tokens are kept. An evicted token only turns the entries
+/// carrying its tag into misses.
+const TAG_CAPACITY: u64 = 1 << 20;
+
+/// A value and how long it lives.
 #[derive(Debug, Clone)]
-struct Stored {
-    bytes: Bytes,
+struct Timed<T> {
+    value: T,
     ttl: Duration,
 }
 
-/// Each entry expires after its own TTL, and an overwrite restarts the clock.
-struct PerEntryTtl;
+/// Each value expires after its own TTL, and an overwrite restarts the clock.
+struct PerValueTtl;
 
-impl Expiry<String, Stored> for PerEntryTtl {
-    fn expire_after_create(&self, _key: &String, value: &Stored, _at: Instant) -> Option<Duration> {
+impl<T> Expiry<String, Timed<T>> for PerValueTtl {
+    fn expire_after_create(&self, _key: &String, value: &Timed<T>, _at: Instant) -> Option<Duration> {
         Some(value.ttl)
     }
 
     fn expire_after_update(
         &self,
         _key: &String,
-        value: &Stored,
+        value: &Timed<T>,
         _at: Instant,
         _left: Option<Duration>,
     ) -> Option<Duration> {
@@ -35,10 +40,15 @@ impl Expiry<String, Stored> for PerEntryTtl {
     }
 }
 
-/// In-process storage; operations never fail or block.
-#[derive(Debug, Clone)]
+/// In-process storage; operations never fail and never wait on I/O.
+#[derive(Debug)]
 pub(crate) struct MemoryBackend {
-    entries: Moka<String, Stored>,
+    entries: Moka<String, Timed<Bytes>>,
+    guards: Moka<String, Timed<u64>>,
+    tags: Moka<String, u64>,
+    /// Makes a guarded store and an invalidation of the same key atomic with
+    /// respect to each other (held only for in-memory map operations).
+    writes: Mutex<()>,
 }
 
 impl MemoryBackend {
@@ -47,38 +57,79 @@ impl MemoryBackend {
     pub(crate) fn new(capacity_bytes: u64) -> Self {
         let entries = Moka::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|key: &String, value: &Stored| {
-                u32::try_from(key.len() + value.bytes.len()).unwrap_or(u32::MAX)
+            .weigher(|key: &String, value: &Timed<Bytes>| {
+                u32::try_from(key.len() + value.value.len()).unwrap_or(u32::MAX)
             })
-            .expire_after(PerEntryTtl)
+            .expire_after(PerValueTtl)
             .build();
-        MemoryBackend { entries }
+        MemoryBackend {
+            entries,
+            guards: Moka::builder().expire_after(PerValueTtl).build(),
+            tags: Moka::new(TAG_CAPACITY),
+            writes: Mutex::new(()),
+        }
     }
 }
 
 impl Backend for MemoryBackend {
-    fn fetch<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, BackendError>> {
-        Box::pin(async move { Ok(self.entries.get(key).await.map(|s| s.bytes)) })
+    fn fetch<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>> {
+        // The entry first, then the tokens: an invalidation in between shows
+        // as a changed token, so the entry is not used.
+        let entry = self.entries.get(&keys.entry).map(|e| e.value);
+        let guard = self.guards.get(&keys.guard).map(|g| g.value);
+        let tags = keys.tags.iter().map(|t| self.tags.get(t)).collect();
+        Box::pin(std::future::ready(Ok(Fetched { entry, guard, tags })))
+    }
+
+    fn tag_tokens<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, BackendError>> {
+        let tokens = tags
+            .iter()
+            .map(|t| self.tags.get_with_by_ref(t, fresh_token))
+            .collect();
+        Box::pin(std::future::ready(Ok(tokens)))
     }
 
     fn store<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a EntryKeys,
         entry: Bytes,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(async move {
+        guard: Guard,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        let allowed = match guard {
+            Guard::Unchecked => true,
+            Guard::Expect(expected) => self.guards.get(&keys.guard).map(|g| g.value) == expected,
+        };
+        if allowed {
             self.entries
-                .insert(key.to_owned(), Stored { bytes: entry, ttl })
-                .await;
-            Ok(())
-        })
+                .insert(keys.entry.clone(), Timed { value: entry, ttl });
+        }
+        Box::pin(std::future::ready(Ok(allowed)))
     }
 
-    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(async move {
-            self.entries.invalidate(key).await;
-            Ok(())
-        })
+    fn invalidate<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<u64, BackendError>> {
+        let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        let token = fresh_token();
+        self.guards.insert(
+            keys.guard.clone(),
+            Timed {
+                value: token,
+                ttl: window,
+            },
+        );
+        self.entries.invalidate(&keys.entry);
+        Box::pin(std::future::ready(Ok(token)))
+    }
+
+    fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
+        for tag in tags {
+            self.tags.insert(tag.clone(), fresh_token());
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -1,0 +1,190 @@
+//! [`CacheBuilder`]: the settings of a [`Cache`] and their defaults.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
+use crate::backend::Backend;
+use crate::cache::Settings;
+use crate::{Cache, Error};
+
+/// Configures and builds a [`Cache`].
+///
+/// | setting | default |
+/// |---|---|
+/// | backend | in-memory, [`DEFAULT_MEMORY_CAPACITY`](Self::DEFAULT_MEMORY_CAPACITY) bytes |
+/// | [`namespace`](Self::namespace) | [`DEFAULT_NAMESPACE`](Self::DEFAULT_NAMESPACE) |
+/// | [`default_ttl`](Self::default_ttl) | [`DEFAULT_TTL`](Self::DEFAULT_TTL) |
+/// | [`op_timeout`](Self::op_timeout) | [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT) |
+/// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT) |
+/// | [`invalidation_window`](Self::invalidation_window) | [`DEFAULT_INVALIDATION_WINDOW`](Self::DEFAULT_INVALIDATION_WINDOW) |
+///
+/// The Redis URL is kept out of `Debug` output (it may hold a password).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+/// let cache = aside::Cache::builder()
+///     .memory_capacity(64 * 1024 * 1024)
+///     .default_ttl(std::time::Duration::from_secs(30))
+///     .build()
+///     .await?;
+/// # let _ = cache; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CacheBuilder {
+    redis_url: Option<String>,
+    memory_capacity: u64,
+    namespace: String,
+    default_ttl: Duration,
+    op_timeout: Duration,
+    connect_timeout: Duration,
+    invalidation_window: Duration,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "set"))
+            .field("memory_capacity", &self.memory_capacity)
+            .field("namespace", &self.namespace)
+            .field("default_ttl", &self.default_ttl)
+            .field("op_timeout", &self.op_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("invalidation_window", &self.invalidation_window)
+            .finish()
+    }
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CacheBuilder {
+    /// The prefix of every key this cache writes: `aside:product:42`.
+    pub const DEFAULT_NAMESPACE: &'static str = "aside";
+    /// The TTL of entries whose policy sets none: 5 minutes.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+    /// The longest any one backend operation may take before the cache gives
+    /// up on it and calls through: 250 ms, generous for a Redis on the same
+    /// network (a round trip is well under 1 ms) yet short next to the slow
+    /// queries worth caching.
+    pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
+    /// How long establishing a connection to Redis may take, at start-up and
+    /// on each reconnect: 5 s (a TLS handshake to a remote server can take
+    /// far longer than one command). Calls never wait for it longer than
+    /// the operation timeout.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// How long an invalidated key remembers its invalidation (its guard
+    /// token lives this long): 5 minutes. A load that takes longer than this
+    /// is returned but not stored, so that it cannot outlive the evidence that
+    /// the key was invalidated while it ran.
+    pub const DEFAULT_INVALIDATION_WINDOW: Duration = Duration::from_secs(300);
+    /// The in-memory backend's bound on keys plus entries: 256 MiB.
+    pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 * 1024 * 1024;
+
+    /// A builder with every setting at its default.
+    pub fn new() -> Self {
+        CacheBuilder {
+            redis_url: None,
+            memory_capacity: Self::DEFAULT_MEMORY_CAPACITY,
+            namespace: Self::DEFAULT_NAMESPACE.to_owned(),
+            default_ttl: Self::DEFAULT_TTL,
+            op_timeout: Self::DEFAULT_OP_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            invalidation_window: Self::DEFAULT_INVALIDATION_WINDOW,
+        }
+    }
+
+    /// Use Redis at `url` (`redis://[user:pass@]host:port[/db]`, `unix:///path`)
+    /// instead of the in-memory backend.
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// Bound the in-memory backend to about `bytes` of keys and entries.
+    pub fn memory_capacity(mut self, bytes: u64) -> Self {
+        self.memory_capacity = bytes;
+        self
+    }
+
+    /// Prefix every key with `namespace` and a `:`, so that several
+    /// applications can share one Redis.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The TTL used when a call's policy sets none.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// The most time one backend operation may take (see [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT)).
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// The most time connecting to Redis may take (see [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT)).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long an invalidation is remembered (see [`DEFAULT_INVALIDATION_WINDOW`](Self::DEFAULT_INVALIDATION_WINDOW)).
+    pub fn invalidation_window(mut self, window: Duration) -> Self {
+        self.invalidation_window = window;
+        self
+    }
+
+    /// Builds the cache, connecting to Redis if one was configured.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid setting or Redis URL;
+    /// [`Error::Connect`] if Redis cannot be reached within the connect timeout.
+    pub async fn build(self) -> Result<Cache, Error> {
+        if self.op_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Config(
+                "op_timeout and connect_timeout must be greater than zero".into(),
+            ));
+        }
+        let Some(url) = &self.redis_url else {
+            if self.memory_capacity == 0 {
+                return Err(Error::Config("memory_capacity must be greater than zero".into()));
+            }
+            return Ok(self.build_memory());
+        };
+        // The redis crate's message names the problem, never the URL itself.
+        let client = redis::Client::open(url.as_str())
+            .map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
+        let backend = RedisBackend::connect(client, self.connect_timeout, self.op_timeout)
+            .await
+            .map_err(Error::Connect)?;
+        Ok(self.build_with(Arc::new(backend)))
+    }
+
+    pub(crate) fn build_memory(self) -> Cache {
+        let backend = MemoryBackend::new(self.memory_capacity);
+        self.build_with(Arc::new(backend))
+    }
+
+    pub(crate) fn build_with(self, backend: Arc<dyn Backend>) -> Cache {
+        Cache::new(
+            backend,
+            Settings {
+                namespace: self.namespace,
+                default_ttl: self.default_ttl,
+                invalidation_window: self.invalidation_window,
+            },
+        )
+    }
+}

@@ -1,0 +1,52 @@
+//! Invalidation that cannot lose a race with a slow loader.
+//!
+//! Two kinds of random tokens, stored next to the entries:
+//!
+//! - a **tag token** per tag (`{ns}#tag:{tag}`, no TTL). An entry records the
+//!   tokens of its tags as they were *before* its loader ran; a read fetches
+//!   the entry and the current tokens in the same round trip, and any
+//!   difference is a miss. Invalidating a tag gives it a new token: O(1),
+//!   however many entries carry it, and nothing to walk or delete.
+//! - a **guard token** per invalidated key (`{ns}#guard:{key}`, expiring
+//!   after the invalidation window). Invalidating a key deletes the entry and
+//!   sets a new guard; a load records the guard before it runs and stores its
+//!   value only if the guard is unchanged, atomically. So a slow loader that
+//!   read old data cannot write it back after the invalidation.
+//!
+//! Callers coalesced onto another caller's load compare that load's [`Stamp`]
+//! with the one their own read saw, so a load that began before an
+//! invalidation is never handed to a caller whose read began after it.
+//!
+//! A token that is missing (evicted, expired) never equals a recorded one:
+//! losing tokens costs misses, never stale reads. The one bound: a load that
+//! takes longer than the invalidation window is returned but not stored.
+
+/// The tokens a load ran under: the key's guard and its tags' tokens, read
+/// before the loader started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) guard: Option<u64>,
+    pub(crate) tags: Vec<u64>,
+}
+
+impl Stamp {
+    /// Whether an entry recorded with `recorded` tag tokens is still valid
+    /// given the `current` ones (all present and equal).
+    pub(crate) fn tags_match(recorded: &[u64], current: &[Option<u64>]) -> bool {
+        recorded.len() == current.len() && recorded.iter().zip(current).all(|(r, c)| Some(*r) == *c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stamp;
+
+    #[test]
+    fn tags_match_only_when_all_tokens_are_present_and_equal() {
+        assert!(Stamp::tags_match(&[], &[]));
+        assert!(Stamp::tags_match(&[1, 2], &[Some(1), Some(2)]));
+        assert!(!Stamp::tags_match(&[1, 2], &[Some(1), Some(3)]));
+        assert!(!Stamp::tags_match(&[1, 2], &[Some(1), None]));
+        assert!(!Stamp::tags_match(&[1], &[Some(1), Some(2)]));
+    }
+}
