@@ -1,4 +1,5 @@
-//! The options of `#[cached(...)]`, parsed with their spans.
+//! The options of `#[cached]`, `#[cache_put]` and `#[invalidate]`, parsed
+//! with their spans.
 
 use std::time::Duration;
 
@@ -10,12 +11,40 @@ use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
 
 use crate::template::{self, Segment};
 
-/// Every option `#[cached]` accepts, for the "expected one of" message.
-const OPTIONS: &str = "key, ttl, negative_ttl, cache";
+/// Which attribute is being parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attr {
+    Cached,
+    CachePut,
+    Invalidate,
+}
 
-/// Options that later releases add; named so that using one is a clear error
-/// rather than an "unknown option".
-const NOT_YET: &[&str] = &["tags", "stampede"];
+impl Attr {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Attr::Cached => "#[cached]",
+            Attr::CachePut => "#[cache_put]",
+            Attr::Invalidate => "#[invalidate]",
+        }
+    }
+
+    /// The options this attribute accepts.
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            Attr::Cached | Attr::CachePut => &["key", "ttl", "negative_ttl", "tags", "cache"],
+            Attr::Invalidate => &["keys", "tags", "cache"],
+        }
+    }
+
+    /// Options that a later release adds; named so that using one is a clear
+    /// error rather than an "unknown option".
+    fn not_yet(self) -> &'static [&'static str] {
+        match self {
+            Attr::Cached => &["stampede"],
+            Attr::CachePut | Attr::Invalidate => &[],
+        }
+    }
+}
 
 /// `name = value`, before interpretation.
 struct RawOption {
@@ -52,12 +81,14 @@ pub(crate) struct KeyTemplate {
     pub(crate) segments: Vec<Segment>,
 }
 
-/// The interpreted options of one `#[cached(...)]`.
+/// The interpreted options of one attribute.
 #[derive(Default)]
-pub(crate) struct CachedArgs {
+pub(crate) struct Args {
     pub(crate) key: Option<KeyTemplate>,
     pub(crate) ttl: Option<SpannedDuration>,
     pub(crate) negative_ttl: Option<SpannedDuration>,
+    pub(crate) tags: Option<Vec<KeyTemplate>>,
+    pub(crate) keys: Option<Vec<KeyTemplate>>,
     pub(crate) cache: Option<Expr>,
 }
 
@@ -82,10 +113,10 @@ impl Errors {
     }
 }
 
-impl CachedArgs {
+impl Args {
     /// Parses the attribute's tokens, recording every problem in `errors`.
-    pub(crate) fn parse(tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Self {
-        let mut args = CachedArgs::default();
+    pub(crate) fn parse(attr: Attr, tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Self {
+        let mut args = Args::default();
         let parser = Punctuated::<RawOption, Token![,]>::parse_terminated;
         let raw = match syn::parse::Parser::parse2(parser, tokens) {
             Ok(raw) => raw,
@@ -94,46 +125,75 @@ impl CachedArgs {
                 return args;
             }
         };
+        let mut seen: Vec<String> = Vec::new();
         for RawOption { name, value } in raw {
             let label = name.to_string();
-            let seen = match label.as_str() {
-                "key" => args.key.is_some(),
-                "ttl" => args.ttl.is_some(),
-                "negative_ttl" => args.negative_ttl.is_some(),
-                "cache" => args.cache.is_some(),
-                _ => false,
-            };
-            if seen {
+            if !attr.options().contains(&label.as_str()) {
+                let message = if attr.not_yet().contains(&label.as_str()) {
+                    format!("`{label}` is not supported yet by this version of aside; remove it")
+                } else {
+                    format!(
+                        "unknown option `{label}`; expected one of: {}",
+                        attr.options().join(", ")
+                    )
+                };
+                errors.add(name.span(), message);
+                continue;
+            }
+            if seen.contains(&label) {
                 errors.add(name.span(), format!("duplicate option `{label}`; give it once"));
                 continue;
             }
+            seen.push(label.clone());
             match label.as_str() {
-                "key" => args.key = key_template(&value, errors),
+                "key" => args.key = key_template("`key`", &value, errors),
                 "ttl" => args.ttl = duration(&label, &value, false, errors),
                 "negative_ttl" => args.negative_ttl = duration(&label, &value, true, errors),
+                "tags" => args.tags = template_list(&label, &value, errors),
+                "keys" => args.keys = template_list(&label, &value, errors),
                 "cache" => args.cache = Some(value),
-                _ if NOT_YET.contains(&label.as_str()) => errors.add(
-                    name.span(),
-                    format!("`{label}` is not supported yet by this version of aside; remove it"),
-                ),
-                _ => errors.add(
-                    name.span(),
-                    format!("unknown option `{label}`; expected one of: {OPTIONS}"),
-                ),
+                _ => unreachable!("every option in Attr::options is handled"),
             }
         }
         args
     }
+
+    /// Every template the attribute was given, for checking placeholders.
+    pub(crate) fn templates(&self) -> impl Iterator<Item = &KeyTemplate> {
+        let lists = self.tags.iter().chain(&self.keys).flatten();
+        self.key.iter().chain(lists)
+    }
 }
 
-fn key_template(value: &Expr, errors: &mut Errors) -> Option<KeyTemplate> {
+/// `["a:<x>", "b"]`: a list of templates. A bad list or element is reported
+/// and left out; the option still counts as given.
+fn template_list(name: &str, value: &Expr, errors: &mut Errors) -> Option<Vec<KeyTemplate>> {
+    let Expr::Array(array) = value else {
+        errors.add(
+            value.span(),
+            format!("`{name}` must be a list of string templates, such as `{name} = [\"product:<id>\"]`"),
+        );
+        return Some(Vec::new());
+    };
+    let what = format!("each of `{name}`");
+    Some(
+        array
+            .elems
+            .iter()
+            .filter_map(|elem| key_template(&what, elem, errors))
+            .collect(),
+    )
+}
+
+/// One template; `what` names it in the error, such as "`key`".
+fn key_template(what: &str, value: &Expr, errors: &mut Errors) -> Option<KeyTemplate> {
     let Expr::Lit(ExprLit {
         lit: Lit::Str(lit), ..
     }) = value
     else {
         errors.add(
             value.span(),
-            "`key` must be a string literal, such as `key = \"product:<id>\"`",
+            format!("{what} must be a string literal, such as `\"product:<id>\"`"),
         );
         return None;
     };

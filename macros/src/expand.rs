@@ -1,4 +1,4 @@
-//! Code generation for `#[cached]`.
+//! Code generation for `#[cached]`, `#[cache_put]` and `#[invalidate]`.
 //!
 //! ```text
 //! // Input:
@@ -15,25 +15,28 @@
 //!
 //! A function that does not return `Result` is wrapped in
 //! `Ok::<_, Infallible>` on the way in and unwrapped on the way out.
+//! `#[cache_put]` is the same with `cache.put(...)`; `#[invalidate]` runs the
+//! body and then, unless it returned an `Err`, invalidates its keys and tags.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::args::{CachedArgs, KeyTemplate};
+use crate::args::{Args, Attr, KeyTemplate};
 use crate::template::Segment;
 use crate::validate::Checked;
 
-pub(crate) fn cached(args: &CachedArgs, func: &ItemFn, checked: &Checked<'_>) -> TokenStream {
+pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'_>) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
         sig,
         block,
     } = func;
-    let ret = checked.ret;
-    let value = checked.value;
+    let (Some(ret), Some(value)) = (checked.ret, checked.value) else {
+        unreachable!("validate rejects a #[cached] or #[cache_put] fn without a return type")
+    };
     let rt = quote!(::aside::__private);
 
     let key = match &args.key {
@@ -48,38 +51,24 @@ pub(crate) fn cached(args: &CachedArgs, func: &ItemFn, checked: &Checked<'_>) ->
         let secs = d.value.as_secs();
         quote_spanned!(d.span=> .negative_ttl(#rt::Duration::from_secs(#secs)))
     });
-    let cache = match &args.cache {
-        Some(expr) => quote_spanned!(expr.span()=> &(#expr)),
-        None => quote!(#rt::global()),
-    };
+    let tags = args.tags.iter().flatten().map(key_from_template);
+    let cache = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
     // round-trip is reported on the return type rather than on the attribute.
     let span = value.span();
-
-    // The body runs in its own `async move` block. The never-taken `return`
-    // fixes the block's output type to the function's return type, so that
-    // `?` and `return` in the body type-check exactly as they did before.
-    let body = quote! {
-        move || async move {
-            #[allow(
-                unknown_lints, unreachable_code, clippy::diverging_sub_expression,
-                clippy::let_unit_value, clippy::unreachable, clippy::empty_loop,
-                clippy::needless_return
-            )]
-            if false {
-                let __aside_fake_return: #ret = loop {};
-                return __aside_fake_return;
-            }
-            #block
-        }
+    let method = match attr {
+        Attr::CachePut => Ident::new("put", span),
+        Attr::Cached | Attr::Invalidate => Ident::new("get_or_load", span),
     };
+    let body = body_block(Some(ret), block);
+    let body = quote!(move || async move #body);
     let call = if checked.returns_result {
-        quote_spanned!(span=> __aside_cache.get_or_load(&__aside_key, &__aside_policy, #body).await)
+        quote_spanned!(span=> __aside_cache.#method(&__aside_key, &__aside_policy, #body).await)
     } else {
         quote_spanned! {span=>
             let __aside_body = #body;
             match __aside_cache
-                .get_or_load(&__aside_key, &__aside_policy, move || async move {
+                .#method(&__aside_key, &__aside_policy, move || async move {
                     ::core::result::Result::Ok::<#ret, #rt::Infallible>(__aside_body().await)
                 })
                 .await
@@ -94,10 +83,76 @@ pub(crate) fn cached(args: &CachedArgs, func: &ItemFn, checked: &Checked<'_>) ->
         #(#attrs)*
         #vis #sig {
             let __aside_key: ::std::string::String = #key;
-            let __aside_policy = #rt::Policy::new() #ttl #negative_ttl;
+            let __aside_policy = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))*;
             let __aside_cache: &#rt::Cache = #cache;
             #call
         }
+    }
+}
+
+/// `#[invalidate]`: the keys and tags are built from the arguments first (the
+/// body may consume them), the body runs, then on success they are invalidated.
+pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = func;
+    let rt = quote!(::aside::__private);
+    let keys = args.keys.iter().flatten().map(key_from_template);
+    let tags = args.tags.iter().flatten().map(key_from_template);
+    let cache = cache_ref(args);
+    let body = body_block(checked.ret, block);
+    let succeeded = if checked.returns_result {
+        quote!(::core::result::Result::is_ok(&__aside_result))
+    } else {
+        quote!(true)
+    };
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            let __aside_keys: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#keys),*];
+            let __aside_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
+            // Not `move`: arguments the body does not consume stay usable
+            // below, for `cache = self.cache` and the like.
+            let __aside_result = async #body.await;
+            if #succeeded {
+                let __aside_cache: &#rt::Cache = #cache;
+                #rt::invalidate_after_write(__aside_cache, &__aside_keys, &__aside_tags).await;
+            }
+            __aside_result
+        }
+    }
+}
+
+/// The function's body as a block whose type is fixed to the return type,
+/// ready to become an `async` block. The never-taken `return` fixes the
+/// block's output type, so that `?` and `return` in the body type-check
+/// exactly as they did before.
+fn body_block(ret: Option<&syn::Type>, block: &syn::Block) -> TokenStream {
+    let ret = ret.map_or_else(|| quote!(()), |ret| quote!(#ret));
+    quote! {
+        {
+            #[allow(
+                unknown_lints, unreachable_code, clippy::diverging_sub_expression,
+                clippy::let_unit_value, clippy::unreachable, clippy::empty_loop,
+                clippy::needless_return
+            )]
+            if false {
+                let __aside_fake_return: #ret = loop {};
+                return __aside_fake_return;
+            }
+            #block
+        }
+    }
+}
+
+/// `&(expr)` for `cache = expr`, else the global cache.
+fn cache_ref(args: &Args) -> TokenStream {
+    match &args.cache {
+        Some(expr) => quote_spanned!(expr.span()=> &(#expr)),
+        None => quote!(::aside::__private::global()),
     }
 }
 

@@ -1,11 +1,11 @@
-//! Checks on the function `#[cached]` is applied to, and what the expansion
+//! Checks on the function an attribute is applied to, and what the expansion
 //! needs to know about it.
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
-use crate::args::{CachedArgs, Errors};
+use crate::args::{Args, Attr, Errors};
 use crate::template::Segment;
 
 /// What the expansion needs from the signature.
@@ -13,21 +13,28 @@ pub(crate) struct Checked<'a> {
     /// The arguments the default key is made of, in order (not `self`, nor
     /// an argument that is the cache).
     pub(crate) key_args: Vec<&'a Ident>,
-    /// The full return type.
-    pub(crate) ret: &'a Type,
+    /// The return type, if the function has one.
+    pub(crate) ret: Option<&'a Type>,
     /// What is cached: the return type, or `T` of `Result<T, E>`.
-    pub(crate) value: &'a Type,
-    /// Whether the function returns a `Result` (its `Err` is never cached).
+    pub(crate) value: Option<&'a Type>,
+    /// Whether the function returns a `Result` (its `Err` is never cached,
+    /// and invalidates nothing).
     pub(crate) returns_result: bool,
 }
 
-/// Checks `func` and the placeholders of `args` against it.
-pub(crate) fn check<'a>(func: &'a ItemFn, args: &CachedArgs, errors: &mut Errors) -> Option<Checked<'a>> {
+/// Checks `func` and the templates of `args` against it.
+pub(crate) fn check<'a>(
+    attr: Attr,
+    func: &'a ItemFn,
+    args: &Args,
+    errors: &mut Errors,
+) -> Option<Checked<'a>> {
     let sig = &func.sig;
+    let name = attr.name();
     if sig.asyncness.is_none() {
         errors.add(
             sig.fn_token.span,
-            "#[cached] applies to an `async fn`; make the function `async` (the cache is asynchronous)",
+            format!("{name} applies to an `async fn`; make the function `async` (the cache is asynchronous)"),
         );
     }
     let mut has_self = false;
@@ -39,17 +46,29 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &CachedArgs, errors: &mut Errors
                 has_self = true;
                 let problem = match (&receiver.reference, &receiver.mutability, &receiver.colon_token) {
                     (Some(_), None, None) => None,
+                    // `#[invalidate]` always runs the body, so it may mutate.
+                    (Some(_), Some(_), None) if attr == Attr::Invalidate => None,
                     (Some(_), Some(mutability), None) => Some((mutability.span, "`&mut self`")),
                     (None, _, None) => Some((receiver.self_token.span, "`self` by value")),
                     (_, _, Some(_)) => Some((receiver.self_token.span, "a typed `self`")),
                 };
                 if let Some((span, what)) = problem {
+                    let reason = match attr {
+                        Attr::Cached => {
+                            "a cached call may skip the body, so the body must not consume or mutate `self`"
+                        }
+                        Attr::CachePut | Attr::Invalidate => {
+                            "the cache is reached through `self` after the body ran"
+                        }
+                    };
+                    let allowed = if attr == Attr::Invalidate {
+                        "`&self` or `&mut self`"
+                    } else {
+                        "`&self`"
+                    };
                     errors.add(
                         span,
-                        format!(
-                            "#[cached] methods must take `&self`, not {what}: a cached call may skip the body, \
-                             so the body must not consume or mutate `self`"
-                        ),
+                        format!("{name} methods must take {allowed}, not {what}: {reason}"),
                     );
                 }
             }
@@ -59,9 +78,11 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &CachedArgs, errors: &mut Errors
             },
         }
     }
-    match &args.key {
-        Some(key) => check_placeholders(key.lit.span(), &key.segments, &named, has_self, errors),
-        None => {
+    for template in args.templates() {
+        check_placeholders(template.lit.span(), &template.segments, &named, has_self, errors);
+    }
+    match attr {
+        Attr::Cached if args.key.is_none() => {
             for span in unnamed {
                 errors.add(
                     span,
@@ -70,17 +91,31 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &CachedArgs, errors: &mut Errors
                 );
             }
         }
+        Attr::CachePut if args.key.is_none() => errors.add(
+            Span::call_site(),
+            "#[cache_put] needs `key = \"...\"`: the key of the #[cached] function whose value it writes",
+        ),
+        Attr::Invalidate if args.keys.is_none() && args.tags.is_none() => errors.add(
+            Span::call_site(),
+            "#[invalidate] needs `keys = [...]`, `tags = [...]` or both: what to invalidate after the body",
+        ),
+        _ => {}
     }
-    let ReturnType::Type(_, ret) = &sig.output else {
-        errors.add(
-            sig.ident.span(),
-            "#[cached] needs a function that returns a value to cache; add a return type",
-        );
-        return None;
+    let ret = match &sig.output {
+        ReturnType::Type(_, ret) => Some(&**ret),
+        ReturnType::Default if attr == Attr::Invalidate => None,
+        ReturnType::Default => {
+            errors.add(
+                sig.ident.span(),
+                format!("{name} needs a function that returns a value to cache; add a return type"),
+            );
+            return None;
+        }
     };
-    let (value, returns_result) = match result_ok_type(ret) {
-        Some(ok) => (ok, true),
-        None => (&**ret, false),
+    let (value, returns_result) = match ret.map(|ret| (ret, result_ok_type(ret))) {
+        Some((_, Some(ok))) => (Some(ok), true),
+        Some((ret, None)) => (Some(ret), false),
+        None => (None, false),
     };
     // An argument that *is* the cache (`cache = cache`) is not part of the default key.
     let cache_arg = match &args.cache {

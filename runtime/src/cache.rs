@@ -558,6 +558,28 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// What `#[invalidate]` runs after its body succeeded. A failure is
+    /// logged and counted but not returned: the write itself succeeded.
+    pub(crate) async fn invalidate_after_write(&self, keys: &[String], tags: &[String]) {
+        let mut failed = Vec::new();
+        for key in keys {
+            if let Err(error) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
+                failed.push(error);
+            }
+        }
+        if !tags.is_empty() {
+            if let Err(Error::Backend(error)) = self.invalidate_tags(tags).await {
+                failed.push(error);
+            }
+        }
+        for error in failed {
+            Counters::incr(&self.inner.counters.errors);
+            tracing::error!(%error, ?keys, ?tags, "aside: invalidation after a write failed; entries may be stale until their TTL");
+        }
+    }
+}
+
 /// Runs `fut`, returning a panic from it as an `Err` instead of unwinding.
 async fn catch_unwind<F: Future>(fut: F) -> std::thread::Result<F::Output> {
     let mut fut = std::pin::pin!(fut);

@@ -43,7 +43,7 @@ mod policy;
 mod stats;
 mod tags;
 
-/// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., negative_ttl = ..., cache = ...)]`.
+/// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., negative_ttl = ..., tags = [...], cache = ...)]`.
 ///
 /// The function becomes a call of [`Cache::get_or_load`]: look the key up,
 /// return a hit, otherwise run the body once (concurrent callers in the process
@@ -54,6 +54,7 @@ mod tags;
 /// | `key` | a template: literal text and `<name>` placeholders, where `name` is an argument or a field path on one (`<user.id>`, `<self.tenant>`) | module path, function name and every argument but `self`, `:`-separated |
 /// | `ttl` | seconds (`3600`) or `"90s"`, `"5m"`, `"1h"`, `"1d"`; at least 1 s | the cache's [`default_ttl`](CacheBuilder::default_ttl) (5 min) |
 /// | `negative_ttl` | as `ttl`; `0` turns negative caching off | the smaller of 60 s and `ttl` |
+/// | `tags` | a list of templates, as `key`: `tags = ["product:<id>", "category:<cat>"]`; [`Cache::invalidate_tag`] with any of them drops the entry | none |
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache |
 ///
 /// What is cached:
@@ -104,6 +105,85 @@ mod tags;
 /// ---
 #[doc(inline)]
 pub use aside_macros::cached;
+
+/// Write-through: stores an `async fn`'s return value in the cache, so that
+/// the next read of its key is a hit.
+/// `#[aside::cache_put(key = "...", ttl = ..., negative_ttl = ..., tags = [...], cache = ...)]`.
+///
+/// The options are those of [`cached`], except that `key` is required (it is
+/// the key of the `#[cached]` function whose value this one writes). The body
+/// always runs; its value (for a `Result`, only the `Ok` value) is stored
+/// through [`Cache::put`], which also makes sure a concurrent, slower load of
+/// the old value cannot overwrite it.
+///
+/// # Examples
+///
+/// ```
+/// use aside::Cache;
+///
+/// #[aside::cached(cache = cache, key = "user:<id>")]
+/// async fn user_name(cache: &Cache, id: u64) -> String {
+///     format!("user {id}") // the slow query
+/// }
+///
+/// #[aside::cache_put(cache = cache, key = "user:<id>")]
+/// async fn rename_user(cache: &Cache, id: u64, name: String) -> Result<String, std::io::Error> {
+///     // UPDATE users SET name = ... WHERE id = ...
+///     Ok(name)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+/// let cache = Cache::memory();
+/// assert_eq!(user_name(&cache, 1).await, "user 1");
+/// rename_user(&cache, 1, "ada".into()).await?;
+/// assert_eq!(user_name(&cache, 1).await, "ada"); // a hit on the written value
+/// # Ok(()) }
+/// ```
+///
+/// ---
+#[doc(inline)]
+pub use aside_macros::cache_put;
+
+/// Invalidates keys and tags after an `async fn` that changes data:
+/// `#[aside::invalidate(keys = [...], tags = [...], cache = ...)]`.
+///
+/// `keys` and `tags` are lists of templates with the placeholders of
+/// [`cached`]; they are built from the arguments before the body runs. After
+/// the body returns (for a `Result`, only on `Ok`), every key is invalidated
+/// as by [`Cache::invalidate`] and every tag as by [`Cache::invalidate_tags`]:
+/// once the function has returned, no read returns a value loaded before.
+/// A failure to invalidate is logged (error level) and counted in
+/// [`Stats::errors`], never returned: the write itself succeeded.
+///
+/// # Examples
+///
+/// ```
+/// use aside::Cache;
+///
+/// #[aside::cached(cache = cache, key = "product:<id>", tags = ["category:<category>"])]
+/// async fn product(cache: &Cache, id: u64, category: u32) -> String {
+///     format!("product {id}") // the slow query
+/// }
+///
+/// #[aside::invalidate(cache = cache, tags = ["category:<category>"])]
+/// async fn reprice_category(cache: &Cache, category: u32, percent: i32) -> Result<(), std::io::Error> {
+///     // UPDATE products SET price = ... WHERE category_id = ...
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+/// let cache = Cache::memory();
+/// product(&cache, 1, 7).await;
+/// reprice_category(&cache, 7, 10).await?; // every product of category 7 reloads
+/// assert_eq!(cache.stats().loads, 1);
+/// product(&cache, 1, 7).await;
+/// assert_eq!(cache.stats().loads, 2);
+/// # Ok(()) }
+/// ```
+///
+/// ---
+#[doc(inline)]
+pub use aside_macros::invalidate;
 pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, Guard};
 pub use builder::CacheBuilder;
 pub use cache::Cache;
@@ -119,4 +199,9 @@ pub mod __private {
     pub use crate::{global, Cache, KeyBuilder, Policy};
     pub use core::convert::Infallible;
     pub use core::time::Duration;
+
+    /// What `#[invalidate]` runs after its body succeeded.
+    pub async fn invalidate_after_write(cache: &Cache, keys: &[String], tags: &[String]) {
+        cache.invalidate_after_write(keys, tags).await;
+    }
 }

@@ -1,0 +1,154 @@
+//! `tags`, `#[aside::invalidate]` and `#[aside::cache_put]` end to end, on
+//! both backends, including their `Err` paths.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Mutex;
+
+use aside::Cache;
+use support::{Kind, TestCache};
+
+/// A fake table of products: name and category, and the reads it served.
+#[derive(Default)]
+struct Db {
+    rows: Mutex<Vec<(String, u32)>>,
+    reads: AtomicU64,
+}
+
+impl Db {
+    fn with(rows: &[(&str, u32)]) -> Db {
+        let rows = rows.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+        Db {
+            rows: Mutex::new(rows),
+            reads: AtomicU64::new(0),
+        }
+    }
+    fn reads(&self) -> u64 {
+        self.reads.load(SeqCst)
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Rejected;
+
+#[aside::cached(cache = cache, key = "product:<id>", tags = ["product:<id>", "category:<category>"])]
+async fn product(cache: &Cache, db: &Db, id: usize, category: u32) -> Option<String> {
+    db.reads.fetch_add(1, SeqCst);
+    db.rows.lock().unwrap().get(id).map(|(name, _)| name.clone())
+}
+
+#[aside::invalidate(cache = cache, tags = ["category:<category>"])]
+async fn rename_category(cache: &Cache, db: &Db, category: u32, suffix: &str) -> Result<usize, Rejected> {
+    if suffix.is_empty() {
+        return Err(Rejected);
+    }
+    let mut rows = db.rows.lock().unwrap();
+    let changed = rows
+        .iter_mut()
+        .filter(|(_, c)| *c == category)
+        .map(|(name, _)| name.push_str(suffix))
+        .count();
+    Ok(changed)
+}
+
+#[aside::invalidate(cache = cache, keys = ["product:<id>"])]
+async fn delete(cache: &Cache, db: &Db, id: usize) -> Result<(), Rejected> {
+    let mut rows = db.rows.lock().unwrap();
+    match rows.get_mut(id) {
+        Some(row) => {
+            row.0 = "(deleted)".into();
+            Ok(())
+        }
+        None => Err(Rejected),
+    }
+}
+
+#[aside::cache_put(cache = cache, key = "product:<id>", tags = ["product:<id>", "category:<category>"])]
+async fn rename(
+    cache: &Cache,
+    db: &Db,
+    id: usize,
+    category: u32,
+    name: &str,
+) -> Result<Option<String>, Rejected> {
+    if name.is_empty() {
+        return Err(Rejected);
+    }
+    db.rows.lock().unwrap()[id].0 = name.to_owned();
+    Ok(Some(name.to_owned()))
+}
+
+async fn tags_through_the_macro(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let db = Db::with(&[("lamp", 1), ("desk", 2)]);
+    assert_eq!(product(&cache, &db, 0, 1).await.as_deref(), Some("lamp"));
+    assert_eq!(product(&cache, &db, 1, 2).await.as_deref(), Some("desk"));
+    assert_eq!(product(&cache, &db, 0, 1).await.as_deref(), Some("lamp"));
+    assert_eq!(db.reads(), 2);
+
+    cache.invalidate_tag("category:1").await.unwrap();
+    assert_eq!(product(&cache, &db, 0, 1).await.as_deref(), Some("lamp"));
+    assert_eq!(product(&cache, &db, 1, 2).await.as_deref(), Some("desk"));
+    assert_eq!(db.reads(), 3, "only the category-1 product reloaded");
+}
+
+async fn invalidate_runs_after_a_successful_body_only(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let db = Db::with(&[("lamp", 1), ("desk", 2)]);
+    product(&cache, &db, 0, 1).await;
+    product(&cache, &db, 1, 2).await;
+
+    assert_eq!(rename_category(&cache, &db, 1, "").await, Err(Rejected));
+    assert_eq!(product(&cache, &db, 0, 1).await.as_deref(), Some("lamp"));
+    assert_eq!(db.reads(), 2, "an Err invalidates nothing");
+
+    assert_eq!(rename_category(&cache, &db, 1, " (new)").await, Ok(1));
+    assert_eq!(
+        product(&cache, &db, 0, 1).await.as_deref(),
+        Some("lamp (new)"),
+        "the tag was invalidated"
+    );
+    assert_eq!(product(&cache, &db, 1, 2).await.as_deref(), Some("desk"));
+    assert_eq!(db.reads(), 3);
+
+    assert_eq!(delete(&cache, &db, 9).await, Err(Rejected));
+    assert_eq!(delete(&cache, &db, 1).await, Ok(()));
+    assert_eq!(
+        product(&cache, &db, 1, 2).await.as_deref(),
+        Some("(deleted)"),
+        "the key was invalidated"
+    );
+    assert_eq!(db.reads(), 4);
+}
+
+async fn cache_put_writes_through(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let db = Db::with(&[("lamp", 1)]);
+    product(&cache, &db, 0, 1).await;
+
+    assert_eq!(rename(&cache, &db, 0, 1, "").await, Err(Rejected));
+    assert_eq!(
+        product(&cache, &db, 0, 1).await.as_deref(),
+        Some("lamp"),
+        "an Err stores nothing"
+    );
+
+    assert_eq!(
+        rename(&cache, &db, 0, 1, "floor lamp").await,
+        Ok(Some("floor lamp".into()))
+    );
+    assert_eq!(product(&cache, &db, 0, 1).await.as_deref(), Some("floor lamp"));
+    assert_eq!(db.reads(), 1, "the read after a write-through is a hit");
+
+    // The written entry carries its tags like a loaded one.
+    cache.invalidate_tag("category:1").await.unwrap();
+    product(&cache, &db, 0, 1).await;
+    assert_eq!(db.reads(), 2);
+}
+
+on_both_backends!(
+    tags_through_the_macro,
+    invalidate_runs_after_a_successful_body_only,
+    cache_put_writes_through
+);
