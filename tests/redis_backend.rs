@@ -207,3 +207,68 @@ async fn the_password_never_appears_in_debug_output() {
     let error = builder.build().await.unwrap_err();
     assert!(!format!("{error:?} {error}").contains("hunter2"), "{error:?}");
 }
+
+#[tokio::test]
+async fn a_tagged_hit_is_one_round_trip_too() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let runs = AtomicU64::new(0);
+    let policy = Policy::new().tag("product:1").tag("category:7");
+    let _: u32 = cache
+        .get_or_load("product:1", &policy, || load(&runs, 1))
+        .await
+        .unwrap();
+    let before = server.command_calls().await;
+    let hit: u32 = cache
+        .get_or_load("product:1", &policy, || load(&runs, 2))
+        .await
+        .unwrap();
+    let after = server.command_calls().await;
+    assert_eq!(hit, 1);
+    let expected = vec![("mget".to_owned(), 1)];
+    assert_eq!(
+        delta(&before, &after),
+        expected,
+        "the entry and both tags' tokens in one MGET"
+    );
+}
+
+#[tokio::test]
+async fn tokens_live_under_the_namespace_with_the_documented_lifetimes() {
+    let server = RedisServer::start();
+    let window = Duration::from_secs(120);
+    let cache = Cache::builder()
+        .redis(server.url())
+        .namespace("shop")
+        .invalidation_window(window)
+        .build()
+        .await
+        .unwrap();
+    let runs = AtomicU64::new(0);
+    let policy = Policy::new().tag("category:7");
+    let _: u32 = cache
+        .get_or_load("product:1", &policy, || load(&runs, 1))
+        .await
+        .unwrap();
+    cache.invalidate("product:1").await.unwrap();
+    let mut raw = server.raw().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut raw).await.unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["shop#guard:product:1", "shop#tag:category:7"],
+        "the entry is gone, two tokens remain"
+    );
+    let guard_ttl: i64 = raw.pttl("shop#guard:product:1").await.unwrap();
+    assert!(
+        (110_000..=120_000).contains(&guard_ttl),
+        "a guard lives for the invalidation window: {guard_ttl}"
+    );
+    let tag_ttl: i64 = raw.pttl("shop#tag:category:7").await.unwrap();
+    assert_eq!(tag_ttl, -1, "a tag token does not expire");
+    let token: String = raw.get("shop#tag:category:7").await.unwrap();
+    assert!(
+        token.parse::<u64>().is_ok(),
+        "a token is a decimal number: {token:?}"
+    );
+}
