@@ -82,6 +82,39 @@ pub enum Guard {
 /// The trait is public so that tests can inject faults and other stores can
 /// be plugged in; it may gain methods before 1.0. [`Cache::memory`](crate::Cache::memory)
 /// is the reference implementation.
+///
+/// # Examples
+///
+/// A backend that is always down: calls still return their loader's result.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use aside::{Backend, BackendError, BoxFuture, Bytes, Cache, EntryKeys, Fetched, Guard, Policy};
+///
+/// #[derive(Debug)]
+/// struct Down;
+///
+/// fn down<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, BackendError>> {
+///     Box::pin(async { Err(BackendError::Timeout(Duration::from_millis(250))) })
+/// }
+///
+/// impl Backend for Down {
+///     fn fetch<'a>(&'a self, _: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>> { down() }
+///     fn tag_tokens<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, BackendError>> { down() }
+///     fn store<'a>(&'a self, _: &'a EntryKeys, _: Bytes, _: Duration, _: Guard)
+///         -> BoxFuture<'a, Result<bool, BackendError>> { down() }
+///     fn invalidate<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<u64, BackendError>> { down() }
+///     fn invalidate_tags<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> { down() }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = Cache::with_backend(Arc::new(Down));
+/// let value = cache.get_or_load("k", &Policy::new(), || async { Ok::<_, ()>(7) }).await;
+/// assert_eq!(value, Ok(7));
+/// assert_eq!(cache.stats().errors, 1);
+/// # }
+/// ```
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Reads the entry, its guard and its tags' tokens in one round trip.
     fn fetch<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>>;

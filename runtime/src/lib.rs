@@ -186,6 +186,9 @@ pub use aside_macros::cache_put;
 pub use aside_macros::invalidate;
 pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, Guard};
 pub use builder::CacheBuilder;
+/// The byte buffer [`Backend`]s store, re-exported so that implementations
+/// need not depend on the `bytes` crate themselves.
+pub use bytes::Bytes;
 pub use cache::Cache;
 pub use error::{BackendError, Error};
 pub use global::{global, init};
