@@ -327,3 +327,45 @@ fn cached_futures_are_send() {
     };
     assert_send(&repo.count("t"));
 }
+
+// Two types in one module with a method of the same name, and a generic
+// function: their default keys must not collide.
+struct Left;
+struct Right;
+
+impl Left {
+    #[aside::cached(cache = cache)]
+    async fn name(&self, cache: &Cache, id: u32) -> String {
+        format!("left {id}")
+    }
+}
+
+impl Right {
+    #[aside::cached(cache = cache)]
+    async fn name(&self, cache: &Cache, id: u32) -> String {
+        format!("right {id}")
+    }
+}
+
+#[aside::cached(cache = cache)]
+async fn type_of<T: Default + Serialize>(cache: &Cache, id: u32) -> String {
+    let _ = id;
+    serde_json::to_string(&T::default()).unwrap()
+}
+
+#[tokio::test]
+async fn default_keys_tell_methods_and_type_arguments_apart() {
+    let cache = Cache::memory();
+    assert_eq!(Left.name(&cache, 1).await, "left 1");
+    assert_eq!(Right.name(&cache, 1).await, "right 1");
+    assert_eq!(type_of::<u8>(&cache, 1).await, "0");
+    assert_eq!(type_of::<String>(&cache, 1).await, "\"\"");
+    assert_eq!(
+        cache
+            .get::<String>("macro_cached::Left::name:1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("left 1")
+    );
+}

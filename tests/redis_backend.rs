@@ -5,11 +5,13 @@ mod support;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aside::{Cache, Error, Policy};
 use redis::AsyncCommands;
 use support::{bounded, RedisServer};
+use tokio::sync::Notify;
 
 fn load(runs: &AtomicU64, value: u32) -> std::future::Ready<io::Result<u32>> {
     runs.fetch_add(1, SeqCst);
@@ -72,9 +74,10 @@ async fn a_miss_is_a_read_and_a_guarded_write_under_the_namespace() {
         .await
         .unwrap();
     let after = server.command_calls().await;
-    // Two round trips: the MGET, and the script that checks the key's guard
-    // (its GET) and writes the entry (its SET).
-    let expected = [("evalsha", 1), ("get", 1), ("mget", 1), ("set", 1)].map(|(c, n)| (c.to_owned(), n));
+    // Three round trips: the MGET; a script that creates the key's missing
+    // guard (a GET and a SET); a script that checks the guard (a GET) and
+    // writes the entry (a SET).
+    let expected = [("evalsha", 2), ("get", 2), ("mget", 1), ("set", 2)].map(|(c, n)| (c.to_owned(), n));
     assert_eq!(delta(&before, &after), expected);
 
     let mut raw = server.raw().await;
@@ -271,4 +274,48 @@ async fn tokens_live_under_the_namespace_with_the_documented_lifetimes() {
         token.parse::<u64>().is_ok(),
         "a token is a decimal number: {token:?}"
     );
+}
+
+#[tokio::test]
+async fn an_evicted_guard_refuses_the_slow_load_rather_than_accepting_it() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let slow = {
+        let (cache, started, release) = (cache.clone(), started.clone(), release.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load("k", &Policy::new(), || async move {
+                    started.notify_one();
+                    release.notified().await;
+                    Ok::<_, io::Error>("old".to_owned())
+                })
+                .await
+        })
+    };
+    started.notified().await;
+    cache.invalidate("k").await.unwrap();
+    // Redis evicts the guard (volatile-* policies evict keys with a TTL first).
+    let _: () = server.raw().await.del("aside#guard:k").await.unwrap();
+    release.notify_one();
+    assert_eq!(slow.await.unwrap().unwrap(), "old");
+    let next: String = cache
+        .get_or_load("k", &Policy::new(), || async { Ok::<_, io::Error>("new".into()) })
+        .await
+        .unwrap();
+    assert_eq!(next, "new", "the old value was not stored");
+}
+
+#[tokio::test]
+async fn an_evicted_tag_token_only_causes_a_miss() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let runs = AtomicU64::new(0);
+    let policy = Policy::new().tag("t");
+    let _: u32 = cache.get_or_load("k", &policy, || load(&runs, 1)).await.unwrap();
+    let _: () = server.raw().await.del("aside#tag:t").await.unwrap();
+    let got: u32 = cache.get_or_load("k", &policy, || load(&runs, 2)).await.unwrap();
+    assert_eq!(got, 2, "an entry whose tag token is gone is a miss");
+    let again: u32 = cache.get_or_load("k", &policy, || load(&runs, 3)).await.unwrap();
+    assert_eq!(again, 2, "and the reload is cached under a fresh token");
 }

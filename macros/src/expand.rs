@@ -41,7 +41,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
 
     let key = match &args.key {
         Some(template) => key_from_template(template),
-        None => default_key(&sig.ident, &checked.key_args),
+        None => default_key(sig, &checked.key_args),
     };
     let ttl = args.ttl.map(|d| {
         let secs = d.value.as_secs();
@@ -62,14 +62,19 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     };
     let body = body_block(Some(ret), block);
     let body = quote!(move || async move #body);
+    // The locals carry that same span where they are bound and where they
+    // are used, so they resolve whatever hygiene context the return type's
+    // tokens come from (a `macro_rules!` passing `$ret:ty` has its own).
+    let [cache_var, key_var, policy_var, body_var] =
+        ["__aside_cache", "__aside_key", "__aside_policy", "__aside_body"].map(|n| Ident::new(n, span));
     let call = if checked.returns_result {
-        quote_spanned!(span=> __aside_cache.#method(&__aside_key, &__aside_policy, #body).await)
+        quote_spanned!(span=> #cache_var.#method(&#key_var, &#policy_var, #body).await)
     } else {
         quote_spanned! {span=>
-            let __aside_body = #body;
-            match __aside_cache
-                .#method(&__aside_key, &__aside_policy, move || async move {
-                    ::core::result::Result::Ok::<#ret, #rt::Infallible>(__aside_body().await)
+            let #body_var = #body;
+            match #cache_var
+                .#method(&#key_var, &#policy_var, move || async move {
+                    ::core::result::Result::Ok::<#ret, #rt::Infallible>(#body_var().await)
                 })
                 .await
             {
@@ -82,16 +87,17 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     quote! {
         #(#attrs)*
         #vis #sig {
-            let __aside_key: ::std::string::String = #key;
-            let __aside_policy = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))*;
-            let __aside_cache: &#rt::Cache = #cache;
+            let #key_var: ::std::string::String = #key;
+            let #policy_var = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))*;
+            let #cache_var: &#rt::Cache = #cache;
             #call
         }
     }
 }
 
-/// `#[invalidate]`: the keys and tags are built from the arguments first (the
-/// body may consume them), the body runs, then on success they are invalidated.
+/// `#[invalidate]`: the cache handle, keys and tags are taken from the
+/// arguments first (the body may consume or mutate them), the body runs, then,
+/// on success, they are invalidated.
 pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> TokenStream {
     let ItemFn {
         attrs,
@@ -112,14 +118,12 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     quote! {
         #(#attrs)*
         #vis #sig {
+            let __aside_cache: #rt::Cache = #rt::Cache::clone(#cache);
             let __aside_keys: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#keys),*];
             let __aside_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
-            // Not `move`: arguments the body does not consume stay usable
-            // below, for `cache = self.cache` and the like.
-            let __aside_result = async #body.await;
+            let __aside_result = async move #body.await;
             if #succeeded {
-                let __aside_cache: &#rt::Cache = #cache;
-                #rt::invalidate_after_write(__aside_cache, &__aside_keys, &__aside_tags).await;
+                #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags).await;
             }
             __aside_result
         }
@@ -198,14 +202,28 @@ fn field_path(path: &[String], span: Span) -> TokenStream {
     expr
 }
 
-/// `module::path::fn_name:arg1:arg2...`
-fn default_key(name: &Ident, args: &[&Ident]) -> TokenStream {
-    let name = name.to_string();
+/// `module::path::fn_name:arg1:arg2...`. A method's prefix is its `Self`
+/// type instead (two impls in one module may have methods of one name), and
+/// a generic function's prefix names its type arguments (`f::<A>` and `f::<B>`
+/// must not share entries).
+fn default_key(sig: &syn::Signature, args: &[&Ident]) -> TokenStream {
+    let name = format!("::{}", sig.ident);
+    let owner = if sig.receiver().is_some() {
+        quote!(::core::any::type_name::<Self>())
+    } else {
+        quote!(::core::module_path!())
+    };
+    let type_args = sig.generics.type_params().enumerate().map(|(i, param)| {
+        let open = if i == 0 { "<" } else { "," };
+        let ident = &param.ident;
+        quote!(.lit(#open).lit(::core::any::type_name::<#ident>()))
+    });
+    let close = sig.generics.type_params().next().map(|_| quote!(.lit(">")));
     let args = args
         .iter()
         .map(|arg| quote_spanned!(arg.span()=> .lit(":").arg(&#arg)));
     quote! {
-        ::aside::__private::KeyBuilder::new(::core::concat!(::core::module_path!(), "::", #name))
+        ::aside::__private::KeyBuilder::new(#owner).lit(#name) #(#type_args)* #close
             #(#args)*
             .finish()
     }

@@ -42,14 +42,13 @@ pub struct Fetched {
     pub tags: Vec<Option<u64>>,
 }
 
-/// What a store requires of the key's guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
-    /// Store only if the guard token is still this one (read before the value
-    /// was loaded): a key invalidated meanwhile is not overwritten with an old value.
-    Expect(Option<u64>),
-    /// Store whatever the guard.
-    Unchecked,
+/// The tokens a load runs under, from [`Backend::tokens`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// The key's guard token.
+    pub guard: u64,
+    /// Each tag's token, in the order of [`EntryKeys::tags`].
+    pub tags: Vec<u64>,
 }
 
 /// A storage tier for encoded entries and the tokens that invalidate them.
@@ -61,10 +60,11 @@ pub enum Guard {
 /// - [`fetch`](Self::fetch) reads an entry, its key's guard and its tags'
 ///   tokens **in one round trip** (Redis: one `MGET`), consistently enough
 ///   that an invalidation completed before the read started is visible to it.
-/// - [`tag_tokens`](Self::tag_tokens) returns each tag's token, first giving
-///   a fresh random token to any tag that has none.
-/// - [`store`](Self::store) writes an entry expiring after `ttl`; with
-///   [`Guard::Expect`], *atomically* only if the guard token is unchanged.
+/// - [`tokens`](Self::tokens) returns the guard's and each tag's token, first
+///   giving a fresh random token to any that has none (a guard lives for
+///   `window`, a tag token indefinitely).
+/// - [`store`](Self::store) writes an entry expiring after `ttl`,
+///   *atomically* only if the key's guard token is still the given one.
 /// - [`invalidate`](Self::invalidate) deletes the entry and gives the guard a
 ///   fresh random token that lives for `window`, atomically.
 /// - [`invalidate_tags`](Self::invalidate_tags) gives each tag a fresh token:
@@ -72,8 +72,9 @@ pub enum Guard {
 /// - Every operation is bounded in time by the backend itself and reports a
 ///   timeout as [`BackendError::Timeout`].
 ///
-/// A missing token (never set, expired or evicted) never equals a recorded
-/// one, so losing tokens can only cause misses, never stale hits. Later
+/// Every load and write runs under real tokens, so a token that goes missing
+/// (expired or evicted) never equals a recorded one: losing tokens can only
+/// cause misses and refused stores, never stale hits. Later
 /// capabilities extend this trait: `lock`/`unlock` (set-if-absent with a token
 /// and a TTL, compare-and-delete) for cross-process stampede protection. An
 /// in-process L1 tier in front of Redis, or a Redis Cluster backend, is
@@ -90,7 +91,7 @@ pub enum Guard {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use aside::{Backend, BackendError, BoxFuture, Bytes, Cache, EntryKeys, Fetched, Guard, Policy};
+/// use aside::{Backend, BackendError, BoxFuture, Bytes, Cache, EntryKeys, Fetched, Policy, Tokens};
 ///
 /// #[derive(Debug)]
 /// struct Down;
@@ -101,8 +102,8 @@ pub enum Guard {
 ///
 /// impl Backend for Down {
 ///     fn fetch<'a>(&'a self, _: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>> { down() }
-///     fn tag_tokens<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, BackendError>> { down() }
-///     fn store<'a>(&'a self, _: &'a EntryKeys, _: Bytes, _: Duration, _: Guard)
+///     fn tokens<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<Tokens, BackendError>> { down() }
+///     fn store<'a>(&'a self, _: &'a EntryKeys, _: Bytes, _: Duration, _: u64)
 ///         -> BoxFuture<'a, Result<bool, BackendError>> { down() }
 ///     fn invalidate<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<u64, BackendError>> { down() }
 ///     fn invalidate_tags<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> { down() }
@@ -119,17 +120,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Reads the entry, its guard and its tags' tokens in one round trip.
     fn fetch<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>>;
 
-    /// Returns the token of each tag in `tags`, creating the missing ones.
-    fn tag_tokens<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, BackendError>>;
+    /// Returns the guard's and the tags' tokens, creating the missing ones;
+    /// a created guard expires after `window`. One round trip.
+    fn tokens<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Tokens, BackendError>>;
 
-    /// Writes `entry`, expiring after `ttl` (never zero), if `guard` allows.
-    /// Returns whether it was written.
+    /// Writes `entry`, expiring after `ttl` (never zero), if the key's guard
+    /// token is still `guard`, atomically. Returns whether it was written.
     fn store<'a>(
         &'a self,
         keys: &'a EntryKeys,
         entry: Bytes,
         ttl: Duration,
-        guard: Guard,
+        guard: u64,
     ) -> BoxFuture<'a, Result<bool, BackendError>>;
 
     /// Deletes the entry and sets a fresh guard token that expires after

@@ -80,10 +80,10 @@ impl CacheBuilder {
     /// far longer than one command). Calls never wait for it longer than
     /// the operation timeout.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-    /// How long an invalidated key remembers its invalidation (its guard
-    /// token lives this long): 5 minutes. A load that takes longer than this
-    /// is returned but not stored, so that it cannot outlive the evidence that
-    /// the key was invalidated while it ran.
+    /// How long a key's guard token lives: 5 minutes. A guard is what lets a
+    /// store notice that its key was invalidated during the load; a load that
+    /// takes longer than this finds its guard gone, and its value is returned
+    /// but not stored.
     pub const DEFAULT_INVALIDATION_WINDOW: Duration = Duration::from_secs(300);
     /// The in-memory backend's bound on keys plus entries: 256 MiB.
     pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 * 1024 * 1024;

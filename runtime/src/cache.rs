@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Backend, EntryKeys, Fetched, Guard};
+use crate::backend::{Backend, EntryKeys, Fetched, Tokens};
 use crate::entry::{now_ms, Entry};
 use crate::flight::{Flights, Join, Landed, Leader, Waiter};
 use crate::stats::Counters;
@@ -196,8 +196,9 @@ impl Cache {
                 Join::Waiter(waiter) => match self.wait(waiter).await {
                     // Only a load that ran under the tokens this caller read:
                     // one that began before an invalidation this caller has
-                    // seen is not for it.
-                    Landed::Value(payload, theirs) if theirs == stamp => {
+                    // seen is not for it. Without tokens (the backend failed)
+                    // nothing can be proven, so each caller loads its own.
+                    Landed::Value(payload, Some(theirs)) if Some(&theirs) == stamp.as_ref() => {
                         if let Ok(value) = serde_json::from_slice(&payload) {
                             Counters::incr(&self.inner.counters.coalesced);
                             return Ok(value);
@@ -243,18 +244,32 @@ impl Cache {
     {
         let keys = self.inner.keys(key, policy.tags());
         // The tag tokens are read before the new value is computed, as for a load.
-        let tags = self.inner.report(self.inner.backend.tag_tokens(&keys.tags).await);
+        let window = self.inner.settings.invalidation_window;
+        let tokens = self.inner.report(self.inner.backend.tokens(&keys, window).await);
         let started = Instant::now();
         let result = load().await;
-        if let (Ok(value), Some(tags)) = (&result, tags) {
-            if let Some(payload) = self.encode_value(&keys, value) {
-                let guard = self.inner.report(self.invalidate_keys(&keys).await).map(Some);
-                if let Some(guard) = guard {
-                    let stamp = Stamp { guard, tags };
-                    self.store(&keys, policy, &payload, &stamp, started.elapsed())
-                        .await;
+        if result.is_ok() {
+            let payload = result
+                .as_ref()
+                .ok()
+                .and_then(|value| self.encode_value(&keys, value));
+            let load_time = started.elapsed();
+            let (cache, policy) = (self.clone(), policy.clone());
+            // Detached, so that the write's invalidation happens even if the
+            // caller is cancelled now: the data has already changed.
+            detached(async move {
+                let Some(guard) = cache.inner.report(cache.invalidate_keys(&keys).await) else {
+                    return;
+                };
+                if let (Some(payload), Some(tokens)) = (payload, tokens) {
+                    let stamp = Stamp {
+                        guard,
+                        tags: tokens.tags,
+                    };
+                    cache.store(&keys, &policy, &payload, &stamp, load_time).await;
                 }
-            }
+            })
+            .await;
         }
         result
     }
@@ -294,19 +309,16 @@ impl Cache {
         }
     }
 
-    /// The tokens a load of `keys` runs under: those just fetched, creating
-    /// tag tokens that do not exist yet. `None` if the backend failed.
+    /// The tokens a load of `keys` runs under: those just fetched, or, if any
+    /// is missing, those the backend creates. `None` if the backend failed.
     async fn stamp(&self, keys: &EntryKeys, fetched: Fetched) -> Option<Stamp> {
-        let tags = match fetched.tags.iter().copied().collect::<Option<Vec<u64>>>() {
-            Some(tags) => tags,
-            None => self
-                .inner
-                .report(self.inner.backend.tag_tokens(&keys.tags).await)?,
-        };
-        Some(Stamp {
-            guard: fetched.guard,
-            tags,
-        })
+        let tags: Option<Vec<u64>> = fetched.tags.iter().copied().collect();
+        if let (Some(guard), Some(tags)) = (fetched.guard, tags) {
+            return Some(Stamp { guard, tags });
+        }
+        let window = self.inner.settings.invalidation_window;
+        let Tokens { guard, tags } = self.inner.report(self.inner.backend.tokens(keys, window).await)?;
+        Some(Stamp { guard, tags })
     }
 
     /// Runs the loader and stores its value under `stamp`. `leader` is the
@@ -360,7 +372,8 @@ impl Cache {
     }
 
     /// Stores a loaded payload, unless the key was invalidated since `stamp`
-    /// was read (the backend checks the guard atomically).
+    /// was read (the backend checks the guard atomically; a load that
+    /// outlived its guard finds it gone and is not stored either).
     async fn store(
         &self,
         keys: &EntryKeys,
@@ -369,27 +382,21 @@ impl Cache {
         stamp: &Stamp,
         load_time: Duration,
     ) {
-        let settings = &self.inner.settings;
-        let ttl = policy.effective_ttl(settings.default_ttl, payload == Entry::NULL);
+        let ttl = policy.effective_ttl(self.inner.settings.default_ttl, payload == Entry::NULL);
         if ttl.is_zero() {
             return;
         }
-        if load_time >= settings.invalidation_window {
-            let key = &keys.entry;
+        let key = &keys.entry;
+        let Some(entry) = Entry::encode(now_ms(), ttl, load_time, &stamp.tags, payload) else {
             tracing::warn!(
                 key,
-                ?load_time,
-                "aside: load outlasted the invalidation window, not caching it"
+                tags = stamp.tags.len(),
+                "aside: too many tags to store, not caching it"
             );
             return;
-        }
-        let entry = Entry::encode(now_ms(), ttl, load_time, &stamp.tags, payload);
-        let guard = Guard::Expect(stamp.guard);
-        if let Some(false) = self
-            .inner
-            .report(self.inner.backend.store(keys, entry, ttl, guard).await)
-        {
-            let key = &keys.entry;
+        };
+        let stored = self.inner.backend.store(keys, entry, ttl, stamp.guard).await;
+        if let Some(false) = self.inner.report(stored) {
             tracing::debug!(
                 key,
                 "aside: key invalidated during the load, not caching the loaded value"
@@ -441,7 +448,9 @@ impl Cache {
 
     /// Stores `value` at `key` for `ttl` (the cache's default TTL if `None`),
     /// replacing what is there. Like [`put`](Self::put), it invalidates the
-    /// key first, so a concurrent load of an older value cannot overwrite it.
+    /// key first, so a concurrent load of an older value cannot overwrite it;
+    /// an invalidation or write of the key that lands between the two wins,
+    /// and the value is then not stored.
     ///
     /// # Errors
     ///
@@ -468,11 +477,12 @@ impl Cache {
         let keys = self.inner.keys(key, &[]);
         let guard = self.invalidate_keys(&keys).await?;
         if !ttl.is_zero() {
-            let entry = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], &payload);
-            self.inner
-                .backend
-                .store(&keys, entry, ttl, Guard::Expect(Some(guard)))
-                .await?;
+            let Some(entry) = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], &payload) else {
+                unreachable!("an entry without tags always encodes")
+            };
+            // Refused only if another invalidation or write came in between,
+            // which then wins: nothing to report.
+            self.inner.backend.store(&keys, entry, ttl, guard).await?;
         }
         Ok(())
     }
@@ -559,24 +569,44 @@ impl Cache {
 }
 
 impl Cache {
-    /// What `#[invalidate]` runs after its body succeeded. A failure is
-    /// logged and counted but not returned: the write itself succeeded.
-    pub(crate) async fn invalidate_after_write(&self, keys: &[String], tags: &[String]) {
-        let mut failed = Vec::new();
-        for key in keys {
-            if let Err(error) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
-                failed.push(error);
+    /// What `#[invalidate]` runs after its body succeeded. Detached, so that
+    /// it completes even if the caller is cancelled now (the data has already
+    /// changed). A failure is logged and counted but not returned: the write
+    /// itself succeeded.
+    pub(crate) async fn invalidate_after_write(self, keys: Vec<String>, tags: Vec<String>) {
+        detached(async move {
+            let mut failed = Vec::new();
+            for key in &keys {
+                if let Err(error) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
+                    failed.push(error);
+                }
+            }
+            if !tags.is_empty() {
+                if let Err(Error::Backend(error)) = self.invalidate_tags(&tags).await {
+                    failed.push(error);
+                }
+            }
+            for error in failed {
+                Counters::incr(&self.inner.counters.errors);
+                tracing::error!(%error, ?keys, ?tags, "aside: invalidation after a write failed; entries may be stale until their TTL");
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs `fut` as its own task when inside a Tokio runtime, so that it runs to
+/// completion even if the caller is dropped; inline otherwise.
+async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            if let Err(error) = runtime.spawn(fut).await {
+                if error.is_panic() {
+                    std::panic::resume_unwind(error.into_panic());
+                }
             }
         }
-        if !tags.is_empty() {
-            if let Err(Error::Backend(error)) = self.invalidate_tags(tags).await {
-                failed.push(error);
-            }
-        }
-        for error in failed {
-            Counters::incr(&self.inner.counters.errors);
-            tracing::error!(%error, ?keys, ?tags, "aside: invalidation after a write failed; entries may be stale until their TTL");
-        }
+        Err(_) => fut.await,
     }
 }
 

@@ -62,15 +62,16 @@ impl<'a> Entry<'a> {
         now_ms < self.fresh_until_ms
     }
 
-    /// Encodes an entry that is fresh for `ttl` from `now_ms`.
+    /// Encodes an entry that is fresh for `ttl` from `now_ms`; `None` if it
+    /// carries more tags than the format can hold (65,535).
     pub(crate) fn encode(
         now_ms: u64,
         ttl: Duration,
         load_time: Duration,
         tag_versions: &[u64],
         payload: &[u8],
-    ) -> Bytes {
-        let tags = u16::try_from(tag_versions.len()).expect("an entry carries at most 65535 tags");
+    ) -> Option<Bytes> {
+        let tags = u16::try_from(tag_versions.len()).ok()?;
         let mut buf = Vec::with_capacity(HEADER_LEN + 8 * tag_versions.len() + payload.len());
         buf.extend_from_slice(MAGIC);
         buf.push(FORMAT_VERSION);
@@ -84,7 +85,7 @@ impl<'a> Entry<'a> {
             buf.extend_from_slice(&v.to_le_bytes());
         }
         buf.extend_from_slice(payload);
-        Bytes::from(buf)
+        Some(Bytes::from(buf))
     }
 
     /// Decodes stored bytes. Never panics, whatever the input.
@@ -138,7 +139,8 @@ mod tests {
             Duration::from_micros(1500),
             &[7, 9],
             b"{\"a\":1}",
-        );
+        )
+        .unwrap();
         let entry = Entry::decode(&bytes).unwrap();
         assert_eq!(entry.stored_at_ms, 1_000);
         assert_eq!(entry.fresh_until_ms, 3_000);
@@ -152,23 +154,33 @@ mod tests {
 
     #[test]
     fn null_payload_is_negative() {
-        let bytes = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], Entry::NULL);
+        let bytes = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], Entry::NULL).unwrap();
         assert!(Entry::decode(&bytes).unwrap().is_negative());
+    }
+
+    #[test]
+    fn too_many_tags_is_not_encodable() {
+        let tags = vec![1u64; usize::from(u16::MAX) + 1];
+        assert!(Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &tags, b"1").is_none());
     }
 
     #[test]
     fn rejects_garbage_without_panicking() {
         assert_eq!(Entry::decode(b""), Err(DecodeError::Truncated));
         assert_eq!(Entry::decode(&[0u8; 40]), Err(DecodeError::BadMagic));
-        let mut old = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], b"1").to_vec();
+        let mut old = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], b"1")
+            .unwrap()
+            .to_vec();
         old[2] = 0;
         assert_eq!(Entry::decode(&old), Err(DecodeError::Version(0)));
         // A header that claims more tag versions than the bytes hold.
-        let mut lying = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], b"").to_vec();
+        let mut lying = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], b"")
+            .unwrap()
+            .to_vec();
         lying[24] = 200;
         assert_eq!(Entry::decode(&lying), Err(DecodeError::Truncated));
         // Every prefix of a valid entry either decodes or is an error.
-        let full = Entry::encode(5, Duration::from_secs(1), Duration::ZERO, &[1, 2, 3], b"[1,2]");
+        let full = Entry::encode(5, Duration::from_secs(1), Duration::ZERO, &[1, 2, 3], b"[1,2]").unwrap();
         for end in 0..full.len() {
             let _ = Entry::decode(&full[..end]);
         }

@@ -184,7 +184,7 @@ pub use aside_macros::cache_put;
 /// ---
 #[doc(inline)]
 pub use aside_macros::invalidate;
-pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, Guard};
+pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, Tokens};
 pub use builder::CacheBuilder;
 /// The byte buffer [`Backend`]s store, re-exported so that implementations
 /// need not depend on the `bytes` crate themselves.
@@ -204,7 +204,7 @@ pub mod __private {
     pub use core::time::Duration;
 
     /// What `#[invalidate]` runs after its body succeeded.
-    pub async fn invalidate_after_write(cache: &Cache, keys: &[String], tags: &[String]) {
+    pub async fn invalidate_after_write(cache: Cache, keys: Vec<String>, tags: Vec<String>) {
         cache.invalidate_after_write(keys, tags).await;
     }
 }

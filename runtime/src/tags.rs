@@ -7,25 +7,28 @@
 //!   the entry and the current tokens in the same round trip, and any
 //!   difference is a miss. Invalidating a tag gives it a new token: O(1),
 //!   however many entries carry it, and nothing to walk or delete.
-//! - a **guard token** per invalidated key (`{ns}#guard:{key}`, expiring
-//!   after the invalidation window). Invalidating a key deletes the entry and
-//!   sets a new guard; a load records the guard before it runs and stores its
-//!   value only if the guard is unchanged, atomically. So a slow loader that
-//!   read old data cannot write it back after the invalidation.
+//! - a **guard token** per recently loaded or invalidated key
+//!   (`{ns}#guard:{key}`, expiring after the invalidation window).
+//!   Invalidating a key deletes the entry and sets a new guard; a load reads
+//!   (or creates) the guard before it runs and stores its value only if the
+//!   guard is unchanged, atomically. So a slow loader that read old data
+//!   cannot write it back after the invalidation.
 //!
 //! Callers coalesced onto another caller's load compare that load's [`Stamp`]
 //! with the one their own read saw, so a load that began before an
 //! invalidation is never handed to a caller whose read began after it.
 //!
-//! A token that is missing (evicted, expired) never equals a recorded one:
-//! losing tokens costs misses, never stale reads. The one bound: a load that
-//! takes longer than the invalidation window is returned but not stored.
+//! Loads and writes always run under real tokens (missing ones are created
+//! first), so a token that goes missing (evicted, expired) never equals a
+//! recorded one: losing tokens costs misses and refused stores, never stale
+//! reads. In particular a load that outlives its guard (the invalidation
+//! window) is returned but not stored.
 
 /// The tokens a load ran under: the key's guard and its tags' tokens, read
 /// before the loader started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Stamp {
-    pub(crate) guard: Option<u64>,
+    pub(crate) guard: u64,
     pub(crate) tags: Vec<u64>,
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use moka::sync::Cache as Moka;
 use moka::Expiry;
 
-use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Guard};
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
 use crate::BackendError;
 
 /// How many tag tokens are kept. An evicted token only turns the entries
@@ -81,12 +81,26 @@ impl Backend for MemoryBackend {
         Box::pin(std::future::ready(Ok(Fetched { entry, guard, tags })))
     }
 
-    fn tag_tokens<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, BackendError>> {
-        let tokens = tags
+    fn tokens<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
+        // Each get-or-create is atomic for its key; an invalidation racing it
+        // either comes first (and its token is returned) or replaces it after.
+        let guard = self.guards.get_with_by_ref(&keys.guard, || Timed {
+            value: fresh_token(),
+            ttl: window,
+        });
+        let tags = keys
+            .tags
             .iter()
             .map(|t| self.tags.get_with_by_ref(t, fresh_token))
             .collect();
-        Box::pin(std::future::ready(Ok(tokens)))
+        Box::pin(std::future::ready(Ok(Tokens {
+            guard: guard.value,
+            tags,
+        })))
     }
 
     fn store<'a>(
@@ -94,13 +108,10 @@ impl Backend for MemoryBackend {
         keys: &'a EntryKeys,
         entry: Bytes,
         ttl: Duration,
-        guard: Guard,
+        guard: u64,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        let allowed = match guard {
-            Guard::Unchecked => true,
-            Guard::Expect(expected) => self.guards.get(&keys.guard).map(|g| g.value) == expected,
-        };
+        let allowed = self.guards.get(&keys.guard).is_some_and(|g| g.value == guard);
         if allowed {
             self.entries
                 .insert(keys.entry.clone(), Timed { value: entry, ttl });

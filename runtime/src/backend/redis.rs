@@ -5,9 +5,8 @@
 //! | operation | commands |
 //! |---|---|
 //! | fetch | `MGET entry guard tag...` |
-//! | tag tokens | a script: `GET` each tag token, `SET` the missing ones |
-//! | guarded store | a script: compare the guard, then `SET entry ... PX` |
-//! | unguarded store | `SET entry ... PX` |
+//! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones |
+//! | store | a script: compare the guard, then `SET entry ... PX` |
 //! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
 //! | invalidate tags | `MSET tag token ...` |
 
@@ -19,31 +18,37 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Guard};
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
 use crate::entry::duration_ms;
 use crate::BackendError;
 
-/// KEYS: entry, guard. ARGV: bytes, ttl in ms, the expected guard ('' for none).
+/// KEYS: entry, guard. ARGV: bytes, ttl in ms, the expected guard. A missing
+/// guard (GET gives false) never equals it.
 static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
+        if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
         return 1",
     )
 });
 
-/// KEYS: tag tokens. ARGV: a fresh token for each, used where one is missing
-/// (or is not a number, which no reader could match anyway).
-static TAG_TOKENS: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: the guard, then the tag tokens. ARGV: the guard's lifetime in ms,
+/// then a fresh token for each key, used where one is missing (or is not a
+/// number, which no reader could match anyway).
+static TOKENS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local tokens = {}
         for i, key in ipairs(KEYS) do
             local token = redis.call('GET', key)
             if not token or not tonumber(token) then
-                token = ARGV[i]
-                redis.call('SET', key, token)
+                token = ARGV[i + 1]
+                if i == 1 then
+                    redis.call('SET', key, token, 'PX', ARGV[1])
+                else
+                    redis.call('SET', key, token)
+                end
             end
             tokens[i] = token
         end
@@ -96,7 +101,7 @@ impl RedisBackend {
         .await?;
         // Loaded up front so that the first use of each is one round trip too
         // (the redis crate reloads them by itself if the server forgets them).
-        for script in [&*GUARDED_SET, &*TAG_TOKENS] {
+        for script in [&*GUARDED_SET, &*TOKENS] {
             bounded(connect_timeout, script.prepare_invoke().load_async(&mut conn)).await?;
         }
         Ok(RedisBackend { conn, op_timeout })
@@ -147,18 +152,26 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn tag_tokens<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, BackendError>> {
+    fn tokens<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
         Box::pin(async move {
-            if tags.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut invocation = TAG_TOKENS.prepare_invoke();
-            for tag in tags {
-                invocation.key(tag).arg(fresh_token().to_string());
+            let mut invocation = TOKENS.prepare_invoke();
+            invocation.arg(duration_ms(window).max(1));
+            for key in std::iter::once(&keys.guard).chain(&keys.tags) {
+                invocation.key(key).arg(fresh_token().to_string());
             }
             let tokens: Vec<String> = self.run_script(invocation).await?;
-            // The script only returns numbers; anything else is a broken server.
-            Ok(tokens.iter().map(|t| t.parse().unwrap_or(0)).collect())
+            // The script returns only numbers; 0 for anything else never
+            // matches a fresh token, so it can only cost a miss.
+            let mut tokens = tokens.iter().map(|t| t.parse().unwrap_or(0));
+            let guard = tokens.next().unwrap_or(0);
+            Ok(Tokens {
+                guard,
+                tags: tokens.collect(),
+            })
         })
     }
 
@@ -167,29 +180,17 @@ impl Backend for RedisBackend {
         keys: &'a EntryKeys,
         entry: Bytes,
         ttl: Duration,
-        guard: Guard,
+        guard: u64,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
-            let ms = duration_ms(ttl).max(1);
-            match guard {
-                Guard::Unchecked => {
-                    let mut cmd = redis::cmd("SET");
-                    cmd.arg(&keys.entry).arg(&entry[..]).arg("PX").arg(ms);
-                    self.query::<()>(&cmd).await?;
-                    Ok(true)
-                }
-                Guard::Expect(expected) => {
-                    let mut invocation = GUARDED_SET.prepare_invoke();
-                    invocation
-                        .key(&keys.entry)
-                        .key(&keys.guard)
-                        .arg(&entry[..])
-                        .arg(ms);
-                    invocation.arg(expected.map_or(String::new(), |g| g.to_string()));
-                    let stored: i64 = self.run_script(invocation).await?;
-                    Ok(stored == 1)
-                }
-            }
+            let mut invocation = GUARDED_SET.prepare_invoke();
+            invocation.key(&keys.entry).key(&keys.guard);
+            invocation
+                .arg(&entry[..])
+                .arg(duration_ms(ttl).max(1))
+                .arg(guard.to_string());
+            let stored: i64 = self.run_script(invocation).await?;
+            Ok(stored == 1)
         })
     }
 
