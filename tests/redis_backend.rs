@@ -74,10 +74,13 @@ async fn a_miss_is_a_read_and_a_guarded_write_under_the_namespace() {
         .await
         .unwrap();
     let after = server.command_calls().await;
-    // Three round trips: the MGET; a script that creates the key's missing
-    // guard (a GET and a SET); a script that checks the guard (a GET) and
-    // writes the entry (a SET).
-    let expected = [("evalsha", 2), ("get", 2), ("mget", 1), ("set", 2)].map(|(c, n)| (c.to_owned(), n));
+    // The default (lock) mode, six round trips: the MGET; a script creating
+    // the key's missing guard (GET, SET); the lock (SET NX); a second MGET
+    // (another process may have stored the value meanwhile); a script that
+    // checks the guard and writes the entry (GET, SET); the unlock script
+    // (GET, DEL).
+    let expected =
+        [("del", 1), ("evalsha", 3), ("get", 3), ("mget", 2), ("set", 3)].map(|(c, n)| (c.to_owned(), n));
     assert_eq!(delta(&before, &after), expected);
 
     let mut raw = server.raw().await;

@@ -24,10 +24,12 @@ pub struct EntryKeys {
     /// Where the encoded entry is stored.
     pub entry: String,
     /// Where the key's guard token is stored (present for a while after the
-    /// key was invalidated).
+    /// key was loaded, written or invalidated).
     pub guard: String,
     /// Where each tag's current token is stored.
     pub tags: Vec<String>,
+    /// Where the key's stampede lock is taken.
+    pub lock: String,
 }
 
 /// What one read returns: the entry and the tokens it is checked against.
@@ -58,7 +60,8 @@ pub struct Tokens {
 /// random tokens. The contract:
 ///
 /// - [`fetch`](Self::fetch) reads an entry, its key's guard and its tags'
-///   tokens **in one round trip** (Redis: one `MGET`), consistently enough
+///   tokens **in one round trip** (Redis: one `MGET`, pipelined with a
+///   `PEXPIRE` when `touch` asks for sliding expiry), consistently enough
 ///   that an invalidation completed before the read started is visible to it.
 /// - [`tokens`](Self::tokens) returns the guard's and each tag's token, first
 ///   giving a fresh random token to any that has none (a guard lives for
@@ -69,16 +72,17 @@ pub struct Tokens {
 ///   fresh random token that lives for `window`, atomically.
 /// - [`invalidate_tags`](Self::invalidate_tags) gives each tag a fresh token:
 ///   O(1) per tag, whatever the number of entries that carry it.
+/// - [`try_lock`](Self::try_lock) takes a lock if nobody holds it (set if
+///   absent, with a token and a TTL); [`unlock`](Self::unlock) releases it
+///   only if the token is still the caller's (compare-and-delete).
 /// - Every operation is bounded in time by the backend itself and reports a
 ///   timeout as [`BackendError::Timeout`].
 ///
 /// Every load and write runs under real tokens, so a token that goes missing
 /// (expired or evicted) never equals a recorded one: losing tokens can only
 /// cause misses and refused stores, never stale hits. Later
-/// capabilities extend this trait: `lock`/`unlock` (set-if-absent with a token
-/// and a TTL, compare-and-delete) for cross-process stampede protection. An
-/// in-process L1 tier in front of Redis, or a Redis Cluster backend, is
-/// another implementation of it.
+/// An in-process L1 tier in front of Redis, or a Redis Cluster backend, is
+/// another implementation of this trait.
 ///
 /// The trait is public so that tests can inject faults and other stores can
 /// be plugged in; it may gain methods before 1.0. [`Cache::memory`](crate::Cache::memory)
@@ -101,12 +105,15 @@ pub struct Tokens {
 /// }
 ///
 /// impl Backend for Down {
-///     fn fetch<'a>(&'a self, _: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>> { down() }
+///     fn fetch<'a>(&'a self, _: &'a EntryKeys, _: Option<Duration>)
+///         -> BoxFuture<'a, Result<Fetched, BackendError>> { down() }
 ///     fn tokens<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<Tokens, BackendError>> { down() }
 ///     fn store<'a>(&'a self, _: &'a EntryKeys, _: Bytes, _: Duration, _: u64)
 ///         -> BoxFuture<'a, Result<bool, BackendError>> { down() }
 ///     fn invalidate<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<u64, BackendError>> { down() }
 ///     fn invalidate_tags<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> { down() }
+///     fn try_lock<'a>(&'a self, _: &'a str, _: u64, _: Duration) -> BoxFuture<'a, Result<bool, BackendError>> { down() }
+///     fn unlock<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<(), BackendError>> { down() }
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -117,8 +124,13 @@ pub struct Tokens {
 /// # }
 /// ```
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
-    /// Reads the entry, its guard and its tags' tokens in one round trip.
-    fn fetch<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>>;
+    /// Reads the entry, its guard and its tags' tokens in one round trip; with
+    /// `touch`, also pushes the entry's expiry out to `touch` from now.
+    fn fetch<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        touch: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Fetched, BackendError>>;
 
     /// Returns the guard's and the tags' tokens, creating the missing ones;
     /// a created guard expires after `window`. One round trip.
@@ -148,6 +160,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Gives each tag in `tags` a fresh token.
     fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// Takes the lock at `key` with `token` for `ttl`, unless it is held.
+    /// Returns whether it was taken.
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>>;
+
+    /// Releases the lock at `key` if it is still held with `token`.
+    fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>>;
 }
 
 /// A fresh random token: never 0, so that no token equals an unset one

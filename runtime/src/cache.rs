@@ -9,12 +9,13 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Backend, EntryKeys, Fetched, Tokens};
+use crate::backend::{fresh_token, Backend, EntryKeys, Fetched, Tokens};
 use crate::entry::{now_ms, Entry};
 use crate::flight::{Flights, Join, Landed, Leader, Waiter};
+use crate::stampede::{jittered, recompute_early, HeldLock, DEFAULT_LOCK_TTL};
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{BackendError, CacheBuilder, Error, Policy, Stats};
+use crate::{BackendError, CacheBuilder, Error, Policy, Stampede, Stats};
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
 /// and its counters. Clones share everything.
@@ -181,18 +182,37 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let keys = self.inner.keys(key, policy.tags());
-        let fetched = self.inner.report(self.inner.backend.fetch(&keys).await);
-        if let Some(value) = fetched.as_ref().and_then(|f| self.hit(&keys, f)) {
-            return Ok(value);
-        }
-        Counters::incr(&self.inner.counters.misses);
-        let stamp = match fetched {
-            Some(fetched) => self.stamp(&keys, fetched).await,
-            None => None,
-        };
+        let touch = policy.touch(self.inner.settings.default_ttl);
         loop {
+            let fetched = self.inner.report(self.inner.backend.fetch(&keys, touch).await);
+            match fetched.as_ref().and_then(|f| self.read(&keys, f, policy, true)) {
+                Some(Found::Fresh(value)) => return Ok(value),
+                Some(Found::Refresh(value)) => {
+                    return Ok(self.refresh(&keys, policy, load, value, fetched).await)
+                }
+                None => {}
+            }
+            Counters::incr(&self.inner.counters.misses);
+            let stamp = match fetched {
+                Some(fetched) => self.stamp(&keys, fetched).await,
+                None => None,
+            };
+            let mode = policy.stampede_mode();
+            // Without tokens the backend is failing: no lock to wait for, and
+            // no load another caller could safely share. Call through.
+            if mode == Stampede::None || stamp.is_none() {
+                return self.load(&keys, policy, load, stamp, None).await;
+            }
             match self.inner.flights.join(&keys.entry) {
-                Join::Leader(leader) => return self.load(&keys, policy, load, stamp, Some(leader)).await,
+                Join::Leader(leader) => {
+                    return match mode {
+                        Stampede::Lock { lock_ttl, lock_wait } => {
+                            self.load_locked(&keys, policy, load, stamp, leader, (lock_ttl, lock_wait))
+                                .await
+                        }
+                        _ => self.load(&keys, policy, load, stamp, Some(leader)).await,
+                    }
+                }
                 Join::Waiter(waiter) => match self.wait(waiter).await {
                     // Only a load that ran under the tokens this caller read:
                     // one that began before an invalidation this caller has
@@ -208,8 +228,127 @@ impl Cache {
                     Landed::Value(..) | Landed::Failed => {
                         return self.load(&keys, policy, load, stamp, None).await
                     }
-                    Landed::Abandoned => continue,
+                    // The leader was cancelled, or found the value stored by
+                    // another process: look again.
+                    Landed::Abandoned | Landed::Stored => continue,
                 },
+            }
+        }
+    }
+
+    /// `Stampede::Lock` for the in-process leader: one load across processes.
+    /// Takes the backend lock and loads, or waits (polling, with backoff) for
+    /// the holder's value; past `lock_wait`, or if the backend fails, loads
+    /// without the lock rather than fail.
+    async fn load_locked<T, E, F, Fut>(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        load: F,
+        stamp: Option<Stamp>,
+        leader: Leader<'_>,
+        (lock_ttl, lock_wait): (Duration, Duration),
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let token = fresh_token();
+        let deadline = Instant::now() + lock_wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match self
+                .inner
+                .report(self.inner.backend.try_lock(&keys.lock, token, lock_ttl).await)
+            {
+                Some(true) => {
+                    let held = HeldLock::new(self.clone(), keys.lock.clone(), token);
+                    // Another process may have stored the value between our
+                    // read and our lock: read again before loading.
+                    let fetched = self.inner.report(self.inner.backend.fetch(keys, None).await);
+                    if let Some(Found::Fresh(value)) =
+                        fetched.as_ref().and_then(|f| self.read(keys, f, policy, false))
+                    {
+                        leader.land(Landed::Stored);
+                        held.release().await;
+                        return Ok(value);
+                    }
+                    let stamp = match fetched {
+                        Some(fetched) => self.stamp(keys, fetched).await,
+                        None => None,
+                    };
+                    let result = self.load(keys, policy, load, stamp, Some(leader)).await;
+                    held.release().await;
+                    return result;
+                }
+                Some(false) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    Counters::incr(&self.inner.counters.lock_waits);
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                    let fetched = self.inner.report(self.inner.backend.fetch(keys, None).await);
+                    if let Some(Found::Fresh(value)) =
+                        fetched.as_ref().and_then(|f| self.read(keys, f, policy, false))
+                    {
+                        leader.land(Landed::Stored);
+                        return Ok(value);
+                    }
+                }
+                None => break,
+            }
+        }
+        self.load(keys, policy, load, stamp, Some(leader)).await
+    }
+
+    /// A refresh (`Swr` past the TTL, or `Early` when XFetch says so): the one
+    /// caller that wins it, in this process and across processes, reloads and
+    /// returns the new value; everyone else gets `current` at once. If the
+    /// reload fails, `current` stays (fail-safe) and is returned.
+    async fn refresh<T, E, F, Fut>(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        load: F,
+        current: T,
+        fetched: Option<Fetched>,
+    ) -> T
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
+            return current;
+        };
+        let token = fresh_token();
+        let locked = self.inner.report(
+            self.inner
+                .backend
+                .try_lock(&keys.lock, token, DEFAULT_LOCK_TTL)
+                .await,
+        );
+        if locked != Some(true) {
+            return current;
+        }
+        let held = HeldLock::new(self.clone(), keys.lock.clone(), token);
+        let stamp = match fetched {
+            Some(fetched) => self.stamp(keys, fetched).await,
+            None => None,
+        };
+        Counters::incr(&self.inner.counters.refreshes);
+        let result = self.load(keys, policy, load, stamp, Some(leader)).await;
+        held.release().await;
+        match result {
+            Ok(value) => value,
+            Err(_) => {
+                Counters::incr(&self.inner.counters.refresh_errors);
+                let key = &keys.entry;
+                tracing::warn!(key, "aside: refresh failed, keeping the current value");
+                current
             }
         }
     }
@@ -279,31 +418,58 @@ impl Cache {
         waiter.wait().await
     }
 
-    /// The value of a fetched entry, if it is fresh, still valid for its
-    /// tags, and decodes as `T`; counts the hit, or a corrupt entry.
-    fn hit<T: DeserializeOwned>(&self, keys: &EntryKeys, fetched: &Fetched) -> Option<T> {
+    /// What a fetched entry offers: a fresh value, a value to serve while
+    /// this caller may refresh it (swr past the TTL, early by XFetch), or
+    /// nothing (absent, expired, invalidated by a tag, or undecodable). With
+    /// `count` (a caller's first read, not a re-read), counts the hit or the
+    /// corrupt entry.
+    fn read<T: DeserializeOwned>(
+        &self,
+        keys: &EntryKeys,
+        fetched: &Fetched,
+        policy: &Policy,
+        count: bool,
+    ) -> Option<Found<T>> {
         let bytes = fetched.entry.as_ref()?;
         let counters = &self.inner.counters;
+        let now = now_ms();
         let decoded = Entry::decode(bytes).map_err(|e| e.to_string()).and_then(|entry| {
-            if !entry.is_fresh(now_ms()) || !Stamp::tags_match(&entry.tag_versions, &fetched.tags) {
+            if !Stamp::tags_match(&entry.tag_versions, &fetched.tags) {
                 return Ok(None);
             }
+            let refresh = match policy.stampede_mode() {
+                // The backend keeps an swr entry for its stale window past the TTL.
+                Stampede::Swr { .. } => !entry.is_fresh(now),
+                _ if !entry.is_fresh(now) => return Ok(None),
+                Stampede::Early { beta } => {
+                    recompute_early(now, entry.fresh_until_ms, entry.load_time, beta, rand::random())
+                }
+                _ => false,
+            };
             let value = serde_json::from_slice(entry.payload).map_err(|e| e.to_string())?;
-            Ok(Some((value, entry.is_negative())))
+            Ok(Some((value, entry.is_negative(), refresh)))
         });
         match decoded {
-            Ok(Some((value, negative))) => {
-                Counters::incr(&counters.hits);
-                if negative {
-                    Counters::incr(&counters.negative_hits);
+            Ok(Some((value, negative, refresh))) => {
+                if count {
+                    Counters::incr(&counters.hits);
+                    if negative {
+                        Counters::incr(&counters.negative_hits);
+                    }
                 }
-                Some(value)
+                Some(if refresh {
+                    Found::Refresh(value)
+                } else {
+                    Found::Fresh(value)
+                })
             }
             Ok(None) => None,
             Err(reason) => {
-                Counters::incr(&counters.corrupt);
-                let key = &keys.entry;
-                tracing::warn!(key, %reason, "aside: unreadable cache entry, treating it as a miss");
+                if count {
+                    Counters::incr(&counters.corrupt);
+                    let key = &keys.entry;
+                    tracing::warn!(key, %reason, "aside: unreadable cache entry, treating it as a miss");
+                }
                 None
             }
         }
@@ -386,8 +552,17 @@ impl Cache {
         if ttl.is_zero() {
             return;
         }
+        let ttl = jittered(ttl, policy.jitter_share(), rand::random());
+        // How long the value is fresh (in the envelope) and how long the
+        // backend keeps it: longer for swr, which serves it stale meanwhile.
+        let (fresh, ttl) = match policy.stampede_mode() {
+            Stampede::Swr { stale } => (ttl, ttl.saturating_add(stale)),
+            // A sliding entry's freshness is its backend TTL, which hits extend.
+            _ if policy.touch(ttl).is_some() => (Duration::MAX, ttl),
+            _ => (ttl, ttl),
+        };
         let key = &keys.entry;
-        let Some(entry) = Entry::encode(now_ms(), ttl, load_time, &stamp.tags, payload) else {
+        let Some(entry) = Entry::encode(now_ms(), fresh, load_time, &stamp.tags, payload) else {
             tracing::warn!(
                 key,
                 tags = stamp.tags.len(),
@@ -434,7 +609,7 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        let fetched = self.inner.backend.fetch(&self.inner.keys(key, &[])).await?;
+        let fetched = self.inner.backend.fetch(&self.inner.keys(key, &[]), None).await?;
         let Some(bytes) = fetched.entry else {
             return Ok(None);
         };
@@ -595,6 +770,22 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Releases a lock taken by this cache; a failure only leaves the lock
+    /// to its TTL.
+    pub(crate) async fn unlock(&self, key: &str, token: u64) {
+        self.inner.report(self.inner.backend.unlock(key, token).await);
+    }
+}
+
+/// What a read found.
+enum Found<T> {
+    /// A value to return.
+    Fresh(T),
+    /// A value to return unless this caller wins the refresh.
+    Refresh(T),
+}
+
 /// Runs `fut` as its own task when inside a Tokio runtime, so that it runs to
 /// completion even if the caller is dropped; inline otherwise.
 async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
@@ -632,6 +823,7 @@ impl Inner {
             entry: format!("{ns}:{key}"),
             guard: format!("{ns}#guard:{key}"),
             tags: tags.iter().map(|tag| self.tag_key(tag)).collect(),
+            lock: format!("{ns}#lock:{key}"),
         }
     }
 

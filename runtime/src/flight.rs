@@ -32,6 +32,8 @@ pub(crate) enum Landed {
     Failed,
     /// The leader was cancelled before it finished.
     Abandoned,
+    /// The leader found the value stored by another process: read it.
+    Stored,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,14 @@ impl Flights {
             key: key.to_owned(),
             tx,
         })
+    }
+
+    /// Leads a new flight for `key`, unless one is in progress.
+    pub(crate) fn try_lead<'a>(&'a self, key: &str) -> Option<Leader<'a>> {
+        match self.join(key) {
+            Join::Leader(leader) => Some(leader),
+            Join::Waiter(_) => None,
+        }
     }
 
     #[cfg(test)]

@@ -40,6 +40,7 @@ mod flight;
 mod global;
 mod key;
 mod policy;
+mod stampede;
 mod stats;
 mod tags;
 
@@ -194,6 +195,7 @@ pub use error::{BackendError, Error};
 pub use global::{global, init};
 pub use key::KeyBuilder;
 pub use policy::{Policy, DEFAULT_NEGATIVE_TTL};
+pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT};
 pub use stats::Stats;
 
 /// What `#[cached]` expands to. Not public API: it may change in any release.

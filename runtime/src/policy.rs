@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::stampede::{Stampede, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT};
+
 /// How long a `None` is kept when the function's TTL does not say otherwise.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
 
@@ -24,11 +26,14 @@ pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
 ///     .tag("category:7");           // invalidate_tag("category:7") drops it
 /// assert_eq!(policy.tags(), ["category:7"]);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     ttl: Option<Duration>,
     negative_ttl: Option<Duration>,
     tags: Vec<String>,
+    stampede: Stampede,
+    jitter: f64,
+    sliding: bool,
 }
 
 impl Policy {
@@ -38,6 +43,12 @@ impl Policy {
             ttl: None,
             negative_ttl: None,
             tags: Vec::new(),
+            stampede: Stampede::Lock {
+                lock_ttl: DEFAULT_LOCK_TTL,
+                lock_wait: DEFAULT_LOCK_WAIT,
+            },
+            jitter: 0.0,
+            sliding: false,
         }
     }
 
@@ -64,6 +75,43 @@ impl Policy {
     /// The entry's tags.
     pub fn tags(&self) -> &[String] {
         &self.tags
+    }
+
+    /// The stampede protection (default: [`Stampede::Lock`] with the default
+    /// lock TTL and wait).
+    pub const fn stampede(mut self, stampede: Stampede) -> Self {
+        self.stampede = stampede;
+        self
+    }
+
+    /// Spreads each stored TTL uniformly by up to `± jitter` of itself
+    /// (`0.1` = ±10%), so that keys written together do not expire together.
+    /// Clamped to `[0, 1]`.
+    pub const fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Sliding expiry: every hit pushes the entry's expiry out to a full TTL
+    /// again. Only for [`Stampede::Lock`] and [`Stampede::None`] (the other
+    /// modes work from a fixed expiry).
+    pub const fn sliding(mut self, sliding: bool) -> Self {
+        self.sliding = sliding;
+        self
+    }
+
+    pub(crate) fn stampede_mode(&self) -> Stampede {
+        self.stampede
+    }
+
+    pub(crate) fn jitter_share(&self) -> f64 {
+        self.jitter
+    }
+
+    /// For a hit: how far to push the expiry out, if sliding.
+    pub(crate) fn touch(&self, default_ttl: Duration) -> Option<Duration> {
+        let sliding = self.sliding && matches!(self.stampede, Stampede::Lock { .. } | Stampede::None);
+        sliding.then(|| self.ttl.unwrap_or(default_ttl))
     }
 
     /// The TTL to store a value under, given the cache's default TTL.

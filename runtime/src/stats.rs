@@ -40,6 +40,12 @@ pub struct Stats {
     pub corrupt: u64,
     /// Callers waiting right now for another caller's load (a gauge, not a counter).
     pub waiting: u64,
+    /// Times a `Stampede::Lock` caller found the lock held and waited.
+    pub lock_waits: u64,
+    /// Refreshes run (swr past the TTL, early by XFetch).
+    pub refreshes: u64,
+    /// Refreshes whose loader failed; the current value was kept.
+    pub refresh_errors: u64,
 }
 
 impl Stats {
@@ -67,6 +73,9 @@ impl Stats {
             errors: self.errors.saturating_sub(earlier.errors),
             corrupt: self.corrupt.saturating_sub(earlier.corrupt),
             waiting: self.waiting,
+            lock_waits: self.lock_waits.saturating_sub(earlier.lock_waits),
+            refreshes: self.refreshes.saturating_sub(earlier.refreshes),
+            refresh_errors: self.refresh_errors.saturating_sub(earlier.refresh_errors),
         }
     }
 
@@ -92,6 +101,9 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     pub(crate) corrupt: AtomicU64,
     pub(crate) waiting: AtomicU64,
+    pub(crate) lock_waits: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) refresh_errors: AtomicU64,
 }
 
 impl Counters {
@@ -121,6 +133,9 @@ impl Counters {
             errors: self.errors.load(Relaxed),
             corrupt: self.corrupt.load(Relaxed),
             waiting: self.waiting.load(Relaxed),
+            lock_waits: self.lock_waits.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
+            refresh_errors: self.refresh_errors.load(Relaxed),
         }
     }
 }

@@ -46,8 +46,10 @@ pub(crate) struct MemoryBackend {
     entries: Moka<String, Timed<Bytes>>,
     guards: Moka<String, Timed<u64>>,
     tags: Moka<String, u64>,
+    locks: Moka<String, Timed<u64>>,
     /// Makes a guarded store and an invalidation of the same key atomic with
-    /// respect to each other (held only for in-memory map operations).
+    /// respect to each other, and lock operations atomic (held only for
+    /// in-memory map operations).
     writes: Mutex<()>,
 }
 
@@ -66,16 +68,31 @@ impl MemoryBackend {
             entries,
             guards: Moka::builder().expire_after(PerValueTtl).build(),
             tags: Moka::new(TAG_CAPACITY),
+            locks: Moka::builder().expire_after(PerValueTtl).build(),
             writes: Mutex::new(()),
         }
     }
 }
 
 impl Backend for MemoryBackend {
-    fn fetch<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>> {
+    fn fetch<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        touch: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Fetched, BackendError>> {
         // The entry first, then the tokens: an invalidation in between shows
         // as a changed token, so the entry is not used.
         let entry = self.entries.get(&keys.entry).map(|e| e.value);
+        if let (Some(entry), Some(ttl)) = (&entry, touch) {
+            // Re-inserting restarts the entry's clock (see PerValueTtl).
+            self.entries.insert(
+                keys.entry.clone(),
+                Timed {
+                    value: entry.clone(),
+                    ttl,
+                },
+            );
+        }
         let guard = self.guards.get(&keys.guard).map(|g| g.value);
         let tags = keys.tags.iter().map(|t| self.tags.get(t)).collect();
         Box::pin(std::future::ready(Ok(Fetched { entry, guard, tags })))
@@ -140,6 +157,28 @@ impl Backend for MemoryBackend {
     fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
         for tag in tags {
             self.tags.insert(tag.clone(), fresh_token());
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        let free = !self.locks.contains_key(key);
+        if free {
+            self.locks.insert(key.to_owned(), Timed { value: token, ttl });
+        }
+        Box::pin(std::future::ready(Ok(free)))
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.locks.get(key).is_some_and(|held| held.value == token) {
+            self.locks.invalidate(key);
         }
         Box::pin(std::future::ready(Ok(())))
     }

@@ -4,11 +4,13 @@
 //!
 //! | operation | commands |
 //! |---|---|
-//! | fetch | `MGET entry guard tag...` |
+//! | fetch | `MGET entry guard tag...` (pipelined with `PEXPIRE entry` for sliding expiry) |
 //! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones |
 //! | store | a script: compare the guard, then `SET entry ... PX` |
 //! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
 //! | invalidate tags | `MSET tag token ...` |
+//! | lock | `SET lock token NX PX ttl` |
+//! | unlock | a script: `DEL lock` if it still holds the token |
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -53,6 +55,15 @@ static TOKENS: LazyLock<Script> = LazyLock::new(|| {
             tokens[i] = token
         end
         return tokens",
+    )
+});
+
+/// KEYS: the lock. ARGV: the owner's token. Compare-and-delete.
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0",
     )
 });
 
@@ -101,7 +112,7 @@ impl RedisBackend {
         .await?;
         // Loaded up front so that the first use of each is one round trip too
         // (the redis crate reloads them by itself if the server forgets them).
-        for script in [&*GUARDED_SET, &*TOKENS] {
+        for script in [&*GUARDED_SET, &*TOKENS, &*UNLOCK] {
             bounded(connect_timeout, script.prepare_invoke().load_async(&mut conn)).await?;
         }
         Ok(RedisBackend { conn, op_timeout })
@@ -139,11 +150,23 @@ fn parse_token(raw: Option<&[u8]>) -> Option<u64> {
 }
 
 impl Backend for RedisBackend {
-    fn fetch<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Result<Fetched, BackendError>> {
+    fn fetch<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        touch: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Fetched, BackendError>> {
         Box::pin(async move {
-            let mut cmd = redis::cmd("MGET");
-            cmd.arg(&keys.entry).arg(&keys.guard).arg(&keys.tags);
-            let values: Vec<Option<Vec<u8>>> = self.query(&cmd).await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("MGET").arg(&keys.entry).arg(&keys.guard).arg(&keys.tags);
+            if let Some(ttl) = touch {
+                pipe.cmd("PEXPIRE")
+                    .arg(&keys.entry)
+                    .arg(duration_ms(ttl).max(1))
+                    .ignore();
+            }
+            let mut conn = self.conn.clone();
+            let (values,): (Vec<Option<Vec<u8>>>,) =
+                bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
             let mut values = values.into_iter();
             let entry = values.next().flatten().map(Bytes::from);
             let guard = parse_token(values.next().flatten().as_deref());
@@ -225,6 +248,33 @@ impl Backend for RedisBackend {
                 cmd.arg(tag).arg(fresh_token().to_string());
             }
             self.query::<()>(&cmd).await
+        })
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key)
+                .arg(token.to_string())
+                .arg("NX")
+                .arg("PX")
+                .arg(duration_ms(ttl).max(1));
+            let taken: Option<String> = self.query(&cmd).await?;
+            Ok(taken.is_some())
+        })
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut invocation = UNLOCK.prepare_invoke();
+            invocation.key(key).arg(token.to_string());
+            self.run_script::<i64>(invocation).await?;
+            Ok(())
         })
     }
 }

@@ -1,0 +1,160 @@
+//! Stampede protection: what happens when many callers want a value that is
+//! missing or about to expire.
+//!
+//! | mode | on a miss | near or past expiry |
+//! |---|---|---|
+//! | [`Stampede::Lock`] (default) | in-process coalescing, then one caller across all processes takes a lock in the backend and loads; the others wait for its value (at most `lock_wait`), then load themselves rather than fail | plain expiry |
+//! | [`Stampede::Swr`] | in-process coalescing | for `stale` after the TTL the old value is served at once while one caller (across processes, under a refresh lock) reloads it; if that fails, the old value stays |
+//! | [`Stampede::Early`] | in-process coalescing | XFetch: a reader recomputes before expiry, with a probability that rises as expiry nears and with the load's duration |
+//! | [`Stampede::None`] | every caller loads | plain expiry |
+//!
+//! A refresh (swr, early) runs on the caller that wins it, so the function
+//! needs no `'static` bound: that caller waits for the load and gets the new
+//! value; every other caller is answered from the cache at once.
+
+use std::time::Duration;
+
+use crate::Cache;
+
+/// How long a stampede or refresh lock is held at most, if its holder never
+/// releases it (it crashed): 10 s.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
+/// How long callers wait for another process's load before loading
+/// themselves: 5 s.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// XFetch's `beta`: 1.0, as the paper recommends.
+pub const DEFAULT_BETA: f64 = 1.0;
+
+/// The stampede protection of a call; see the [module docs](self) for what
+/// each mode does.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use aside::{Policy, Stampede};
+///
+/// let policy = Policy::new()
+///     .ttl(Duration::from_secs(60))
+///     .stampede(Stampede::Swr { stale: Duration::from_secs(600) });
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stampede {
+    /// One load across all processes, under a lock in the backend.
+    Lock {
+        /// How long the lock is held at most if its holder dies.
+        lock_ttl: Duration,
+        /// How long other callers wait for the holder's value.
+        lock_wait: Duration,
+    },
+    /// Stale-while-revalidate: serve the old value for `stale` after the TTL
+    /// while one caller refreshes it.
+    Swr {
+        /// How long past its TTL a value is still served.
+        stale: Duration,
+    },
+    /// Probabilistic early recomputation (XFetch, Vattani et al., VLDB 2015).
+    Early {
+        /// Higher recomputes earlier; 1.0 is the paper's choice.
+        beta: f64,
+    },
+    /// No coalescing and no lock: every caller that misses loads.
+    None,
+}
+
+impl Default for Stampede {
+    fn default() -> Self {
+        Stampede::Lock {
+            lock_ttl: DEFAULT_LOCK_TTL,
+            lock_wait: DEFAULT_LOCK_WAIT,
+        }
+    }
+}
+
+/// XFetch: recompute now if `now - load_time * beta * ln(u) >= expiry`, with
+/// `u` uniform in (0, 1]. The closer the expiry and the longer the load, the
+/// likelier.
+pub(crate) fn recompute_early(now_ms: u64, expiry_ms: u64, load_time: Duration, beta: f64, u: f64) -> bool {
+    let gap_ms = expiry_ms.saturating_sub(now_ms) as f64;
+    let delta_ms = load_time.as_secs_f64() * 1000.0;
+    delta_ms * beta * -u.max(f64::MIN_POSITIVE).ln() >= gap_ms
+}
+
+/// `ttl` spread uniformly by up to `± jitter` of itself (`u` uniform in [0, 1)).
+pub(crate) fn jittered(ttl: Duration, jitter: f64, u: f64) -> Duration {
+    if jitter <= 0.0 {
+        return ttl;
+    }
+    ttl.mul_f64((1.0 + jitter * (2.0 * u - 1.0)).max(0.0))
+}
+
+/// A lock held in the backend. Released explicitly; if dropped unreleased
+/// (the holder was cancelled or panicked), released by a spawned task, or
+/// by its TTL when there is no runtime to spawn on.
+pub(crate) struct HeldLock {
+    cache: Cache,
+    key: String,
+    token: u64,
+    released: bool,
+}
+
+impl HeldLock {
+    pub(crate) fn new(cache: Cache, key: String, token: u64) -> Self {
+        HeldLock {
+            cache,
+            key,
+            token,
+            released: false,
+        }
+    }
+
+    pub(crate) async fn release(mut self) {
+        self.released = true;
+        self.cache.unlock(&self.key, self.token).await;
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (cache, key, token) = (self.cache.clone(), std::mem::take(&mut self.key), self.token);
+            runtime.spawn(async move { cache.unlock(&key, token).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xfetch_recomputes_more_often_as_expiry_nears() {
+        let load = Duration::from_millis(50);
+        let share = |gap_ms: u64| {
+            let hits = (1..=1000)
+                .filter(|i| recompute_early(0, gap_ms, load, 1.0, *i as f64 / 1000.0))
+                .count();
+            hits as f64 / 1000.0
+        };
+        assert!(share(1_000) < 0.01, "far from expiry: almost never");
+        assert!(
+            (share(50) - (-1.0f64).exp()).abs() < 0.01,
+            "one load time away: e^-1"
+        );
+        assert!(share(0) == 1.0, "at expiry: always");
+        assert!(share(10) > share(100));
+    }
+
+    #[test]
+    fn jitter_spreads_within_bounds() {
+        let ttl = Duration::from_secs(100);
+        assert_eq!(jittered(ttl, 0.0, 0.3), ttl);
+        assert_eq!(jittered(ttl, 0.1, 0.0), Duration::from_secs(90));
+        assert_eq!(jittered(ttl, 0.1, 0.5), ttl);
+        assert!(jittered(ttl, 0.1, 0.999_999) <= Duration::from_secs(110));
+    }
+}
