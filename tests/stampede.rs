@@ -418,3 +418,25 @@ async fn jittered_ttls_are_spread_in_redis() {
     );
     assert!(max - min > 10_000, "and spread over that range: {min}..{max} ms");
 }
+
+#[aside::cached(cache = cache, key = "swr:<id>", ttl = "100ms", stampede = "swr", stale = "1h")]
+async fn swr_through_the_macro(cache: &Cache, source: &AtomicU64, id: u32) -> u64 {
+    source.load(SeqCst) + u64::from(id)
+}
+
+#[tokio::test]
+async fn the_attribute_passes_the_stampede_options_on() {
+    let cache = Cache::memory();
+    let source = AtomicU64::new(1);
+    assert_eq!(swr_through_the_macro(&cache, &source, 0).await, 1);
+    source.store(2, SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await; // past the 100 ms TTL
+                                                          // Alone, this caller wins the refresh and gets the new value.
+    assert_eq!(swr_through_the_macro(&cache, &source, 0).await, 2);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.refreshes, stats.misses),
+        (1, 1),
+        "a refresh, not a miss: {stats:?}"
+    );
+}

@@ -31,17 +31,31 @@ impl Attr {
     /// The options this attribute accepts.
     fn options(self) -> &'static [&'static str] {
         match self {
-            Attr::Cached | Attr::CachePut => &["key", "ttl", "negative_ttl", "tags", "cache"],
+            Attr::Cached => &[
+                "key",
+                "ttl",
+                "negative_ttl",
+                "tags",
+                "cache",
+                "stampede",
+                "lock_ttl",
+                "lock_wait",
+                "stale",
+                "beta",
+                "jitter",
+                "sliding",
+            ],
+            Attr::CachePut => &["key", "ttl", "negative_ttl", "tags", "cache", "jitter"],
             Attr::Invalidate => &["keys", "tags", "cache"],
         }
     }
 
-    /// Options that a later release adds; named so that using one is a clear
-    /// error rather than an "unknown option".
-    fn not_yet(self) -> &'static [&'static str] {
+    /// Options that belong to another attribute; named so that using one is
+    /// a clear error rather than an "unknown option".
+    fn elsewhere(self) -> &'static [&'static str] {
         match self {
-            Attr::Cached => &["stampede"],
-            Attr::CachePut | Attr::Invalidate => &[],
+            Attr::Cached | Attr::CachePut => &["keys"],
+            Attr::Invalidate => &["key", "ttl"],
         }
     }
 }
@@ -90,6 +104,22 @@ pub(crate) struct Args {
     pub(crate) tags: Option<Vec<KeyTemplate>>,
     pub(crate) keys: Option<Vec<KeyTemplate>>,
     pub(crate) cache: Option<Expr>,
+    pub(crate) stampede: Option<(Mode, Span)>,
+    pub(crate) lock_ttl: Option<SpannedDuration>,
+    pub(crate) lock_wait: Option<SpannedDuration>,
+    pub(crate) stale: Option<SpannedDuration>,
+    pub(crate) beta: Option<(f64, Span)>,
+    pub(crate) jitter: Option<(f64, Span)>,
+    pub(crate) sliding: Option<(bool, Span)>,
+}
+
+/// A `stampede = "..."` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Lock,
+    Swr,
+    Early,
+    None,
 }
 
 /// Collects errors so that all of them are reported at once.
@@ -129,8 +159,12 @@ impl Args {
         for RawOption { name, value } in raw {
             let label = name.to_string();
             if !attr.options().contains(&label.as_str()) {
-                let message = if attr.not_yet().contains(&label.as_str()) {
-                    format!("`{label}` is not supported yet by this version of aside; remove it")
+                let message = if attr.elsewhere().contains(&label.as_str()) {
+                    format!(
+                        "`{label}` is not an option of {}; expected one of: {}",
+                        attr.name(),
+                        attr.options().join(", ")
+                    )
                 } else {
                     format!(
                         "unknown option `{label}`; expected one of: {}",
@@ -152,16 +186,105 @@ impl Args {
                 "tags" => args.tags = template_list(&label, &value, errors),
                 "keys" => args.keys = template_list(&label, &value, errors),
                 "cache" => args.cache = Some(value),
+                "stampede" => args.stampede = mode(&value, errors),
+                "lock_ttl" => args.lock_ttl = duration(&label, &value, false, errors),
+                "lock_wait" => args.lock_wait = duration(&label, &value, true, errors),
+                "stale" => args.stale = duration(&label, &value, false, errors),
+                "beta" => match number(&label, &value, errors) {
+                    Some((beta, span)) if beta <= 0.0 => {
+                        errors.add(span, "`beta` must be greater than zero (1.0 is the usual choice)")
+                    }
+                    beta => args.beta = beta,
+                },
+                "jitter" => match number(&label, &value, errors) {
+                    Some((jitter, span)) if jitter >= 1.0 => errors.add(
+                        span,
+                        "`jitter` is a share of the TTL below 1, such as `jitter = 0.1` for ±10%",
+                    ),
+                    jitter => args.jitter = jitter,
+                },
+                "sliding" => match &value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(b), ..
+                    }) => args.sliding = Some((b.value, b.span)),
+                    other => errors.add(other.span(), "`sliding` must be `true` or `false`"),
+                },
                 _ => unreachable!("every option in Attr::options is handled"),
             }
         }
+        args.check_mode(errors);
         args
+    }
+
+    /// The options that only some stampede modes take.
+    fn check_mode(&self, errors: &mut Errors) {
+        let mode = self.stampede.map_or(Mode::Lock, |(mode, _)| mode);
+        let only = |given: Option<Span>, option: &str, modes: &[Mode], errors: &mut Errors| {
+            if let Some(span) = given.filter(|_| !modes.contains(&mode)) {
+                let names: Vec<_> = modes
+                    .iter()
+                    .map(|m| format!("stampede = \"{}\"", m.name()))
+                    .collect();
+                errors.add(
+                    span,
+                    format!(
+                        "`{option}` only applies to {}; this function uses stampede = \"{}\"",
+                        names.join(" or "),
+                        mode.name()
+                    ),
+                );
+            }
+        };
+        only(self.lock_ttl.map(|d| d.span), "lock_ttl", &[Mode::Lock], errors);
+        only(self.lock_wait.map(|d| d.span), "lock_wait", &[Mode::Lock], errors);
+        only(self.stale.map(|d| d.span), "stale", &[Mode::Swr], errors);
+        only(self.beta.map(|(_, s)| s), "beta", &[Mode::Early], errors);
+        only(
+            self.sliding.filter(|(on, _)| *on).map(|(_, s)| s),
+            "sliding",
+            &[Mode::Lock, Mode::None],
+            errors,
+        );
     }
 
     /// Every template the attribute was given, for checking placeholders.
     pub(crate) fn templates(&self) -> impl Iterator<Item = &KeyTemplate> {
         let lists = self.tags.iter().chain(&self.keys).flatten();
         self.key.iter().chain(lists)
+    }
+}
+
+/// `"lock"`, `"swr"`, `"early"` or `"none"`.
+fn mode(value: &Expr, errors: &mut Errors) -> Option<(Mode, Span)> {
+    let expected = "expected one of: \"lock\", \"swr\", \"early\", \"none\"";
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = value
+    else {
+        errors.add(value.span(), format!("`stampede` must be a string; {expected}"));
+        return None;
+    };
+    let mode = match lit.value().as_str() {
+        "lock" => Mode::Lock,
+        "swr" => Mode::Swr,
+        "early" => Mode::Early,
+        "none" => Mode::None,
+        other => {
+            errors.add(lit.span(), format!("unknown stampede mode {other:?}; {expected}"));
+            return None;
+        }
+    };
+    Some((mode, lit.span()))
+}
+
+impl Mode {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Lock => "lock",
+            Mode::Swr => "swr",
+            Mode::Early => "early",
+            Mode::None => "none",
+        }
     }
 }
 
@@ -212,13 +335,13 @@ fn key_template(what: &str, value: &Expr, errors: &mut Errors) -> Option<KeyTemp
 /// `3600` (seconds) or `"90s"`, `"5m"`, `"1h"`, `"1d"`.
 fn duration(name: &str, value: &Expr, zero_ok: bool, errors: &mut Errors) -> Option<SpannedDuration> {
     let expected = format!(
-        "`{name}` must be a whole number of seconds (`{name} = 3600`) or a string such as \"90s\", \"5m\", \"1h\" or \"1d\""
+        "`{name}` must be a whole number of seconds (`{name} = 3600`) or a string such as \"500ms\", \"90s\", \"5m\", \"1h\" or \"1d\""
     );
-    let seconds = match value {
+    let parsed = match value {
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..
         }) => match int.base10_parse::<u64>() {
-            Ok(secs) => Some(secs),
+            Ok(secs) => Some(Duration::from_secs(secs)),
             Err(_) => {
                 errors.add(int.span(), format!("`{name}` is too large; {expected}"));
                 return None;
@@ -227,49 +350,87 @@ fn duration(name: &str, value: &Expr, zero_ok: bool, errors: &mut Errors) -> Opt
         Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => parse_duration(&s.value()),
         _ => None,
     };
-    let Some(seconds) = seconds else {
+    let Some(parsed) = parsed else {
         errors.add(value.span(), format!("invalid duration; {expected}"));
         return None;
     };
-    if seconds == 0 && !zero_ok {
-        errors.add(
-            value.span(),
-            format!("`{name}` must be at least 1 second; to not cache, remove #[cached]"),
-        );
+    if parsed.is_zero() && !zero_ok {
+        let hint = if name == "ttl" {
+            "; to not cache, remove the attribute"
+        } else {
+            ""
+        };
+        errors.add(value.span(), format!("`{name}` must be greater than zero{hint}"));
         return None;
     }
     Some(SpannedDuration {
-        value: Duration::from_secs(seconds),
+        value: parsed,
         span: value.span(),
     })
 }
 
-/// `"<digits><unit>"` with unit `s`, `m`, `h` or `d`, in seconds.
-fn parse_duration(text: &str) -> Option<u64> {
+/// `"<digits><unit>"` with unit `ms`, `s`, `m`, `h` or `d`.
+fn parse_duration(text: &str) -> Option<Duration> {
     let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
     let (digits, unit) = text.split_at(unit_at);
     let n: u64 = digits.parse().ok()?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return None,
     };
-    n.checked_mul(scale)
+    n.checked_mul(ms_per_unit).map(Duration::from_millis)
+}
+
+/// `0.1`, `1.0`, `2`: a non-negative number.
+fn number(name: &str, value: &Expr, errors: &mut Errors) -> Option<(f64, Span)> {
+    let parsed = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => f.base10_parse::<f64>().ok(),
+        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<u64>().ok().map(|n| n as f64),
+        _ => None,
+    };
+    match parsed {
+        Some(n) if n.is_finite() => Some((n, value.span())),
+        _ => {
+            errors.add(
+                value.span(),
+                format!("`{name}` must be a number, such as `{name} = 0.1`"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::parse_duration;
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90s"), Some(90));
-        assert_eq!(parse_duration("5m"), Some(300));
-        assert_eq!(parse_duration("1h"), Some(3600));
-        assert_eq!(parse_duration("1d"), Some(86_400));
-        for bad in ["", "5", "m", "5x", "1.5h", "-1s", "5 m", "99999999999999999999d"] {
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90s"), secs(90));
+        assert_eq!(parse_duration("5m"), secs(300));
+        assert_eq!(parse_duration("1h"), secs(3600));
+        assert_eq!(parse_duration("1d"), secs(86_400));
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "1.5h",
+            "-1s",
+            "5 m",
+            "99999999999999999999d",
+            "5mss",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

@@ -23,7 +23,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::args::{Args, Attr, KeyTemplate};
+use crate::args::{Args, Attr, KeyTemplate, Mode};
 use crate::template::Segment;
 use crate::validate::Checked;
 
@@ -44,13 +44,20 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         None => default_key(sig, &checked.key_args),
     };
     let ttl = args.ttl.map(|d| {
-        let secs = d.value.as_secs();
-        quote_spanned!(d.span=> .ttl(#rt::Duration::from_secs(#secs)))
+        let d = duration(d.value);
+        quote!(.ttl(#d))
     });
     let negative_ttl = args.negative_ttl.map(|d| {
-        let secs = d.value.as_secs();
-        quote_spanned!(d.span=> .negative_ttl(#rt::Duration::from_secs(#secs)))
+        let d = duration(d.value);
+        quote!(.negative_ttl(#d))
     });
+    let stampede = stampede(args);
+    let jitter = args
+        .jitter
+        .map(|(jitter, span)| quote_spanned!(span=> .jitter(#jitter)));
+    let sliding = args
+        .sliding
+        .map(|(sliding, span)| quote_spanned!(span=> .sliding(#sliding)));
     let tags = args.tags.iter().flatten().map(key_from_template);
     let cache = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
@@ -88,7 +95,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         #(#attrs)*
         #vis #sig {
             let #key_var: ::std::string::String = #key;
-            let #policy_var = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))*;
+            let #policy_var = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding;
             let #cache_var: &#rt::Cache = #cache;
             #call
         }
@@ -150,6 +157,44 @@ fn body_block(ret: Option<&syn::Type>, block: &syn::Block) -> TokenStream {
             #block
         }
     }
+}
+
+/// `Duration::from_millis(n)`.
+fn duration(d: std::time::Duration) -> TokenStream {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    quote!(::aside::__private::Duration::from_millis(#ms))
+}
+
+/// `.stampede(...)`, if the attribute chose a mode or its options.
+fn stampede(args: &Args) -> Option<TokenStream> {
+    let rt = quote!(::aside::__private);
+    let mode = args.stampede.map(|(mode, _)| mode);
+    let chosen = match mode {
+        None if args.lock_ttl.is_none() && args.lock_wait.is_none() => return None,
+        None | Some(Mode::Lock) => {
+            let lock_ttl = args
+                .lock_ttl
+                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_TTL), |d| duration(d.value));
+            let lock_wait = args
+                .lock_wait
+                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_WAIT), |d| duration(d.value));
+            quote!(#rt::Stampede::Lock { lock_ttl: #lock_ttl, lock_wait: #lock_wait })
+        }
+        Some(Mode::Swr) => {
+            let stale = args
+                .stale
+                .map_or_else(|| quote!(#rt::DEFAULT_STALE), |d| duration(d.value));
+            quote!(#rt::Stampede::Swr { stale: #stale })
+        }
+        Some(Mode::Early) => {
+            let beta = args
+                .beta
+                .map_or_else(|| quote!(#rt::DEFAULT_BETA), |(beta, _)| quote!(#beta));
+            quote!(#rt::Stampede::Early { beta: #beta })
+        }
+        Some(Mode::None) => quote!(#rt::Stampede::None),
+    };
+    Some(quote!(.stampede(#chosen)))
 }
 
 /// `&(expr)` for `cache = expr`, else the global cache.

@@ -195,13 +195,16 @@ pub use error::{BackendError, Error};
 pub use global::{global, init};
 pub use key::KeyBuilder;
 pub use policy::{Policy, DEFAULT_NEGATIVE_TTL};
-pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT};
+pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
 pub use stats::Stats;
 
 /// What `#[cached]` expands to. Not public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::{global, Cache, KeyBuilder, Policy};
+    pub use crate::{
+        global, Cache, KeyBuilder, Policy, Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT,
+        DEFAULT_STALE,
+    };
     pub use core::convert::Infallible;
     pub use core::time::Duration;
 

@@ -22,6 +22,9 @@ pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
 /// How long callers wait for another process's load before loading
 /// themselves: 5 s.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long past its TTL an swr entry is still served, when `stale` is not
+/// given: 10 minutes.
+pub const DEFAULT_STALE: Duration = Duration::from_secs(600);
 /// XFetch's `beta`: 1.0, as the paper recommends.
 pub const DEFAULT_BETA: f64 = 1.0;
 
