@@ -44,7 +44,7 @@ mod stampede;
 mod stats;
 mod tags;
 
-/// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., negative_ttl = ..., tags = [...], cache = ...)]`.
+/// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., tags = [...], stampede = "...", ...)]`.
 ///
 /// The function becomes a call of [`Cache::get_or_load`]: look the key up,
 /// return a hit, otherwise run the body once (concurrent callers in the process
@@ -56,6 +56,12 @@ mod tags;
 /// | `ttl` | seconds (`3600`) or `"90s"`, `"5m"`, `"1h"`, `"1d"`; at least 1 s | the cache's [`default_ttl`](CacheBuilder::default_ttl) (5 min) |
 /// | `negative_ttl` | as `ttl`; `0` turns negative caching off | the smaller of 60 s and `ttl` |
 /// | `tags` | a list of templates, as `key`: `tags = ["product:<id>", "category:<cat>"]`; [`Cache::invalidate_tag`] with any of them drops the entry | none |
+/// | `stampede` | `"lock"`, `"swr"`, `"early"` or `"none"`: see [`Stampede`] | `"lock"` |
+/// | `lock_ttl`, `lock_wait` | with `"lock"`: durations, as `ttl` (also `"500ms"`) | [`DEFAULT_LOCK_TTL`], [`DEFAULT_LOCK_WAIT`] |
+/// | `stale` | with `"swr"`: how long past `ttl` the old value is served while refreshed | [`DEFAULT_STALE`] |
+/// | `beta` | with `"early"`: XFetch's β | [`DEFAULT_BETA`] |
+/// | `jitter` | spread each stored TTL by up to ± this share: `jitter = 0.1` | 0 |
+/// | `sliding` | `true`: every hit pushes the expiry out to a full `ttl`; with `"lock"` or `"none"` | `false` |
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache |
 ///
 /// What is cached:

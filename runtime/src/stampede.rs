@@ -1,16 +1,5 @@
 //! Stampede protection: what happens when many callers want a value that is
-//! missing or about to expire.
-//!
-//! | mode | on a miss | near or past expiry |
-//! |---|---|---|
-//! | [`Stampede::Lock`] (default) | in-process coalescing, then one caller across all processes takes a lock in the backend and loads; the others wait for its value (at most `lock_wait`), then load themselves rather than fail | plain expiry |
-//! | [`Stampede::Swr`] | in-process coalescing | for `stale` after the TTL the old value is served at once while one caller (across processes, under a refresh lock) reloads it; if that fails, the old value stays |
-//! | [`Stampede::Early`] | in-process coalescing | XFetch: a reader recomputes before expiry, with a probability that rises as expiry nears and with the load's duration |
-//! | [`Stampede::None`] | every caller loads | plain expiry |
-//!
-//! A refresh (swr, early) runs on the caller that wins it, so the function
-//! needs no `'static` bound: that caller waits for the load and gets the new
-//! value; every other caller is answered from the cache at once.
+//! missing or about to expire. See [`Stampede`].
 
 use std::time::Duration;
 
@@ -28,8 +17,18 @@ pub const DEFAULT_STALE: Duration = Duration::from_secs(600);
 /// XFetch's `beta`: 1.0, as the paper recommends.
 pub const DEFAULT_BETA: f64 = 1.0;
 
-/// The stampede protection of a call; see the [module docs](self) for what
-/// each mode does.
+/// The stampede protection of a call.
+///
+/// | mode | on a miss | near or past expiry |
+/// |---|---|---|
+/// | [`Stampede::Lock`] (default) | in-process coalescing, then one caller across all processes takes a lock in the backend and loads; the others wait for its value (at most `lock_wait`), then load themselves rather than fail | plain expiry |
+/// | [`Stampede::Swr`] | in-process coalescing | for `stale` after the TTL the old value is served at once while one caller (across processes, under a refresh lock) reloads it; if that fails, the old value stays |
+/// | [`Stampede::Early`] | in-process coalescing | XFetch: a reader recomputes before expiry, with a probability that rises as expiry nears and with the load's duration |
+/// | [`Stampede::None`] | every caller loads | plain expiry |
+///
+/// A refresh (swr, early) runs on the caller that wins it, so the function
+/// needs no `'static` bound: that caller waits for the load and gets the new
+/// value; every other caller is answered from the cache at once.
 ///
 /// # Examples
 ///
