@@ -20,6 +20,7 @@ use crate::{Cache, Error};
 /// | [`op_timeout`](Self::op_timeout) | [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT) |
 /// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT) |
 /// | [`invalidation_window`](Self::invalidation_window) | [`DEFAULT_INVALIDATION_WINDOW`](Self::DEFAULT_INVALIDATION_WINDOW) |
+/// | [`breaker`](Self::breaker) | [`DEFAULT_BREAKER_THRESHOLD`](Self::DEFAULT_BREAKER_THRESHOLD) failures, [`DEFAULT_BREAKER_COOLDOWN`](Self::DEFAULT_BREAKER_COOLDOWN) |
 ///
 /// The Redis URL is kept out of `Debug` output (it may hold a password).
 ///
@@ -43,6 +44,8 @@ pub struct CacheBuilder {
     op_timeout: Duration,
     connect_timeout: Duration,
     invalidation_window: Duration,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -55,6 +58,8 @@ impl fmt::Debug for CacheBuilder {
             .field("op_timeout", &self.op_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("invalidation_window", &self.invalidation_window)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
             .finish()
     }
 }
@@ -85,6 +90,10 @@ impl CacheBuilder {
     /// takes longer than this finds its guard gone, and its value is returned
     /// but not stored.
     pub const DEFAULT_INVALIDATION_WINDOW: Duration = Duration::from_secs(300);
+    /// Consecutive backend failures that open the circuit breaker: 5.
+    pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+    /// How long an open breaker skips the backend before probing it: 2 s.
+    pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
     /// The in-memory backend's bound on keys plus entries: 256 MiB.
     pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 * 1024 * 1024;
 
@@ -98,6 +107,8 @@ impl CacheBuilder {
             op_timeout: Self::DEFAULT_OP_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             invalidation_window: Self::DEFAULT_INVALIDATION_WINDOW,
+            breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
+            breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
         }
     }
 
@@ -145,6 +156,15 @@ impl CacheBuilder {
         self
     }
 
+    /// The circuit breaker: after `threshold` consecutive backend failures,
+    /// skip the backend for `cooldown`, then probe it with one call; close
+    /// when it answers. A `threshold` of 0 turns the breaker off.
+    pub fn breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
+        self.breaker_threshold = threshold;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
     /// Builds the cache, connecting to Redis if one was configured.
     ///
     /// # Errors
@@ -184,6 +204,8 @@ impl CacheBuilder {
                 namespace: self.namespace,
                 default_ttl: self.default_ttl,
                 invalidation_window: self.invalidation_window,
+                breaker_threshold: self.breaker_threshold,
+                breaker_cooldown: self.breaker_cooldown,
             },
         )
     }

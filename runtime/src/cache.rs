@@ -9,7 +9,8 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{fresh_token, Backend, EntryKeys, Fetched, Tokens};
+use crate::backend::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
+use crate::breaker::Breaker;
 use crate::entry::{now_ms, Entry};
 use crate::flight::{Flights, Join, Landed, Leader, Waiter};
 use crate::stampede::{jittered, recompute_early, HeldLock, DEFAULT_LOCK_TTL};
@@ -72,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) namespace: String,
     pub(crate) default_ttl: Duration,
     pub(crate) invalidation_window: Duration,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
 }
 
 struct Inner {
@@ -79,6 +82,7 @@ struct Inner {
     settings: Settings,
     flights: Flights,
     counters: Counters,
+    breaker: Breaker,
 }
 
 impl fmt::Debug for Cache {
@@ -95,12 +99,15 @@ impl fmt::Debug for Cache {
 
 impl Cache {
     pub(crate) fn new(backend: Arc<dyn Backend>, settings: Settings) -> Cache {
+        let breaker = Breaker::new(settings.breaker_threshold, settings.breaker_cooldown);
+        let (flights, counters) = (Flights::default(), Counters::default());
         Cache {
             inner: Arc::new(Inner {
                 backend,
                 settings,
-                flights: Flights::default(),
-                counters: Counters::default(),
+                flights,
+                counters,
+                breaker,
             }),
         }
     }
@@ -144,9 +151,12 @@ impl Cache {
         CacheBuilder::new()
     }
 
-    /// Counters of what this cache (and its clones) did so far.
+    /// Counters of what this cache (and its clones) did so far, and the
+    /// circuit breaker's state.
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
+        let mut stats = self.inner.counters.snapshot();
+        stats.breaker = self.inner.breaker.state();
+        stats
     }
 
     /// The runtime entry point behind `#[cached]`: returns the value cached at
@@ -184,7 +194,9 @@ impl Cache {
         let keys = self.inner.keys(key, policy.tags());
         let touch = policy.touch(self.inner.settings.default_ttl);
         loop {
-            let fetched = self.inner.report(self.inner.backend.fetch(&keys, touch).await);
+            let fetched = self
+                .inner
+                .report(self.inner.call(|b| b.fetch(&keys, touch)).await);
             match fetched.as_ref().and_then(|f| self.read(&keys, f, policy, true)) {
                 Some(Found::Fresh(value)) => return Ok(value),
                 Some(Found::Refresh(value)) => {
@@ -260,13 +272,13 @@ impl Cache {
         loop {
             match self
                 .inner
-                .report(self.inner.backend.try_lock(&keys.lock, token, lock_ttl).await)
+                .report(self.inner.call(|b| b.try_lock(&keys.lock, token, lock_ttl)).await)
             {
                 Some(true) => {
                     let held = HeldLock::new(self.clone(), keys.lock.clone(), token);
                     // Another process may have stored the value between our
                     // read and our lock: read again before loading.
-                    let fetched = self.inner.report(self.inner.backend.fetch(keys, None).await);
+                    let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
                     if let Some(Found::Fresh(value)) =
                         fetched.as_ref().and_then(|f| self.read(keys, f, policy, false))
                     {
@@ -290,7 +302,7 @@ impl Cache {
                     Counters::incr(&self.inner.counters.lock_waits);
                     tokio::time::sleep(pause.min(deadline - now)).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
-                    let fetched = self.inner.report(self.inner.backend.fetch(keys, None).await);
+                    let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
                     if let Some(Found::Fresh(value)) =
                         fetched.as_ref().and_then(|f| self.read(keys, f, policy, false))
                     {
@@ -327,8 +339,7 @@ impl Cache {
         let token = fresh_token();
         let locked = self.inner.report(
             self.inner
-                .backend
-                .try_lock(&keys.lock, token, DEFAULT_LOCK_TTL)
+                .call(|b| b.try_lock(&keys.lock, token, DEFAULT_LOCK_TTL))
                 .await,
         );
         if locked != Some(true) {
@@ -384,7 +395,9 @@ impl Cache {
         let keys = self.inner.keys(key, policy.tags());
         // The tag tokens are read before the new value is computed, as for a load.
         let window = self.inner.settings.invalidation_window;
-        let tokens = self.inner.report(self.inner.backend.tokens(&keys, window).await);
+        let tokens = self
+            .inner
+            .report(self.inner.call(|b| b.tokens(&keys, window)).await);
         let started = Instant::now();
         let result = load().await;
         if result.is_ok() {
@@ -483,7 +496,9 @@ impl Cache {
             return Some(Stamp { guard, tags });
         }
         let window = self.inner.settings.invalidation_window;
-        let Tokens { guard, tags } = self.inner.report(self.inner.backend.tokens(keys, window).await)?;
+        let Tokens { guard, tags } = self
+            .inner
+            .report(self.inner.call(|b| b.tokens(keys, window)).await)?;
         Some(Stamp { guard, tags })
     }
 
@@ -570,7 +585,7 @@ impl Cache {
             );
             return;
         };
-        let stored = self.inner.backend.store(keys, entry, ttl, stamp.guard).await;
+        let stored = self.inner.call(|b| b.store(keys, entry, ttl, stamp.guard)).await;
         if let Some(false) = self.inner.report(stored) {
             tracing::debug!(
                 key,
@@ -609,7 +624,8 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        let fetched = self.inner.backend.fetch(&self.inner.keys(key, &[]), None).await?;
+        let keys = self.inner.keys(key, &[]);
+        let fetched = self.inner.call(|b| b.fetch(&keys, None)).await?;
         let Some(bytes) = fetched.entry else {
             return Ok(None);
         };
@@ -657,7 +673,7 @@ impl Cache {
             };
             // Refused only if another invalidation or write came in between,
             // which then wins: nothing to report.
-            self.inner.backend.store(&keys, entry, ttl, guard).await?;
+            self.inner.call(|b| b.store(&keys, entry, ttl, guard)).await?;
         }
         Ok(())
     }
@@ -688,8 +704,7 @@ impl Cache {
     /// Deletes the entry and gives the key a new guard token, returned.
     async fn invalidate_keys(&self, keys: &EntryKeys) -> Result<u64, BackendError> {
         self.inner
-            .backend
-            .invalidate(keys, self.inner.settings.invalidation_window)
+            .call(|b| b.invalidate(keys, self.inner.settings.invalidation_window))
             .await
     }
 
@@ -739,7 +754,7 @@ impl Cache {
     /// ```
     pub async fn invalidate_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
         let names: Vec<String> = tags.iter().map(|t| self.inner.tag_key(t.as_ref())).collect();
-        Ok(self.inner.backend.invalidate_tags(&names).await?)
+        Ok(self.inner.call(|b| b.invalidate_tags(&names)).await?)
     }
 }
 
@@ -774,7 +789,7 @@ impl Cache {
     /// Releases a lock taken by this cache; a failure only leaves the lock
     /// to its TTL.
     pub(crate) async fn unlock(&self, key: &str, token: u64) {
-        self.inner.report(self.inner.backend.unlock(key, token).await);
+        self.inner.report(self.inner.call(|b| b.unlock(key, token)).await);
     }
 }
 
@@ -814,6 +829,24 @@ async fn catch_unwind<F: Future>(fut: F) -> std::thread::Result<F::Output> {
 }
 
 impl Inner {
+    /// Runs one backend operation through the circuit breaker: while it is
+    /// open, fails at once with [`BackendError::CircuitOpen`] instead.
+    async fn call<'a, T>(
+        &'a self,
+        op: impl FnOnce(&'a dyn Backend) -> BoxFuture<'a, Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        if !self.breaker.allow() {
+            Counters::incr(&self.counters.short_circuited);
+            return Err(BackendError::CircuitOpen);
+        }
+        let result = op(&*self.backend).await;
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(_) => self.breaker.failure(),
+        }
+        result
+    }
+
     /// The storage names for `key` and `tags`. Entries live at `{ns}:{key}`;
     /// aside's own tokens at `{ns}#...`, which no entry name can equal
     /// (the namespace may not contain `#`).
@@ -835,6 +868,8 @@ impl Inner {
     fn report<T>(&self, result: Result<T, BackendError>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
+            // Counted as short-circuited, and logged once when the breaker opened.
+            Err(BackendError::CircuitOpen) => None,
             Err(error) => {
                 Counters::incr(&self.counters.errors);
                 let source = std::error::Error::source(&error);

@@ -38,6 +38,10 @@ pub enum BackendError {
     /// Redis answered with an error or the connection failed.
     #[error("redis error")]
     Redis(#[from] redis::RedisError),
+    /// The circuit breaker is open: the backend failed repeatedly and is not
+    /// being asked until its cool-down is over.
+    #[error("cache backend circuit is open after repeated failures")]
+    CircuitOpen,
 }
 
 impl BackendError {
@@ -46,6 +50,7 @@ impl BackendError {
         match self {
             BackendError::Timeout(_) => true,
             BackendError::Redis(e) => e.is_timeout(),
+            BackendError::CircuitOpen => false,
         }
     }
 }

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod breaker;
 mod builder;
 mod cache;
 mod entry;
@@ -192,6 +193,7 @@ pub use aside_macros::cache_put;
 #[doc(inline)]
 pub use aside_macros::invalidate;
 pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, Tokens};
+pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
 /// The byte buffer [`Backend`]s store, re-exported so that implementations
 /// need not depend on the `bytes` crate themselves.

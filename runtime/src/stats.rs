@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::BreakerState;
+
 /// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
 ///
 /// Every lookup through [`Cache::get_or_load`](crate::Cache::get_or_load) ends
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// assert_eq!(stats.hit_ratio(), 0.0);
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Lookups answered from the cache, negative hits included.
@@ -46,12 +48,16 @@ pub struct Stats {
     pub refreshes: u64,
     /// Refreshes whose loader failed; the current value was kept.
     pub refresh_errors: u64,
+    /// Backend operations skipped because the circuit breaker was open.
+    pub short_circuited: u64,
+    /// The circuit breaker's state when the snapshot was taken.
+    pub breaker: BreakerState,
 }
 
 impl Stats {
     /// What happened between `earlier` (a snapshot of the same cache) and
-    /// this snapshot: every counter's difference. `waiting`, a gauge, is
-    /// this snapshot's.
+    /// this snapshot: every counter's difference. `waiting` and `breaker`,
+    /// states rather than counters, are this snapshot's.
     ///
     /// # Examples
     ///
@@ -76,6 +82,8 @@ impl Stats {
             lock_waits: self.lock_waits.saturating_sub(earlier.lock_waits),
             refreshes: self.refreshes.saturating_sub(earlier.refreshes),
             refresh_errors: self.refresh_errors.saturating_sub(earlier.refresh_errors),
+            short_circuited: self.short_circuited.saturating_sub(earlier.short_circuited),
+            breaker: self.breaker,
         }
     }
 
@@ -104,6 +112,7 @@ pub(crate) struct Counters {
     pub(crate) lock_waits: AtomicU64,
     pub(crate) refreshes: AtomicU64,
     pub(crate) refresh_errors: AtomicU64,
+    pub(crate) short_circuited: AtomicU64,
 }
 
 impl Counters {
@@ -136,6 +145,8 @@ impl Counters {
             lock_waits: self.lock_waits.load(Relaxed),
             refreshes: self.refreshes.load(Relaxed),
             refresh_errors: self.refresh_errors.load(Relaxed),
+            short_circuited: self.short_circuited.load(Relaxed),
+            breaker: BreakerState::Closed,
         }
     }
 }

@@ -1,0 +1,184 @@
+//! A circuit breaker in front of the backend: after enough consecutive
+//! failures it stops asking a failing backend for a cool-down, so that calls
+//! go straight to their loaders instead of each waiting out a timeout.
+//!
+//! ```text
+//! closed --(threshold consecutive failures)--> open --(cool-down over)--> half-open
+//!   ^                                           ^                           |
+//!   +------------------(probe succeeds)---------+---(probe fails)-----------+
+//! ```
+//!
+//! In half-open, one call (the probe) goes to the backend; the others are
+//! short-circuited until it answers, or, if the probe never answers (its
+//! caller was cancelled), until another cool-down has passed and a new probe
+//! goes. Each transition is logged once.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Where the breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go to the backend.
+    Closed,
+    /// Calls skip the backend until the cool-down is over.
+    Open,
+    /// One probe call is testing the backend.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probe_since: Instant },
+}
+
+/// The breaker; `threshold == 0` disables it.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    state: Mutex<State>,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Breaker {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            threshold,
+            cooldown,
+        }
+    }
+
+    /// Whether a call may go to the backend now.
+    pub(crate) fn allow(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match *state {
+            State::Closed { .. } => true,
+            State::Open { until } if now >= until => {
+                *state = State::HalfOpen { probe_since: now };
+                tracing::info!("aside: cache backend circuit half-open, probing");
+                true
+            }
+            // A probe that never answered: send another.
+            State::HalfOpen { probe_since } if now >= probe_since + self.cooldown => {
+                *state = State::HalfOpen { probe_since: now };
+                true
+            }
+            State::Open { .. } | State::HalfOpen { .. } => false,
+        }
+    }
+
+    /// Records a call that reached the backend and succeeded.
+    pub(crate) fn success(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !matches!(*state, State::Closed { .. }) {
+            tracing::info!("aside: cache backend answered, circuit closed");
+        }
+        *state = State::Closed { failures: 0 };
+    }
+
+    /// Records a call that reached the backend and failed.
+    pub(crate) fn failure(&self) {
+        if self.threshold == 0 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = match *state {
+            State::Closed { failures } if failures + 1 >= self.threshold => true,
+            State::Closed { failures } => {
+                *state = State::Closed {
+                    failures: failures + 1,
+                };
+                false
+            }
+            State::HalfOpen { .. } => true,
+            State::Open { .. } => false,
+        };
+        if open {
+            *state = State::Open {
+                until: Instant::now() + self.cooldown,
+            };
+            let cooldown = self.cooldown;
+            tracing::warn!(
+                ?cooldown,
+                "aside: cache backend failing, circuit open: calling loaders directly"
+            );
+        }
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match *self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_probe_at_a_time() {
+        let breaker = Breaker::new(1, Duration::from_secs(3600));
+        *breaker.state.lock().unwrap() = State::Open {
+            until: Instant::now(),
+        };
+        assert!(breaker.allow());
+        assert!(!breaker.allow(), "the probe is in flight");
+    }
+
+    #[test]
+    fn opens_after_threshold_and_closes_after_a_good_probe() {
+        let breaker = Breaker::new(3, Duration::ZERO);
+        breaker.failure();
+        breaker.failure();
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        breaker.success(); // a success resets the count
+        breaker.failure();
+        breaker.failure();
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        breaker.failure();
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert!(breaker.allow(), "cool-down over: one probe");
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        breaker.failure();
+        assert_eq!(breaker.state(), BreakerState::Open, "a failed probe reopens");
+        assert!(breaker.allow());
+        breaker.success();
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_that_never_answers_is_replaced_after_a_cooldown() {
+        let breaker = Breaker::new(1, Duration::ZERO);
+        breaker.failure();
+        assert!(breaker.allow(), "the probe");
+        // Its caller is cancelled: neither success nor failure is recorded.
+        assert!(breaker.allow(), "with a zero cool-down, another probe at once");
+        let slow = Breaker::new(1, Duration::from_secs(3600));
+        slow.failure();
+        assert!(!slow.allow());
+    }
+
+    #[test]
+    fn stays_open_during_the_cooldown() {
+        let breaker = Breaker::new(1, Duration::from_secs(3600));
+        breaker.failure();
+        assert!(!breaker.allow());
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_zero_threshold_never_opens() {
+        let breaker = Breaker::new(0, Duration::ZERO);
+        for _ in 0..100 {
+            breaker.failure();
+        }
+        assert!(breaker.allow());
+    }
+}
