@@ -193,18 +193,24 @@ impl Cache {
     {
         let keys = self.inner.keys(key, policy.tags());
         let touch = policy.touch(self.inner.settings.default_ttl);
+        // A lookup is counted once, however many times it looks again.
+        let mut first = true;
         loop {
             let fetched = self
                 .inner
                 .report(self.inner.call(|b| b.fetch(&keys, touch)).await);
-            match fetched.as_ref().and_then(|f| self.read(&keys, f, policy, true)) {
+            let counted = std::mem::replace(&mut first, false);
+            match fetched
+                .as_ref()
+                .and_then(|f| self.read(&keys, f, policy, counted))
+            {
                 Some(Found::Fresh(value)) => return Ok(value),
-                Some(Found::Refresh(value)) => {
-                    return Ok(self.refresh(&keys, policy, load, value, fetched).await)
-                }
+                Some(Found::Refresh(value)) => return Ok(self.refresh(&keys, policy, load, value).await),
                 None => {}
             }
-            Counters::incr(&self.inner.counters.misses);
+            if counted {
+                Counters::incr(&self.inner.counters.misses);
+            }
             let stamp = match fetched {
                 Some(fetched) => self.stamp(&keys, fetched).await,
                 None => None,
@@ -266,16 +272,13 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let token = fresh_token();
-        let deadline = Instant::now() + lock_wait;
+        // A `lock_wait` too large to add to now means: wait as long as it takes.
+        let deadline = Instant::now().checked_add(lock_wait);
         let mut pause = Duration::from_millis(2);
+        let mut waited = false;
         loop {
-            match self
-                .inner
-                .report(self.inner.call(|b| b.try_lock(&keys.lock, token, lock_ttl)).await)
-            {
-                Some(true) => {
-                    let held = HeldLock::new(self.clone(), keys.lock.clone(), token);
+            match self.lock(keys, lock_ttl).await {
+                Lock::Taken(held) => {
                     // Another process may have stored the value between our
                     // read and our lock: read again before loading.
                     let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
@@ -286,21 +289,26 @@ impl Cache {
                         held.release().await;
                         return Ok(value);
                     }
+                    // Tokens read under the lock, or, if that read failed, the
+                    // older ones (which can only make a store less likely).
                     let stamp = match fetched {
-                        Some(fetched) => self.stamp(keys, fetched).await,
-                        None => None,
+                        Some(fetched) => self.stamp(keys, fetched).await.or(stamp),
+                        None => stamp,
                     };
                     let result = self.load(keys, policy, load, stamp, Some(leader)).await;
                     held.release().await;
                     return result;
                 }
-                Some(false) => {
+                Lock::Busy => {
                     let now = Instant::now();
-                    if now >= deadline {
+                    if deadline.is_some_and(|deadline| now >= deadline) {
                         break;
                     }
-                    Counters::incr(&self.inner.counters.lock_waits);
-                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    if !std::mem::replace(&mut waited, true) {
+                        Counters::incr(&self.inner.counters.lock_waits);
+                    }
+                    let left = deadline.map_or(pause, |deadline| deadline - now);
+                    tokio::time::sleep(pause.min(left)).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                     let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
                     if let Some(Found::Fresh(value)) =
@@ -310,7 +318,7 @@ impl Cache {
                         return Ok(value);
                     }
                 }
-                None => break,
+                Lock::Failed => break,
             }
         }
         self.load(keys, policy, load, stamp, Some(leader)).await
@@ -320,14 +328,7 @@ impl Cache {
     /// caller that wins it, in this process and across processes, reloads and
     /// returns the new value; everyone else gets `current` at once. If the
     /// reload fails, `current` stays (fail-safe) and is returned.
-    async fn refresh<T, E, F, Fut>(
-        &self,
-        keys: &EntryKeys,
-        policy: &Policy,
-        load: F,
-        current: T,
-        fetched: Option<Fetched>,
-    ) -> T
+    async fn refresh<T, E, F, Fut>(&self, keys: &EntryKeys, policy: &Policy, load: F, current: T) -> T
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
@@ -336,16 +337,17 @@ impl Cache {
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
             return current;
         };
-        let token = fresh_token();
-        let locked = self.inner.report(
-            self.inner
-                .call(|b| b.try_lock(&keys.lock, token, DEFAULT_LOCK_TTL))
-                .await,
-        );
-        if locked != Some(true) {
+        let Lock::Taken(held) = self.lock(keys, DEFAULT_LOCK_TTL).await else {
             return current;
+        };
+        // Another caller may have finished a refresh between our read and
+        // our lock: read again, and refresh only if it is still due.
+        let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
+        if let Some(Found::Fresh(value)) = fetched.as_ref().and_then(|f| self.read(keys, f, policy, false)) {
+            leader.land(Landed::Stored);
+            held.release().await;
+            return value;
         }
-        let held = HeldLock::new(self.clone(), keys.lock.clone(), token);
         let stamp = match fetched {
             Some(fetched) => self.stamp(keys, fetched).await,
             None => None,
@@ -786,11 +788,39 @@ impl Cache {
 }
 
 impl Cache {
+    /// Tries to take the stampede lock of `keys`. The guard is armed before
+    /// asking, so that an attempt cancelled or timed out after the backend
+    /// took the lock is still undone.
+    async fn lock(&self, keys: &EntryKeys, ttl: Duration) -> Lock {
+        let token = fresh_token();
+        let held = HeldLock::new(self.clone(), keys.lock.clone(), token);
+        match self
+            .inner
+            .report(self.inner.call(|b| b.try_lock(&keys.lock, token, ttl)).await)
+        {
+            Some(true) => Lock::Taken(held),
+            Some(false) => {
+                held.disarm();
+                Lock::Busy
+            }
+            None => Lock::Failed,
+        }
+    }
+
     /// Releases a lock taken by this cache; a failure only leaves the lock
     /// to its TTL.
     pub(crate) async fn unlock(&self, key: &str, token: u64) {
         self.inner.report(self.inner.call(|b| b.unlock(key, token)).await);
     }
+}
+
+/// The outcome of asking for a lock.
+enum Lock {
+    Taken(HeldLock),
+    /// Someone else holds it.
+    Busy,
+    /// The backend failed (the guard still undoes a lock it may have taken).
+    Failed,
 }
 
 /// What a read found.

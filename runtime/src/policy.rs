@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::stampede::{Stampede, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT};
+use crate::stampede::{Stampede, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, MAX_JITTER};
 
 /// How long a `None` is kept when the function's TTL does not say otherwise.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
@@ -86,9 +86,13 @@ impl Policy {
 
     /// Spreads each stored TTL uniformly by up to `± jitter` of itself
     /// (`0.1` = ±10%), so that keys written together do not expire together.
-    /// Clamped to `[0, 1]`.
+    /// At most 0.9; a NaN counts as 0.
     pub const fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter.clamp(0.0, 1.0);
+        self.jitter = if jitter.is_nan() {
+            0.0
+        } else {
+            jitter.clamp(0.0, MAX_JITTER)
+        };
         self
     }
 

@@ -83,17 +83,26 @@ pub(crate) fn recompute_early(now_ms: u64, expiry_ms: u64, load_time: Duration, 
     delta_ms * beta * -u.max(f64::MIN_POSITIVE).ln() >= gap_ms
 }
 
-/// `ttl` spread uniformly by up to `± jitter` of itself (`u` uniform in [0, 1)).
+/// `ttl` spread uniformly by up to `± jitter` of itself (`u` uniform in
+/// [0, 1)); never zero, and `ttl` itself where the product would not fit.
 pub(crate) fn jittered(ttl: Duration, jitter: f64, u: f64) -> Duration {
-    if jitter <= 0.0 {
+    if jitter.is_nan() || jitter <= 0.0 {
         return ttl;
     }
-    ttl.mul_f64((1.0 + jitter * (2.0 * u - 1.0)).max(0.0))
+    let factor = 1.0 + jitter.min(MAX_JITTER) * (2.0 * u - 1.0);
+    Duration::try_from_secs_f64(ttl.as_secs_f64() * factor)
+        .unwrap_or(ttl)
+        .max(Duration::from_millis(1))
 }
 
-/// A lock held in the backend. Released explicitly; if dropped unreleased
-/// (the holder was cancelled or panicked), released by a spawned task, or
-/// by its TTL when there is no runtime to spawn on.
+/// The largest jitter share: TTLs may shrink to a tenth, no further.
+pub(crate) const MAX_JITTER: f64 = 0.9;
+
+/// A lock held (or possibly held) in the backend. Released explicitly; if
+/// dropped unreleased (the holder was cancelled or panicked, or the attempt to
+/// take it timed out), released by a spawned task, or by its TTL when there
+/// is no runtime to spawn on. Release is compare-and-delete on the token, so
+/// releasing a lock that was never taken is harmless.
 pub(crate) struct HeldLock {
     cache: Cache,
     key: String,
@@ -111,9 +120,15 @@ impl HeldLock {
         }
     }
 
+    /// Releases the lock; if cancelled meanwhile, the drop releases it.
     pub(crate) async fn release(mut self) {
-        self.released = true;
         self.cache.unlock(&self.key, self.token).await;
+        self.released = true;
+    }
+
+    /// Forgets a lock that was not taken.
+    pub(crate) fn disarm(mut self) {
+        self.released = true;
     }
 }
 
@@ -158,5 +173,15 @@ mod tests {
         assert_eq!(jittered(ttl, 0.1, 0.0), Duration::from_secs(90));
         assert_eq!(jittered(ttl, 0.1, 0.5), ttl);
         assert!(jittered(ttl, 0.1, 0.999_999) <= Duration::from_secs(110));
+    }
+
+    #[test]
+    fn jitter_never_panics_or_zeroes() {
+        assert_eq!(jittered(Duration::MAX, 0.1, 0.999), Duration::MAX);
+        assert_eq!(
+            jittered(Duration::from_secs(1), f64::NAN, 0.5),
+            Duration::from_secs(1)
+        );
+        assert!(jittered(Duration::from_millis(1), 1.0, 0.0) >= Duration::from_millis(1));
     }
 }

@@ -82,17 +82,26 @@ impl Backend for MemoryBackend {
     ) -> BoxFuture<'a, Result<Fetched, BackendError>> {
         // The entry first, then the tokens: an invalidation in between shows
         // as a changed token, so the entry is not used.
-        let entry = self.entries.get(&keys.entry).map(|e| e.value);
-        if let (Some(entry), Some(ttl)) = (&entry, touch) {
-            // Re-inserting restarts the entry's clock (see PerValueTtl).
-            self.entries.insert(
-                keys.entry.clone(),
-                Timed {
-                    value: entry.clone(),
-                    ttl,
-                },
-            );
-        }
+        let entry = match touch {
+            None => self.entries.get(&keys.entry).map(|e| e.value),
+            Some(ttl) => {
+                // Read and re-insert (which restarts the entry's clock, see
+                // PerValueTtl) as one step, so that an invalidation or a newer
+                // write cannot fall in between and be undone.
+                let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+                let entry = self.entries.get(&keys.entry).map(|e| e.value);
+                if let Some(entry) = &entry {
+                    self.entries.insert(
+                        keys.entry.clone(),
+                        Timed {
+                            value: entry.clone(),
+                            ttl,
+                        },
+                    );
+                }
+                entry
+            }
+        };
         let guard = self.guards.get(&keys.guard).map(|g| g.value);
         let tags = keys.tags.iter().map(|t| self.tags.get(t)).collect();
         Box::pin(std::future::ready(Ok(Fetched { entry, guard, tags })))
