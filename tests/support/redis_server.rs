@@ -93,6 +93,22 @@ impl RedisServer {
         );
     }
 
+    /// Kills the server with SIGKILL (no shutdown, nothing saved) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new, empty server on the same port, after [`kill`](Self::kill).
+    pub fn restart(&mut self) {
+        self.child = spawn(self.port);
+        assert!(
+            self.wait_ready(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -116,10 +132,8 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        // A stopped server must be continued to die promptly on SIGKILL's
-        // reaping; SIGKILL works on stopped processes, so kill then reap.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGKILL works on stopped processes too.
+        self.kill();
     }
 }
 

@@ -67,6 +67,9 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// The longest pause between two reconnection attempts.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
 /// A Redis server reached through one multiplexed, self-reconnecting connection.
 #[derive(Clone)]
 pub(crate) struct RedisBackend {
@@ -102,7 +105,12 @@ impl RedisBackend {
             client.get_multiplexed_async_connection_with_config(&probe),
         )
         .await?;
+        // After a lost connection the manager reconnects by itself, with
+        // exponential backoff; capping the pause at RECONNECT_MAX_DELAY means
+        // a restarted server is found within about that long, however long
+        // it was down.
         let config = ConnectionManagerConfig::new()
+            .set_max_delay(RECONNECT_MAX_DELAY)
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(op_timeout));
         let mut conn = bounded(
