@@ -13,6 +13,7 @@ use crate::backend::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens
 use crate::breaker::Breaker;
 use crate::entry::{now_ms, Entry};
 use crate::flight::{Flights, Join, Landed, Leader, Waiter};
+use crate::key::storage_key;
 use crate::stampede::{jittered, recompute_early, HeldLock, DEFAULT_LOCK_TTL};
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -877,11 +878,13 @@ impl Inner {
         result
     }
 
-    /// The storage names for `key` and `tags`. Entries live at `{ns}:{key}`;
+    /// The storage names for `key` and `tags` (each shortened past
+    /// [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN) bytes). Entries live at `{ns}:{key}`;
     /// aside's own tokens at `{ns}#...`, which no entry name can equal
     /// (the namespace may not contain `#`).
     fn keys(&self, key: &str, tags: &[String]) -> EntryKeys {
         let ns = &self.settings.namespace;
+        let key = storage_key(key);
         EntryKeys {
             entry: format!("{ns}:{key}"),
             guard: format!("{ns}#guard:{key}"),
@@ -891,7 +894,7 @@ impl Inner {
     }
 
     fn tag_key(&self, tag: &str) -> String {
-        format!("{}#tag:{tag}", self.settings.namespace)
+        format!("{}#tag:{}", self.settings.namespace, storage_key(tag))
     }
 
     /// Fail-open: a backend error becomes `None`, logged and counted.

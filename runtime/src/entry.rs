@@ -185,4 +185,73 @@ mod tests {
             let _ = Entry::decode(&full[..end]);
         }
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn valid() -> impl Strategy<Value = Vec<u8>> {
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u64>(), 0..8),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            )
+                .prop_map(|(now, ttl, load, tags, payload)| {
+                    Entry::encode(
+                        now,
+                        Duration::from_millis(ttl),
+                        Duration::from_micros(load.into()),
+                        &tags,
+                        &payload,
+                    )
+                    .unwrap()
+                    .to_vec()
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                if let Ok(entry) = Entry::decode(&bytes) {
+                    prop_assert!(bytes.ends_with(entry.payload));
+                    prop_assert_eq!(HEADER_LEN + 8 * entry.tag_versions.len() + entry.payload.len(), bytes.len());
+                }
+            }
+
+            #[test]
+            fn damaged_entries_decode_or_fail_without_panicking(
+                entry in valid(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+                keep in any::<prop::sample::Index>(),
+            ) {
+                let mut damaged = entry.clone();
+                damaged[at.index(entry.len())] = byte;
+                damaged.truncate(keep.index(entry.len() + 1));
+                if let Ok(decoded) = Entry::decode(&damaged) {
+                    // Whatever decodes, its payload is still read as JSON
+                    // into the caller's type, which fails rather than panics.
+                    let _ = serde_json::from_slice::<Vec<u32>>(decoded.payload);
+                }
+            }
+
+            #[test]
+            fn encoded_entries_round_trip(
+                now in 0u64..1 << 50,
+                ttl_ms in 0u64..1 << 40,
+                tags in proptest::collection::vec(any::<u64>(), 0..8),
+                payload in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let bytes = Entry::encode(now, Duration::from_millis(ttl_ms), Duration::ZERO, &tags, &payload).unwrap();
+                let entry = Entry::decode(&bytes).unwrap();
+                prop_assert_eq!(entry.stored_at_ms, now);
+                prop_assert_eq!(entry.fresh_until_ms, now + ttl_ms);
+                prop_assert_eq!(entry.tag_versions, tags);
+                prop_assert_eq!(entry.payload, &payload[..]);
+            }
+        }
+    }
 }

@@ -1,6 +1,18 @@
 //! Building cache keys from templates such as `"product:<id>"`.
 
+use std::borrow::Cow;
 use std::fmt::{self, Display, Write};
+
+use sha2::{Digest, Sha256};
+
+/// The longest key (or tag) stored as it is, in bytes.
+pub(crate) const MAX_KEY_LEN: usize = 250;
+/// Marks a shortened key. A key that contains it is shortened whatever its
+/// length, so a key stored as it is never equals a shortened one.
+const DIGEST_MARK: &str = "#sha256=";
+/// How much of a long key is kept in front of its digest, for people reading
+/// the keys in `redis-cli`.
+const KEPT_PREFIX: usize = 64;
 
 /// Builds a cache key from literal text and argument values, so that distinct
 /// argument values never produce the same key.
@@ -55,6 +67,33 @@ impl KeyBuilder {
     }
 }
 
+/// The name a key is stored under: the key itself, or, past
+/// [`MAX_KEY_LEN`] bytes, its first 64 bytes, `#sha256=` and the SHA-256 of
+/// the whole key in hex (at most 136 bytes).
+///
+/// Distinct keys keep distinct names: a shortened name ends in the digest of
+/// its whole key, and a name kept as it is never contains the mark.
+pub(crate) fn storage_key(key: &str) -> Cow<'_, str> {
+    shorten(key, MAX_KEY_LEN)
+}
+
+fn shorten(key: &str, max: usize) -> Cow<'_, str> {
+    if key.len() <= max && !key.contains(DIGEST_MARK) {
+        return Cow::Borrowed(key);
+    }
+    let mut cut = KEPT_PREFIX.min(key.len());
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut name = String::with_capacity(cut + DIGEST_MARK.len() + 64);
+    name.push_str(&key[..cut]);
+    name.push_str(DIGEST_MARK);
+    for byte in Sha256::digest(key.as_bytes()) {
+        let _ = write!(name, "{byte:02x}");
+    }
+    Cow::Owned(name)
+}
+
 /// A `fmt::Write` adapter that escapes the separator and the escape character.
 struct Escaped<'a>(&'a mut String);
 
@@ -89,5 +128,72 @@ mod tests {
         assert_ne!(two(r"a\", "b"), two("a", r"\b"));
         assert_ne!(two(r"a\:", "b"), two(r"a\", ":b"));
         assert_ne!(two("", ":"), two(":", ""));
+    }
+
+    #[test]
+    fn long_keys_are_shortened_to_a_digest() {
+        let long = "é".repeat(200); // 400 bytes, cut inside no character
+        let name = storage_key(&long);
+        assert!(name.len() <= 136, "{}", name.len());
+        assert!(name.starts_with(&"é".repeat(32)));
+        assert!(name.contains(DIGEST_MARK));
+        assert_eq!(storage_key("short:key"), "short:key");
+        assert_eq!(storage_key(&"a".repeat(MAX_KEY_LEN)).len(), MAX_KEY_LEN);
+        assert_ne!(storage_key(&"a".repeat(MAX_KEY_LEN + 1)).len(), MAX_KEY_LEN + 1);
+    }
+
+    #[test]
+    fn a_key_that_looks_shortened_is_shortened_too() {
+        let long = "x".repeat(300);
+        let forged = storage_key(&long).into_owned();
+        assert_ne!(storage_key(&forged), forged.as_str());
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Values from a small alphabet of the characters that matter (the
+        /// separator, the escape, the mark's) so that near-collisions are common.
+        fn value() -> impl Strategy<Value = String> {
+            proptest::string::string_regex(r"[a:\\#s=\n é*]{0,8}").unwrap()
+        }
+
+        fn key(a: &str, b: &str, c: &str) -> String {
+            KeyBuilder::new("k:")
+                .arg(a)
+                .lit(":")
+                .arg(b)
+                .lit(":x:")
+                .arg(c)
+                .finish()
+        }
+
+        proptest! {
+            #[test]
+            fn distinct_arguments_never_share_a_key(
+                x in (value(), value(), value()),
+                y in (value(), value(), value()),
+            ) {
+                prop_assume!(x != y);
+                prop_assert_ne!(key(&x.0, &x.1, &x.2), key(&y.0, &y.1, &y.2));
+            }
+
+            #[test]
+            fn distinct_keys_never_share_a_storage_name(
+                a in proptest::string::string_regex(r"[a#sh256=]{0,30}").unwrap(),
+                b in proptest::string::string_regex(r"[a#sh256=]{0,30}").unwrap(),
+            ) {
+                // A small limit, so that both kept and shortened keys are drawn.
+                prop_assume!(a != b);
+                prop_assert_ne!(shorten(&a, 12), shorten(&b, 12));
+            }
+
+            #[test]
+            fn stored_names_are_bounded(key in ".{0,400}") {
+                prop_assert!(storage_key(&key).len() <= MAX_KEY_LEN);
+            }
+        }
     }
 }
