@@ -1,4 +1,5 @@
-//! Connecting as an ACL user (`redis://user:pass@`), and keeping the password
+//! Connecting as an ACL user (`redis://user:pass@`) and over TLS (`rediss://`),
+//! and keeping the password
 //! out of errors, `Debug` output and logs.
 
 mod support;
@@ -49,6 +50,17 @@ impl Logs {
     }
 }
 
+/// An error and its causes, as a user could print them.
+fn shown(error: &Error) -> String {
+    let mut shown = format!("{error} {error:?}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        shown.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    shown
+}
+
 #[tokio::test]
 async fn an_acl_user_connects_with_its_password() {
     let server = RedisServer::start();
@@ -87,12 +99,7 @@ async fn a_wrong_password_is_a_connect_error_that_does_not_show_it() {
     let url = format!("redis://app:{wrong}@127.0.0.1:{}", server.port());
     let error = Cache::builder().redis(url).build().await.unwrap_err();
     assert!(matches!(error, Error::Connect(_)), "{error:?}");
-    let mut shown = format!("{error} {error:?}");
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        shown.push_str(&format!(" {cause} {cause:?}"));
-        source = cause.source();
-    }
+    let shown = shown(&error);
     assert!(!shown.contains(wrong), "{shown}");
 }
 
@@ -119,6 +126,63 @@ async fn backend_failures_are_logged_without_the_password() {
     };
     assert_eq!(got.unwrap(), 3, "the call still succeeds");
     let logged = logs.text();
-    assert!(logged.contains("no permissions"), "the failure is logged: {logged}");
+    assert!(
+        logged.contains("no permissions"),
+        "the failure is logged: {logged}"
+    );
     assert!(!logged.contains(PASSWORD), "{logged}");
+}
+
+#[tokio::test]
+async fn rediss_connects_to_a_server_signed_by_the_given_ca() {
+    let server = RedisServer::start_tls();
+    let cache = Cache::builder()
+        .redis(server.tls_url())
+        .tls_root_certificate(server.tls_ca())
+        .build()
+        .await
+        .unwrap();
+    let runs = AtomicU64::new(0);
+    for _ in 0..2 {
+        let got: Result<u32, io::Error> = cache
+            .get_or_load("k", &Policy::new(), || async {
+                runs.fetch_add(1, SeqCst);
+                Ok(1)
+            })
+            .await;
+        assert_eq!(got.unwrap(), 1);
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        (runs.load(SeqCst), stats.hits, stats.errors),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("aside:k")
+        .query_async(&mut server.raw().await)
+        .await
+        .unwrap();
+    assert!(stored.is_some(), "written over TLS, read back over plain TCP");
+}
+
+#[tokio::test]
+async fn rediss_refuses_a_server_it_cannot_verify() {
+    let server = RedisServer::start_tls();
+    // The system's roots do not include the test CA.
+    let refused = Cache::builder()
+        .redis(server.tls_url())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Connect(_)), "{refused:?}");
+    assert!(shown(&refused).contains("UnknownIssuer"), "{}", shown(&refused));
+    // Nor does plain TCP speak to the TLS port.
+    let plain = server.tls_url().replace("rediss://", "redis://");
+    let refused = Cache::builder()
+        .redis(plain)
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .await;
+    assert!(matches!(refused, Err(Error::Connect(_))), "{refused:?}");
 }

@@ -46,6 +46,8 @@ pub struct CacheBuilder {
     invalidation_window: Duration,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
+    /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -60,6 +62,10 @@ impl fmt::Debug for CacheBuilder {
             .field("invalidation_window", &self.invalidation_window)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
+            .field(
+                "tls_root_certificate",
+                &self.tls_root_certificate.as_ref().map(|_| "set"),
+            )
             .finish()
     }
 }
@@ -109,11 +115,14 @@ impl CacheBuilder {
             invalidation_window: Self::DEFAULT_INVALIDATION_WINDOW,
             breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
+            tls_root_certificate: None,
         }
     }
 
-    /// Use Redis at `url` (`redis://[user:pass@]host:port[/db]`, `unix:///path`)
-    /// instead of the in-memory backend.
+    /// Use Redis at `url` instead of the in-memory backend:
+    /// `redis://[user:pass@]host:port[/db]` (an ACL user and its password, or
+    /// only a password with `redis://:pass@`), `rediss://...` for TLS (with
+    /// the `tls` feature), or `unix:///path`.
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
         self
@@ -165,6 +174,27 @@ impl CacheBuilder {
         self
     }
 
+    /// Trusts the CA certificate `pem` (PEM-encoded) for a `rediss://` URL,
+    /// instead of the system's roots: for a Redis whose certificate a private
+    /// CA signed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = aside::Cache::builder()
+    ///     .redis("rediss://app:secret@redis.internal:6380")
+    ///     .tls_root_certificate(std::fs::read("/etc/redis/ca.crt")?)
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
     /// Builds the cache, connecting to Redis if one was configured.
     ///
     /// # Errors
@@ -183,13 +213,25 @@ impl CacheBuilder {
             }
             return Ok(self.build_memory());
         };
-        // The redis crate's message names the problem, never the URL itself.
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| Error::Config(format!("invalid Redis URL: {e}")))?;
+        let client = self.client(url)?;
         let backend = RedisBackend::connect(client, self.connect_timeout, self.op_timeout)
             .await
             .map_err(Error::Connect)?;
         Ok(self.build_with(Arc::new(backend)))
+    }
+
+    fn client(&self, url: &str) -> Result<redis::Client, Error> {
+        // The redis crate's message names the problem, never the URL itself.
+        let invalid = |e: redis::RedisError| Error::Config(format!("invalid Redis URL: {e}"));
+        #[cfg(feature = "tls")]
+        if let Some(root) = &self.tls_root_certificate {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            };
+            return redis::Client::build_with_tls(url, certificates).map_err(invalid);
+        }
+        redis::Client::open(url).map_err(invalid)
     }
 
     pub(crate) fn build_memory(self) -> Cache {

@@ -3,6 +3,7 @@
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,14 @@ use aside::Cache;
 pub struct RedisServer {
     child: Child,
     port: u16,
+    tls: Option<Tls>,
+}
+
+/// A TLS port and the files behind it: a throwaway CA and a certificate it
+/// signed for 127.0.0.1.
+struct Tls {
+    port: u16,
+    dir: PathBuf,
 }
 
 impl RedisServer {
@@ -25,13 +34,58 @@ impl RedisServer {
         // binds it; a server that exits at start-up is retried on another.
         for _attempt in 0..5 {
             let port = free_port();
-            let child = spawn(port);
-            let mut server = RedisServer { child, port };
+            let child = spawn(port, None);
+            let mut server = RedisServer {
+                child,
+                port,
+                tls: None,
+            };
             if server.wait_ready() {
                 return server;
             }
         }
         panic!("redis-server failed to start on 5 different ports");
+    }
+
+    /// Starts a server that also listens for TLS, with a certificate for
+    /// 127.0.0.1 signed by a CA of its own (see [`tls_ca`](Self::tls_ca)).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and if `openssl` cannot make the certificates.
+    pub fn start_tls() -> RedisServer {
+        for _attempt in 0..5 {
+            let (port, tls_port) = (free_port(), free_port());
+            let dir = std::env::temp_dir().join(format!("aside-tls-{}-{tls_port}", std::process::id()));
+            make_certificates(&dir);
+            let tls = Tls { port: tls_port, dir };
+            let child = spawn(port, Some(&tls));
+            let mut server = RedisServer {
+                child,
+                port,
+                tls: Some(tls),
+            };
+            if server.wait_ready() {
+                return server;
+            }
+        }
+        panic!("redis-server with TLS failed to start on 5 different ports");
+    }
+
+    /// The `rediss://` URL of a server from [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls().port)
+    }
+
+    /// The PEM certificate of the CA that signed the server's certificate.
+    pub fn tls_ca(&self) -> Vec<u8> {
+        std::fs::read(self.tls().dir.join("ca.crt")).expect("read the test CA")
+    }
+
+    fn tls(&self) -> &Tls {
+        self.tls
+            .as_ref()
+            .expect("start the server with RedisServer::start_tls")
     }
 
     pub fn port(&self) -> u16 {
@@ -101,7 +155,7 @@ impl RedisServer {
 
     /// Starts a new, empty server on the same port, after [`kill`](Self::kill).
     pub fn restart(&mut self) {
-        self.child = spawn(self.port);
+        self.child = spawn(self.port, self.tls.as_ref());
         assert!(
             self.wait_ready(),
             "redis-server did not restart on port {}",
@@ -134,6 +188,9 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         // SIGKILL works on stopped processes too.
         self.kill();
+        if let Some(tls) = &self.tls {
+            let _ = std::fs::remove_dir_all(&tls.dir);
+        }
     }
 }
 
@@ -144,9 +201,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(port: u16) -> Child {
-    let spawned = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+fn spawn(port: u16, tls: Option<&Tls>) -> Child {
+    let mut command = Command::new("redis-server");
+    command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+    if let Some(tls) = tls {
+        let file = |name: &str| tls.dir.join(name).into_os_string();
+        command
+            .args(["--tls-port", &tls.port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(file("server.crt"))
+            .arg("--tls-key-file")
+            .arg(file("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(file("ca.crt"));
+    }
+    let spawned = command
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -159,5 +228,77 @@ fn spawn(port: u16) -> Child {
              (Debian/Ubuntu: `apt-get install redis-server`), or run `scripts/test`, which does."
         ),
         Err(e) => panic!("could not start redis-server: {e}"),
+    }
+}
+
+/// A CA, and a server certificate for 127.0.0.1 signed by it, in `dir`.
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("create a directory for the test certificates");
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=aside test CA",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let output = Command::new("openssl").args(args).current_dir(dir).output();
+        match output {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+                "openssl is not installed, and the TLS test needs it to make certificates. \
+                 Install it (Debian/Ubuntu: `apt-get install openssl`), or run `scripts/test`, which does."
+            ),
+            Err(e) => panic!("could not run openssl: {e}"),
+        }
     }
 }
