@@ -50,6 +50,21 @@ impl Logs {
     }
 }
 
+/// Calls the cache twice for one key; returns how many times the body ran.
+async fn miss_then_hit(cache: &Cache) -> u64 {
+    let runs = AtomicU64::new(0);
+    for _ in 0..2 {
+        let got: Result<u32, io::Error> = cache
+            .get_or_load("k", &Policy::new(), || async {
+                runs.fetch_add(1, SeqCst);
+                Ok(1)
+            })
+            .await;
+        assert_eq!(got.unwrap(), 1);
+    }
+    runs.into_inner()
+}
+
 /// An error and its causes, as a user could print them.
 fn shown(error: &Error) -> String {
     let mut shown = format!("{error} {error:?}");
@@ -66,22 +81,8 @@ async fn an_acl_user_connects_with_its_password() {
     let server = RedisServer::start();
     let url = with_user(&server).await;
     let cache = Cache::builder().redis(&url).build().await.unwrap();
-    let runs = AtomicU64::new(0);
-    for _ in 0..2 {
-        let got: Result<u32, io::Error> = cache
-            .get_or_load("k", &Policy::new(), || async {
-                runs.fetch_add(1, SeqCst);
-                Ok(1)
-            })
-            .await;
-        assert_eq!(got.unwrap(), 1);
-    }
-    assert_eq!(
-        runs.load(SeqCst),
-        1,
-        "stored as the ACL user, then a hit: {:?}",
-        cache.stats()
-    );
+    let runs = miss_then_hit(&cache).await;
+    assert_eq!(runs, 1, "stored as the ACL user, then a hit: {:?}", cache.stats());
     let clients: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut server.raw().await)
@@ -142,22 +143,9 @@ async fn rediss_connects_to_a_server_signed_by_the_given_ca() {
         .build()
         .await
         .unwrap();
-    let runs = AtomicU64::new(0);
-    for _ in 0..2 {
-        let got: Result<u32, io::Error> = cache
-            .get_or_load("k", &Policy::new(), || async {
-                runs.fetch_add(1, SeqCst);
-                Ok(1)
-            })
-            .await;
-        assert_eq!(got.unwrap(), 1);
-    }
+    let runs = miss_then_hit(&cache).await;
     let stats = cache.stats();
-    assert_eq!(
-        (runs.load(SeqCst), stats.hits, stats.errors),
-        (1, 1, 0),
-        "{stats:?}"
-    );
+    assert_eq!((runs, stats.hits, stats.errors), (1, 1, 0), "{stats:?}");
     let stored: Option<Vec<u8>> = redis::cmd("GET")
         .arg("aside:k")
         .query_async(&mut server.raw().await)
