@@ -12,6 +12,14 @@ pub(crate) enum Segment {
 /// Parses a template. The error is a message for the whole literal (stable
 /// Rust cannot point inside a string literal).
 pub(crate) fn parse(template: &str) -> Result<Vec<Segment>, String> {
+    // Argument values are escaped with `\`; a literal one could undo that
+    // (`"k:<a>\\:<b>"` would give ("x:", "") and ("x", ":") one key).
+    if template.contains('\\') {
+        return Err(format!(
+            "key template {template:?} may not contain `\\`: argument values are escaped with it, \
+             so a literal one could let different arguments produce the same key"
+        ));
+    }
     let mut segments = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('<') {
@@ -94,6 +102,11 @@ mod tests {
 
     fn ph(path: &[&str]) -> Segment {
         Segment::Placeholder(path.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn rejects_a_literal_escape() {
+        assert!(parse(r"k:<a>\:<b>").unwrap_err().contains("may not contain"));
     }
 
     #[test]

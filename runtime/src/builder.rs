@@ -223,6 +223,14 @@ impl CacheBuilder {
     fn client(&self, url: &str) -> Result<redis::Client, Error> {
         // The redis crate's message names the problem, never the URL itself.
         let invalid = |e: redis::RedisError| Error::Config(format!("invalid Redis URL: {e}"));
+        // The redis crate builds its TLS settings on rustls's process-wide
+        // crypto provider, and rustls cannot pick one by itself when a program
+        // enables several (aws-lc-rs through another crate, say). Install
+        // ring, unless the program has already chosen.
+        #[cfg(feature = "tls")]
+        if url.starts_with("rediss:") {
+            let _already_chosen = rustls::crypto::ring::default_provider().install_default();
+        }
         #[cfg(feature = "tls")]
         if let Some(root) = &self.tls_root_certificate {
             let certificates = redis::TlsCertificates {
