@@ -176,7 +176,7 @@ impl CacheBuilder {
 
     /// Trusts the CA certificate `pem` (PEM-encoded) for a `rediss://` URL,
     /// instead of the system's roots: for a Redis whose certificate a private
-    /// CA signed.
+    /// CA signed. Available with the `tls` feature.
     ///
     /// # Examples
     ///
