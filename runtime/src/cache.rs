@@ -212,10 +212,7 @@ impl Cache {
             if counted {
                 Counters::incr(&self.inner.counters.misses);
             }
-            let stamp = match fetched {
-                Some(fetched) => self.stamp(&keys, fetched).await,
-                None => None,
-            };
+            let stamp = self.stamp(&keys, fetched).await;
             let mode = policy.stampede_mode();
             // Without tokens the backend is failing: no lock to wait for, and
             // no load another caller could safely share. Call through.
@@ -282,20 +279,17 @@ impl Cache {
                 Lock::Taken(held) => {
                     // Another process may have stored the value between our
                     // read and our lock: read again before loading.
-                    let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
-                    if let Some(Found::Fresh(value)) =
-                        fetched.as_ref().and_then(|f| self.read(keys, f, policy, false))
-                    {
-                        leader.land(Landed::Stored);
-                        held.release().await;
-                        return Ok(value);
-                    }
+                    let fetched = match self.reread(keys, policy).await {
+                        Ok(value) => {
+                            leader.land(Landed::Stored);
+                            held.release().await;
+                            return Ok(value);
+                        }
+                        Err(fetched) => fetched,
+                    };
                     // Tokens read under the lock, or, if that read failed, the
                     // older ones (which can only make a store less likely).
-                    let stamp = match fetched {
-                        Some(fetched) => self.stamp(keys, fetched).await.or(stamp),
-                        None => stamp,
-                    };
+                    let stamp = self.stamp(keys, fetched).await.or(stamp);
                     let result = self.load(keys, policy, load, stamp, Some(leader)).await;
                     held.release().await;
                     return result;
@@ -311,10 +305,7 @@ impl Cache {
                     let left = deadline.map_or(pause, |deadline| deadline - now);
                     tokio::time::sleep(pause.min(left)).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
-                    let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
-                    if let Some(Found::Fresh(value)) =
-                        fetched.as_ref().and_then(|f| self.read(keys, f, policy, false))
-                    {
+                    if let Ok(value) = self.reread(keys, policy).await {
                         leader.land(Landed::Stored);
                         return Ok(value);
                     }
@@ -343,16 +334,15 @@ impl Cache {
         };
         // Another caller may have finished a refresh between our read and
         // our lock: read again, and refresh only if it is still due.
-        let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
-        if let Some(Found::Fresh(value)) = fetched.as_ref().and_then(|f| self.read(keys, f, policy, false)) {
-            leader.land(Landed::Stored);
-            held.release().await;
-            return value;
-        }
-        let stamp = match fetched {
-            Some(fetched) => self.stamp(keys, fetched).await,
-            None => None,
+        let fetched = match self.reread(keys, policy).await {
+            Ok(value) => {
+                leader.land(Landed::Stored);
+                held.release().await;
+                return value;
+            }
+            Err(fetched) => fetched,
         };
+        let stamp = self.stamp(keys, fetched).await;
         Counters::incr(&self.inner.counters.refreshes);
         let result = self.load(keys, policy, load, stamp, Some(leader)).await;
         held.release().await;
@@ -491,9 +481,26 @@ impl Cache {
         }
     }
 
+    /// Reads `keys` again, uncounted (the lookup was counted already): a
+    /// fresh value if one is there now, or else what was fetched (`None` if
+    /// the backend failed), for the tokens a load would run under.
+    async fn reread<T: DeserializeOwned>(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+    ) -> Result<T, Option<Fetched>> {
+        let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
+        match fetched.as_ref().and_then(|f| self.read(keys, f, policy, false)) {
+            Some(Found::Fresh(value)) => Ok(value),
+            _ => Err(fetched),
+        }
+    }
+
     /// The tokens a load of `keys` runs under: those just fetched, or, if any
-    /// is missing, those the backend creates. `None` if the backend failed.
-    async fn stamp(&self, keys: &EntryKeys, fetched: Fetched) -> Option<Stamp> {
+    /// is missing, those the backend creates. `None` if the backend failed,
+    /// now or in the fetch.
+    async fn stamp(&self, keys: &EntryKeys, fetched: Option<Fetched>) -> Option<Stamp> {
+        let fetched = fetched?;
         let tags: Option<Vec<u64>> = fetched.tags.iter().copied().collect();
         if let (Some(guard), Some(tags)) = (fetched.guard, tags) {
             return Some(Stamp { guard, tags });
