@@ -152,6 +152,12 @@ async fn bounded<T>(
     }
 }
 
+/// A duration as Redis's `PX` takes it: whole milliseconds, at least 1
+/// (Redis refuses 0).
+fn px(d: Duration) -> u64 {
+    duration_ms(d).max(1)
+}
+
 /// A token as stored: decimal text. Anything else reads as no token.
 fn parse_token(raw: Option<&[u8]>) -> Option<u64> {
     std::str::from_utf8(raw?).ok()?.parse().ok()
@@ -167,10 +173,7 @@ impl Backend for RedisBackend {
             let mut pipe = redis::pipe();
             pipe.cmd("MGET").arg(&keys.entry).arg(&keys.guard).arg(&keys.tags);
             if let Some(ttl) = touch {
-                pipe.cmd("PEXPIRE")
-                    .arg(&keys.entry)
-                    .arg(duration_ms(ttl).max(1))
-                    .ignore();
+                pipe.cmd("PEXPIRE").arg(&keys.entry).arg(px(ttl)).ignore();
             }
             let mut conn = self.conn.clone();
             let (values,): (Vec<Option<Vec<u8>>>,) =
@@ -190,7 +193,7 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
         Box::pin(async move {
             let mut invocation = TOKENS.prepare_invoke();
-            invocation.arg(duration_ms(window).max(1));
+            invocation.arg(px(window));
             for key in std::iter::once(&keys.guard).chain(&keys.tags) {
                 invocation.key(key).arg(fresh_token().to_string());
             }
@@ -216,10 +219,7 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let mut invocation = GUARDED_SET.prepare_invoke();
             invocation.key(&keys.entry).key(&keys.guard);
-            invocation
-                .arg(&entry[..])
-                .arg(duration_ms(ttl).max(1))
-                .arg(guard.to_string());
+            invocation.arg(&entry[..]).arg(px(ttl)).arg(guard.to_string());
             let stored: i64 = self.run_script(invocation).await?;
             Ok(stored == 1)
         })
@@ -236,7 +236,7 @@ impl Backend for RedisBackend {
             pipe.atomic()
                 .set(&keys.guard, token.to_string())
                 .arg("PX")
-                .arg(duration_ms(window).max(1))
+                .arg(px(window))
                 .ignore()
                 .del(&keys.entry)
                 .ignore();
@@ -271,7 +271,7 @@ impl Backend for RedisBackend {
                 .arg(token.to_string())
                 .arg("NX")
                 .arg("PX")
-                .arg(duration_ms(ttl).max(1));
+                .arg(px(ttl));
             let taken: Option<String> = self.query(&cmd).await?;
             Ok(taken.is_some())
         })
