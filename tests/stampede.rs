@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aside::{Cache, Policy, Stampede};
+use aside::{Cache, Policy, Stampede, Stats};
 use support::{bounded, until, Kind, TestCache};
 use tokio::sync::{Barrier, Notify};
 
@@ -223,6 +223,35 @@ async fn swr_keeps_the_stale_value_when_the_refresh_fails(kind: Kind) {
     assert_eq!(later, "new", "the stale value stayed until a refresh succeeded");
 }
 
+/// What `caches` counted in `field` since `before`, added up. Clones of one
+/// memory cache share their counters, so they count once.
+fn total(kind: Kind, caches: &[Cache], before: &[Stats], field: fn(&Stats) -> u64) -> u64 {
+    let distinct = if kind == Kind::Memory { 1 } else { caches.len() };
+    caches[..distinct]
+        .iter()
+        .zip(before)
+        .map(|(cache, before)| field(&cache.stats().since(before)))
+        .sum()
+}
+
+/// A loader that takes 20 to 50 ms (a different time each run), counts its
+/// runs, and returns `value`.
+fn uneven(
+    runs: &Arc<AtomicU64>,
+    value: &str,
+) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<String>> + Send>> {
+    let (runs, value) = (runs.clone(), value.to_owned());
+    move || {
+        Box::pin(async move {
+            let n = runs.fetch_add(1, SeqCst);
+            tokio::time::sleep(Duration::from_millis(20 + n * 7 % 31)).await;
+            Ok(value)
+        })
+    }
+}
+
+/// Four caches read one key every 2 ms for 2.5 s, five TTLs: XFetch must
+/// refresh it before each expiry, so that no reader ever waits for a load.
 async fn early_refreshes_before_expiry_under_steady_traffic(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let caches = processes(&cache).await;
@@ -230,7 +259,7 @@ async fn early_refreshes_before_expiry_under_steady_traffic(kind: Kind) {
     let policy = Policy::new().ttl(ttl).stampede(Stampede::Early { beta: 1.0 });
     let runs = Arc::new(AtomicU64::new(0));
     let _ = caches[0]
-        .get_or_load("k", &policy, slow(&runs, "v"))
+        .get_or_load("k", &policy, uneven(&runs, "v"))
         .await
         .unwrap();
     let before: Vec<_> = caches.iter().map(|c| c.stats()).collect();
@@ -240,9 +269,9 @@ async fn early_refreshes_before_expiry_under_steady_traffic(kind: Kind) {
         .map(|cache| {
             let (cache, policy, runs) = (cache.clone(), policy.clone(), runs.clone());
             tokio::spawn(async move {
-                let start = Instant::now();
+                let start = tokio::time::Instant::now();
                 while start.elapsed() < run_for {
-                    cache.get_or_load("k", &policy, slow(&runs, "v")).await.unwrap();
+                    cache.get_or_load("k", &policy, uneven(&runs, "v")).await.unwrap();
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             })
@@ -251,25 +280,134 @@ async fn early_refreshes_before_expiry_under_steady_traffic(kind: Kind) {
     for reader in readers {
         reader.await.unwrap();
     }
-    let misses: u64 = caches
-        .iter()
-        .zip(&before)
-        .map(|(c, b)| c.stats().since(b).misses)
-        .sum();
-    let refreshes: u64 = caches.iter().map(|c| c.stats().refreshes).sum();
-    let loads = runs.load(SeqCst);
+    let misses = total(kind, &caches, &before, |s| s.misses);
+    let refreshes = total(kind, &caches, &before, |s| s.refreshes);
+    let loads = runs.load(SeqCst) - 1;
     assert_eq!(
         misses, 0,
         "no reader saw a miss after the first load ({refreshes} early refreshes, {loads} loads)"
     );
     assert!(
-        refreshes >= 3,
+        refreshes >= 4,
         "the entry was refreshed before each expiry: {refreshes} refreshes in {run_for:?}"
     );
     assert!(
         loads <= 20,
         "and the loader ran a bounded number of times: {loads}"
     );
+}
+
+/// Stores "old" under `policy`, then waits until it is past its TTL.
+async fn expired(cache: &Cache, policy: &Policy, ttl: Duration) {
+    let _: String = cache
+        .get_or_load("k", policy, || async { Ok::<_, io::Error>("old".into()) })
+        .await
+        .unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await; // past the TTL: the subject of this test
+}
+
+/// Past its TTL, an early entry is kept for a grace period: while a refresh
+/// runs (here, one that started late), readers in every process get the
+/// current value, not a miss.
+async fn early_serves_the_current_value_past_its_ttl_while_a_refresh_runs(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let caches = processes(&cache).await;
+    let ttl = Duration::from_millis(200);
+    let policy = Policy::new().ttl(ttl).stampede(Stampede::Early { beta: 1.0 });
+    expired(&caches[0], &policy, ttl).await;
+
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let refresher = {
+        let (cache, policy, started, release) = (
+            caches[0].clone(),
+            policy.clone(),
+            started.clone(),
+            release.clone(),
+        );
+        tokio::spawn(async move {
+            cache
+                .get_or_load("k", &policy, || async move {
+                    started.notify_one();
+                    release.notified().await;
+                    Ok::<_, io::Error>("new".to_owned())
+                })
+                .await
+        })
+    };
+    bounded(
+        "the refresh to start",
+        Duration::from_secs(10),
+        started.notified(),
+    )
+    .await;
+    let before: Vec<_> = caches.iter().map(|c| c.stats()).collect();
+    for cache in &caches {
+        let got: String = cache
+            .get_or_load("k", &policy, || async { Ok::<_, io::Error>("unused".into()) })
+            .await
+            .unwrap();
+        assert_eq!(got, "old", "the current value while the refresh runs");
+    }
+    let during = |field: fn(&Stats) -> u64| total(kind, &caches, &before, field);
+    assert_eq!(
+        (during(|s| s.hits), during(|s| s.misses), during(|s| s.loads)),
+        (4, 0, 0),
+        "four hits, no miss, no load"
+    );
+
+    release.notify_one();
+    let refreshed = bounded("the refresher", Duration::from_secs(10), refresher).await;
+    assert_eq!(
+        refreshed.unwrap().unwrap(),
+        "new",
+        "the refresher gets the new value"
+    );
+    assert_eq!(
+        caches[0].stats().misses,
+        2,
+        "the refresher waited for a load: a miss"
+    );
+    for cache in &caches {
+        let got: String = cache
+            .get_or_load("k", &policy, || async { Ok::<_, io::Error>("unused".into()) })
+            .await
+            .unwrap();
+        assert_eq!(got, "new");
+    }
+}
+
+/// Past its TTL, with no refresh running, an early entry is not a fallback:
+/// the reader loads, and a failed load returns its error, as a miss would.
+/// Before the TTL, a failed refresh keeps the current value.
+async fn early_falls_back_on_the_current_value_only_before_its_ttl(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let ttl = Duration::from_millis(200);
+    // So large a beta makes every read before the TTL refresh.
+    let eager = Policy::new().ttl(ttl).stampede(Stampede::Early { beta: 1e12 });
+    let _: String = cache
+        .get_or_load("k", &eager, slow(&Arc::default(), "old"))
+        .await
+        .unwrap();
+    let failed: io::Result<String> = cache
+        .get_or_load("k", &eager, || async { Err(io::Error::other("db down")) })
+        .await;
+    assert_eq!(failed.unwrap(), "old", "before the TTL: the current value");
+    assert_eq!(cache.stats().refresh_errors, 1);
+
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await; // past the TTL: the subject of this test
+    let failed: io::Result<String> = cache
+        .get_or_load("k", &eager, || async { Err(io::Error::other("db down")) })
+        .await;
+    assert_eq!(
+        failed.unwrap_err().to_string(),
+        "db down",
+        "past the TTL: the error"
+    );
+    let got: String = cache
+        .get_or_load("k", &eager, || async { Ok::<_, io::Error>("new".into()) })
+        .await
+        .unwrap();
+    assert_eq!(got, "new");
 }
 
 async fn none_loads_once_per_concurrent_caller(kind: Kind) {
@@ -311,21 +449,36 @@ async fn none_loads_once_per_concurrent_caller(kind: Kind) {
 
 async fn sliding_hits_extend_the_expiry(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let ttl = Duration::from_millis(300);
+    let ttl = Duration::from_secs(1);
     let policy = Policy::new().ttl(ttl).sliding(true);
     let runs = Arc::new(AtomicU64::new(0));
     for _ in 0..8 {
         let _ = cache.get_or_load("k", &policy, slow(&runs, "v")).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await; // well within the TTL each time
+        tokio::time::sleep(ttl / 4).await; // well within the TTL each time
     }
-    assert_eq!(runs.load(SeqCst), 1, "800 ms of hits kept a 300 ms entry alive");
-    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(runs.load(SeqCst), 1, "2 s of hits kept a 1 s entry alive");
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
     let _ = cache.get_or_load("k", &policy, slow(&runs, "v")).await.unwrap();
     assert_eq!(runs.load(SeqCst), 2, "without hits it expires");
 }
 
-async fn jitter_spreads_expiries(kind: Kind) {
-    let cache = TestCache::new(kind).await;
+on_both_backends!(
+    lock_loads_once_for_a_thousand_cold_callers,
+    a_dead_lock_holder_delays_the_others_by_at_most_the_lock_ttl,
+    swr_serves_stale_at_once_while_one_caller_refreshes,
+    swr_keeps_the_stale_value_when_the_refresh_fails,
+    early_refreshes_before_expiry_under_steady_traffic,
+    early_serves_the_current_value_past_its_ttl_while_a_refresh_runs,
+    early_falls_back_on_the_current_value_only_before_its_ttl,
+    none_loads_once_per_concurrent_caller,
+    sliding_hits_extend_the_expiry,
+);
+
+/// On the paused clock, so that storing 200 entries takes no time. (In Redis,
+/// `jittered_ttls_are_spread_in_redis` reads the TTLs themselves.)
+#[tokio::test(start_paused = true)]
+async fn jitter_spreads_expiries() {
+    let cache = Cache::memory();
     let ttl = Duration::from_millis(400);
     let policy = Policy::new().ttl(ttl).jitter(0.5).stampede(Stampede::None);
     for i in 0..200 {
@@ -346,16 +499,38 @@ async fn jitter_spreads_expiries(kind: Kind) {
     );
 }
 
-on_both_backends!(
-    lock_loads_once_for_a_thousand_cold_callers,
-    a_dead_lock_holder_delays_the_others_by_at_most_the_lock_ttl,
-    swr_serves_stale_at_once_while_one_caller_refreshes,
-    swr_keeps_the_stale_value_when_the_refresh_fails,
-    early_refreshes_before_expiry_under_steady_traffic,
-    none_loads_once_per_concurrent_caller,
-    sliding_hits_extend_the_expiry,
-    jitter_spreads_expiries,
-);
+/// XFetch decides once per read: a read that draws a refresh does refresh,
+/// and the re-read under the lock does not draw again (which would make
+/// refreshes fire with probability p² instead of p). Here p = 0.5: the entry
+/// cost 100 ms to load and is `100 ms × ln 2` from expiry, on a paused clock;
+/// failing refreshes keep it in place, so each of 1,000 reads draws anew.
+#[tokio::test(start_paused = true)]
+async fn early_refreshes_with_the_probability_xfetch_draws() {
+    let cache = Cache::memory();
+    let ttl = Duration::from_secs(10);
+    let policy = Policy::new().ttl(ttl).stampede(Stampede::Early { beta: 1.0 });
+    let _: u32 = cache
+        .get_or_load("k", &policy, || async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, io::Error>(1)
+        })
+        .await
+        .unwrap();
+    tokio::time::advance(ttl - Duration::from_micros(69_315)).await;
+    const READS: u64 = 1000;
+    for _ in 0..READS {
+        let got: io::Result<u32> = cache
+            .get_or_load("k", &policy, || async { Err(io::Error::other("db down")) })
+            .await;
+        assert_eq!(got.unwrap(), 1, "a failed early refresh keeps the value");
+    }
+    let refreshes = cache.stats().refreshes;
+    // Binomial(1000, 0.5): 500 ± 16; p² would give 250.
+    assert!(
+        (400..=600).contains(&refreshes),
+        "{refreshes} refreshes in {READS} reads at p = 0.5"
+    );
+}
 
 #[tokio::test]
 async fn a_crashed_holders_lock_expires_by_its_ttl() {

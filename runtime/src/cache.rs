@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -11,10 +11,11 @@ use serde::Serialize;
 
 use crate::backend::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
 use crate::breaker::Breaker;
-use crate::entry::{now_ms, Entry};
+use crate::clock::{now_ms, Instant};
+use crate::entry::Entry;
 use crate::flight::{Flights, Join, Landed, Leader, Waiter};
 use crate::key::storage_key;
-use crate::stampede::{jittered, recompute_early, HeldLock, DEFAULT_LOCK_TTL};
+use crate::stampede::{jittered, recompute_early, HeldLock, DEFAULT_LOCK_TTL, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
 use crate::{BackendError, CacheBuilder, Error, Policy, Stampede, Stats};
@@ -43,6 +44,9 @@ use crate::{BackendError, CacheBuilder, Error, Policy, Stampede, Stats};
 /// - **Corrupt entries** (undecodable bytes, another format version, a payload
 ///   that no longer fits the type) are misses: counted in [`Stats::corrupt`]
 ///   and overwritten by the load.
+/// - **Time** is Tokio's clock. In a test on a paused clock
+///   (`#[tokio::test(start_paused = true)]`), entries of the in-memory
+///   backend expire as the test advances it, without waiting.
 ///
 /// # Examples
 ///
@@ -197,6 +201,10 @@ impl Cache {
         // A lookup is counted once, however many times it looks again.
         let mut first = true;
         loop {
+            // What a load costs, for XFetch, runs from here: this fetch stands
+            // in for the store's round trip, then come the lock, the tokens
+            // and the loader.
+            let started = Instant::now();
             let fetched = self
                 .inner
                 .report(self.inner.call(|b| b.fetch(&keys, touch)).await);
@@ -206,7 +214,9 @@ impl Cache {
                 .and_then(|f| self.read(&keys, f, policy, counted))
             {
                 Some(Found::Fresh(value)) => return Ok(value),
-                Some(Found::Refresh(value)) => return Ok(self.refresh(&keys, policy, load, value).await),
+                Some(Found::Due(due)) => {
+                    return self.refresh(&keys, policy, load, due, counted, started).await
+                }
                 None => {}
             }
             if counted {
@@ -217,16 +227,17 @@ impl Cache {
             // Without tokens the backend is failing: no lock to wait for, and
             // no load another caller could safely share. Call through.
             if mode == Stampede::None || stamp.is_none() {
-                return self.load(&keys, policy, load, stamp, None).await;
+                return self.load(&keys, policy, load, stamp, None, started).await;
             }
             match self.inner.flights.join(&keys.entry) {
                 Join::Leader(leader) => {
                     return match mode {
                         Stampede::Lock { lock_ttl, lock_wait } => {
-                            self.load_locked(&keys, policy, load, stamp, leader, (lock_ttl, lock_wait))
+                            let lock = (lock_ttl, lock_wait);
+                            self.load_locked(&keys, (policy, lock), load, stamp, leader, started)
                                 .await
                         }
-                        _ => self.load(&keys, policy, load, stamp, Some(leader)).await,
+                        _ => self.load(&keys, policy, load, stamp, Some(leader), started).await,
                     }
                 }
                 Join::Waiter(waiter) => match self.wait(waiter).await {
@@ -239,10 +250,10 @@ impl Cache {
                             Counters::incr(&self.inner.counters.coalesced);
                             return Ok(value);
                         }
-                        return self.load(&keys, policy, load, stamp, None).await;
+                        return self.load(&keys, policy, load, stamp, None, started).await;
                     }
                     Landed::Value(..) | Landed::Failed => {
-                        return self.load(&keys, policy, load, stamp, None).await
+                        return self.load(&keys, policy, load, stamp, None, started).await
                     }
                     // The leader was cancelled, or found the value stored by
                     // another process: look again.
@@ -259,11 +270,11 @@ impl Cache {
     async fn load_locked<T, E, F, Fut>(
         &self,
         keys: &EntryKeys,
-        policy: &Policy,
+        (policy, (lock_ttl, lock_wait)): (&Policy, (Duration, Duration)),
         load: F,
         stamp: Option<Stamp>,
         leader: Leader<'_>,
-        (lock_ttl, lock_wait): (Duration, Duration),
+        started: Instant,
     ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
@@ -290,7 +301,7 @@ impl Cache {
                     // Tokens read under the lock, or, if that read failed, the
                     // older ones (which can only make a store less likely).
                     let stamp = self.stamp(keys, fetched).await.or(stamp);
-                    let result = self.load(keys, policy, load, stamp, Some(leader)).await;
+                    let result = self.load(keys, policy, load, stamp, Some(leader), started).await;
                     held.release().await;
                     return result;
                 }
@@ -313,48 +324,84 @@ impl Cache {
                 Lock::Failed => break,
             }
         }
-        self.load(keys, policy, load, stamp, Some(leader)).await
+        self.load(keys, policy, load, stamp, Some(leader), started).await
     }
 
-    /// A refresh (`Swr` past the TTL, or `Early` when XFetch says so): the one
-    /// caller that wins it, in this process and across processes, reloads and
-    /// returns the new value; everyone else gets `current` at once. If the
-    /// reload fails, `current` stays (fail-safe) and is returned.
-    async fn refresh<T, E, F, Fut>(&self, keys: &EntryKeys, policy: &Policy, load: F, current: T) -> T
+    /// A refresh (`Swr` past the TTL, `Early` when XFetch says so or past
+    /// the TTL): the one caller that wins it, in this process and across
+    /// processes, reloads and returns the new value; everyone else gets the
+    /// current value at once. If the reload fails, the current value is
+    /// returned where [`Due::fallback`] allows it, and the error otherwise.
+    async fn refresh<T, E, F, Fut>(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        load: F,
+        due: Due<T>,
+        count: bool,
+        started: Instant,
+    ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        // A load of the key is in flight in this process: serve what we have.
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
-            return current;
+            return Ok(self.serve(due, count));
         };
-        let Lock::Taken(held) = self.lock(keys, DEFAULT_LOCK_TTL).await else {
-            return current;
+        let held = match self.lock(keys, DEFAULT_LOCK_TTL).await {
+            Lock::Taken(held) => Some(held),
+            // Another process is refreshing it.
+            Lock::Busy => return Ok(self.serve(due, count)),
+            Lock::Failed if due.fallback => return Ok(self.serve(due, count)),
+            // Past its fresh time and the backend failing: call through.
+            Lock::Failed => None,
         };
-        // Another caller may have finished a refresh between our read and
-        // our lock: read again, and refresh only if it is still due.
-        let fetched = match self.reread(keys, policy).await {
-            Ok(value) => {
-                leader.land(Landed::Stored);
+        // Another caller may have finished a refresh between our read and our
+        // lock. The decision to refresh was taken once, by the read: this
+        // re-read only asks whether the entry was replaced since.
+        let fetched = match held {
+            Some(_) => self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await),
+            None => None,
+        };
+        if let Some(value) = fetched.as_ref().and_then(|f| self.replaced(keys, f, &due)) {
+            leader.land(Landed::Stored);
+            if let Some(held) = held {
                 held.release().await;
-                return value;
             }
-            Err(fetched) => fetched,
-        };
-        let stamp = self.stamp(keys, fetched).await;
+            return Ok(self.serve(Due { value, ..due }, count));
+        }
+        if count && !due.fallback {
+            Counters::incr(&self.inner.counters.misses);
+        }
         Counters::incr(&self.inner.counters.refreshes);
-        let result = self.load(keys, policy, load, stamp, Some(leader)).await;
-        held.release().await;
+        let stamp = self.stamp(keys, fetched).await;
+        let result = self.load(keys, policy, load, stamp, Some(leader), started).await;
+        if let Some(held) = held {
+            held.release().await;
+        }
         match result {
-            Ok(value) => value,
-            Err(_) => {
+            Ok(value) => Ok(value),
+            Err(error) => {
                 Counters::incr(&self.inner.counters.refresh_errors);
+                if !due.fallback {
+                    return Err(error);
+                }
                 let key = &keys.entry;
                 tracing::warn!(key, "aside: refresh failed, keeping the current value");
-                current
+                Ok(due.value)
             }
         }
+    }
+
+    /// Returns the value of a [`Due`] entry to a caller who does not refresh
+    /// it, counting the hit that [`read`](Self::read) left to this point.
+    fn serve<T>(&self, due: Due<T>, count: bool) -> T {
+        if count && !due.fallback {
+            self.count_hit(due.negative);
+        }
+        due.value
     }
 
     /// Write-through: runs `load` (the function that changed the data and
@@ -424,11 +471,13 @@ impl Cache {
         waiter.wait().await
     }
 
-    /// What a fetched entry offers: a fresh value, a value to serve while
-    /// this caller may refresh it (swr past the TTL, early by XFetch), or
-    /// nothing (absent, expired, invalidated by a tag, or undecodable). With
-    /// `count` (a caller's first read, not a re-read), counts the hit or the
-    /// corrupt entry.
+    /// What a fetched entry offers: a fresh value, a value due for a refresh
+    /// (swr past the TTL; early by XFetch, or past the TTL while the backend
+    /// keeps it for [`REFRESH_GRACE`]), or nothing (absent, expired,
+    /// invalidated by a tag, or undecodable). With `count` (a caller's first
+    /// read, not a re-read), counts the hit or the corrupt entry; the hit of
+    /// a [`Due`] without a fallback is counted by [`refresh`](Self::refresh),
+    /// which alone knows whether it was one.
     fn read<T: DeserializeOwned>(
         &self,
         keys: &EntryKeys,
@@ -436,49 +485,84 @@ impl Cache {
         policy: &Policy,
         count: bool,
     ) -> Option<Found<T>> {
-        let bytes = fetched.entry.as_ref()?;
-        let counters = &self.inner.counters;
+        let stored = self.decode(keys, fetched, count)?;
         let now = now_ms();
+        let fresh = now < stored.fresh_until_ms;
+        let (due, fallback) = match policy.stampede_mode() {
+            // The backend keeps an swr entry for its stale window past the TTL.
+            Stampede::Swr { .. } => (!fresh, true),
+            Stampede::Early { .. } if !fresh => (true, false),
+            Stampede::Early { beta } => {
+                let draw = rand::random();
+                let due = recompute_early(now, stored.fresh_until_ms, stored.load_time, beta, draw);
+                (due, true)
+            }
+            _ if !fresh => return None,
+            _ => (false, true),
+        };
+        if count && fallback {
+            self.count_hit(stored.negative);
+        }
+        Some(if due {
+            Found::Due(Due {
+                value: stored.value,
+                stored_at_ms: stored.stored_at_ms,
+                negative: stored.negative,
+                fallback,
+            })
+        } else {
+            Found::Fresh(stored.value)
+        })
+    }
+
+    fn count_hit(&self, negative: bool) {
+        Counters::incr(&self.inner.counters.hits);
+        if negative {
+            Counters::incr(&self.inner.counters.negative_hits);
+        }
+    }
+
+    /// The fetched entry, decoded, if there is one and its tags' tokens still
+    /// match. With `count`, an undecodable entry is counted and logged.
+    fn decode<T: DeserializeOwned>(
+        &self,
+        keys: &EntryKeys,
+        fetched: &Fetched,
+        count: bool,
+    ) -> Option<Stored<T>> {
+        let bytes = fetched.entry.as_ref()?;
         let decoded = Entry::decode(bytes).map_err(|e| e.to_string()).and_then(|entry| {
             if !Stamp::tags_match(&entry.tag_versions, &fetched.tags) {
                 return Ok(None);
             }
-            let refresh = match policy.stampede_mode() {
-                // The backend keeps an swr entry for its stale window past the TTL.
-                Stampede::Swr { .. } => !entry.is_fresh(now),
-                _ if !entry.is_fresh(now) => return Ok(None),
-                Stampede::Early { beta } => {
-                    recompute_early(now, entry.fresh_until_ms, entry.load_time, beta, rand::random())
-                }
-                _ => false,
-            };
             let value = serde_json::from_slice(entry.payload).map_err(|e| e.to_string())?;
-            Ok(Some((value, entry.is_negative(), refresh)))
+            Ok(Some(Stored {
+                value,
+                stored_at_ms: entry.stored_at_ms,
+                fresh_until_ms: entry.fresh_until_ms,
+                load_time: entry.load_time,
+                negative: entry.is_negative(),
+            }))
         });
         match decoded {
-            Ok(Some((value, negative, refresh))) => {
-                if count {
-                    Counters::incr(&counters.hits);
-                    if negative {
-                        Counters::incr(&counters.negative_hits);
-                    }
-                }
-                Some(if refresh {
-                    Found::Refresh(value)
-                } else {
-                    Found::Fresh(value)
-                })
-            }
-            Ok(None) => None,
+            Ok(stored) => stored,
             Err(reason) => {
                 if count {
-                    Counters::incr(&counters.corrupt);
+                    Counters::incr(&self.inner.counters.corrupt);
                     let key = &keys.entry;
                     tracing::warn!(key, %reason, "aside: unreadable cache entry, treating it as a miss");
                 }
                 None
             }
         }
+    }
+
+    /// The value of a fresh entry that replaced the one `due` came from (a
+    /// refresh that another caller finished), if `fetched` holds one.
+    fn replaced<T: DeserializeOwned>(&self, keys: &EntryKeys, fetched: &Fetched, due: &Due<T>) -> Option<T> {
+        let stored = self.decode(keys, fetched, false)?;
+        let newer = stored.stored_at_ms != due.stored_at_ms && now_ms() < stored.fresh_until_ms;
+        newer.then_some(stored.value)
     }
 
     /// Reads `keys` again, uncounted (the lookup was counted already): a
@@ -513,7 +597,8 @@ impl Cache {
     }
 
     /// Runs the loader and stores its value under `stamp`. `leader` is the
-    /// flight to land, or `None` when this caller loads on its own.
+    /// flight to land, or `None` when this caller loads on its own. The entry
+    /// records the time since `started` as what the load cost (XFetch's δ).
     async fn load<T, E, F, Fut>(
         &self,
         keys: &EntryKeys,
@@ -521,6 +606,7 @@ impl Cache {
         load: F,
         stamp: Option<Stamp>,
         leader: Option<Leader<'_>>,
+        started: Instant,
     ) -> Result<T, E>
     where
         T: Serialize,
@@ -528,7 +614,6 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         Counters::incr(&self.inner.counters.loads);
-        let started = Instant::now();
         let result = match catch_unwind(load()).await {
             Ok(result) => result,
             Err(panic) => {
@@ -582,6 +667,7 @@ impl Cache {
         // backend keeps it: longer for swr, which serves it stale meanwhile.
         let (fresh, ttl) = match policy.stampede_mode() {
             Stampede::Swr { stale } => (ttl, ttl.saturating_add(stale)),
+            Stampede::Early { .. } => (ttl, ttl.saturating_add(REFRESH_GRACE)),
             // A sliding entry's freshness is its backend TTL, which hits extend.
             _ if policy.touch(ttl).is_some() => (Duration::MAX, ttl),
             _ => (ttl, ttl),
@@ -836,7 +922,29 @@ enum Found<T> {
     /// A value to return.
     Fresh(T),
     /// A value to return unless this caller wins the refresh.
-    Refresh(T),
+    Due(Due<T>),
+}
+
+/// A value due for a refresh.
+struct Due<T> {
+    value: T,
+    /// When the entry was stored: a re-read that finds another time finds
+    /// another caller's refresh.
+    stored_at_ms: u64,
+    negative: bool,
+    /// Whether `value` may stand in for a failed refresh: yes while it is
+    /// fresh (early) or stale within swr's window. An early entry past its
+    /// TTL is only served while another caller refreshes it.
+    fallback: bool,
+}
+
+/// A decoded entry whose tags still hold.
+struct Stored<T> {
+    value: T,
+    stored_at_ms: u64,
+    fresh_until_ms: u64,
+    load_time: Duration,
+    negative: bool,
 }
 
 /// Runs `fut` as its own task when inside a Tokio runtime, so that it runs to

@@ -19,9 +19,11 @@
 //! entry written by another format version from a corrupt one. Anything that
 //! does not decode is a [`DecodeError`]: the caller treats it as a miss.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
+
+use crate::clock::duration_ms;
 
 const MAGIC: &[u8; 2] = b"as";
 /// Bumped whenever the layout above changes; entries of another version are misses.
@@ -114,17 +116,6 @@ impl<'a> Entry<'a> {
             payload: &bytes[payload_at..],
         })
     }
-}
-
-/// Milliseconds since the Unix epoch; the clock that envelopes share across processes.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, duration_ms)
-}
-
-pub(crate) fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

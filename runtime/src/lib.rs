@@ -35,6 +35,7 @@ mod backend;
 mod breaker;
 mod builder;
 mod cache;
+mod clock;
 mod entry;
 mod error;
 mod flight;

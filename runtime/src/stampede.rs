@@ -16,6 +16,10 @@ pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
 pub const DEFAULT_STALE: Duration = Duration::from_secs(600);
 /// XFetch's `beta`: 1.0, as the paper recommends.
 pub const DEFAULT_BETA: f64 = 1.0;
+/// How long an early entry stays in the backend past its TTL: as long as a
+/// refresh may hold its lock. A refresh that started just before expiry can
+/// finish meanwhile, and readers are served the current value, not a miss.
+pub(crate) const REFRESH_GRACE: Duration = DEFAULT_LOCK_TTL;
 
 /// The stampede protection of a call.
 ///
@@ -23,7 +27,7 @@ pub const DEFAULT_BETA: f64 = 1.0;
 /// |---|---|---|
 /// | [`Stampede::Lock`] (default) | in-process coalescing, then one caller across all processes takes a lock in the backend and loads; the others wait for its value (at most `lock_wait`), then load themselves rather than fail | plain expiry |
 /// | [`Stampede::Swr`] | in-process coalescing | for `stale` after the TTL the old value is served at once while one caller (across processes, under a refresh lock) reloads it; if that fails, the old value stays |
-/// | [`Stampede::Early`] | in-process coalescing | XFetch: a reader recomputes before expiry, with a probability that rises as expiry nears and with the load's duration |
+/// | [`Stampede::Early`] | in-process coalescing | XFetch: a reader recomputes before expiry, with a probability that rises as expiry nears and with what a refresh costs; one caller across processes refreshes, under a refresh lock. Past the TTL the entry is kept for the lock's TTL, served while a refresh runs |
 /// | [`Stampede::None`] | every caller loads | plain expiry |
 ///
 /// A refresh (swr, early) runs on the caller that wins it, so the function

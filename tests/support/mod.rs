@@ -85,12 +85,17 @@ pub async fn bounded<T>(what: &str, limit: Duration, fut: impl Future<Output = T
 }
 
 /// Generates `memory::$name` and `redis::$name` tests from `async fn $name(kind: Kind)`.
+///
+/// The memory tests run on tokio's paused clock: time moves only when every
+/// task waits on a timer, so sleeps, TTLs and loads take no real time, and a
+/// busy machine cannot stretch one of them past another. The Redis tests run
+/// in real time on two worker threads (Redis expires keys by its own clock).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[tokio::test(start_paused = true)]
                 async fn $name() {
                     super::$name($crate::support::Kind::Memory).await
                 }

@@ -8,17 +8,42 @@ use moka::sync::Cache as Moka;
 use moka::Expiry;
 
 use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
-use crate::BackendError;
+use crate::{clock, BackendError};
 
 /// How many tag tokens are kept. An evicted token only turns the entries
 /// carrying its tag into misses.
 const TAG_CAPACITY: u64 = 1 << 20;
 
-/// A value and how long it lives.
+/// A value, how long it lives, and until when by aside's clock.
+///
+/// Two clocks expire it: moka's own (the real one), which frees the memory,
+/// and [`clock::Instant`], checked on every read, which decides what is
+/// served. They agree except in a test that paused tokio's clock, where the
+/// second one is the one that counts.
 #[derive(Debug, Clone)]
 struct Timed<T> {
     value: T,
     ttl: Duration,
+    until: Option<clock::Instant>,
+}
+
+impl<T> Timed<T> {
+    fn new(value: T, ttl: Duration) -> Self {
+        Timed {
+            value,
+            ttl,
+            until: clock::deadline(ttl),
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.until.is_none_or(|until| clock::Instant::now() < until)
+    }
+
+    /// The value, if it has not expired.
+    fn live_value(self) -> Option<T> {
+        self.live().then_some(self.value)
+    }
 }
 
 /// Each value expires after its own TTL, and an overwrite restarts the clock.
@@ -83,26 +108,21 @@ impl Backend for MemoryBackend {
         // The entry first, then the tokens: an invalidation in between shows
         // as a changed token, so the entry is not used.
         let entry = match touch {
-            None => self.entries.get(&keys.entry).map(|e| e.value),
+            None => self.entries.get(&keys.entry).and_then(Timed::live_value),
             Some(ttl) => {
                 // Read and re-insert (which restarts the entry's clock, see
                 // PerValueTtl) as one step, so that an invalidation or a newer
                 // write cannot fall in between and be undone.
                 let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-                let entry = self.entries.get(&keys.entry).map(|e| e.value);
+                let entry = self.entries.get(&keys.entry).and_then(Timed::live_value);
                 if let Some(entry) = &entry {
-                    self.entries.insert(
-                        keys.entry.clone(),
-                        Timed {
-                            value: entry.clone(),
-                            ttl,
-                        },
-                    );
+                    self.entries
+                        .insert(keys.entry.clone(), Timed::new(entry.clone(), ttl));
                 }
                 entry
             }
         };
-        let guard = self.guards.get(&keys.guard).map(|g| g.value);
+        let guard = self.guards.get(&keys.guard).and_then(Timed::live_value);
         let tags = keys.tags.iter().map(|t| self.tags.get(t)).collect();
         Box::pin(std::future::ready(Ok(Fetched { entry, guard, tags })))
     }
@@ -114,10 +134,11 @@ impl Backend for MemoryBackend {
     ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
         // Each get-or-create is atomic for its key; an invalidation racing it
         // either comes first (and its token is returned) or replaces it after.
-        let guard = self.guards.get_with_by_ref(&keys.guard, || Timed {
-            value: fresh_token(),
-            ttl: window,
-        });
+        let guard = self
+            .guards
+            .entry_by_ref(&keys.guard)
+            .or_insert_with_if(|| Timed::new(fresh_token(), window), |g| !g.live())
+            .into_value();
         let tags = keys
             .tags
             .iter()
@@ -137,10 +158,13 @@ impl Backend for MemoryBackend {
         guard: u64,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        let allowed = self.guards.get(&keys.guard).is_some_and(|g| g.value == guard);
+        let allowed = self
+            .guards
+            .get(&keys.guard)
+            .and_then(Timed::live_value)
+            .is_some_and(|g| g == guard);
         if allowed {
-            self.entries
-                .insert(keys.entry.clone(), Timed { value: entry, ttl });
+            self.entries.insert(keys.entry.clone(), Timed::new(entry, ttl));
         }
         Box::pin(std::future::ready(Ok(allowed)))
     }
@@ -152,13 +176,7 @@ impl Backend for MemoryBackend {
     ) -> BoxFuture<'a, Result<u64, BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let token = fresh_token();
-        self.guards.insert(
-            keys.guard.clone(),
-            Timed {
-                value: token,
-                ttl: window,
-            },
-        );
+        self.guards.insert(keys.guard.clone(), Timed::new(token, window));
         self.entries.invalidate(&keys.entry);
         Box::pin(std::future::ready(Ok(token)))
     }
@@ -177,16 +195,20 @@ impl Backend for MemoryBackend {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        let free = !self.locks.contains_key(key);
+        let free = !self.locks.get(key).is_some_and(|held| held.live());
         if free {
-            self.locks.insert(key.to_owned(), Timed { value: token, ttl });
+            self.locks.insert(key.to_owned(), Timed::new(token, ttl));
         }
         Box::pin(std::future::ready(Ok(free)))
     }
 
     fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.locks.get(key).is_some_and(|held| held.value == token) {
+        if self
+            .locks
+            .get(key)
+            .is_some_and(|held| held.live() && held.value == token)
+        {
             self.locks.invalidate(key);
         }
         Box::pin(std::future::ready(Ok(())))

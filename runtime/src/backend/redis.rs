@@ -21,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
-use crate::entry::duration_ms;
+use crate::clock::duration_ms;
 use crate::BackendError;
 
 /// KEYS: entry, guard. ARGV: bytes, ttl in ms, the expected guard. A missing
