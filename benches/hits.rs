@@ -1,0 +1,462 @@
+//! aside's Redis hot paths against hand-written baselines, in one process, on
+//! one private `redis-server` (as in the tests), interleaved:
+//!
+//! | measure | aside | baseline |
+//! |---|---|---|
+//! | sequential hit | `get_or_load`, untagged | `GET` + serde_json |
+//! | tagged hit | `get_or_load` with 2 tags | the untagged hit |
+//! | 64-way hit throughput | 64 tasks over 1,000 hot keys | a plain multiplexed `GET` + decode loop |
+//! | cold miss | `get_or_load` on a new key, each stampede mode | `GET`, then `SET PX` |
+//!
+//! Each ratio is the median of per-round ratios over `ROUNDS` rounds, the two
+//! sides alternating within a round, so that the machine's noise falls on
+//! both. Allocations per operation come from a counting global allocator, and
+//! commands per operation from `MONITOR` (those the client sent, not those
+//! its scripts ran). The value is a product of about 1 KB as JSON.
+//!
+//! Run with `cargo bench --bench hits` (criterion also times the sequential
+//! hits); the table is printed at the end.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use aside::{Cache, Policy, Stampede};
+use criterion::Criterion;
+use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
+use support::RedisServer;
+use tokio::runtime::Runtime;
+
+/// Counts every allocation (and reallocation) in the process.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const ROUNDS: usize = 11;
+const SEQUENTIAL: usize = 2_000;
+const TASKS: usize = 64;
+const HOT_KEYS: usize = 1_000;
+const PER_TASK: usize = 300;
+const COLD: usize = 500;
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Product {
+    id: u64,
+    name: String,
+    description: String,
+    price_cents: u64,
+    category: String,
+    brand: String,
+    rating: f32,
+    reviews: u32,
+    tags: Vec<String>,
+}
+
+fn product(id: u64) -> Product {
+    Product {
+        id,
+        name: format!("Product {id}"),
+        description: "A sturdy, well-made thing that does what it says. ".repeat(14),
+        price_cents: 1999 + id,
+        category: "home & garden".into(),
+        brand: "Acme".into(),
+        rating: 4.5,
+        reviews: 1234,
+        tags: vec!["sale".into(), "new".into(), "popular".into()],
+    }
+}
+
+/// What the hand-written cache-aside does on a hit: `GET` and decode.
+async fn baseline_get(conn: &mut MultiplexedConnection, key: &str) -> Option<Product> {
+    let bytes: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+    bytes.and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// ... and on a miss: `GET`, load, `SET PX`.
+async fn baseline_miss(conn: &mut MultiplexedConnection, key: &str, id: u64) -> Product {
+    if let Some(found) = baseline_get(conn, key).await {
+        return found;
+    }
+    let value = product(id);
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(serde_json::to_vec(&value).unwrap())
+        .arg("PX")
+        .arg(3_600_000)
+        .query_async(conn)
+        .await
+        .unwrap();
+    value
+}
+
+async fn aside_get(cache: &Cache, key: &str, policy: &Policy) -> Product {
+    let got: io::Result<Product> = cache.get_or_load(key, policy, || async { Ok(product(0)) }).await;
+    got.unwrap()
+}
+
+/// Runs `op` `n` times; returns the time it took.
+async fn timed<F: std::future::Future>(n: usize, mut op: impl FnMut(usize) -> F) -> Duration {
+    let started = Instant::now();
+    for i in 0..n {
+        black_box(op(i).await);
+    }
+    started.elapsed()
+}
+
+/// Allocations per call of `op`, over `n` calls.
+async fn allocations<F: std::future::Future>(n: usize, mut op: impl FnMut(usize) -> F) -> f64 {
+    let before = ALLOCATIONS.load(Relaxed);
+    for i in 0..n {
+        black_box(op(i).await);
+    }
+    (ALLOCATIONS.load(Relaxed) - before) as f64 / n as f64
+}
+
+/// Commands sent per call of `op`, by name, over `n` calls: what `MONITOR`
+/// shows coming from clients (each one a round trip, or part of a pipeline),
+/// leaving out the commands that scripts run inside Redis.
+async fn commands<F: std::future::Future>(
+    server: &RedisServer,
+    n: usize,
+    mut op: impl FnMut(usize) -> F,
+) -> String {
+    let mut monitor = Command::new("redis-cli")
+        .args(["-p", &server.port().to_string(), "monitor"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli (installed with redis-server) runs MONITOR");
+    let mut lines = BufReader::new(monitor.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "OK", "MONITOR started");
+    for i in 0..n {
+        black_box(op(i).await);
+    }
+    // The last line MONITOR will show for this run.
+    let end = "aside-bench-end";
+    let _: String = redis::cmd("ECHO")
+        .arg(end)
+        .query_async(&mut server.raw().await)
+        .await
+        .unwrap();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for line in lines {
+        let line = line.unwrap();
+        if line.contains(end) {
+            break;
+        }
+        // `1732540000.123456 [0 127.0.0.1:40000] "GET" "key"`; scripts' own
+        // commands show `[0 lua]`.
+        let Some((source, command)) = line.split_once("] ") else {
+            continue;
+        };
+        if source.ends_with(" lua") {
+            continue;
+        }
+        let name = command.split('"').nth(1).unwrap_or("?").to_uppercase();
+        *counts.entry(name).or_default() += 1;
+    }
+    monitor.kill().ok();
+    monitor.wait().ok();
+    counts.remove("ECHO");
+    counts
+        .iter()
+        .map(|(name, calls)| format!("{} {name}", *calls as f64 / n as f64))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// 64 tasks reading the hot keys, `PER_TASK` reads each; returns reads per second.
+async fn throughput<F, Fut>(read: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future + Send,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let read = read.clone();
+            tokio::spawn(async move {
+                for i in 0..PER_TASK {
+                    black_box(read((t * 7919 + i * 31) % HOT_KEYS).await);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (TASKS * PER_TASK) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn criterion_hits(c: &mut Criterion, rt: &Runtime, cache: &Cache, raw: &MultiplexedConnection) {
+    let mut group = c.benchmark_group("redis_hit");
+    let untagged = Policy::new().ttl(HOUR);
+    group.bench_function("baseline_get_decode", |b| {
+        b.to_async(rt).iter(|| {
+            let mut raw = raw.clone();
+            async move { baseline_get(&mut raw, black_box("base:0")).await.unwrap() }
+        })
+    });
+    group.bench_function("aside_untagged", |b| {
+        b.to_async(rt)
+            .iter(|| aside_get(cache, black_box("hot:0"), &untagged))
+    });
+    group.finish();
+}
+
+struct Row {
+    measure: &'static str,
+    ratio: f64,
+    target: &'static str,
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = RedisServer::start();
+    let cache = rt.block_on(server.cache());
+    let raw = rt.block_on(server.raw());
+    let untagged = Policy::new().ttl(HOUR);
+    let tagged = Policy::new().ttl(HOUR).tag("product:1").tag("category:7");
+
+    // Warm: the hot keys in aside's layout (two policies) and as plain JSON.
+    rt.block_on(async {
+        let mut raw = raw.clone();
+        for k in 0..HOT_KEYS {
+            aside_get(&cache, &format!("hot:{k}"), &untagged).await;
+            aside_get(&cache, &format!("tagged:{k}"), &tagged).await;
+            baseline_miss(&mut raw, &format!("base:{k}"), k as u64).await;
+        }
+    });
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    criterion_hits(&mut c, &rt, &cache, &raw);
+    c.final_summary();
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` runs each once; there is nothing to compare.
+    }
+
+    let mut rows = Vec::new();
+    let (mut seq, mut tag, mut wide) = (Vec::new(), Vec::new(), Vec::new());
+    let mut misses: Vec<(&str, Vec<f64>)> = ["lock", "swr", "early", "none"]
+        .into_iter()
+        .map(|m| (m, Vec::new()))
+        .collect();
+    for round in 0..ROUNDS {
+        rt.block_on(async {
+            let mut conn = raw.clone();
+            let base = timed(SEQUENTIAL, |i| {
+                let key = format!("base:{}", i % HOT_KEYS);
+                let mut conn = conn.clone();
+                async move { baseline_get(&mut conn, &key).await }
+            })
+            .await;
+            let plain = timed(SEQUENTIAL, |i| {
+                let key = format!("hot:{}", i % HOT_KEYS);
+                let (cache, policy) = (&cache, &untagged);
+                async move { aside_get(cache, &key, policy).await }
+            })
+            .await;
+            let with_tags = timed(SEQUENTIAL, |i| {
+                let key = format!("tagged:{}", i % HOT_KEYS);
+                let (cache, policy) = (&cache, &tagged);
+                async move { aside_get(cache, &key, policy).await }
+            })
+            .await;
+            seq.push(plain.as_secs_f64() / base.as_secs_f64());
+            tag.push(with_tags.as_secs_f64() / plain.as_secs_f64());
+
+            let base_rate = throughput({
+                let conn = raw.clone();
+                move |k| {
+                    let mut conn = conn.clone();
+                    async move { baseline_get(&mut conn, &format!("base:{k}")).await }
+                }
+            })
+            .await;
+            let aside_rate = throughput({
+                let (cache, policy) = (cache.clone(), untagged.clone());
+                move |k| {
+                    let (cache, policy) = (cache.clone(), policy.clone());
+                    async move { aside_get(&cache, &format!("hot:{k}"), &policy).await }
+                }
+            })
+            .await;
+            wide.push(aside_rate / base_rate);
+
+            for (mode, ratios) in &mut misses {
+                let policy = Policy::new().ttl(HOUR).stampede(stampede(mode));
+                let base = timed(COLD, |i| {
+                    let key = format!("cold:base:{round}:{mode}:{i}");
+                    let mut conn = conn.clone();
+                    async move { baseline_miss(&mut conn, &key, i as u64).await }
+                })
+                .await;
+                let ours = timed(COLD, |i| {
+                    let key = format!("cold:{round}:{mode}:{i}");
+                    let (cache, policy) = (&cache, &policy);
+                    async move { aside_get(cache, &key, policy).await }
+                })
+                .await;
+                ratios.push(ours.as_secs_f64() / base.as_secs_f64());
+            }
+            let _ = &mut conn;
+        });
+    }
+    rows.push(Row {
+        measure: "sequential untagged hit / GET + serde_json",
+        ratio: median(seq),
+        target: "<= 1.02",
+    });
+    rows.push(Row {
+        measure: "64-way hit throughput / multiplexed GET + decode loop",
+        ratio: median(wide),
+        target: ">= 0.95",
+    });
+    rows.push(Row {
+        measure: "2-tag hit / untagged hit",
+        ratio: median(tag),
+        target: "<= 1.05",
+    });
+    for (mode, ratios) in misses {
+        rows.push(Row {
+            measure: match mode {
+                "lock" => "cold miss, lock / GET + SET PX",
+                "swr" => "cold miss, swr / GET + SET PX",
+                "early" => "cold miss, early / GET + SET PX",
+                _ => "cold miss, none / GET + SET PX",
+            },
+            ratio: median(ratios),
+            target: if mode == "lock" { "<= 1.6" } else { "-" },
+        });
+    }
+
+    let (allocs, cmds) = rt.block_on(async {
+        let n = 1000;
+        let conn = raw.clone();
+        let base_get = allocations(n, |i| {
+            let mut conn = conn.clone();
+            async move { baseline_get(&mut conn, &format!("base:{}", i % HOT_KEYS)).await }
+        })
+        .await;
+        let hit = allocations(n, |i| {
+            let (cache, policy) = (&cache, &untagged);
+            async move { aside_get(cache, &format!("hot:{}", i % HOT_KEYS), policy).await }
+        })
+        .await;
+        let tagged_hit = allocations(n, |i| {
+            let (cache, policy) = (&cache, &tagged);
+            async move { aside_get(cache, &format!("tagged:{}", i % HOT_KEYS), policy).await }
+        })
+        .await;
+        let base_miss = allocations(n, |i| {
+            let mut conn = conn.clone();
+            async move { baseline_miss(&mut conn, &format!("alloc:base:{i}"), i as u64).await }
+        })
+        .await;
+        let lock = Policy::new().ttl(HOUR);
+        let miss = allocations(n, |i| {
+            let (cache, policy) = (&cache, &lock);
+            async move { aside_get(cache, &format!("alloc:miss:{i}"), policy).await }
+        })
+        .await;
+        let allocs = vec![
+            ("hit, GET + serde_json", base_get),
+            ("hit, aside untagged", hit),
+            ("hit, aside 2 tags", tagged_hit),
+            ("cold miss, GET + SET PX", base_miss),
+            ("cold miss, aside lock", miss),
+        ];
+        let n = 200;
+        let mut cmds = vec![
+            (
+                "hit, untagged".to_owned(),
+                commands(&server, n, |i| {
+                    let (cache, policy) = (&cache, &untagged);
+                    async move { aside_get(cache, &format!("hot:{}", i % HOT_KEYS), policy).await }
+                })
+                .await,
+            ),
+            (
+                "hit, 2 tags".to_owned(),
+                commands(&server, n, |i| {
+                    let (cache, policy) = (&cache, &tagged);
+                    async move { aside_get(cache, &format!("tagged:{}", i % HOT_KEYS), policy).await }
+                })
+                .await,
+            ),
+        ];
+        for mode in ["lock", "swr", "early", "none"] {
+            let policy = Policy::new().ttl(HOUR).stampede(stampede(mode));
+            let per_op = commands(&server, n, |i| {
+                let (cache, policy) = (&cache, &policy);
+                async move { aside_get(cache, &format!("cmds:{mode}:{i}"), policy).await }
+            })
+            .await;
+            cmds.push((format!("cold miss, {mode}"), per_op));
+        }
+        (allocs, cmds)
+    });
+
+    println!("\n== aside vs hand-written, one redis-server, medians of {ROUNDS} interleaved rounds ==");
+    println!("| measure | ratio | target |\n|---|---|---|");
+    for row in &rows {
+        println!("| {} | {:.2} | {} |", row.measure, row.ratio, row.target);
+    }
+    println!("\n| allocations per operation | count |\n|---|---|");
+    for (what, n) in allocs {
+        println!("| {what} | {n:.1} |");
+    }
+    println!("\n| commands sent per operation (MONITOR) | commands |\n|---|---|");
+    for (what, per_op) in cmds {
+        println!("| {what} | {per_op} |");
+    }
+}
+
+fn stampede(mode: &str) -> Stampede {
+    match mode {
+        "lock" => Stampede::default(),
+        "swr" => Stampede::Swr { stale: HOUR },
+        "early" => Stampede::Early { beta: 1.0 },
+        _ => Stampede::None,
+    }
+}
