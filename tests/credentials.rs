@@ -111,7 +111,7 @@ async fn backend_failures_are_logged_without_the_password() {
     let cache = Cache::builder().redis(&url).build().await.unwrap();
     // Take reads away from the user: every lookup now fails (NOPERM).
     redis::cmd("ACL")
-        .arg(&["SETUSER", "app", "-mget"])
+        .arg(&["SETUSER", "app", "-get", "-mget"])
         .query_async::<()>(&mut server.raw().await)
         .await
         .unwrap();

@@ -33,12 +33,13 @@ pub struct EntryKeys {
 }
 
 /// What one read returns: the entry and the tokens it is checked against.
+///
+/// Not the key's guard: only a miss needs it, and a miss asks
+/// [`Backend::tokens`] for it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fetched {
     /// The encoded entry, if one is stored.
     pub entry: Option<Bytes>,
-    /// The key's guard token, if it has one.
-    pub guard: Option<u64>,
     /// Each tag's token, in the order of [`EntryKeys::tags`]; `None` if the
     /// tag has none (never used, or evicted).
     pub tags: Vec<Option<u64>>,
@@ -59,8 +60,8 @@ pub struct Tokens {
 /// coalescing, fail-open, comparing tokens); a backend moves opaque bytes and
 /// random tokens. The contract:
 ///
-/// - [`fetch`](Self::fetch) reads an entry, its key's guard and its tags'
-///   tokens **in one round trip** (Redis: one `MGET`, pipelined with a
+/// - [`fetch`](Self::fetch) reads an entry and its tags' tokens **in one
+///   round trip** (Redis: a `GET`, or an `MGET` with tags, pipelined with a
 ///   `PEXPIRE` when `touch` asks for sliding expiry), consistently enough
 ///   that an invalidation completed before the read started is visible to it.
 /// - [`tokens`](Self::tokens) returns the guard's and each tag's token, first
@@ -124,8 +125,8 @@ pub struct Tokens {
 /// # }
 /// ```
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
-    /// Reads the entry, its guard and its tags' tokens in one round trip; with
-    /// `touch`, also pushes the entry's expiry out to `touch` from now.
+    /// Reads the entry and its tags' tokens in one round trip; with `touch`,
+    /// also pushes the entry's expiry out to `touch` from now.
     fn fetch<'a>(
         &'a self,
         keys: &'a EntryKeys,

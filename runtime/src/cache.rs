@@ -290,17 +290,13 @@ impl Cache {
                 Lock::Taken(held) => {
                     // Another process may have stored the value between our
                     // read and our lock: read again before loading.
-                    let fetched = match self.reread(keys, policy).await {
-                        Ok(value) => {
-                            leader.land(Landed::Stored);
-                            held.release().await;
-                            return Ok(value);
-                        }
-                        Err(fetched) => fetched,
-                    };
-                    // Tokens read under the lock, or, if that read failed, the
-                    // older ones (which can only make a store less likely).
-                    let stamp = self.stamp(keys, fetched).await.or(stamp);
+                    if let Some(value) = self.reread(keys, policy).await {
+                        leader.land(Landed::Stored);
+                        held.release().await;
+                        return Ok(value);
+                    }
+                    // The tokens read before the lock: an invalidation since
+                    // then refuses the store, which costs a miss at most.
                     let result = self.load(keys, policy, load, stamp, Some(leader), started).await;
                     held.release().await;
                     return result;
@@ -316,7 +312,7 @@ impl Cache {
                     let left = deadline.map_or(pause, |deadline| deadline - now);
                     tokio::time::sleep(pause.min(left)).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
-                    if let Ok(value) = self.reread(keys, policy).await {
+                    if let Some(value) = self.reread(keys, policy).await {
                         leader.land(Landed::Stored);
                         return Ok(value);
                     }
@@ -565,30 +561,23 @@ impl Cache {
         newer.then_some(stored.value)
     }
 
-    /// Reads `keys` again, uncounted (the lookup was counted already): a
-    /// fresh value if one is there now, or else what was fetched (`None` if
-    /// the backend failed), for the tokens a load would run under.
-    async fn reread<T: DeserializeOwned>(
-        &self,
-        keys: &EntryKeys,
-        policy: &Policy,
-    ) -> Result<T, Option<Fetched>> {
-        let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await);
-        match fetched.as_ref().and_then(|f| self.read(keys, f, policy, false)) {
-            Some(Found::Fresh(value)) => Ok(value),
-            _ => Err(fetched),
+    /// Reads `keys` again, uncounted (the lookup was counted already): the
+    /// value, if a fresh one is there now.
+    async fn reread<T: DeserializeOwned>(&self, keys: &EntryKeys, policy: &Policy) -> Option<T> {
+        let fetched = self
+            .inner
+            .report(self.inner.call(|b| b.fetch(keys, None)).await)?;
+        match self.read(keys, &fetched, policy, false) {
+            Some(Found::Fresh(value)) => Some(value),
+            _ => None,
         }
     }
 
-    /// The tokens a load of `keys` runs under: those just fetched, or, if any
-    /// is missing, those the backend creates. `None` if the backend failed,
-    /// now or in the fetch.
+    /// The tokens a load of `keys` runs under, read (and created where
+    /// missing) now, after `fetched` missed. `None` if the backend failed,
+    /// now or in that fetch.
     async fn stamp(&self, keys: &EntryKeys, fetched: Option<Fetched>) -> Option<Stamp> {
-        let fetched = fetched?;
-        let tags: Option<Vec<u64>> = fetched.tags.iter().copied().collect();
-        if let (Some(guard), Some(tags)) = (fetched.guard, tags) {
-            return Some(Stamp { guard, tags });
-        }
+        fetched?;
         let window = self.inner.settings.invalidation_window;
         let Tokens { guard, tags } = self
             .inner

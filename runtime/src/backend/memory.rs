@@ -122,9 +122,8 @@ impl Backend for MemoryBackend {
                 entry
             }
         };
-        let guard = self.guards.get(&keys.guard).and_then(Timed::live_value);
         let tags = keys.tags.iter().map(|t| self.tags.get(t)).collect();
-        Box::pin(std::future::ready(Ok(Fetched { entry, guard, tags })))
+        Box::pin(std::future::ready(Ok(Fetched { entry, tags })))
     }
 
     fn tokens<'a>(

@@ -4,7 +4,7 @@
 //!
 //! | operation | commands |
 //! |---|---|
-//! | fetch | `MGET entry guard tag...` (pipelined with `PEXPIRE entry` for sliding expiry) |
+//! | fetch | `GET entry`, or `MGET entry tag...` (pipelined with `PEXPIRE entry` for sliding expiry) |
 //! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones |
 //! | store | a script: compare the guard, then `SET entry ... PX` |
 //! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
@@ -170,8 +170,24 @@ impl Backend for RedisBackend {
         touch: Option<Duration>,
     ) -> BoxFuture<'a, Result<Fetched, BackendError>> {
         Box::pin(async move {
+            // The common hit is one plain GET: no pipeline, no array reply.
+            if keys.tags.is_empty() && touch.is_none() {
+                let entry = match self
+                    .query::<Option<Bytes>>(redis::cmd("GET").arg(&keys.entry))
+                    .await
+                {
+                    // Another type at the key (MGET reads it as nil): no
+                    // entry, and the store will replace it.
+                    Err(BackendError::Redis(e)) if e.code() == Some("WRONGTYPE") => None,
+                    entry => entry?,
+                };
+                return Ok(Fetched {
+                    entry,
+                    tags: Vec::new(),
+                });
+            }
             let mut pipe = redis::pipe();
-            pipe.cmd("MGET").arg(&keys.entry).arg(&keys.guard).arg(&keys.tags);
+            pipe.cmd("MGET").arg(&keys.entry).arg(&keys.tags);
             if let Some(ttl) = touch {
                 pipe.cmd("PEXPIRE").arg(&keys.entry).arg(px(ttl)).ignore();
             }
@@ -180,9 +196,8 @@ impl Backend for RedisBackend {
                 bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
             let mut values = values.into_iter();
             let entry = values.next().flatten().map(Bytes::from);
-            let guard = parse_token(values.next().flatten().as_deref());
             let tags = values.map(|v| parse_token(v.as_deref())).collect();
-            Ok(Fetched { entry, guard, tags })
+            Ok(Fetched { entry, tags })
         })
     }
 
