@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,21 +16,61 @@ pub(crate) mod redis;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The storage names behind one cache key: the entry itself, the key's
-/// *guard* token, and the *tokens* of the tags the entry carries.
+/// *guard* token, its stampede lock, and the *tokens* of the tags the entry
+/// carries.
 ///
 /// [`Cache`](crate::Cache) builds them (see the README's "Redis layout"); a
-/// backend only reads and writes them.
+/// backend only reads and writes them. The guard's and the lock's names are
+/// built when first asked for: a hit needs neither.
+///
+/// # Examples
+///
+/// ```
+/// let keys = aside::EntryKeys::new("shop", "product:1", vec!["shop#tag:category:7".into()]);
+/// assert_eq!(keys.entry, "shop:product:1");
+/// assert_eq!(keys.guard(), "shop#guard:product:1");
+/// assert_eq!(keys.lock(), "shop#lock:product:1");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryKeys {
-    /// Where the encoded entry is stored.
+    /// Where the encoded entry is stored: `{namespace}:{key}`.
     pub entry: String,
-    /// Where the key's guard token is stored (present for a while after the
-    /// key was loaded, written or invalidated).
-    pub guard: String,
     /// Where each tag's current token is stored.
     pub tags: Vec<String>,
-    /// Where the key's stampede lock is taken.
-    pub lock: String,
+    /// The length of the namespace at the start of `entry`.
+    namespace: usize,
+    guard: OnceLock<String>,
+    lock: OnceLock<String>,
+}
+
+impl EntryKeys {
+    /// The names for `key` (already shortened to a storage key) under
+    /// `namespace`, with the tags' token names as given.
+    pub fn new(namespace: &str, key: &str, tags: Vec<String>) -> Self {
+        EntryKeys {
+            entry: format!("{namespace}:{key}"),
+            tags,
+            namespace: namespace.len(),
+            guard: OnceLock::new(),
+            lock: OnceLock::new(),
+        }
+    }
+
+    /// Where the key's guard token is stored (present for a while after the
+    /// key was loaded, written or invalidated): `{namespace}#guard:{key}`.
+    pub fn guard(&self) -> &str {
+        self.guard.get_or_init(|| self.derived("guard"))
+    }
+
+    /// Where the key's stampede lock is taken: `{namespace}#lock:{key}`.
+    pub fn lock(&self) -> &str {
+        self.lock.get_or_init(|| self.derived("lock"))
+    }
+
+    fn derived(&self, kind: &str) -> String {
+        let (namespace, key) = (&self.entry[..self.namespace], &self.entry[self.namespace + 1..]);
+        format!("{namespace}#{kind}:{key}")
+    }
 }
 
 /// What one read returns: the entry and the tokens it is checked against.

@@ -13,6 +13,7 @@
 //! caller was cancelled), until another cool-down has passed and a new probe
 //! goes. Each transition is logged once.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,6 +40,10 @@ enum State {
 /// The breaker; `threshold == 0` disables it.
 #[derive(Debug)]
 pub(crate) struct Breaker {
+    /// Whether `state` is closed with no failure counted: then a call, and
+    /// its success, take no lock. Cleared (under the lock) by the first
+    /// failure, set again by the success that closes the breaker.
+    healthy: AtomicBool,
     state: Mutex<State>,
     threshold: u32,
     cooldown: Duration,
@@ -47,6 +52,7 @@ pub(crate) struct Breaker {
 impl Breaker {
     pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
         Breaker {
+            healthy: AtomicBool::new(true),
             state: Mutex::new(State::Closed { failures: 0 }),
             threshold,
             cooldown,
@@ -55,6 +61,9 @@ impl Breaker {
 
     /// Whether a call may go to the backend now.
     pub(crate) fn allow(&self) -> bool {
+        if self.healthy.load(Relaxed) {
+            return true;
+        }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match *state {
@@ -75,11 +84,15 @@ impl Breaker {
 
     /// Records a call that reached the backend and succeeded.
     pub(crate) fn success(&self) {
+        if self.healthy.load(Relaxed) {
+            return;
+        }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !matches!(*state, State::Closed { .. }) {
             tracing::info!("aside: cache backend answered, circuit closed");
         }
         *state = State::Closed { failures: 0 };
+        self.healthy.store(true, Relaxed);
     }
 
     /// Records a call that reached the backend and failed.
@@ -88,6 +101,7 @@ impl Breaker {
             return;
         }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.healthy.store(false, Relaxed);
         let open = match *state {
             State::Closed { failures } if failures + 1 >= self.threshold => true,
             State::Closed { failures } => {
@@ -130,6 +144,7 @@ mod tests {
         *breaker.state.lock().unwrap() = State::Open {
             until: Instant::now(),
         };
+        breaker.healthy.store(false, Relaxed);
         assert!(breaker.allow());
         assert!(!breaker.allow(), "the probe is in flight");
     }

@@ -876,10 +876,10 @@ impl Cache {
     /// took the lock is still undone.
     async fn lock(&self, keys: &EntryKeys, ttl: Duration) -> Lock {
         let token = fresh_token();
-        let held = HeldLock::new(self.clone(), keys.lock.clone(), token);
+        let held = HeldLock::new(self.clone(), keys.lock().to_owned(), token);
         match self
             .inner
-            .report(self.inner.call(|b| b.try_lock(&keys.lock, token, ttl)).await)
+            .report(self.inner.call(|b| b.try_lock(keys.lock(), token, ttl)).await)
         {
             Some(true) => Lock::Taken(held),
             Some(false) => {
@@ -987,14 +987,8 @@ impl Inner {
     /// aside's own tokens at `{ns}#...`, which no entry name can equal
     /// (the namespace may not contain `#`).
     fn keys(&self, key: &str, tags: &[String]) -> EntryKeys {
-        let ns = &self.settings.namespace;
-        let key = storage_key(key);
-        EntryKeys {
-            entry: format!("{ns}:{key}"),
-            guard: format!("{ns}#guard:{key}"),
-            tags: tags.iter().map(|tag| self.tag_key(tag)).collect(),
-            lock: format!("{ns}#lock:{key}"),
-        }
+        let tags = tags.iter().map(|tag| self.tag_key(tag)).collect();
+        EntryKeys::new(&self.settings.namespace, &storage_key(key), tags)
     }
 
     fn tag_key(&self, tag: &str) -> String {

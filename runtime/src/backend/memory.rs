@@ -135,7 +135,7 @@ impl Backend for MemoryBackend {
         // either comes first (and its token is returned) or replaces it after.
         let guard = self
             .guards
-            .entry_by_ref(&keys.guard)
+            .entry_by_ref(keys.guard())
             .or_insert_with_if(|| Timed::new(fresh_token(), window), |g| !g.live())
             .into_value();
         let tags = keys
@@ -159,7 +159,7 @@ impl Backend for MemoryBackend {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let allowed = self
             .guards
-            .get(&keys.guard)
+            .get(keys.guard())
             .and_then(Timed::live_value)
             .is_some_and(|g| g == guard);
         if allowed {
@@ -175,7 +175,8 @@ impl Backend for MemoryBackend {
     ) -> BoxFuture<'a, Result<u64, BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let token = fresh_token();
-        self.guards.insert(keys.guard.clone(), Timed::new(token, window));
+        self.guards
+            .insert(keys.guard().to_owned(), Timed::new(token, window));
         self.entries.invalidate(&keys.entry);
         Box::pin(std::future::ready(Ok(token)))
     }

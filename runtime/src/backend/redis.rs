@@ -209,7 +209,7 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let mut invocation = TOKENS.prepare_invoke();
             invocation.arg(px(window));
-            for key in std::iter::once(&keys.guard).chain(&keys.tags) {
+            for key in std::iter::once(keys.guard()).chain(keys.tags.iter().map(String::as_str)) {
                 invocation.key(key).arg(fresh_token().to_string());
             }
             let tokens: Vec<String> = self.run_script(invocation).await?;
@@ -233,7 +233,7 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
             let mut invocation = GUARDED_SET.prepare_invoke();
-            invocation.key(&keys.entry).key(&keys.guard);
+            invocation.key(&keys.entry).key(keys.guard());
             invocation.arg(&entry[..]).arg(px(ttl)).arg(guard.to_string());
             let stored: i64 = self.run_script(invocation).await?;
             Ok(stored == 1)
@@ -249,7 +249,7 @@ impl Backend for RedisBackend {
             let token = fresh_token();
             let mut pipe = redis::pipe();
             pipe.atomic()
-                .set(&keys.guard, token.to_string())
+                .set(keys.guard(), token.to_string())
                 .arg("PX")
                 .arg(px(window))
                 .ignore()
