@@ -297,12 +297,20 @@ async fn early_refreshes_before_expiry_under_steady_traffic(kind: Kind) {
     );
 }
 
+/// Reads "k" with a loader that returns `value` at once, or fails with
+/// "db down" for `None`.
+async fn read_k(cache: &Cache, policy: &Policy, value: Option<&str>) -> io::Result<String> {
+    let value = value.map(str::to_owned);
+    cache
+        .get_or_load("k", policy, || async move {
+            value.ok_or_else(|| io::Error::other("db down"))
+        })
+        .await
+}
+
 /// Stores "old" under `policy`, then waits until it is past its TTL.
 async fn expired(cache: &Cache, policy: &Policy, ttl: Duration) {
-    let _: String = cache
-        .get_or_load("k", policy, || async { Ok::<_, io::Error>("old".into()) })
-        .await
-        .unwrap();
+    read_k(cache, policy, Some("old")).await.unwrap();
     tokio::time::sleep(ttl + Duration::from_millis(100)).await; // past the TTL: the subject of this test
 }
 
@@ -342,10 +350,7 @@ async fn early_serves_the_current_value_past_its_ttl_while_a_refresh_runs(kind: 
     .await;
     let before: Vec<_> = caches.iter().map(|c| c.stats()).collect();
     for cache in &caches {
-        let got: String = cache
-            .get_or_load("k", &policy, || async { Ok::<_, io::Error>("unused".into()) })
-            .await
-            .unwrap();
+        let got = read_k(cache, &policy, Some("unused")).await.unwrap();
         assert_eq!(got, "old", "the current value while the refresh runs");
     }
     let during = |field: fn(&Stats) -> u64| total(kind, &caches, &before, field);
@@ -368,11 +373,7 @@ async fn early_serves_the_current_value_past_its_ttl_while_a_refresh_runs(kind: 
         "the refresher waited for a load: a miss"
     );
     for cache in &caches {
-        let got: String = cache
-            .get_or_load("k", &policy, || async { Ok::<_, io::Error>("unused".into()) })
-            .await
-            .unwrap();
-        assert_eq!(got, "new");
+        assert_eq!(read_k(cache, &policy, Some("unused")).await.unwrap(), "new");
     }
 }
 
@@ -388,26 +389,18 @@ async fn early_falls_back_on_the_current_value_only_before_its_ttl(kind: Kind) {
         .get_or_load("k", &eager, slow(&Arc::default(), "old"))
         .await
         .unwrap();
-    let failed: io::Result<String> = cache
-        .get_or_load("k", &eager, || async { Err(io::Error::other("db down")) })
-        .await;
+    let failed = read_k(&cache, &eager, None).await;
     assert_eq!(failed.unwrap(), "old", "before the TTL: the current value");
     assert_eq!(cache.stats().refresh_errors, 1);
 
     tokio::time::sleep(ttl + Duration::from_millis(100)).await; // past the TTL: the subject of this test
-    let failed: io::Result<String> = cache
-        .get_or_load("k", &eager, || async { Err(io::Error::other("db down")) })
-        .await;
+    let failed = read_k(&cache, &eager, None).await;
     assert_eq!(
         failed.unwrap_err().to_string(),
         "db down",
         "past the TTL: the error"
     );
-    let got: String = cache
-        .get_or_load("k", &eager, || async { Ok::<_, io::Error>("new".into()) })
-        .await
-        .unwrap();
-    assert_eq!(got, "new");
+    assert_eq!(read_k(&cache, &eager, Some("new")).await.unwrap(), "new");
 }
 
 async fn none_loads_once_per_concurrent_caller(kind: Kind) {
