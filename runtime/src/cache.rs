@@ -562,7 +562,8 @@ impl Cache {
     }
 
     /// Reads `keys` again, uncounted (the lookup was counted already): the
-    /// value, if a fresh one is there now.
+    /// value, if a fresh one is there now. For `Stampede::Lock`, whose reads
+    /// draw nothing; a refresh asks [`replaced`](Self::replaced) instead.
     async fn reread<T: DeserializeOwned>(&self, keys: &EntryKeys, policy: &Policy) -> Option<T> {
         let fetched = self
             .inner
