@@ -86,13 +86,33 @@ pub struct Fetched {
     pub tags: Vec<Option<u64>>,
 }
 
-/// The tokens a load runs under, from [`Backend::tokens`].
+/// The tokens a load runs under, from [`Backend::tokens`] or [`Backend::lock`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tokens {
     /// The key's guard token.
     pub guard: u64,
     /// Each tag's token, in the order of [`EntryKeys::tags`].
     pub tags: Vec<u64>,
+}
+
+impl Tokens {
+    /// A [`Fetched`] of `entry` read together with these tokens.
+    pub(crate) fn fetched(&self, entry: Option<Bytes>) -> Fetched {
+        Fetched {
+            entry,
+            tags: self.tags.iter().copied().map(Some).collect(),
+        }
+    }
+}
+
+/// What [`Backend::lock`] finds once it has taken a key's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    /// The entry, read again under the lock: another process may have stored
+    /// it since the caller's read.
+    pub entry: Option<Bytes>,
+    /// The tokens a load under this lock runs under (missing ones created).
+    pub tokens: Tokens,
 }
 
 /// A storage tier for encoded entries and the tokens that invalidate them.
@@ -109,20 +129,24 @@ pub struct Tokens {
 ///   giving a fresh random token to any that has none (a guard lives for
 ///   `window`, a tag token indefinitely).
 /// - [`store`](Self::store) writes an entry expiring after `ttl`,
-///   *atomically* only if the key's guard token is still the given one.
+///   *atomically* only if the key's guard token is still the given one, and
+///   releases the caller's lock, if it names one, in the same round trip.
 /// - [`invalidate`](Self::invalidate) deletes the entry and gives the guard a
 ///   fresh random token that lives for `window`, atomically.
 /// - [`invalidate_tags`](Self::invalidate_tags) gives each tag a fresh token:
 ///   O(1) per tag, whatever the number of entries that carry it.
-/// - [`try_lock`](Self::try_lock) takes a lock if nobody holds it (set if
-///   absent, with a token and a TTL); [`unlock`](Self::unlock) releases it
-///   only if the token is still the caller's (compare-and-delete).
+/// - [`lock`](Self::lock) takes a key's stampede lock if nobody holds it (set
+///   if absent, with a token and a TTL) and, in the same round trip, reads the
+///   entry again and the tokens a load runs under, as [`tokens`](Self::tokens)
+///   does; [`unlock`](Self::unlock) releases a lock only if the token is
+///   still the caller's (compare-and-delete).
 /// - Every operation is bounded in time by the backend itself and reports a
 ///   timeout as [`BackendError::Timeout`].
 ///
 /// Every load and write runs under real tokens, so a token that goes missing
 /// (expired or evicted) never equals a recorded one: losing tokens can only
-/// cause misses and refused stores, never stale hits. Later
+/// cause misses and refused stores, never stale hits.
+///
 /// An in-process L1 tier in front of Redis, or a Redis Cluster backend, is
 /// another implementation of this trait.
 ///
@@ -137,7 +161,7 @@ pub struct Tokens {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use aside::{Backend, BackendError, BoxFuture, Bytes, Cache, EntryKeys, Fetched, Policy, Tokens};
+/// use aside::{Backend, BackendError, BoxFuture, Bytes, Cache, EntryKeys, Fetched, Locked, Policy, Tokens};
 ///
 /// #[derive(Debug)]
 /// struct Down;
@@ -150,11 +174,12 @@ pub struct Tokens {
 ///     fn fetch<'a>(&'a self, _: &'a EntryKeys, _: Option<Duration>)
 ///         -> BoxFuture<'a, Result<Fetched, BackendError>> { down() }
 ///     fn tokens<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<Tokens, BackendError>> { down() }
-///     fn store<'a>(&'a self, _: &'a EntryKeys, _: Bytes, _: Duration, _: u64)
+///     fn store<'a>(&'a self, _: &'a EntryKeys, _: Bytes, _: Duration, _: u64, _: Option<u64>)
 ///         -> BoxFuture<'a, Result<bool, BackendError>> { down() }
 ///     fn invalidate<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<u64, BackendError>> { down() }
 ///     fn invalidate_tags<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> { down() }
-///     fn try_lock<'a>(&'a self, _: &'a str, _: u64, _: Duration) -> BoxFuture<'a, Result<bool, BackendError>> { down() }
+///     fn lock<'a>(&'a self, _: &'a EntryKeys, _: u64, _: Duration, _: Duration)
+///         -> BoxFuture<'a, Result<Option<Locked>, BackendError>> { down() }
 ///     fn unlock<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<(), BackendError>> { down() }
 /// }
 ///
@@ -184,12 +209,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Writes `entry`, expiring after `ttl` (never zero), if the key's guard
     /// token is still `guard`, atomically. Returns whether it was written.
+    /// With `unlock`, then releases the key's lock if it is still held with
+    /// that token, written or not.
     fn store<'a>(
         &'a self,
         keys: &'a EntryKeys,
         entry: Bytes,
         ttl: Duration,
         guard: u64,
+        unlock: Option<u64>,
     ) -> BoxFuture<'a, Result<bool, BackendError>>;
 
     /// Deletes the entry and sets a fresh guard token that expires after
@@ -203,14 +231,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Gives each tag in `tags` a fresh token.
     fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
 
-    /// Takes the lock at `key` with `token` for `ttl`, unless it is held.
-    /// Returns whether it was taken.
-    fn try_lock<'a>(
+    /// Takes the key's lock ([`EntryKeys::lock`]) with `token` for `ttl`,
+    /// unless it is held (then `None`). Once taken, reads the entry and the
+    /// tokens, creating the missing ones as [`tokens`](Self::tokens) does
+    /// with `window`. One round trip.
+    fn lock<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a EntryKeys,
         token: u64,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BackendError>>;
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>>;
 
     /// Releases the lock at `key` if it is still held with `token`.
     fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>>;

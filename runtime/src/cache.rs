@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
+use crate::backend::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked};
 use crate::breaker::Breaker;
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
@@ -222,57 +222,73 @@ impl Cache {
             if counted {
                 Counters::incr(&self.inner.counters.misses);
             }
-            let stamp = self.stamp(&keys, fetched).await;
             let mode = policy.stampede_mode();
-            // Without tokens the backend is failing: no lock to wait for, and
-            // no load another caller could safely share. Call through.
-            if mode == Stampede::None || stamp.is_none() {
-                return self.load(&keys, policy, load, stamp, None, started).await;
+            // The backend is failing: no lock to wait for, no tokens to store
+            // under, and no load another caller could safely share. Call through.
+            if fetched.is_none() {
+                return self.load(&keys, policy, load, Under::default(), started).await;
+            }
+            if mode == Stampede::None {
+                let stamp = self.tokens(&keys).await;
+                return self
+                    .load(&keys, policy, load, Under::stamped(stamp), started)
+                    .await;
             }
             match self.inner.flights.join(&keys.entry) {
                 Join::Leader(leader) => {
                     return match mode {
+                        // Its tokens come with the lock.
                         Stampede::Lock { lock_ttl, lock_wait } => {
                             let lock = (lock_ttl, lock_wait);
-                            self.load_locked(&keys, (policy, lock), load, stamp, leader, started)
+                            self.load_locked(&keys, (policy, lock), load, leader, started)
                                 .await
                         }
-                        _ => self.load(&keys, policy, load, stamp, Some(leader), started).await,
-                    }
+                        _ => {
+                            let under = Under::stamped(self.tokens(&keys).await).leading(leader);
+                            self.load(&keys, policy, load, under, started).await
+                        }
+                    };
                 }
-                Join::Waiter(waiter) => match self.wait(waiter).await {
+                // The tokens this caller would load under, read while it
+                // waits: it takes the leader's value only if that was loaded
+                // under the same ones.
+                Join::Waiter(waiter) => match tokio::join!(self.wait(waiter), self.tokens(&keys)) {
                     // Only a load that ran under the tokens this caller read:
                     // one that began before an invalidation this caller has
                     // seen is not for it. Without tokens (the backend failed)
                     // nothing can be proven, so each caller loads its own.
-                    Landed::Value(payload, Some(theirs)) if Some(&theirs) == stamp.as_ref() => {
+                    (Landed::Value(payload, Some(theirs)), stamp) if Some(&theirs) == stamp.as_ref() => {
                         if let Ok(value) = serde_json::from_slice(&payload) {
                             Counters::incr(&self.inner.counters.coalesced);
                             return Ok(value);
                         }
-                        return self.load(&keys, policy, load, stamp, None, started).await;
+                        return self
+                            .load(&keys, policy, load, Under::stamped(stamp), started)
+                            .await;
                     }
-                    Landed::Value(..) | Landed::Failed => {
-                        return self.load(&keys, policy, load, stamp, None, started).await
+                    (Landed::Value(..) | Landed::Failed, stamp) => {
+                        return self
+                            .load(&keys, policy, load, Under::stamped(stamp), started)
+                            .await
                     }
                     // The leader was cancelled, or found the value stored by
                     // another process: look again.
-                    Landed::Abandoned | Landed::Stored => continue,
+                    (Landed::Abandoned | Landed::Stored, _) => continue,
                 },
             }
         }
     }
 
     /// `Stampede::Lock` for the in-process leader: one load across processes.
-    /// Takes the backend lock and loads, or waits (polling, with backoff) for
-    /// the holder's value; past `lock_wait`, or if the backend fails, loads
-    /// without the lock rather than fail.
+    /// Takes the backend lock (which reads the entry again and the tokens in
+    /// the same round trip) and loads, its store releasing the lock; or waits
+    /// (polling, with backoff) for the holder's value. Past `lock_wait`, or if
+    /// the backend fails, loads without the lock rather than fail.
     async fn load_locked<T, E, F, Fut>(
         &self,
         keys: &EntryKeys,
         (policy, (lock_ttl, lock_wait)): (&Policy, (Duration, Duration)),
         load: F,
-        stamp: Option<Stamp>,
         leader: Leader<'_>,
         started: Instant,
     ) -> Result<T, E>
@@ -287,19 +303,17 @@ impl Cache {
         let mut waited = false;
         loop {
             match self.lock(keys, lock_ttl).await {
-                Lock::Taken(held) => {
+                Lock::Taken(held, Locked { entry, tokens }) => {
                     // Another process may have stored the value between our
-                    // read and our lock: read again before loading.
-                    if let Some(value) = self.reread(keys, policy).await {
+                    // read and our lock.
+                    let fetched = tokens.fetched(entry);
+                    if let Some(Found::Fresh(value)) = self.read(keys, &fetched, policy, false) {
                         leader.land(Landed::Stored);
                         held.release().await;
                         return Ok(value);
                     }
-                    // The tokens read before the lock: an invalidation since
-                    // then refuses the store, which costs a miss at most.
-                    let result = self.load(keys, policy, load, stamp, Some(leader), started).await;
-                    held.release().await;
-                    return result;
+                    let under = Under::stamped(Some(tokens.into())).leading(leader).locked(held);
+                    return self.load(keys, policy, load, under, started).await;
                 }
                 Lock::Busy => {
                     let now = Instant::now();
@@ -320,7 +334,8 @@ impl Cache {
                 Lock::Failed => break,
             }
         }
-        self.load(keys, policy, load, stamp, Some(leader), started).await
+        let under = Under::stamped(self.tokens(keys).await).leading(leader);
+        self.load(keys, policy, load, under, started).await
     }
 
     /// A refresh (`Swr` past the TTL, `Early` when XFetch says so or past
@@ -346,37 +361,31 @@ impl Cache {
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
             return Ok(self.serve(due, count));
         };
-        let held = match self.lock(keys, DEFAULT_LOCK_TTL).await {
-            Lock::Taken(held) => Some(held),
+        let under = match self.lock(keys, DEFAULT_LOCK_TTL).await {
+            Lock::Taken(held, Locked { entry, tokens }) => {
+                // Another caller may have finished a refresh between our read
+                // and our lock. The decision to refresh was taken once, by the
+                // read: this re-read only asks whether the entry was replaced.
+                if let Some(value) = self.replaced(keys, &tokens.fetched(entry), &due) {
+                    leader.land(Landed::Stored);
+                    held.release().await;
+                    return Ok(self.serve(Due { value, ..due }, count));
+                }
+                Under::stamped(Some(tokens.into())).locked(held)
+            }
             // Another process is refreshing it.
             Lock::Busy => return Ok(self.serve(due, count)),
             Lock::Failed if due.fallback => return Ok(self.serve(due, count)),
             // Past its fresh time and the backend failing: call through.
-            Lock::Failed => None,
+            Lock::Failed => Under::default(),
         };
-        // Another caller may have finished a refresh between our read and our
-        // lock. The decision to refresh was taken once, by the read: this
-        // re-read only asks whether the entry was replaced since.
-        let fetched = match held {
-            Some(_) => self.inner.report(self.inner.call(|b| b.fetch(keys, None)).await),
-            None => None,
-        };
-        if let Some(value) = fetched.as_ref().and_then(|f| self.replaced(keys, f, &due)) {
-            leader.land(Landed::Stored);
-            if let Some(held) = held {
-                held.release().await;
-            }
-            return Ok(self.serve(Due { value, ..due }, count));
-        }
         if count && !due.fallback {
             Counters::incr(&self.inner.counters.misses);
         }
         Counters::incr(&self.inner.counters.refreshes);
-        let stamp = self.stamp(keys, fetched).await;
-        let result = self.load(keys, policy, load, stamp, Some(leader), started).await;
-        if let Some(held) = held {
-            held.release().await;
-        }
+        let result = self
+            .load(keys, policy, load, under.leading(leader), started)
+            .await;
         match result {
             Ok(value) => Ok(value),
             Err(error) => {
@@ -454,7 +463,9 @@ impl Cache {
                         guard,
                         tags: tokens.tags,
                     };
-                    cache.store(&keys, &policy, &payload, &stamp, load_time).await;
+                    cache
+                        .store(&keys, &policy, &payload, &stamp, load_time, None)
+                        .await;
                 }
             })
             .await;
@@ -574,28 +585,23 @@ impl Cache {
         }
     }
 
-    /// The tokens a load of `keys` runs under, read (and created where
-    /// missing) now, after `fetched` missed. `None` if the backend failed,
-    /// now or in that fetch.
-    async fn stamp(&self, keys: &EntryKeys, fetched: Option<Fetched>) -> Option<Stamp> {
-        fetched?;
+    /// The tokens a load of `keys` runs under, read (and the missing ones
+    /// created) now; `None` if the backend failed.
+    async fn tokens(&self, keys: &EntryKeys) -> Option<Stamp> {
         let window = self.inner.settings.invalidation_window;
-        let Tokens { guard, tags } = self
-            .inner
-            .report(self.inner.call(|b| b.tokens(keys, window)).await)?;
-        Some(Stamp { guard, tags })
+        let tokens = self.inner.call(|b| b.tokens(keys, window)).await;
+        self.inner.report(tokens).map(Stamp::from)
     }
 
-    /// Runs the loader and stores its value under `stamp`. `leader` is the
-    /// flight to land, or `None` when this caller loads on its own. The entry
-    /// records the time since `started` as what the load cost (XFetch's δ).
+    /// Runs the loader and stores its value under `under`'s tokens, landing
+    /// its flight and releasing its lock. The entry records the time since
+    /// `started` as what the load cost (XFetch's δ).
     async fn load<T, E, F, Fut>(
         &self,
         keys: &EntryKeys,
         policy: &Policy,
         load: F,
-        stamp: Option<Stamp>,
-        leader: Option<Leader<'_>>,
+        under: Under<'_>,
         started: Instant,
     ) -> Result<T, E>
     where
@@ -603,11 +609,13 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let Under { stamp, leader, lock } = under;
         Counters::incr(&self.inner.counters.loads);
         let result = match catch_unwind(load()).await {
             Ok(result) => result,
             Err(panic) => {
-                // Waiters run their own loads rather than wait for this one.
+                // Waiters run their own loads rather than wait for this one;
+                // the lock, dropped while unwinding, is released in the background.
                 if let Some(leader) = &leader {
                     leader.land(Landed::Failed);
                 }
@@ -623,6 +631,7 @@ impl Cache {
             if let Some(leader) = &leader {
                 leader.land(Landed::Failed);
             }
+            release(lock).await;
             return result;
         };
         if let Some(leader) = &leader {
@@ -630,8 +639,9 @@ impl Cache {
         }
         // Waiters already have the value; the flight stays open until the
         // write lands so that callers arriving meanwhile still join it.
-        if let Some(stamp) = &stamp {
-            self.store(keys, policy, &payload, stamp, load_time).await;
+        match &stamp {
+            Some(stamp) => self.store(keys, policy, &payload, stamp, load_time, lock).await,
+            None => release(lock).await,
         }
         drop(leader);
         result
@@ -639,7 +649,8 @@ impl Cache {
 
     /// Stores a loaded payload, unless the key was invalidated since `stamp`
     /// was read (the backend checks the guard atomically; a load that
-    /// outlived its guard finds it gone and is not stored either).
+    /// outlived its guard finds it gone and is not stored either). Releases
+    /// `lock` in the same round trip.
     async fn store(
         &self,
         keys: &EntryKeys,
@@ -647,14 +658,16 @@ impl Cache {
         payload: &[u8],
         stamp: &Stamp,
         load_time: Duration,
+        lock: Option<HeldLock>,
     ) {
         let ttl = policy.effective_ttl(self.inner.settings.default_ttl, payload == Entry::NULL);
         if ttl.is_zero() {
-            return;
+            return release(lock).await;
         }
         let ttl = jittered(ttl, policy.jitter_share(), rand::random());
         // How long the value is fresh (in the envelope) and how long the
-        // backend keeps it: longer for swr, which serves it stale meanwhile.
+        // backend keeps it: longer for swr, which serves it stale meanwhile,
+        // and for early, which serves it while a late refresh runs.
         let (fresh, ttl) = match policy.stampede_mode() {
             Stampede::Swr { stale } => (ttl, ttl.saturating_add(stale)),
             Stampede::Early { .. } => (ttl, ttl.saturating_add(REFRESH_GRACE)),
@@ -669,9 +682,18 @@ impl Cache {
                 tags = stamp.tags.len(),
                 "aside: too many tags to store, not caching it"
             );
-            return;
+            return release(lock).await;
         };
-        let stored = self.inner.call(|b| b.store(keys, entry, ttl, stamp.guard)).await;
+        let unlock = lock.as_ref().map(HeldLock::token);
+        let stored = self
+            .inner
+            .call(|b| b.store(keys, entry, ttl, stamp.guard, unlock))
+            .await;
+        // Released with the store; if that failed, dropping `lock` releases
+        // it in the background.
+        if let (Ok(_), Some(held)) = (&stored, lock) {
+            held.disarm();
+        }
         if let Some(false) = self.inner.report(stored) {
             tracing::debug!(
                 key,
@@ -759,7 +781,9 @@ impl Cache {
             };
             // Refused only if another invalidation or write came in between,
             // which then wins: nothing to report.
-            self.inner.call(|b| b.store(&keys, entry, ttl, guard)).await?;
+            self.inner
+                .call(|b| b.store(&keys, entry, ttl, guard, None))
+                .await?;
         }
         Ok(())
     }
@@ -878,12 +902,11 @@ impl Cache {
     async fn lock(&self, keys: &EntryKeys, ttl: Duration) -> Lock {
         let token = fresh_token();
         let held = HeldLock::new(self.clone(), keys.lock().to_owned(), token);
-        match self
-            .inner
-            .report(self.inner.call(|b| b.try_lock(keys.lock(), token, ttl)).await)
-        {
-            Some(true) => Lock::Taken(held),
-            Some(false) => {
+        let window = self.inner.settings.invalidation_window;
+        let locked = self.inner.call(|b| b.lock(keys, token, ttl, window)).await;
+        match self.inner.report(locked) {
+            Some(Some(locked)) => Lock::Taken(held, locked),
+            Some(None) => {
                 held.disarm();
                 Lock::Busy
             }
@@ -900,11 +923,52 @@ impl Cache {
 
 /// The outcome of asking for a lock.
 enum Lock {
-    Taken(HeldLock),
+    /// Taken, with what was read under it.
+    Taken(HeldLock, Locked),
     /// Someone else holds it.
     Busy,
     /// The backend failed (the guard still undoes a lock it may have taken).
     Failed,
+}
+
+/// What a load runs under: the tokens its store is checked against (none:
+/// the backend failed, nothing is stored), the in-process flight it lands,
+/// and the backend lock its store releases.
+#[derive(Default)]
+struct Under<'a> {
+    stamp: Option<Stamp>,
+    leader: Option<Leader<'a>>,
+    lock: Option<HeldLock>,
+}
+
+impl<'a> Under<'a> {
+    fn stamped(stamp: Option<Stamp>) -> Self {
+        Under {
+            stamp,
+            ..Under::default()
+        }
+    }
+
+    fn leading(self, leader: Leader<'a>) -> Self {
+        Under {
+            leader: Some(leader),
+            ..self
+        }
+    }
+
+    fn locked(self, lock: HeldLock) -> Self {
+        Under {
+            lock: Some(lock),
+            ..self
+        }
+    }
+}
+
+/// Releases a lock the caller may hold.
+async fn release(lock: Option<HeldLock>) {
+    if let Some(held) = lock {
+        held.release().await;
+    }
 }
 
 /// What a read found.

@@ -130,9 +130,14 @@ impl HeldLock {
         self.released = true;
     }
 
-    /// Forgets a lock that was not taken.
+    /// Forgets a lock that was not taken, or was released with a store.
     pub(crate) fn disarm(mut self) {
         self.released = true;
+    }
+
+    /// The owner's token.
+    pub(crate) fn token(&self) -> u64 {
+        self.token
     }
 }
 

@@ -32,6 +32,15 @@ pub(crate) struct Stamp {
     pub(crate) tags: Vec<u64>,
 }
 
+impl From<crate::Tokens> for Stamp {
+    fn from(tokens: crate::Tokens) -> Self {
+        Stamp {
+            guard: tokens.guard,
+            tags: tokens.tags,
+        }
+    }
+}
+
 impl Stamp {
     /// Whether an entry recorded with `recorded` tag tokens is still valid
     /// given the `current` ones (all present and equal).

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use moka::sync::Cache as Moka;
 use moka::Expiry;
 
-use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked, Tokens};
 use crate::{clock, BackendError};
 
 /// How many tag tokens are kept. An evicted token only turns the entries
@@ -131,22 +131,7 @@ impl Backend for MemoryBackend {
         keys: &'a EntryKeys,
         window: Duration,
     ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
-        // Each get-or-create is atomic for its key; an invalidation racing it
-        // either comes first (and its token is returned) or replaces it after.
-        let guard = self
-            .guards
-            .entry_by_ref(keys.guard())
-            .or_insert_with_if(|| Timed::new(fresh_token(), window), |g| !g.live())
-            .into_value();
-        let tags = keys
-            .tags
-            .iter()
-            .map(|t| self.tags.get_with_by_ref(t, fresh_token))
-            .collect();
-        Box::pin(std::future::ready(Ok(Tokens {
-            guard: guard.value,
-            tags,
-        })))
+        Box::pin(std::future::ready(Ok(self.tokens_now(keys, window))))
     }
 
     fn store<'a>(
@@ -155,6 +140,7 @@ impl Backend for MemoryBackend {
         entry: Bytes,
         ttl: Duration,
         guard: u64,
+        unlock: Option<u64>,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let allowed = self
@@ -164,6 +150,9 @@ impl Backend for MemoryBackend {
             .is_some_and(|g| g == guard);
         if allowed {
             self.entries.insert(keys.entry.clone(), Timed::new(entry, ttl));
+        }
+        if let Some(token) = unlock {
+            self.release(keys.lock(), token);
         }
         Box::pin(std::future::ready(Ok(allowed)))
     }
@@ -188,22 +177,55 @@ impl Backend for MemoryBackend {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn try_lock<'a>(
+    fn lock<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a EntryKeys,
         token: u64,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-        let free = !self.locks.get(key).is_some_and(|held| held.live());
-        if free {
-            self.locks.insert(key.to_owned(), Timed::new(token, ttl));
-        }
-        Box::pin(std::future::ready(Ok(free)))
+        let free = !self.locks.get(keys.lock()).is_some_and(|held| held.live());
+        let locked = free.then(|| {
+            self.locks.insert(keys.lock().to_owned(), Timed::new(token, ttl));
+            Locked {
+                entry: self.entries.get(&keys.entry).and_then(Timed::live_value),
+                tokens: self.tokens_now(keys, window),
+            }
+        });
+        Box::pin(std::future::ready(Ok(locked)))
     }
 
     fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        self.release(key, token);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl MemoryBackend {
+    /// The guard's and the tags' tokens, creating the missing ones. Each
+    /// get-or-create is atomic for its key; an invalidation racing it either
+    /// comes first (and its token is returned) or replaces it after.
+    fn tokens_now(&self, keys: &EntryKeys, window: Duration) -> Tokens {
+        let guard = self
+            .guards
+            .entry_by_ref(keys.guard())
+            .or_insert_with_if(|| Timed::new(fresh_token(), window), |g| !g.live())
+            .into_value();
+        let tags = keys
+            .tags
+            .iter()
+            .map(|t| self.tags.get_with_by_ref(t, fresh_token))
+            .collect();
+        Tokens {
+            guard: guard.value,
+            tags,
+        }
+    }
+
+    /// Releases the lock at `key` if `token` holds it; the caller holds `writes`.
+    fn release(&self, key: &str, token: u64) {
         if self
             .locks
             .get(key)
@@ -211,6 +233,5 @@ impl Backend for MemoryBackend {
         {
             self.locks.invalidate(key);
         }
-        Box::pin(std::future::ready(Ok(())))
     }
 }

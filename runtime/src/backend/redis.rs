@@ -6,10 +6,10 @@
 //! |---|---|
 //! | fetch | `GET entry`, or `MGET entry tag...` (pipelined with `PEXPIRE entry` for sliding expiry) |
 //! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones |
-//! | store | a script: compare the guard, then `SET entry ... PX` |
+//! | lock | a script: `SET lock token NX PX ttl`; if taken, `GET` the entry and the tokens as above |
+//! | store | a script: compare the guard, then `SET entry ... PX`; release the caller's lock, if any |
 //! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
 //! | invalidate tags | `MSET tag token ...` |
-//! | lock | `SET lock token NX PX ttl` |
 //! | unlock | a script: `DEL lock` if it still holds the token |
 
 use std::future::Future;
@@ -20,42 +20,68 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Tokens};
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked, Tokens};
 use crate::clock::duration_ms;
 use crate::BackendError;
 
-/// KEYS: entry, guard. ARGV: bytes, ttl in ms, the expected guard. A missing
-/// guard (GET gives false) never equals it.
+/// KEYS: entry, guard, and the lock to release, if any. ARGV: bytes, ttl in
+/// ms, the expected guard, and the lock's token. A missing guard (GET gives
+/// false) never equals it. The lock is released whether or not the entry
+/// was written.
 static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
-        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-        return 1",
+        local stored = 0
+        if redis.call('GET', KEYS[2]) == ARGV[3] then
+            redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+            stored = 1
+        end
+        if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[4] then
+            redis.call('DEL', KEYS[3])
+        end
+        return stored",
     )
 });
 
-/// KEYS: the guard, then the tag tokens. ARGV: the guard's lifetime in ms,
-/// then a fresh token for each key, used where one is missing (or is not a
-/// number, which no reader could match anyway).
-static TOKENS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local tokens = {}
-        for i, key in ipairs(KEYS) do
-            local token = redis.call('GET', key)
+/// Reads the tokens at KEYS[first..] into `out` from `out_at` on, giving each
+/// missing one (or one that is not a number, which no reader could match
+/// anyway) the fresh token at ARGV[i + 1]; the first, the guard, lives for
+/// ARGV[window] ms, the tags' indefinitely. Shared by TOKENS and LOCK.
+const READ_TOKENS: &str = r"
+    local function read_tokens(first, window, out, out_at)
+        for i = first, #KEYS do
+            local token = redis.call('GET', KEYS[i])
             if not token or not tonumber(token) then
                 token = ARGV[i + 1]
-                if i == 1 then
-                    redis.call('SET', key, token, 'PX', ARGV[1])
+                if i == first then
+                    redis.call('SET', KEYS[i], token, 'PX', ARGV[window])
                 else
-                    redis.call('SET', key, token)
+                    redis.call('SET', KEYS[i], token)
                 end
             end
-            tokens[i] = token
+            out[out_at + i - first] = token
         end
-        return tokens",
-    )
+        return out
+    end";
+
+/// KEYS: the guard, then the tag tokens. ARGV: the guard's lifetime in ms,
+/// then a fresh token for each key.
+static TOKENS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{READ_TOKENS}\n return read_tokens(1, 1, {{}}, 1)")));
+
+/// KEYS: the lock, the entry, the guard, then the tag tokens. ARGV: the
+/// lock's token, its TTL in ms, the guard's lifetime in ms, then a fresh
+/// token for the guard and each tag. Returns nil if the lock is held, else
+/// the entry (nil if absent), the guard and the tag tokens.
+static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{READ_TOKENS}
+        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+        -- Another type at the entry's key reads as no entry, as MGET has it.
+        local entry = redis.pcall('GET', KEYS[2])
+        if type(entry) == 'table' and entry.err then entry = false end
+        return read_tokens(3, 3, {{entry}}, 2)"
+    ))
 });
 
 /// KEYS: the lock. ARGV: the owner's token. Compare-and-delete.
@@ -120,7 +146,7 @@ impl RedisBackend {
         .await?;
         // Loaded up front so that the first use of each is one round trip too
         // (the redis crate reloads them by itself if the server forgets them).
-        for script in [&*GUARDED_SET, &*TOKENS, &*UNLOCK] {
+        for script in [&*GUARDED_SET, &*TOKENS, &*LOCK, &*UNLOCK] {
             bounded(connect_timeout, script.prepare_invoke().load_async(&mut conn)).await?;
         }
         Ok(RedisBackend { conn, op_timeout })
@@ -156,6 +182,17 @@ async fn bounded<T>(
 /// (Redis refuses 0).
 fn px(d: Duration) -> u64 {
     duration_ms(d).max(1)
+}
+
+/// The guard's token, then the tags', as the token scripts return them: only
+/// numbers. A 0 for anything else never matches a fresh token, so it can only
+/// cost a miss.
+fn tokens_from(mut tokens: impl Iterator<Item = Option<u64>>) -> Tokens {
+    let guard = tokens.next().flatten().unwrap_or(0);
+    Tokens {
+        guard,
+        tags: tokens.map(|t| t.unwrap_or(0)).collect(),
+    }
 }
 
 /// A token as stored: decimal text. Anything else reads as no token.
@@ -212,15 +249,8 @@ impl Backend for RedisBackend {
             for key in std::iter::once(keys.guard()).chain(keys.tags.iter().map(String::as_str)) {
                 invocation.key(key).arg(fresh_token().to_string());
             }
-            let tokens: Vec<String> = self.run_script(invocation).await?;
-            // The script returns only numbers; 0 for anything else never
-            // matches a fresh token, so it can only cost a miss.
-            let mut tokens = tokens.iter().map(|t| t.parse().unwrap_or(0));
-            let guard = tokens.next().unwrap_or(0);
-            Ok(Tokens {
-                guard,
-                tags: tokens.collect(),
-            })
+            let tokens: Vec<Option<Vec<u8>>> = self.run_script(invocation).await?;
+            Ok(tokens_from(tokens.iter().map(|t| parse_token(t.as_deref()))))
         })
     }
 
@@ -230,11 +260,15 @@ impl Backend for RedisBackend {
         entry: Bytes,
         ttl: Duration,
         guard: u64,
+        unlock: Option<u64>,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
             let mut invocation = GUARDED_SET.prepare_invoke();
             invocation.key(&keys.entry).key(keys.guard());
             invocation.arg(&entry[..]).arg(px(ttl)).arg(guard.to_string());
+            if let Some(token) = unlock {
+                invocation.key(keys.lock()).arg(token.to_string());
+            }
             let stored: i64 = self.run_script(invocation).await?;
             Ok(stored == 1)
         })
@@ -274,21 +308,29 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn try_lock<'a>(
+    fn lock<'a>(
         &'a self,
-        key: &'a str,
+        keys: &'a EntryKeys,
         token: u64,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
         Box::pin(async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(key)
-                .arg(token.to_string())
-                .arg("NX")
-                .arg("PX")
-                .arg(px(ttl));
-            let taken: Option<String> = self.query(&cmd).await?;
-            Ok(taken.is_some())
+            let mut invocation = LOCK.prepare_invoke();
+            invocation.key(keys.lock()).key(&keys.entry);
+            invocation.arg(token.to_string()).arg(px(ttl)).arg(px(window));
+            for key in std::iter::once(keys.guard()).chain(keys.tags.iter().map(String::as_str)) {
+                invocation.key(key).arg(fresh_token().to_string());
+            }
+            let Some(reply): Option<Vec<Option<Vec<u8>>>> = self.run_script(invocation).await? else {
+                return Ok(None);
+            };
+            let mut reply = reply.into_iter();
+            let entry = reply.next().flatten().map(Bytes::from);
+            Ok(Some(Locked {
+                entry,
+                tokens: tokens_from(reply.map(|t| parse_token(t.as_deref()))),
+            }))
         })
     }
 
