@@ -77,9 +77,10 @@ async fn a_miss_is_a_read_and_a_guarded_write_under_the_namespace() {
     // The default (lock) mode, three round trips: the GET; a script that
     // takes the lock (SET NX), reads the entry again (another process may
     // have stored it meanwhile) and creates the key's missing guard (GET,
-    // SET); a script that checks the guard, writes the entry and releases
-    // the lock (GET, SET, GET, DEL).
-    let expected = [("del", 1), ("evalsha", 2), ("get", 5), ("set", 3)].map(|(c, n)| (c.to_owned(), n));
+    // SET); a script that checks the guard, writes the entry, releases the
+    // lock and tells its waiters (GET, SET, GET, DEL, PUBLISH).
+    let expected =
+        [("del", 1), ("evalsha", 2), ("get", 5), ("publish", 1), ("set", 3)].map(|(c, n)| (c.to_owned(), n));
     assert_eq!(delta(&before, &after), expected);
 
     let mut raw = server.raw().await;
@@ -320,4 +321,122 @@ async fn an_evicted_tag_token_only_causes_a_miss() {
     assert_eq!(got, 2, "an entry whose tag token is gone is a miss");
     let again: u32 = cache.get_or_load("k", &policy, || load(&runs, 3)).await.unwrap();
     assert_eq!(again, 2, "and the reload is cached under a fresh token");
+}
+
+/// The next message on `pubsub`, within 10 s.
+async fn next_message(messages: &mut redis::aio::PubSubStream) -> redis::Msg {
+    let next =
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut *messages), cx));
+    bounded("a message", Duration::from_secs(10), next)
+        .await
+        .expect("the subscription is open")
+}
+
+/// A lock's release is published on the lock's name: with `1` by the store
+/// that wrote the value, with `0` by the unlock of a load that failed.
+#[tokio::test]
+async fn a_lock_release_is_published_to_its_waiters() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let (mut sink, mut messages) = client.get_async_pubsub().await.unwrap().split();
+    sink.subscribe(&["aside#lock:stored", "aside#lock:failed"])
+        .await
+        .unwrap();
+
+    let runs = AtomicU64::new(0);
+    let _: u32 = cache
+        .get_or_load("stored", &Policy::new(), || load(&runs, 1))
+        .await
+        .unwrap();
+    let message = next_message(&mut messages).await;
+    assert_eq!(message.get_channel_name(), "aside#lock:stored");
+    assert_eq!(message.get_payload::<u32>().unwrap(), 1, "stored");
+
+    let failed: io::Result<u32> = cache
+        .get_or_load("failed", &Policy::new(), || async {
+            Err(io::Error::other("db down"))
+        })
+        .await;
+    assert!(failed.is_err());
+    let message = next_message(&mut messages).await;
+    assert_eq!(message.get_channel_name(), "aside#lock:failed");
+    assert_eq!(
+        message.get_payload::<u32>().unwrap(),
+        0,
+        "released without a value"
+    );
+}
+
+/// Callers waiting for another process's load subscribe to its lock while
+/// they wait, and unsubscribe once they have the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_waiters_subscribe_while_they_wait_and_unsubscribe_after() {
+    let server = RedisServer::start();
+    let holder = server.cache().await;
+    let waiter = server.cache().await;
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let holding = {
+        let (holder, started, release) = (holder.clone(), started.clone(), release.clone());
+        tokio::spawn(async move {
+            holder
+                .get_or_load("k", &Policy::new(), || async move {
+                    started.notify_one();
+                    release.notified().await;
+                    Ok::<_, io::Error>(7u32)
+                })
+                .await
+        })
+    };
+    bounded("the holder to load", Duration::from_secs(10), started.notified()).await;
+    let waiting = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move {
+            waiter
+                .get_or_load("k", &Policy::new(), || async { Ok::<_, io::Error>(0u32) })
+                .await
+        })
+    };
+    let mut raw = server.raw().await;
+    let subscribers = |raw: &mut redis::aio::MultiplexedConnection| {
+        let mut raw = raw.clone();
+        async move {
+            let (_, n): (String, u32) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("aside#lock:k")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    bounded("the waiter to subscribe", Duration::from_secs(10), async {
+        while subscribers(&mut raw).await == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    release.notify_one();
+    assert_eq!(
+        bounded("the holder", Duration::from_secs(10), holding)
+            .await
+            .unwrap()
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        bounded("the waiter", Duration::from_secs(10), waiting)
+            .await
+            .unwrap()
+            .unwrap(),
+        7,
+        "the waiter got the holder's value"
+    );
+    assert!(waiter.stats().lock_waits > 0);
+    bounded("the waiter to unsubscribe", Duration::from_secs(10), async {
+        while subscribers(&mut raw).await > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }

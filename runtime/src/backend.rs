@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::BackendError;
 
@@ -115,6 +116,51 @@ pub struct Locked {
     pub tokens: Tokens,
 }
 
+/// Word of the release of one key's lock, from [`Backend::watch_lock`]: its
+/// holder stored the value, or gave up. Dropping it ends the subscription.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tell, changes) = tokio::sync::watch::channel(0u64);
+/// let mut watch = aside::LockWatch::new(changes, ());
+/// tell.send_modify(|releases| *releases += 1);
+/// watch.released().await; // returns at once: a release came after the watch began
+/// # }
+/// ```
+pub struct LockWatch {
+    changes: watch::Receiver<u64>,
+    _subscription: Box<dyn Send + Sync>,
+}
+
+impl LockWatch {
+    /// A watch that wakes whenever the value behind `changes` changes (a
+    /// count of releases), holding `subscription` (undone when dropped)
+    /// for as long as it lives.
+    pub fn new(changes: watch::Receiver<u64>, subscription: impl Send + Sync + 'static) -> Self {
+        LockWatch {
+            changes,
+            _subscription: Box::new(subscription),
+        }
+    }
+
+    /// Returns at the next release since the watch began or since the last
+    /// call returned; never, if the backend can no longer tell (the caller
+    /// bounds the wait).
+    pub async fn released(&mut self) {
+        if self.changes.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for LockWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockWatch").finish_non_exhaustive()
+    }
+}
+
 /// A storage tier for encoded entries and the tokens that invalidate them.
 ///
 /// [`Cache`](crate::Cache) does everything else (keys, envelopes, TTL choice,
@@ -140,6 +186,9 @@ pub struct Locked {
 ///   entry again and the tokens a load runs under, as [`tokens`](Self::tokens)
 ///   does; [`unlock`](Self::unlock) releases a lock only if the token is
 ///   still the caller's (compare-and-delete).
+/// - [`watch_lock`](Self::watch_lock), optional, tells lock waiters when a
+///   lock is released (Redis: pub/sub on the lock's name, published by the
+///   store and unlock scripts).
 /// - Every operation is bounded in time by the backend itself and reports a
 ///   timeout as [`BackendError::Timeout`].
 ///
@@ -245,6 +294,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Releases the lock at `key` if it is still held with `token`.
     fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// Starts watching for releases of the key's lock, so that a caller
+    /// waiting for another process's value learns when it lands instead of
+    /// only polling. `None` (the default) if the backend cannot tell: the
+    /// caller then polls. Best effort: a release it misses costs the caller
+    /// one poll interval.
+    fn watch_lock<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Option<LockWatch>> {
+        let _ = keys;
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// A fresh random token: never 0, so that no token equals an unset one

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked};
+use crate::backend::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked};
 use crate::breaker::Breaker;
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
@@ -300,7 +300,10 @@ impl Cache {
         // A `lock_wait` too large to add to now means: wait as long as it takes.
         let deadline = Instant::now().checked_add(lock_wait);
         let mut pause = Duration::from_millis(2);
-        let mut waited = false;
+        // Started at the first wait: word of the holder's release, where the
+        // backend can give it. A release before it began is found by the
+        // next poll.
+        let mut watch: Option<Option<LockWatch>> = None;
         loop {
             match self.lock(keys, lock_ttl).await {
                 Lock::Taken(held, Locked { entry, tokens }) => {
@@ -320,11 +323,15 @@ impl Cache {
                     if deadline.is_some_and(|deadline| now >= deadline) {
                         break;
                     }
-                    if !std::mem::replace(&mut waited, true) {
+                    if watch.is_none() {
                         Counters::incr(&self.inner.counters.lock_waits);
+                        watch = Some(self.inner.backend.watch_lock(keys).await);
                     }
-                    let left = deadline.map_or(pause, |deadline| deadline - now);
-                    tokio::time::sleep(pause.min(left)).await;
+                    let wait = deadline.map_or(pause, |deadline| deadline - now).min(pause);
+                    match watch.as_mut().and_then(Option::as_mut) {
+                        Some(watch) => _ = tokio::time::timeout(wait, watch.released()).await,
+                        None => tokio::time::sleep(wait).await,
+                    }
                     pause = (pause * 2).min(Duration::from_millis(50));
                     if let Some(value) = self.reread(keys, policy).await {
                         leader.land(Landed::Stored);

@@ -193,7 +193,7 @@ pub use aside_macros::cache_put;
 /// ---
 #[doc(inline)]
 pub use aside_macros::invalidate;
-pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, Locked, Tokens};
+pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Tokens};
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
 /// The byte buffer [`Backend`]s store, re-exported so that implementations

@@ -12,15 +12,19 @@
 //! | invalidate tags | `MSET tag token ...` |
 //! | unlock | a script: `DEL lock` if it still holds the token |
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_core::Stream;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::Script;
 
-use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked, Tokens};
+use tokio::sync::watch;
+
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Tokens};
 use crate::clock::duration_ms;
 use crate::BackendError;
 
@@ -38,6 +42,7 @@ static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
         end
         if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[4] then
             redis.call('DEL', KEYS[3])
+            redis.call('PUBLISH', KEYS[3], stored)
         end
         return stored",
     )
@@ -84,23 +89,132 @@ static LOCK: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// KEYS: the lock. ARGV: the owner's token. Compare-and-delete.
+/// KEYS: the lock. ARGV: the owner's token. Compare-and-delete, and word
+/// to the waiters (see [`Releases`]).
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-        return 0",
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        redis.call('DEL', KEYS[1])
+        redis.call('PUBLISH', KEYS[1], 0)
+        return 1",
     )
 });
 
 /// The longest pause between two reconnection attempts.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// A Redis server reached through one multiplexed, self-reconnecting connection.
+/// A Redis server reached through one multiplexed, self-reconnecting
+/// connection, and a pub/sub connection for lock releases.
 #[derive(Clone)]
 pub(crate) struct RedisBackend {
     conn: ConnectionManager,
     op_timeout: Duration,
+    releases: Releases,
+}
+
+/// Lock releases, told over pub/sub: the store and unlock scripts publish on
+/// the lock's name when they release it, and a waiter in this process
+/// subscribes to that channel while it waits. One pub/sub connection,
+/// opened at the first wait and again after it drops. Polling stays the
+/// fallback: a release published while no subscription was active (or lost
+/// with a connection) costs the waiter its next poll, no more.
+#[derive(Clone)]
+struct Releases(Arc<ReleasesInner>);
+
+struct ReleasesInner {
+    client: redis::Client,
+    op_timeout: Duration,
+    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// Per channel: the count of releases seen, and how many watch it.
+    watched: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
+}
+
+impl Releases {
+    fn new(client: redis::Client, op_timeout: Duration) -> Self {
+        Releases(Arc::new(ReleasesInner {
+            client,
+            op_timeout,
+            sink: tokio::sync::Mutex::new(None),
+            watched: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The subscription side of the pub/sub connection, opened if needed,
+    /// with a task that hands each message to the channel's watchers.
+    async fn sink(&self) -> Result<PubSubSink, BackendError> {
+        let mut sink = self.0.sink.lock().await;
+        if let Some(sink) = &*sink {
+            return Ok(sink.clone());
+        }
+        let pubsub = bounded(self.0.op_timeout, self.0.client.get_async_pubsub()).await?;
+        let (opened, stream) = pubsub.split();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(message) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+                let watched = this.0.watched.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((releases, _)) = watched.get(message.get_channel_name()) {
+                    releases.send_modify(|n| *n += 1);
+                }
+            }
+            // The connection is gone: the next watch opens another.
+            *this.0.sink.lock().await = None;
+        });
+        *sink = Some(opened.clone());
+        Ok(opened)
+    }
+
+    async fn watch(&self, channel: &str) -> Option<LockWatch> {
+        let mut sink = self.sink().await.ok()?;
+        let changes = {
+            let mut watched = self.0.watched.lock().unwrap_or_else(PoisonError::into_inner);
+            let (releases, watchers) = watched
+                .entry(channel.to_owned())
+                .or_insert_with(|| (watch::channel(0).0, 0));
+            *watchers += 1;
+            releases.subscribe()
+        };
+        let watching = Watching {
+            releases: self.clone(),
+            channel: channel.to_owned(),
+            sink: sink.clone(),
+        };
+        // Dropping `watching` on failure undoes the count.
+        bounded(self.0.op_timeout, sink.subscribe(channel)).await.ok()?;
+        Some(LockWatch::new(changes, watching))
+    }
+}
+
+/// One watcher of a channel; the last one to go unsubscribes.
+struct Watching {
+    releases: Releases,
+    channel: String,
+    sink: PubSubSink,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut watched = self
+            .releases
+            .0
+            .watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some((_, watchers)) = watched.get_mut(&self.channel) else {
+            return;
+        };
+        *watchers -= 1;
+        if *watchers > 0 {
+            return;
+        }
+        watched.remove(&self.channel);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (mut sink, channel) = (self.sink.clone(), std::mem::take(&mut self.channel));
+            let limit = self.releases.0.op_timeout;
+            runtime.spawn(async move { bounded(limit, sink.unsubscribe(channel)).await });
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -141,7 +255,7 @@ impl RedisBackend {
             .set_response_timeout(Some(op_timeout));
         let mut conn = bounded(
             connect_timeout,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await?;
         // Loaded up front so that the first use of each is one round trip too
@@ -149,7 +263,12 @@ impl RedisBackend {
         for script in [&*GUARDED_SET, &*TOKENS, &*LOCK, &*UNLOCK] {
             bounded(connect_timeout, script.prepare_invoke().load_async(&mut conn)).await?;
         }
-        Ok(RedisBackend { conn, op_timeout })
+        let releases = Releases::new(client, op_timeout);
+        Ok(RedisBackend {
+            conn,
+            op_timeout,
+            releases,
+        })
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
@@ -341,5 +460,9 @@ impl Backend for RedisBackend {
             self.run_script::<i64>(invocation).await?;
             Ok(())
         })
+    }
+
+    fn watch_lock<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Option<LockWatch>> {
+        Box::pin(self.releases.watch(keys.lock()))
     }
 }
