@@ -7,6 +7,9 @@
 //! | tagged hit | `get_or_load` with 2 tags | the untagged hit |
 //! | 64-way hit throughput | 64 tasks over 1,000 hot keys | a plain multiplexed `GET` + decode loop |
 //! | cold miss | `get_or_load` on a new key, each stampede mode | `GET`, then `SET PX` |
+//! | MessagePack hit | `get_or_load` with `Codec::MessagePack` | the JSON hit |
+//!
+//! criterion also times decoding the product in each codec.
 //!
 //! Each ratio is the median of per-round ratios over `ROUNDS` rounds, the two
 //! sides alternating within a round, so that the machine's noise falls on
@@ -29,7 +32,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use aside::{Cache, Policy, Stampede};
+use aside::{Cache, Codec, Policy, Stampede};
 use criterion::Criterion;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
@@ -221,6 +224,23 @@ where
     (TASKS * PER_TASK) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Decoding the product in each codec, as the cache does (MessagePack with
+/// field names). Returns the encoded sizes.
+fn criterion_codecs(c: &mut Criterion) -> (usize, usize) {
+    let value = product(1);
+    let json = serde_json::to_vec(&value).unwrap();
+    let msgpack = rmp_serde::to_vec_named(&value).unwrap();
+    let mut group = c.benchmark_group("decode");
+    group.bench_function("json", |b| {
+        b.iter(|| serde_json::from_slice::<Product>(black_box(&json)).unwrap())
+    });
+    group.bench_function("msgpack", |b| {
+        b.iter(|| rmp_serde::from_slice::<Product>(black_box(&msgpack)).unwrap())
+    });
+    group.finish();
+    (json.len(), msgpack.len())
+}
+
 fn criterion_hits(c: &mut Criterion, rt: &Runtime, cache: &Cache, raw: &MultiplexedConnection) {
     let mut group = c.benchmark_group("redis_hit");
     let untagged = Policy::new().ttl(HOUR);
@@ -254,6 +274,7 @@ fn main() {
     let raw = rt.block_on(server.raw());
     let untagged = Policy::new().ttl(HOUR);
     let tagged = Policy::new().ttl(HOUR).tag("product:1").tag("category:7");
+    let packed = Policy::new().ttl(HOUR).codec(Codec::MessagePack);
 
     // Warm: the hot keys in aside's layout (two policies) and as plain JSON.
     rt.block_on(async {
@@ -261,6 +282,7 @@ fn main() {
         for k in 0..HOT_KEYS {
             aside_get(&cache, &format!("hot:{k}"), &untagged).await;
             aside_get(&cache, &format!("tagged:{k}"), &tagged).await;
+            aside_get(&cache, &format!("packed:{k}"), &packed).await;
             baseline_miss(&mut raw, &format!("base:{k}"), k as u64).await;
         }
     });
@@ -269,6 +291,7 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
+    let sizes = criterion_codecs(&mut c);
     criterion_hits(&mut c, &rt, &cache, &raw);
     c.final_summary();
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -276,7 +299,7 @@ fn main() {
     }
 
     let mut rows = Vec::new();
-    let (mut seq, mut tag, mut wide) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut seq, mut tag, mut wide, mut pack) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut misses: Vec<(&str, Vec<f64>)> = ["lock", "swr", "early", "none"]
         .into_iter()
         .map(|m| (m, Vec::new()))
@@ -302,6 +325,13 @@ fn main() {
                 async move { aside_get(cache, &key, policy).await }
             })
             .await;
+            let msgpack = timed(SEQUENTIAL, |i| {
+                let key = format!("packed:{}", i % HOT_KEYS);
+                let (cache, policy) = (&cache, &packed);
+                async move { aside_get(cache, &key, policy).await }
+            })
+            .await;
+            pack.push(msgpack.as_secs_f64() / plain.as_secs_f64());
             seq.push(plain.as_secs_f64() / base.as_secs_f64());
             tag.push(with_tags.as_secs_f64() / plain.as_secs_f64());
 
@@ -356,6 +386,11 @@ fn main() {
         measure: "2-tag hit / untagged hit",
         ratio: median(tag),
         target: "<= 1.05",
+    });
+    rows.push(Row {
+        measure: "MessagePack hit / JSON hit",
+        ratio: median(pack),
+        target: "-",
     });
     for (mode, ratios) in misses {
         rows.push(Row {
@@ -442,6 +477,14 @@ fn main() {
     for row in &rows {
         println!("| {} | {:.2} | {} |", row.measure, row.ratio, row.target);
     }
+    let decode = mean_ns("decode", "msgpack") / mean_ns("decode", "json");
+    println!(
+        "\n| the product in each codec | JSON | MessagePack |\n|---|---|---|\n| bytes | {} | {} |\n| decode (criterion mean) | {:.2} µs | {:.2} µs ({decode:.2}x) |",
+        sizes.0,
+        sizes.1,
+        mean_ns("decode", "json") / 1000.0,
+        mean_ns("decode", "msgpack") / 1000.0,
+    );
     println!("\n| allocations per operation | count |\n|---|---|");
     for (what, n) in allocs {
         println!("| {what} | {n:.1} |");
@@ -450,6 +493,20 @@ fn main() {
     for (what, per_op) in cmds {
         println!("| {what} | {per_op} |");
     }
+}
+
+/// The mean of one benchmark in this run, from criterion's estimates.
+fn mean_ns(group: &str, bench: &str) -> f64 {
+    let home = std::env::var("CRITERION_HOME").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/criterion")
+    });
+    let path = format!("{home}/{group}/{bench}/new/estimates.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
+    estimates["mean"]["point_estimate"]
+        .as_f64()
+        .expect("a mean estimate")
 }
 
 fn stampede(mode: &str) -> Stampede {

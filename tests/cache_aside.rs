@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aside::{Cache, Policy};
+use aside::{Cache, Codec, Policy};
 use support::{bounded, until, Kind, TestCache};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -101,6 +101,40 @@ async fn values_expire_after_ttl(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(runs.load(SeqCst), 2);
+}
+
+/// A value written in MessagePack is read back, by its own function and by a
+/// reader whose codec is JSON (entries record their codec); a `None` in
+/// MessagePack is a negative entry.
+async fn message_pack_entries_are_read_by_either_codec(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let runs = AtomicU64::new(0);
+    let packed = Policy::new().ttl(HOUR).codec(Codec::MessagePack);
+    let value = vec![("lamp".to_owned(), 3u32)];
+    for _ in 0..2 {
+        let got: Vec<(String, u32)> = cache
+            .get_or_load("k", &packed, || counted(&runs, value.clone()))
+            .await
+            .unwrap();
+        assert_eq!(got, value);
+    }
+    let json = Policy::new().ttl(HOUR);
+    let got: Vec<(String, u32)> = cache
+        .get_or_load("k", &json, || counted(&runs, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(got, value, "a JSON reader decodes the MessagePack entry");
+    assert_eq!(runs.load(SeqCst), 1);
+
+    for _ in 0..2 {
+        let none: Option<u32> = cache
+            .get_or_load("absent", &packed, || counted(&runs, None))
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+    }
+    assert_eq!(runs.load(SeqCst), 2, "a None in MessagePack is cached");
+    assert_eq!(cache.stats().negative_hits, 1);
 }
 
 async fn errors_are_returned_and_never_cached(kind: Kind) {
@@ -291,6 +325,7 @@ async fn set_get_invalidate(kind: Kind) {
 }
 
 on_both_backends!(
+    message_pack_entries_are_read_by_either_codec,
     miss_then_hit,
     none_is_cached_under_negative_ttl,
     negative_entries_expire_after_negative_ttl,

@@ -287,6 +287,11 @@ async fn corrupt_entries_written_into_redis_are_misses_and_are_repaired() {
         bytes[2] = 0;
         bytes
     };
+    let unknown_codec = {
+        let mut bytes = reference.clone();
+        bytes[3] = 9;
+        bytes
+    };
     let truncated = reference[..10].to_vec();
     let wrong_type = {
         // A valid envelope whose payload is a string, not a number: a struct
@@ -298,10 +303,11 @@ async fn corrupt_entries_written_into_redis_are_misses_and_are_repaired() {
             .await
             .unwrap()
     };
-    let cases: [(&str, Vec<u8>); 6] = [
+    let cases: [(&str, Vec<u8>); 7] = [
         ("random bytes", (0..64).map(|i| (i * 37 % 251) as u8).collect()),
         ("empty", Vec::new()),
         ("an older envelope version", older_version),
+        ("a codec this build does not know", unknown_codec),
         ("a truncated envelope", truncated),
         ("a payload of another type", wrong_type),
         ("plain JSON from another program", b"5".to_vec()),

@@ -44,8 +44,9 @@ impl Attr {
                 "beta",
                 "jitter",
                 "sliding",
+                "codec",
             ],
-            Attr::CachePut => &["key", "ttl", "negative_ttl", "tags", "cache", "jitter"],
+            Attr::CachePut => &["key", "ttl", "negative_ttl", "tags", "cache", "jitter", "codec"],
             Attr::Invalidate => &["keys", "tags", "cache"],
         }
     }
@@ -111,6 +112,23 @@ pub(crate) struct Args {
     pub(crate) beta: Option<(f64, Span)>,
     pub(crate) jitter: Option<(f64, Span)>,
     pub(crate) sliding: Option<(bool, Span)>,
+    pub(crate) codec: Option<(Codec, Span)>,
+}
+
+/// A `codec = "..."`: the name of the runtime's `Codec` variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    Json,
+    MessagePack,
+}
+
+impl Codec {
+    pub(crate) fn variant(self) -> &'static str {
+        match self {
+            Codec::Json => "Json",
+            Codec::MessagePack => "MessagePack",
+        }
+    }
 }
 
 /// A `stampede = "..."` mode.
@@ -203,6 +221,7 @@ impl Args {
                     ),
                     jitter => args.jitter = jitter,
                 },
+                "codec" => args.codec = codec(&value, errors),
                 "sliding" => match &value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Bool(b), ..
@@ -252,6 +271,27 @@ impl Args {
         let lists = self.tags.iter().chain(&self.keys).flatten();
         self.key.iter().chain(lists)
     }
+}
+
+/// `"json"` or `"msgpack"`.
+fn codec(value: &Expr, errors: &mut Errors) -> Option<(Codec, Span)> {
+    let expected = "expected \"json\" or \"msgpack\"";
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = value
+    else {
+        errors.add(value.span(), format!("`codec` must be a string; {expected}"));
+        return None;
+    };
+    let codec = match lit.value().as_str() {
+        "json" => Codec::Json,
+        "msgpack" => Codec::MessagePack,
+        other => {
+            errors.add(lit.span(), format!("unknown codec {other:?}; {expected}"));
+            return None;
+        }
+    };
+    Some((codec, lit.span()))
 }
 
 /// `"lock"`, `"swr"`, `"early"` or `"none"`.

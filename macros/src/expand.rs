@@ -58,6 +58,10 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     let sliding = args
         .sliding
         .map(|(sliding, span)| quote_spanned!(span=> .sliding(#sliding)));
+    let codec = args.codec.map(|(codec, span)| {
+        let variant = Ident::new(codec.variant(), span);
+        quote_spanned!(span=> .codec(#rt::Codec::#variant))
+    });
     let tags = args.tags.iter().flatten().map(key_from_template);
     let cache = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
@@ -95,7 +99,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         #(#attrs)*
         #vis #sig {
             let #key_var: ::std::string::String = #key;
-            let #policy_var = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding;
+            let #policy_var = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding #codec;
             let #cache_var: &#rt::Cache = #cache;
             #call
         }

@@ -8,7 +8,7 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
 use crate::backend::Backend;
 use crate::cache::Settings;
-use crate::{Cache, Error};
+use crate::{Cache, Codec, Error};
 
 /// Configures and builds a [`Cache`].
 ///
@@ -48,6 +48,7 @@ pub struct CacheBuilder {
     breaker_cooldown: Duration,
     /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
     tls_root_certificate: Option<Vec<u8>>,
+    codec: Codec,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -116,6 +117,7 @@ impl CacheBuilder {
             breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
             tls_root_certificate: None,
+            codec: Codec::Json,
         }
     }
 
@@ -138,6 +140,24 @@ impl CacheBuilder {
     /// applications can share one Redis.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
+        self
+    }
+
+    /// How values are serialized when a call's policy says nothing
+    /// (default: [`Codec::Json`]). Entries record their codec, so a change
+    /// needs no flush.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::builder().codec(aside::Codec::MessagePack).build().await?;
+    /// cache.set("k", &vec![1, 2, 3], None).await?;
+    /// assert_eq!(cache.get::<Vec<u32>>("k").await?, Some(vec![1, 2, 3]));
+    /// # Ok(()) }
+    /// ```
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
         self
     }
 
@@ -256,6 +276,7 @@ impl CacheBuilder {
                 invalidation_window: self.invalidation_window,
                 breaker_threshold: self.breaker_threshold,
                 breaker_cooldown: self.breaker_cooldown,
+                codec: self.codec,
             },
         )
     }

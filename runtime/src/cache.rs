@@ -18,7 +18,7 @@ use crate::key::storage_key;
 use crate::stampede::{jittered, recompute_early, HeldLock, DEFAULT_LOCK_TTL, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{BackendError, CacheBuilder, Error, Policy, Stampede, Stats};
+use crate::{BackendError, CacheBuilder, Codec, Error, Policy, Stampede, Stats};
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
 /// and its counters. Clones share everything.
@@ -28,7 +28,7 @@ use crate::{BackendError, CacheBuilder, Error, Policy, Stampede, Stats};
 /// - **Cache-aside.** [`get_or_load`](Self::get_or_load) looks the key up,
 ///   returns a hit, and otherwise runs the loader once, stores its value with
 ///   the policy's TTL and tags, and returns it.
-/// - **Negative caching.** A value that serializes to JSON `null` (a `None`)
+/// - **Negative caching.** A value that serializes to `null` (a `None`)
 ///   is stored under the negative TTL; an `Err` from the loader is never stored.
 /// - **Coalescing.** Concurrent misses on one key in one process run the
 ///   loader once; the other callers get the same value. If that loader fails
@@ -80,6 +80,7 @@ pub(crate) struct Settings {
     pub(crate) invalidation_window: Duration,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
+    pub(crate) codec: Codec,
 }
 
 struct Inner {
@@ -258,7 +259,7 @@ impl Cache {
                     // seen is not for it. Without tokens (the backend failed)
                     // nothing can be proven, so each caller loads its own.
                     (Landed::Value(payload, Some(theirs)), stamp) if Some(&theirs) == stamp.as_ref() => {
-                        if let Ok(value) = serde_json::from_slice(&payload) {
+                        if let Ok(value) = self.codec(policy).decode(&payload) {
                             Counters::incr(&self.inner.counters.coalesced);
                             return Ok(value);
                         }
@@ -456,7 +457,7 @@ impl Cache {
             let payload = result
                 .as_ref()
                 .ok()
-                .and_then(|value| self.encode_value(&keys, value));
+                .and_then(|value| self.encode_value(&keys, policy, value));
             let load_time = started.elapsed();
             let (cache, policy) = (self.clone(), policy.clone());
             // Detached, so that the write's invalidation happens even if the
@@ -549,7 +550,7 @@ impl Cache {
             if !Stamp::tags_match(&entry.tag_versions, &fetched.tags) {
                 return Ok(None);
             }
-            let value = serde_json::from_slice(entry.payload).map_err(|e| e.to_string())?;
+            let value = entry.codec.decode(entry.payload).map_err(|e| e.to_string())?;
             Ok(Some(Stored {
                 value,
                 stored_at_ms: entry.stored_at_ms,
@@ -633,7 +634,7 @@ impl Cache {
         let payload = result
             .as_ref()
             .ok()
-            .and_then(|value| self.encode_value(keys, value));
+            .and_then(|value| self.encode_value(keys, policy, value));
         let Some(payload) = payload else {
             if let Some(leader) = &leader {
                 leader.land(Landed::Failed);
@@ -667,7 +668,8 @@ impl Cache {
         load_time: Duration,
         lock: Option<HeldLock>,
     ) {
-        let ttl = policy.effective_ttl(self.inner.settings.default_ttl, payload == Entry::NULL);
+        let codec = self.codec(policy);
+        let ttl = policy.effective_ttl(self.inner.settings.default_ttl, codec.is_null(payload));
         if ttl.is_zero() {
             return release(lock).await;
         }
@@ -683,7 +685,7 @@ impl Cache {
             _ => (ttl, ttl),
         };
         let key = &keys.entry;
-        let Some(entry) = Entry::encode(now_ms(), fresh, load_time, &stamp.tags, payload) else {
+        let Some(entry) = Entry::encode(now_ms(), fresh, load_time, &stamp.tags, (codec, payload)) else {
             tracing::warn!(
                 key,
                 tags = stamp.tags.len(),
@@ -709,8 +711,13 @@ impl Cache {
         }
     }
 
-    fn encode_value<T: Serialize>(&self, keys: &EntryKeys, value: &T) -> Option<Bytes> {
-        match serde_json::to_vec(value) {
+    /// The codec `policy` writes with.
+    fn codec(&self, policy: &Policy) -> Codec {
+        policy.codec_or(self.inner.settings.codec)
+    }
+
+    fn encode_value<T: Serialize>(&self, keys: &EntryKeys, policy: &Policy, value: &T) -> Option<Bytes> {
+        match self.codec(policy).encode(value) {
             Ok(payload) => Some(Bytes::from(payload)),
             Err(error) => {
                 let key = &keys.entry;
@@ -746,7 +753,7 @@ impl Cache {
         };
         match Entry::decode(&bytes) {
             Ok(entry) if entry.is_fresh(now_ms()) && entry.tag_versions.is_empty() => {
-                Ok(serde_json::from_slice(entry.payload).ok())
+                Ok(entry.codec.decode(entry.payload).ok())
             }
             _ => Ok(None),
         }
@@ -779,11 +786,12 @@ impl Cache {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         let ttl = ttl.unwrap_or(self.inner.settings.default_ttl);
-        let payload = serde_json::to_vec(value)?;
+        let codec = self.inner.settings.codec;
+        let payload = codec.encode(value).map_err(Error::Encode)?;
         let keys = self.inner.keys(key, &[]);
         let guard = self.invalidate_keys(&keys).await?;
         if !ttl.is_zero() {
-            let Some(entry) = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], &payload) else {
+            let Some(entry) = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], (codec, &payload)) else {
                 unreachable!("an entry without tags always encodes")
             };
             // Refused only if another invalidation or write came in between,

@@ -1,17 +1,17 @@
 //! The envelope every backend stores: a small binary header, then the
-//! serde_json payload.
+//! payload in the entry's [`Codec`].
 //!
 //! ```text
 //! offset  size  field
 //! 0       2     magic b"as"
 //! 2       1     format version (FORMAT_VERSION)
-//! 3       1     flags (reserved, 0)
+//! 3       1     codec (0 JSON, 1 MessagePack; see Codec)
 //! 4       8     stored_at, ms since the Unix epoch (u64 LE)
 //! 12      8     fresh_until, ms since the Unix epoch (u64 LE)
 //! 20      4     load_time, µs the loader took (u32 LE, saturating)
 //! 24      2     n, number of tag versions (u16 LE)
 //! 26      8*n   tag versions the entry was loaded under (u64 LE each)
-//! 26+8n   ...   payload: serde_json of the value (`null` = negative entry)
+//! 26+8n   ...   payload: the value in that codec (its null = negative entry)
 //! ```
 //!
 //! The header is binary so that metadata (freshness, load time, tag versions)
@@ -24,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::clock::duration_ms;
+use crate::Codec;
 
 const MAGIC: &[u8; 2] = b"as";
 /// Bumped whenever the layout above changes; entries of another version are misses.
@@ -37,6 +38,7 @@ pub(crate) struct Entry<'a> {
     pub(crate) fresh_until_ms: u64,
     pub(crate) load_time: Duration,
     pub(crate) tag_versions: Vec<u64>,
+    pub(crate) codec: Codec,
     pub(crate) payload: &'a [u8],
 }
 
@@ -49,14 +51,13 @@ pub(crate) enum DecodeError {
     BadMagic,
     #[error("entry has format version {0}, this build reads version {FORMAT_VERSION}")]
     Version(u8),
+    #[error("entry is in codec {0}, which this build does not know")]
+    Codec(u8),
 }
 
 impl<'a> Entry<'a> {
-    /// The payload of a negative entry (a `None`).
-    pub(crate) const NULL: &'static [u8] = b"null";
-
     pub(crate) fn is_negative(&self) -> bool {
-        self.payload == Self::NULL
+        self.codec.is_null(self.payload)
     }
 
     /// Whether the entry is still fresh at `now_ms`.
@@ -64,20 +65,20 @@ impl<'a> Entry<'a> {
         now_ms < self.fresh_until_ms
     }
 
-    /// Encodes an entry that is fresh for `ttl` from `now_ms`; `None` if it
-    /// carries more tags than the format can hold (65,535).
+    /// Encodes an entry that is fresh for `ttl` from `now_ms`, its payload in
+    /// `codec`; `None` if it carries more tags than the format can hold (65,535).
     pub(crate) fn encode(
         now_ms: u64,
         ttl: Duration,
         load_time: Duration,
         tag_versions: &[u64],
-        payload: &[u8],
+        (codec, payload): (Codec, &[u8]),
     ) -> Option<Bytes> {
         let tags = u16::try_from(tag_versions.len()).ok()?;
         let mut buf = Vec::with_capacity(HEADER_LEN + 8 * tag_versions.len() + payload.len());
         buf.extend_from_slice(MAGIC);
         buf.push(FORMAT_VERSION);
-        buf.push(0);
+        buf.push(codec.id());
         buf.extend_from_slice(&now_ms.to_le_bytes());
         buf.extend_from_slice(&now_ms.saturating_add(duration_ms(ttl)).to_le_bytes());
         let load_us = u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX);
@@ -99,6 +100,7 @@ impl<'a> Entry<'a> {
         if header[2] != FORMAT_VERSION {
             return Err(DecodeError::Version(header[2]));
         }
+        let codec = Codec::from_id(header[3]).ok_or(DecodeError::Codec(header[3]))?;
         let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
         let load_us = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes"));
         let tags = usize::from(u16::from_le_bytes(header[24..26].try_into().expect("2 bytes")));
@@ -113,6 +115,7 @@ impl<'a> Entry<'a> {
             fresh_until_ms: u64_at(12),
             load_time: Duration::from_micros(u64::from(load_us)),
             tag_versions,
+            codec,
             payload: &bytes[payload_at..],
         })
     }
@@ -129,7 +132,7 @@ mod tests {
             Duration::from_secs(2),
             Duration::from_micros(1500),
             &[7, 9],
-            b"{\"a\":1}",
+            (Codec::Json, b"{\"a\":1}"),
         )
         .unwrap();
         let entry = Entry::decode(&bytes).unwrap();
@@ -138,6 +141,7 @@ mod tests {
         assert_eq!(entry.load_time, Duration::from_micros(1500));
         assert_eq!(entry.tag_versions, vec![7, 9]);
         assert_eq!(entry.payload, b"{\"a\":1}");
+        assert_eq!(entry.codec, Codec::Json);
         assert!(entry.is_fresh(2_999));
         assert!(!entry.is_fresh(3_000));
         assert!(!entry.is_negative());
@@ -145,33 +149,71 @@ mod tests {
 
     #[test]
     fn null_payload_is_negative() {
-        let bytes = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], Entry::NULL).unwrap();
+        let bytes = Entry::encode(
+            0,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &[],
+            (Codec::Json, b"null"),
+        )
+        .unwrap();
         assert!(Entry::decode(&bytes).unwrap().is_negative());
     }
 
     #[test]
     fn too_many_tags_is_not_encodable() {
         let tags = vec![1u64; usize::from(u16::MAX) + 1];
-        assert!(Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &tags, b"1").is_none());
+        assert!(Entry::encode(
+            0,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &tags,
+            (Codec::Json, b"1")
+        )
+        .is_none());
     }
 
     #[test]
     fn rejects_garbage_without_panicking() {
         assert_eq!(Entry::decode(b""), Err(DecodeError::Truncated));
         assert_eq!(Entry::decode(&[0u8; 40]), Err(DecodeError::BadMagic));
-        let mut old = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], b"1")
-            .unwrap()
-            .to_vec();
+        let mut old = Entry::encode(
+            0,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &[],
+            (Codec::Json, b"1"),
+        )
+        .unwrap()
+        .to_vec();
         old[2] = 0;
         assert_eq!(Entry::decode(&old), Err(DecodeError::Version(0)));
+        let mut unknown = Entry::encode(
+            0,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &[],
+            (Codec::Json, b"1"),
+        )
+        .unwrap()
+        .to_vec();
+        unknown[3] = 9;
+        assert_eq!(Entry::decode(&unknown), Err(DecodeError::Codec(9)));
         // A header that claims more tag versions than the bytes hold.
-        let mut lying = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], b"")
+        let mut lying = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], (Codec::Json, b""))
             .unwrap()
             .to_vec();
         lying[24] = 200;
         assert_eq!(Entry::decode(&lying), Err(DecodeError::Truncated));
         // Every prefix of a valid entry either decodes or is an error.
-        let full = Entry::encode(5, Duration::from_secs(1), Duration::ZERO, &[1, 2, 3], b"[1,2]").unwrap();
+        let full = Entry::encode(
+            5,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &[1, 2, 3],
+            (Codec::Json, b"[1,2]"),
+        )
+        .unwrap();
         for end in 0..full.len() {
             let _ = Entry::decode(&full[..end]);
         }
@@ -196,7 +238,7 @@ mod tests {
                         Duration::from_millis(ttl),
                         Duration::from_micros(load.into()),
                         &tags,
-                        &payload,
+                        (Codec::MessagePack, &payload),
                     )
                     .unwrap()
                     .to_vec()
@@ -210,9 +252,10 @@ mod tests {
             fn any_bytes_after_a_header_decode_or_fail_without_panicking(
                 times in proptest::collection::vec(any::<u8>(), 20),
                 tags in 0u16..4,
+                codec in 0u8..2,
                 rest in proptest::collection::vec(any::<u8>(), 0..64),
             ) {
-                let mut bytes = [&MAGIC[..], &[FORMAT_VERSION, 0]].concat();
+                let mut bytes = [&MAGIC[..], &[FORMAT_VERSION, codec]].concat();
                 bytes.extend_from_slice(&times);
                 bytes.extend_from_slice(&tags.to_le_bytes());
                 bytes.extend_from_slice(&rest);
@@ -241,9 +284,9 @@ mod tests {
                 damaged[at.index(entry.len())] = byte;
                 damaged.truncate(keep.index(entry.len() + 1));
                 if let Ok(decoded) = Entry::decode(&damaged) {
-                    // Whatever decodes, its payload is still read as JSON
-                    // into the caller's type, which fails rather than panics.
-                    let _ = serde_json::from_slice::<Vec<u32>>(decoded.payload);
+                    // Whatever decodes, its payload is still read in its
+                    // codec into the caller's type, which fails rather than panics.
+                    let _ = decoded.codec.decode::<Vec<u32>>(decoded.payload);
                 }
             }
 
@@ -254,7 +297,7 @@ mod tests {
                 tags in proptest::collection::vec(any::<u64>(), 0..8),
                 payload in proptest::collection::vec(any::<u8>(), 0..64),
             ) {
-                let bytes = Entry::encode(now, Duration::from_millis(ttl_ms), Duration::ZERO, &tags, &payload).unwrap();
+                let bytes = Entry::encode(now, Duration::from_millis(ttl_ms), Duration::ZERO, &tags, (Codec::Json, &payload)).unwrap();
                 let entry = Entry::decode(&bytes).unwrap();
                 prop_assert_eq!(entry.stored_at_ms, now);
                 prop_assert_eq!(entry.fresh_until_ms, now + ttl_ms);

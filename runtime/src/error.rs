@@ -20,9 +20,9 @@ pub enum Error {
     /// A backend operation failed or timed out.
     #[error(transparent)]
     Backend(#[from] BackendError),
-    /// A value could not be serialized to or deserialized from JSON.
-    #[error("could not (de)serialize a cached value")]
-    Serde(#[from] serde_json::Error),
+    /// A value could not be serialized in the cache's [`Codec`](crate::Codec).
+    #[error("could not serialize a cached value")]
+    Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// [`init`](crate::init) was called after the global cache was already set or used.
     #[error("the global cache is already initialized")]
     AlreadyInitialized,

@@ -2,7 +2,7 @@
 //!
 //! The first caller to miss on a key becomes the *leader* and holds a
 //! [`Leader`] guard; later callers become *waiters* on a watch channel. The
-//! leader publishes the loaded value's payload (serde_json bytes, so waiters
+//! leader publishes the loaded value's payload (encoded bytes, so waiters
 //! need no `Clone` bound on the value and decode their own copy) before it
 //! writes to the backend, and its guard removes the flight when dropped. That
 //! drop is also what makes the scheme cancellation- and panic-safe:
@@ -25,7 +25,7 @@ use crate::tags::Stamp;
 /// What a waiter learns about the load it waited for.
 #[derive(Debug, Clone)]
 pub(crate) enum Landed {
-    /// The serde_json payload of the loaded value, and the tokens the load
+    /// The encoded payload of the loaded value, and the tokens the load
     /// ran under (`None` if the backend could not be read).
     Value(Bytes, Option<Stamp>),
     /// The loader returned an error, produced a value that is not cached, or panicked.

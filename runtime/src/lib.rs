@@ -36,6 +36,7 @@ mod breaker;
 mod builder;
 mod cache;
 mod clock;
+mod codec;
 mod entry;
 mod error;
 mod flight;
@@ -64,6 +65,7 @@ mod tags;
 /// | `beta` | with `"early"`: XFetch's β | [`DEFAULT_BETA`] |
 /// | `jitter` | spread each stored TTL by up to ± this share: `jitter = 0.1` | 0 |
 /// | `sliding` | `true`: every hit pushes the expiry out to a full `ttl`; with `"lock"` or `"none"` | `false` |
+/// | `codec` | `"json"` or `"msgpack"`: how the value is serialized, see [`Codec`] | the cache's ([`CacheBuilder::codec`]), JSON by default |
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache |
 ///
 /// What is cached:
@@ -200,6 +202,7 @@ pub use builder::CacheBuilder;
 /// need not depend on the `bytes` crate themselves.
 pub use bytes::Bytes;
 pub use cache::Cache;
+pub use codec::Codec;
 pub use error::{BackendError, Error};
 pub use global::{global, init};
 pub use key::KeyBuilder;
@@ -211,8 +214,8 @@ pub use stats::Stats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::{
-        global, Cache, KeyBuilder, Policy, Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT,
-        DEFAULT_STALE,
+        global, Cache, Codec, KeyBuilder, Policy, Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL,
+        DEFAULT_LOCK_WAIT, DEFAULT_STALE,
     };
     pub use core::convert::Infallible;
     pub use core::time::Duration;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::stampede::{Stampede, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, MAX_JITTER};
+use crate::Codec;
 
 /// How long a `None` is kept when the function's TTL does not say otherwise.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
@@ -34,6 +35,7 @@ pub struct Policy {
     stampede: Stampede,
     jitter: f64,
     sliding: bool,
+    codec: Option<Codec>,
 }
 
 impl Policy {
@@ -49,6 +51,7 @@ impl Policy {
             },
             jitter: 0.0,
             sliding: false,
+            codec: None,
         }
     }
 
@@ -102,6 +105,18 @@ impl Policy {
     pub const fn sliding(mut self, sliding: bool) -> Self {
         self.sliding = sliding;
         self
+    }
+
+    /// How values are serialized (default: the cache's codec, see
+    /// [`CacheBuilder::codec`](crate::CacheBuilder::codec)).
+    pub const fn codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// The codec to write with, given the cache's.
+    pub(crate) fn codec_or(&self, default: Codec) -> Codec {
+        self.codec.unwrap_or(default)
     }
 
     pub(crate) fn stampede_mode(&self) -> Stampede {

@@ -18,8 +18,27 @@ async fn uncoordinated(id: u64) -> u64 {
     id
 }
 
+#[aside::cached(key = "packed:<id>", ttl = "1h", codec = "msgpack")]
+async fn packed(id: u64) -> Option<Vec<u64>> {
+    Some(vec![id])
+}
+
+#[aside::cache_put(key = "packed:<id>", codec = "msgpack")]
+async fn repack(id: u64) -> Option<Vec<u64>> {
+    Some(vec![id, id])
+}
+
+#[aside::cached(key = "json:<id>", codec = "json")]
+async fn readable(id: u64) -> u64 {
+    id
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    assert_eq!(packed(5).await, Some(vec![5]));
+    assert_eq!(repack(5).await, Some(vec![5, 5]));
+    assert_eq!(packed(5).await, Some(vec![5, 5]));
+    assert_eq!(readable(6).await, 6);
     assert_eq!(locked(1).await, 1);
     assert_eq!(stale_while_revalidate(2).await, Some(2));
     assert_eq!(early(3).await, Ok(3));
