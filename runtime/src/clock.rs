@@ -8,6 +8,8 @@
 //! delay can make an entry expire early. (Redis keeps its own clock for
 //! expiry, so a Redis-backed test runs in real time.)
 
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub(crate) use tokio::time::Instant;
@@ -15,17 +17,47 @@ pub(crate) use tokio::time::Instant;
 /// Milliseconds since the Unix epoch: the wall clock that envelopes share
 /// across processes, moved by however far tokio's clock is ahead of (or
 /// behind) the real one, which is zero unless a test paused it.
+///
+/// One clock read: tokio's clock plus an offset, `wall - monotonic`, which
+/// only a step of the wall clock changes. The offset is measured again once
+/// a second (two more reads), so a step is picked up within a second.
 pub(crate) fn now_ms() -> u64 {
-    // tokio's clock first: unpaused, the real clock read after it is never
-    // behind it, and the nanoseconds between the two reads round to 0 ms.
-    let tokio = Instant::now().into_std();
+    let anchor = *ANCHOR.get_or_init(std::time::Instant::now);
+    let since = signed_ms(Instant::now().into_std(), anchor);
+    if since.saturating_sub(MEASURED_AT.load(Relaxed)) >= REMEASURE_MS {
+        OFFSET.store(offset(anchor), Relaxed);
+        MEASURED_AT.store(since, Relaxed);
+    }
+    u64::try_from(OFFSET.load(Relaxed).saturating_add(since)).unwrap_or(0)
+}
+
+/// How often the wall clock's offset is measured again, in ms of tokio's clock.
+const REMEASURE_MS: i64 = 1000;
+/// What "ms since" counts from: the first reading of the real clock.
+static ANCHOR: OnceLock<std::time::Instant> = OnceLock::new();
+/// Wall-clock ms at the anchor, as of the last measurement.
+static OFFSET: AtomicI64 = AtomicI64::new(0);
+/// When that was, in ms since the anchor; far in the past until measured.
+static MEASURED_AT: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// The wall clock's ms at `anchor`: now's, less the real time since. It is
+/// the same whatever tokio's clock says, paused or not.
+fn offset(anchor: std::time::Instant) -> i64 {
     let real = std::time::Instant::now();
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, duration_ms);
-    match tokio.checked_duration_since(real) {
-        Some(ahead) => wall.saturating_add(duration_ms(ahead)),
-        None => wall.saturating_sub(duration_ms(real - tokio)),
+    i64::try_from(wall)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(signed_ms(real, anchor))
+}
+
+/// `a - b` in whole ms, negative when `a` is earlier.
+fn signed_ms(a: std::time::Instant, b: std::time::Instant) -> i64 {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    match a.checked_duration_since(b) {
+        Some(ahead) => ms(ahead),
+        None => -ms(b - a),
     }
 }
 
