@@ -250,32 +250,31 @@ impl Cache {
                         }
                     };
                 }
-                // The tokens this caller would load under, read while it
-                // waits: it takes the leader's value only if that was loaded
-                // under the same ones.
-                Join::Waiter(waiter) => match tokio::join!(self.wait(waiter), self.tokens(&keys)) {
-                    // Only a load that ran under the tokens this caller read:
-                    // one that began before an invalidation this caller has
-                    // seen is not for it. Without tokens (the backend failed)
-                    // nothing can be proven, so each caller loads its own.
-                    (Landed::Value(payload, Some(theirs)), stamp) if Some(&theirs) == stamp.as_ref() => {
-                        if let Ok(value) = self.codec(policy).decode(&payload) {
-                            Counters::incr(&self.inner.counters.coalesced);
-                            return Ok(value);
+                Join::Waiter(waiter) => {
+                    // The tokens this caller would load under (the leader's
+                    // load takes longer than reading them). Without them the
+                    // backend is failing: call through rather than wait.
+                    let Some(stamp) = self.tokens(&keys).await else {
+                        return self.load(&keys, policy, load, Under::default(), started).await;
+                    };
+                    match self.wait(waiter).await {
+                        // Only a load that ran under the tokens this caller
+                        // read: one that began before an invalidation this
+                        // caller has seen is not for it.
+                        Landed::Value(payload, Some(theirs)) if theirs == stamp => {
+                            if let Ok(value) = self.codec(policy).decode(&payload) {
+                                Counters::incr(&self.inner.counters.coalesced);
+                                return Ok(value);
+                            }
                         }
-                        return self
-                            .load(&keys, policy, load, Under::stamped(stamp), started)
-                            .await;
+                        Landed::Value(..) | Landed::Failed => {}
+                        // The leader was cancelled, or found the value stored
+                        // by another process: look again.
+                        Landed::Abandoned | Landed::Stored => continue,
                     }
-                    (Landed::Value(..) | Landed::Failed, stamp) => {
-                        return self
-                            .load(&keys, policy, load, Under::stamped(stamp), started)
-                            .await
-                    }
-                    // The leader was cancelled, or found the value stored by
-                    // another process: look again.
-                    (Landed::Abandoned | Landed::Stored, _) => continue,
-                },
+                    let under = Under::stamped(Some(stamp));
+                    return self.load(&keys, policy, load, under, started).await;
+                }
             }
         }
     }
@@ -283,7 +282,8 @@ impl Cache {
     /// `Stampede::Lock` for the in-process leader: one load across processes.
     /// Takes the backend lock (which reads the entry again and the tokens in
     /// the same round trip) and loads, its store releasing the lock; or waits
-    /// (polling, with backoff) for the holder's value. Past `lock_wait`, or if
+    /// for the holder's value (told of its release where the backend can,
+    /// polling with backoff as the fallback). Past `lock_wait`, or if
     /// the backend fails, loads without the lock rather than fail.
     async fn load_locked<T, E, F, Fut>(
         &self,
