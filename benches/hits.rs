@@ -20,8 +20,11 @@
 //! Run with `cargo bench --bench hits` (criterion also times the sequential
 //! hits); the table is printed at the end.
 
+mod criterion_means;
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+use criterion_means::mean_ns;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -517,20 +520,6 @@ fn main() {
     for (what, per_op) in cmds {
         println!("| {what} | {per_op} |");
     }
-}
-
-/// The mean of one benchmark in this run, from criterion's estimates.
-fn mean_ns(group: &str, bench: &str) -> f64 {
-    let home = std::env::var("CRITERION_HOME").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/criterion")
-    });
-    let path = format!("{home}/{group}/{bench}/new/estimates.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
-    estimates["mean"]["point_estimate"]
-        .as_f64()
-        .expect("a mean estimate")
 }
 
 fn stampede(mode: &str) -> Stampede {

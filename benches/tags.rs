@@ -8,8 +8,11 @@
 //! Run with `cargo bench --bench tags`; the ratios are printed at the end,
 //! computed from this run's criterion estimates.
 
+mod criterion_means;
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+use criterion_means::mean_ns;
 
 use std::hint::black_box;
 use std::io;
@@ -70,21 +73,6 @@ fn hit(c: &mut Criterion, rt: &Runtime, cache: &Cache) {
         });
     }
     group.finish();
-}
-
-/// The mean of one benchmark in this run, from criterion's estimates.
-fn mean_ns(group: &str, bench: &str) -> f64 {
-    // Where criterion writes: $CRITERION_HOME, else the target directory's `criterion`.
-    let home = std::env::var("CRITERION_HOME").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/criterion")
-    });
-    let path = format!("{home}/{group}/{bench}/new/estimates.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let estimates: serde_json::Value = serde_json::from_str(&text).unwrap();
-    estimates["mean"]["point_estimate"]
-        .as_f64()
-        .expect("a mean estimate")
 }
 
 fn main() {

@@ -26,15 +26,20 @@ async fn processes(cache: &TestCache) -> Vec<Cache> {
 }
 
 /// A loader that takes `LOAD`, counts its runs, and returns `value`.
-fn slow(
-    runs: &Arc<AtomicU64>,
-    value: &str,
-) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<String>> + Send>> {
+fn slow(runs: &Arc<AtomicU64>, value: &str) -> impl FnOnce() -> Load {
+    timed(runs, value, |_| LOAD)
+}
+
+type Load = std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<String>> + Send>>;
+
+/// A loader that counts its runs, takes `time(run)` (the runs before it),
+/// and returns `value`.
+fn timed(runs: &Arc<AtomicU64>, value: &str, time: fn(u64) -> Duration) -> impl FnOnce() -> Load {
     let (runs, value) = (runs.clone(), value.to_owned());
     move || {
         Box::pin(async move {
-            runs.fetch_add(1, SeqCst);
-            tokio::time::sleep(LOAD).await;
+            let n = runs.fetch_add(1, SeqCst);
+            tokio::time::sleep(time(n)).await;
             Ok(value)
         })
     }
@@ -236,18 +241,8 @@ fn total(kind: Kind, caches: &[Cache], before: &[Stats], field: fn(&Stats) -> u6
 
 /// A loader that takes 20 to 50 ms (a different time each run), counts its
 /// runs, and returns `value`.
-fn uneven(
-    runs: &Arc<AtomicU64>,
-    value: &str,
-) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<String>> + Send>> {
-    let (runs, value) = (runs.clone(), value.to_owned());
-    move || {
-        Box::pin(async move {
-            let n = runs.fetch_add(1, SeqCst);
-            tokio::time::sleep(Duration::from_millis(20 + n * 7 % 31)).await;
-            Ok(value)
-        })
-    }
+fn uneven(runs: &Arc<AtomicU64>, value: &str) -> impl FnOnce() -> Load {
+    timed(runs, value, |n| Duration::from_millis(20 + n * 7 % 31))
 }
 
 /// Four caches read one key every 2 ms for 2.5 s, five TTLs: XFetch must

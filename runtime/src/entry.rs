@@ -177,34 +177,23 @@ mod tests {
     fn rejects_garbage_without_panicking() {
         assert_eq!(Entry::decode(b""), Err(DecodeError::Truncated));
         assert_eq!(Entry::decode(&[0u8; 40]), Err(DecodeError::BadMagic));
-        let mut old = Entry::encode(
-            0,
-            Duration::from_secs(1),
-            Duration::ZERO,
-            &[],
-            (Codec::Json, b"1"),
-        )
-        .unwrap()
-        .to_vec();
-        old[2] = 0;
-        assert_eq!(Entry::decode(&old), Err(DecodeError::Version(0)));
-        let mut unknown = Entry::encode(
-            0,
-            Duration::from_secs(1),
-            Duration::ZERO,
-            &[],
-            (Codec::Json, b"1"),
-        )
-        .unwrap()
-        .to_vec();
-        unknown[3] = 9;
-        assert_eq!(Entry::decode(&unknown), Err(DecodeError::Codec(9)));
-        // A header that claims more tag versions than the bytes hold.
-        let mut lying = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], (Codec::Json, b""))
+        let with_byte = |at: usize, byte: u8| {
+            let mut bytes = Entry::encode(
+                0,
+                Duration::from_secs(1),
+                Duration::ZERO,
+                &[],
+                (Codec::Json, b"1"),
+            )
             .unwrap()
             .to_vec();
-        lying[24] = 200;
-        assert_eq!(Entry::decode(&lying), Err(DecodeError::Truncated));
+            bytes[at] = byte;
+            bytes
+        };
+        assert_eq!(Entry::decode(&with_byte(2, 0)), Err(DecodeError::Version(0)));
+        assert_eq!(Entry::decode(&with_byte(3, 9)), Err(DecodeError::Codec(9)));
+        // A header that claims more tag versions than the bytes hold.
+        assert_eq!(Entry::decode(&with_byte(24, 200)), Err(DecodeError::Truncated));
         // Every prefix of a valid entry either decodes or is an error.
         let full = Entry::encode(
             5,
