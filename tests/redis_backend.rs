@@ -439,4 +439,29 @@ async fn lock_waiters_subscribe_while_they_wait_and_unsubscribe_after() {
         }
     })
     .await;
+
+    // The waiter's two connections (commands, pub/sub) close with it.
+    let clients = |raw: &mut redis::aio::MultiplexedConnection| {
+        let mut raw = raw.clone();
+        async move {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            list.lines().count()
+        }
+    };
+    let before = clients(&mut raw).await;
+    drop(waiter);
+    bounded(
+        "the dropped cache's connections to close",
+        Duration::from_secs(10),
+        async {
+            while clients(&mut raw).await > before - 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        },
+    )
+    .await;
 }

@@ -128,6 +128,18 @@ struct ReleasesInner {
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     /// Per channel: the count of releases seen, and how many watch it.
     watched: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
+    /// The task that reads the pub/sub connection; ended with the backend,
+    /// which closes the connection.
+    reader: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for ReleasesInner {
+    fn drop(&mut self) {
+        let reader = self.reader.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reader) = reader.take() {
+            reader.abort();
+        }
+    }
 }
 
 impl Releases {
@@ -137,6 +149,7 @@ impl Releases {
             op_timeout,
             sink: tokio::sync::Mutex::new(None),
             watched: Mutex::new(HashMap::new()),
+            reader: Mutex::new(None),
         }))
     }
 
@@ -149,18 +162,32 @@ impl Releases {
         }
         let pubsub = bounded(self.0.op_timeout, self.0.client.get_async_pubsub()).await?;
         let (opened, stream) = pubsub.split();
-        let this = self.clone();
-        tokio::spawn(async move {
+        // The reader holds the backend weakly, so that dropping the backend
+        // ends it (see `ReleasesInner::drop`).
+        let this = Arc::downgrade(&self.0);
+        let reader = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(message) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
-                let watched = this.0.watched.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(this) = this.upgrade() else { return };
+                let watched = this.watched.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some((releases, _)) = watched.get(message.get_channel_name()) {
                     releases.send_modify(|n| *n += 1);
                 }
             }
             // The connection is gone: the next watch opens another.
-            *this.0.sink.lock().await = None;
+            if let Some(this) = this.upgrade() {
+                *this.sink.lock().await = None;
+            }
         });
+        let previous = self
+            .0
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(reader.abort_handle());
+        if let Some(previous) = previous {
+            previous.abort();
+        }
         *sink = Some(opened.clone());
         Ok(opened)
     }
