@@ -369,14 +369,20 @@ impl Backend for RedisBackend {
                     tags: Vec::new(),
                 });
             }
-            let mut pipe = redis::pipe();
-            pipe.cmd("MGET").arg(&keys.entry).arg(&keys.tags);
-            if let Some(ttl) = touch {
-                pipe.cmd("PEXPIRE").arg(&keys.entry).arg(px(ttl)).ignore();
-            }
-            let mut conn = self.conn.clone();
-            let (values,): (Vec<Option<Vec<u8>>>,) =
-                bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
+            let mut mget = redis::cmd("MGET");
+            mget.arg(&keys.entry).arg(&keys.tags);
+            let values: Vec<Option<Vec<u8>>> = match touch {
+                // A tagged hit: one plain MGET, no pipeline either.
+                None => self.query(&mget).await?,
+                Some(ttl) => {
+                    let mut pipe = redis::pipe();
+                    pipe.add_command(mget);
+                    pipe.cmd("PEXPIRE").arg(&keys.entry).arg(px(ttl)).ignore();
+                    let mut conn = self.conn.clone();
+                    let (values,) = bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
+                    values
+                }
+            };
             let mut values = values.into_iter();
             let entry = values.next().flatten().map(Bytes::from);
             let tags = values.map(|v| parse_token(v.as_deref())).collect();
