@@ -244,6 +244,18 @@ fn criterion_codecs(c: &mut Criterion) -> (usize, usize) {
     (json.len(), msgpack.len())
 }
 
+/// The hand-written `GET` + decode loop, 64-way, on `conn`.
+async fn baseline_throughput<C>(conn: C) -> f64
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    throughput(move |k| {
+        let mut conn = conn.clone();
+        async move { baseline_get(&mut conn, &format!("base:{k}")).await }
+    })
+    .await
+}
+
 fn criterion_hits(c: &mut Criterion, rt: &Runtime, cache: &Cache, raw: &MultiplexedConnection) {
     let mut group = c.benchmark_group("redis_hit");
     let untagged = Policy::new().ttl(HOUR);
@@ -348,14 +360,7 @@ fn main() {
             seq.push(plain.as_secs_f64() / base.as_secs_f64());
             tag.push(with_tags.as_secs_f64() / plain.as_secs_f64());
 
-            let base_rate = throughput({
-                let conn = raw.clone();
-                move |k| {
-                    let mut conn = conn.clone();
-                    async move { baseline_get(&mut conn, &format!("base:{k}")).await }
-                }
-            })
-            .await;
+            let base_rate = baseline_throughput(raw.clone()).await;
             let aside_rate = throughput({
                 let (cache, policy) = (cache.clone(), untagged.clone());
                 move |k| {
@@ -365,14 +370,7 @@ fn main() {
             })
             .await;
             wide.push(aside_rate / base_rate);
-            let managed_rate = throughput({
-                let conn = managed.clone();
-                move |k| {
-                    let mut conn = conn.clone();
-                    async move { baseline_get(&mut conn, &format!("base:{k}")).await }
-                }
-            })
-            .await;
+            let managed_rate = baseline_throughput(managed.clone()).await;
             wide_managed.push(aside_rate / managed_rate);
 
             for (mode, ratios) in &mut misses {

@@ -316,7 +316,7 @@ impl Cache {
                         held.release().await;
                         return Ok(value);
                     }
-                    let under = Under::stamped(Some(tokens.into())).leading(leader).locked(held);
+                    let under = Under::stamped(Some(tokens)).leading(leader).locked(held);
                     return self.load(keys, policy, load, under, started).await;
                 }
                 Lock::Busy => {
@@ -379,7 +379,7 @@ impl Cache {
                     held.release().await;
                     return Ok(self.serve(Due { value, ..due }, count));
                 }
-                Under::stamped(Some(tokens.into())).locked(held)
+                Under::stamped(Some(tokens)).locked(held)
             }
             // Another process is refreshing it.
             Lock::Busy => return Ok(self.serve(due, count)),
@@ -447,10 +447,7 @@ impl Cache {
     {
         let keys = self.inner.keys(key, policy.tags());
         // The tag tokens are read before the new value is computed, as for a load.
-        let window = self.inner.settings.invalidation_window;
-        let tokens = self
-            .inner
-            .report(self.inner.call(|b| b.tokens(&keys, window)).await);
+        let tokens = self.tokens(&keys).await;
         let started = Instant::now();
         let result = load().await;
         if result.is_ok() {
@@ -598,7 +595,7 @@ impl Cache {
     async fn tokens(&self, keys: &EntryKeys) -> Option<Stamp> {
         let window = self.inner.settings.invalidation_window;
         let tokens = self.inner.call(|b| b.tokens(keys, window)).await;
-        self.inner.report(tokens).map(Stamp::from)
+        self.inner.report(tokens)
     }
 
     /// Runs the loader and stores its value under `under`'s tokens, landing

@@ -25,21 +25,9 @@
 //! window) is returned but not stored.
 
 /// The tokens a load ran under: the key's guard and its tags' tokens, read
-/// before the loader started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    pub(crate) guard: u64,
-    pub(crate) tags: Vec<u64>,
-}
-
-impl From<crate::Tokens> for Stamp {
-    fn from(tokens: crate::Tokens) -> Self {
-        Stamp {
-            guard: tokens.guard,
-            tags: tokens.tags,
-        }
-    }
-}
+/// before the loader started (what [`Backend::tokens`](crate::Backend::tokens)
+/// and [`Backend::lock`](crate::Backend::lock) return).
+pub(crate) type Stamp = crate::Tokens;
 
 impl Stamp {
     /// Whether an entry recorded with `recorded` tag tokens is still valid
