@@ -77,7 +77,7 @@ async fn user_label(cache: &Cache, probe: &Probe, user: &User) -> String {
 #[aside::cached(cache = cache, key = "echo:<value>", ttl = 60)]
 async fn echo<T>(cache: &Cache, probe: &Probe, value: T) -> T
 where
-    T: fmt::Display + Serialize + serde::de::DeserializeOwned,
+    T: fmt::Display + Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
 {
     probe.hit();
     value

@@ -12,6 +12,7 @@ use crate::BackendError;
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+pub(crate) mod tracking;
 
 /// A boxed, `Send` future, as returned by [`Backend`] methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -66,6 +67,11 @@ impl EntryKeys {
     /// Where the key's stampede lock is taken: `{namespace}#lock:{key}`.
     pub fn lock(&self) -> &str {
         self.lock.get_or_init(|| self.derived("lock"))
+    }
+
+    /// The names an entry depends on: the entry's, then its tags' tokens.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.entry.as_str()).chain(self.tags.iter().map(String::as_str))
     }
 
     fn derived(&self, kind: &str) -> String {

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::RedisBackend;
-use crate::backend::Backend;
+use crate::backend::{tracking, Backend};
 use crate::cache::Settings;
-use crate::{Cache, Codec, Error};
+use crate::l1::Local;
+use crate::{Cache, Codec, Error, L1};
 
 /// Configures and builds a [`Cache`].
 ///
@@ -16,6 +17,7 @@ use crate::{Cache, Codec, Error};
 /// |---|---|
 /// | backend | in-memory, [`DEFAULT_MEMORY_CAPACITY`](Self::DEFAULT_MEMORY_CAPACITY) bytes |
 /// | [`namespace`](Self::namespace) | [`DEFAULT_NAMESPACE`](Self::DEFAULT_NAMESPACE) |
+/// | [`l1`](Self::l1) (the typed in-process tier) | [`L1::default`] for the in-memory backend, none over Redis |
 /// | [`default_ttl`](Self::default_ttl) | [`DEFAULT_TTL`](Self::DEFAULT_TTL) |
 /// | [`op_timeout`](Self::op_timeout) | [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT) |
 /// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT) |
@@ -49,6 +51,9 @@ pub struct CacheBuilder {
     /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
     tls_root_certificate: Option<Vec<u8>>,
     codec: Codec,
+    /// The in-process tier: `None` for the default (on for memory, off for
+    /// Redis), `Some(None)` for off.
+    l1: Option<Option<L1>>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -67,6 +72,7 @@ impl fmt::Debug for CacheBuilder {
                 "tls_root_certificate",
                 &self.tls_root_certificate.as_ref().map(|_| "set"),
             )
+            .field("l1", &self.l1)
             .finish()
     }
 }
@@ -118,7 +124,52 @@ impl CacheBuilder {
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
             tls_root_certificate: None,
             codec: Codec::Json,
+            l1: None,
         }
+    }
+
+    /// Puts a typed in-process tier in front of the backend, bounded by
+    /// `l1`. It holds decoded values and answers hits with a clone of
+    /// them: no network, no parsing. Every function uses it unless its
+    /// policy says otherwise ([`Policy::l1`], `#[cached(l1 = false)]`).
+    ///
+    /// Over Redis, Redis keeps it coherent (client tracking on a connection
+    /// of its own): a change to an entry or to one of its tags, by any
+    /// process, drops the entry from every process's tier within the push
+    /// latency; while tracking is down the tier is flushed and bypassed.
+    /// Off by default over Redis; on by default for the in-memory backend
+    /// ([`L1::default`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// use aside::{Cache, L1};
+    ///
+    /// let cache = Cache::builder()
+    ///     .redis("redis://127.0.0.1:6379")
+    ///     .l1(L1::bytes(64 << 20))
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn l1(mut self, l1: L1) -> Self {
+        self.l1 = Some(Some(l1));
+        self
+    }
+
+    /// No in-process tier: every hit reads the backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::builder().no_l1().build().await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn no_l1(mut self) -> Self {
+        self.l1 = Some(None);
+        self
     }
 
     /// Use Redis at `url` instead of the in-memory backend:
@@ -234,10 +285,17 @@ impl CacheBuilder {
             return Ok(self.build_memory());
         };
         let client = self.client(url)?;
-        let backend = RedisBackend::connect(client, self.connect_timeout, self.op_timeout)
+        let backend = RedisBackend::connect(client.clone(), self.connect_timeout, self.op_timeout)
             .await
             .map_err(Error::Connect)?;
-        Ok(self.build_with(Arc::new(backend)))
+        let local = self.l1.flatten().map(|l1| Arc::new(Local::new(l1, false)));
+        if let Some(local) = &local {
+            let (connect, op) = (self.connect_timeout, self.op_timeout);
+            tracking::track(&client, &self.namespace, local, connect, op)
+                .await
+                .map_err(Error::Connect)?;
+        }
+        Ok(self.build_tiers(Arc::new(backend), local))
     }
 
     fn client(&self, url: &str) -> Result<redis::Client, Error> {
@@ -264,12 +322,20 @@ impl CacheBuilder {
 
     pub(crate) fn build_memory(self) -> Cache {
         let backend = MemoryBackend::new(self.memory_capacity);
-        self.build_with(Arc::new(backend))
+        // Nothing outside the process changes it: always coherent.
+        let l1 = self.l1.unwrap_or(Some(L1::default()));
+        let local = l1.map(|l1| Arc::new(Local::new(l1, true)));
+        self.build_tiers(Arc::new(backend), local)
     }
 
     pub(crate) fn build_with(self, backend: Arc<dyn Backend>) -> Cache {
+        self.build_tiers(backend, None)
+    }
+
+    fn build_tiers(self, backend: Arc<dyn Backend>, local: Option<Arc<Local>>) -> Cache {
         Cache::new(
             backend,
+            local,
             Settings {
                 namespace: self.namespace,
                 default_ttl: self.default_ttl,

@@ -15,6 +15,7 @@ use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::{Flights, Join, Landed, Leader, Waiter};
 use crate::key::storage_key;
+use crate::l1::{Local, Meta, Watch};
 use crate::stampede::{jittered, recompute_early, HeldLock, DEFAULT_LOCK_TTL, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -85,6 +86,8 @@ pub(crate) struct Settings {
 
 struct Inner {
     backend: Arc<dyn Backend>,
+    /// The typed in-process tier, if this cache has one.
+    local: Option<Arc<Local>>,
     settings: Settings,
     flights: Flights,
     counters: Counters,
@@ -104,12 +107,13 @@ impl fmt::Debug for Cache {
 }
 
 impl Cache {
-    pub(crate) fn new(backend: Arc<dyn Backend>, settings: Settings) -> Cache {
+    pub(crate) fn new(backend: Arc<dyn Backend>, local: Option<Arc<Local>>, settings: Settings) -> Cache {
         let breaker = Breaker::new(settings.breaker_threshold, settings.breaker_cooldown);
         let (flights, counters) = (Flights::default(), Counters::default());
         Cache {
             inner: Arc::new(Inner {
                 backend,
+                local,
                 settings,
                 flights,
                 counters,
@@ -193,12 +197,40 @@ impl Cache {
     /// ```
     pub async fn get_or_load<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let keys = self.inner.keys(key, policy.tags());
         let touch = policy.touch(self.inner.settings.default_ttl);
+        // Sliding entries stay out of the tier: its hits would not push the
+        // backend's expiry out.
+        let local = self
+            .inner
+            .local
+            .as_deref()
+            .filter(|_| policy.l1_on() && touch.is_none());
+        if let Some(local) = local {
+            if let Some((value, meta)) = local.get::<T>(key) {
+                match self.decide(Stored { value, meta }, policy, true) {
+                    Found::Fresh(value) => {
+                        Counters::incr(&self.inner.counters.l1_hits);
+                        return Ok(value);
+                    }
+                    Found::Due(due) => {
+                        let keys = self.inner.keys(key, policy.tags());
+                        let watch = local.watch(key, keys.names());
+                        let started = Instant::now();
+                        let call = Call::new(&keys, policy, watch.as_ref());
+                        return self.refresh(call, load, due, true, started).await;
+                    }
+                    Found::Gone => {}
+                }
+            }
+        }
+        let keys = self.inner.keys(key, policy.tags());
+        // Taken before the fetch: a change from here on voids what it fills.
+        let watch = local.and_then(|local| local.watch(key, keys.names()));
+        let call = Call::new(&keys, policy, watch.as_ref());
         // A lookup is counted once, however many times it looks again.
         let mut first = true;
         loop {
@@ -212,13 +244,13 @@ impl Cache {
             let counted = std::mem::replace(&mut first, false);
             match fetched
                 .as_ref()
-                .and_then(|f| self.read(&keys, f, policy, counted))
+                .and_then(|f| self.read_into(&keys, f, policy, counted, call.watch))
             {
                 Some(Found::Fresh(value)) => return Ok(value),
                 Some(Found::Due(due)) => {
-                    return self.refresh(&keys, policy, load, due, counted, started).await
+                    return self.refresh(call, load, due, counted, started).await;
                 }
-                None => {}
+                Some(Found::Gone) | None => {}
             }
             if counted {
                 Counters::incr(&self.inner.counters.misses);
@@ -227,13 +259,11 @@ impl Cache {
             // The backend is failing: no lock to wait for, no tokens to store
             // under, and no load another caller could safely share. Call through.
             if fetched.is_none() {
-                return self.load(&keys, policy, load, Under::default(), started).await;
+                return self.load(call, load, Under::default(), started).await;
             }
             if mode == Stampede::None {
                 let stamp = self.tokens(&keys).await;
-                return self
-                    .load(&keys, policy, load, Under::stamped(stamp), started)
-                    .await;
+                return self.load(call, load, Under::stamped(stamp), started).await;
             }
             match self.inner.flights.join(&keys.entry) {
                 Join::Leader(leader) => {
@@ -241,12 +271,11 @@ impl Cache {
                         // Its tokens come with the lock.
                         Stampede::Lock { lock_ttl, lock_wait } => {
                             let lock = (lock_ttl, lock_wait);
-                            self.load_locked(&keys, (policy, lock), load, leader, started)
-                                .await
+                            self.load_locked(call, lock, load, leader, started).await
                         }
                         _ => {
                             let under = Under::stamped(self.tokens(&keys).await).leading(leader);
-                            self.load(&keys, policy, load, under, started).await
+                            self.load(call, load, under, started).await
                         }
                     };
                 }
@@ -255,7 +284,7 @@ impl Cache {
                     // load takes longer than reading them). Without them the
                     // backend is failing: call through rather than wait.
                     let Some(stamp) = self.tokens(&keys).await else {
-                        return self.load(&keys, policy, load, Under::default(), started).await;
+                        return self.load(call, load, Under::default(), started).await;
                     };
                     match self.wait(waiter).await {
                         // Only a load that ran under the tokens this caller
@@ -273,7 +302,7 @@ impl Cache {
                         Landed::Abandoned | Landed::Stored => continue,
                     }
                     let under = Under::stamped(Some(stamp));
-                    return self.load(&keys, policy, load, under, started).await;
+                    return self.load(call, load, under, started).await;
                 }
             }
         }
@@ -287,17 +316,18 @@ impl Cache {
     /// the backend fails, loads without the lock rather than fail.
     async fn load_locked<T, E, F, Fut>(
         &self,
-        keys: &EntryKeys,
-        (policy, (lock_ttl, lock_wait)): (&Policy, (Duration, Duration)),
+        call: Call<'_>,
+        (lock_ttl, lock_wait): (Duration, Duration),
         load: F,
         leader: Leader<'_>,
         started: Instant,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let Call { keys, policy, .. } = call;
         // A `lock_wait` too large to add to now means: wait as long as it takes.
         let deadline = Instant::now().checked_add(lock_wait);
         let mut pause = Duration::from_millis(2);
@@ -317,7 +347,7 @@ impl Cache {
                         return Ok(value);
                     }
                     let under = Under::stamped(Some(tokens)).leading(leader).locked(held);
-                    return self.load(keys, policy, load, under, started).await;
+                    return self.load(call, load, under, started).await;
                 }
                 Lock::Busy => {
                     let now = Instant::now();
@@ -343,7 +373,7 @@ impl Cache {
             }
         }
         let under = Under::stamped(self.tokens(keys).await).leading(leader);
-        self.load(keys, policy, load, under, started).await
+        self.load(call, load, under, started).await
     }
 
     /// A refresh (`Swr` past the TTL, `Early` when XFetch says so or past
@@ -353,18 +383,18 @@ impl Cache {
     /// returned where [`Due::fallback`] allows it, and the error otherwise.
     async fn refresh<T, E, F, Fut>(
         &self,
-        keys: &EntryKeys,
-        policy: &Policy,
+        call: Call<'_>,
         load: F,
         due: Due<T>,
         count: bool,
         started: Instant,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let keys = call.keys;
         // A load of the key is in flight in this process: serve what we have.
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
             return Ok(self.serve(due, count));
@@ -391,9 +421,7 @@ impl Cache {
             Counters::incr(&self.inner.counters.misses);
         }
         Counters::incr(&self.inner.counters.refreshes);
-        let result = self
-            .load(keys, policy, load, under.leading(leader), started)
-            .await;
+        let result = self.load(call, load, under.leading(leader), started).await;
         match result {
             Ok(value) => Ok(value),
             Err(error) => {
@@ -498,33 +526,61 @@ impl Cache {
         count: bool,
     ) -> Option<Found<T>> {
         let stored = self.decode(keys, fetched, count)?;
+        Some(self.decide(stored, policy, count))
+    }
+
+    /// [`read`](Self::read), keeping a fresh value in the in-process tier
+    /// under `watch` (taken before the fetch).
+    fn read_into<T>(
+        &self,
+        keys: &EntryKeys,
+        fetched: &Fetched,
+        policy: &Policy,
+        count: bool,
+        watch: Option<&Watch>,
+    ) -> Option<Found<T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let stored = self.decode(keys, fetched, count)?;
+        if let (Some(local), Some(watch)) = (&self.inner.local, watch) {
+            let weight = fetched.entry.as_ref().map_or(0, Bytes::len);
+            let kept = kept_for(policy, stored.meta.fresh_until_ms, now_ms());
+            local.fill(watch, &stored.value, stored.meta, kept, weight);
+        }
+        Some(self.decide(stored, policy, count))
+    }
+
+    /// What a stored value offers this read: see [`read`](Self::read).
+    fn decide<T>(&self, stored: Stored<T>, policy: &Policy, count: bool) -> Found<T> {
+        let Stored { value, meta } = stored;
         let now = now_ms();
-        let fresh = now < stored.fresh_until_ms;
+        let fresh = now < meta.fresh_until_ms;
         let (due, fallback) = match policy.stampede_mode() {
             // The backend keeps an swr entry for its stale window past the TTL.
             Stampede::Swr { .. } => (!fresh, true),
             Stampede::Early { .. } if !fresh => (true, false),
             Stampede::Early { beta } => {
                 let draw = rand::random();
-                let due = recompute_early(now, stored.fresh_until_ms, stored.load_time, beta, draw);
+                let due = recompute_early(now, meta.fresh_until_ms, meta.load_time, beta, draw);
                 (due, true)
             }
-            _ if !fresh => return None,
+            _ if !fresh => return Found::Gone,
             _ => (false, true),
         };
         if count && fallback {
-            self.count_hit(stored.negative);
+            self.count_hit(meta.negative);
         }
-        Some(if due {
+        if due {
             Found::Due(Due {
-                value: stored.value,
-                stored_at_ms: stored.stored_at_ms,
-                negative: stored.negative,
+                value,
+                stored_at_ms: meta.stored_at_ms,
+                negative: meta.negative,
                 fallback,
             })
         } else {
-            Found::Fresh(stored.value)
-        })
+            Found::Fresh(value)
+        }
     }
 
     fn count_hit(&self, negative: bool) {
@@ -550,10 +606,7 @@ impl Cache {
             let value = entry.codec.decode(entry.payload).map_err(|e| e.to_string())?;
             Ok(Some(Stored {
                 value,
-                stored_at_ms: entry.stored_at_ms,
-                fresh_until_ms: entry.fresh_until_ms,
-                load_time: entry.load_time,
-                negative: entry.is_negative(),
+                meta: entry.meta(),
             }))
         });
         match decoded {
@@ -573,7 +626,7 @@ impl Cache {
     /// refresh that another caller finished), if `fetched` holds one.
     fn replaced<T: DeserializeOwned>(&self, keys: &EntryKeys, fetched: &Fetched, due: &Due<T>) -> Option<T> {
         let stored = self.decode(keys, fetched, false)?;
-        let newer = stored.stored_at_ms != due.stored_at_ms && now_ms() < stored.fresh_until_ms;
+        let newer = stored.meta.stored_at_ms != due.stored_at_ms && now_ms() < stored.meta.fresh_until_ms;
         newer.then_some(stored.value)
     }
 
@@ -603,17 +656,17 @@ impl Cache {
     /// `started` as what the load cost (XFetch's δ).
     async fn load<T, E, F, Fut>(
         &self,
-        keys: &EntryKeys,
-        policy: &Policy,
+        call: Call<'_>,
         load: F,
         under: Under<'_>,
         started: Instant,
     ) -> Result<T, E>
     where
-        T: Serialize,
+        T: Serialize + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let Call { keys, policy, watch } = call;
         let Under { stamp, leader, lock } = under;
         Counters::incr(&self.inner.counters.loads);
         let result = match catch_unwind(load()).await {
@@ -644,9 +697,16 @@ impl Cache {
         }
         // Waiters already have the value; the flight stays open until the
         // write lands so that callers arriving meanwhile still join it.
-        match &stamp {
+        let stored = match &stamp {
             Some(stamp) => self.store(keys, policy, &payload, stamp, load_time, lock).await,
             None => release(lock).await,
+        };
+        // Kept in process only once the backend has it: a store refused
+        // because of an invalidation is not served from here either.
+        if let (Some(meta), Some(watch), Some(local), Ok(value)) = (stored, watch, &self.inner.local, &result)
+        {
+            let kept = kept_for(policy, meta.fresh_until_ms, now_ms());
+            local.fill(watch, value, meta, kept, payload.len());
         }
         drop(leader);
         result
@@ -655,7 +715,7 @@ impl Cache {
     /// Stores a loaded payload, unless the key was invalidated since `stamp`
     /// was read (the backend checks the guard atomically; a load that
     /// outlived its guard finds it gone and is not stored either). Releases
-    /// `lock` in the same round trip.
+    /// `lock` in the same round trip. Returns what was stored, if it was.
     async fn store(
         &self,
         keys: &EntryKeys,
@@ -664,7 +724,7 @@ impl Cache {
         stamp: &Stamp,
         load_time: Duration,
         lock: Option<HeldLock>,
-    ) {
+    ) -> Option<Meta> {
         let codec = self.codec(policy);
         let ttl = policy.effective_ttl(self.inner.settings.default_ttl, codec.is_null(payload));
         if ttl.is_zero() {
@@ -690,6 +750,7 @@ impl Cache {
             );
             return release(lock).await;
         };
+        let meta = Entry::decode(&entry).ok().map(|entry| entry.meta());
         let unlock = lock.as_ref().map(HeldLock::token);
         let stored = self
             .inner
@@ -700,11 +761,16 @@ impl Cache {
         if let (Ok(_), Some(held)) = (&stored, lock) {
             held.disarm();
         }
-        if let Some(false) = self.inner.report(stored) {
-            tracing::debug!(
-                key,
-                "aside: key invalidated during the load, not caching the loaded value"
-            );
+        match self.inner.report(stored) {
+            Some(true) => meta,
+            Some(false) => {
+                tracing::debug!(
+                    key,
+                    "aside: key invalidated during the load, not caching the loaded value"
+                );
+                None
+            }
+            None => None,
         }
     }
 
@@ -820,14 +886,20 @@ impl Cache {
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
         self.invalidate_keys(&self.inner.keys(key, &[])).await?;
+        self.inner.forget(key);
         Ok(())
     }
 
     /// Deletes the entry and gives the key a new guard token, returned.
     async fn invalidate_keys(&self, keys: &EntryKeys) -> Result<u64, BackendError> {
-        self.inner
+        let guard = self
+            .inner
             .call(|b| b.invalidate(keys, self.inner.settings.invalidation_window))
-            .await
+            .await;
+        // After the backend: a read that starts from here on finds the
+        // backend invalidated, and one that started before is voided.
+        self.inner.changed([keys.entry.as_str()]);
+        guard
     }
 
     /// Invalidates every entry that carries `tag`, in O(1): each becomes a
@@ -876,7 +948,9 @@ impl Cache {
     /// ```
     pub async fn invalidate_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
         let names: Vec<String> = tags.iter().map(|t| self.inner.tag_key(t.as_ref())).collect();
-        Ok(self.inner.call(|b| b.invalidate_tags(&names)).await?)
+        let done = self.inner.call(|b| b.invalidate_tags(&names)).await;
+        self.inner.changed(names.iter().map(String::as_str));
+        Ok(done?)
     }
 }
 
@@ -892,6 +966,7 @@ impl Cache {
                 if let Err(error) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
                     failed.push(error);
                 }
+                self.inner.forget(key);
             }
             if !tags.is_empty() {
                 if let Err(Error::Backend(error)) = self.invalidate_tags(&tags).await {
@@ -976,10 +1051,39 @@ impl<'a> Under<'a> {
     }
 }
 
-/// Releases a lock the caller may hold.
-async fn release(lock: Option<HeldLock>) {
+/// Releases a lock the caller may hold. (Returns nothing stored, for
+/// [`Cache::store`]'s early returns.)
+async fn release(lock: Option<HeldLock>) -> Option<Meta> {
     if let Some(held) = lock {
         held.release().await;
+    }
+    None
+}
+
+/// How long the in-process tier may keep a value fresh until
+/// `fresh_until_ms`: as long as the backend keeps it under `policy` (past
+/// its freshness for swr's stale window and early's grace).
+fn kept_for(policy: &Policy, fresh_until_ms: u64, now_ms: u64) -> Duration {
+    let past = match policy.stampede_mode() {
+        Stampede::Swr { stale } => stale,
+        Stampede::Early { .. } => REFRESH_GRACE,
+        _ => Duration::ZERO,
+    };
+    Duration::from_millis(fresh_until_ms.saturating_sub(now_ms)).saturating_add(past)
+}
+
+/// One lookup: its storage names, its policy, and the in-process tier's
+/// watch that its fills need (none without the tier).
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    keys: &'a EntryKeys,
+    policy: &'a Policy,
+    watch: Option<&'a Watch>,
+}
+
+impl<'a> Call<'a> {
+    fn new(keys: &'a EntryKeys, policy: &'a Policy, watch: Option<&'a Watch>) -> Self {
+        Call { keys, policy, watch }
     }
 }
 
@@ -989,6 +1093,8 @@ enum Found<T> {
     Fresh(T),
     /// A value to return unless this caller wins the refresh.
     Due(Due<T>),
+    /// A value past its time: a miss.
+    Gone,
 }
 
 /// A value due for a refresh.
@@ -1007,10 +1113,7 @@ struct Due<T> {
 /// A decoded entry whose tags still hold.
 struct Stored<T> {
     value: T,
-    stored_at_ms: u64,
-    fresh_until_ms: u64,
-    load_time: Duration,
-    negative: bool,
+    meta: Meta,
 }
 
 /// Runs `fut` as its own task when inside a Tokio runtime, so that it runs to
@@ -1070,6 +1173,22 @@ impl Inner {
 
     fn tag_key(&self, tag: &str) -> String {
         format!("{}#tag:{}", self.settings.namespace, storage_key(tag))
+    }
+
+    /// This process changed `names` (storage names): the in-process tier
+    /// drops what depends on them before the change returns.
+    fn changed<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        if let Some(local) = &self.local {
+            local.changed(names);
+        }
+    }
+
+    /// Frees `key`'s place in the in-process tier (once
+    /// [`changed`](Self::changed) has made sure it is not served).
+    fn forget(&self, key: &str) {
+        if let Some(local) = &self.local {
+            local.forget(key);
+        }
     }
 
     /// Fail-open: a backend error becomes `None`, logged and counted.

@@ -24,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::clock::duration_ms;
+use crate::l1::Meta;
 use crate::Codec;
 
 const MAGIC: &[u8; 2] = b"as";
@@ -58,6 +59,16 @@ pub(crate) enum DecodeError {
 impl<'a> Entry<'a> {
     pub(crate) fn is_negative(&self) -> bool {
         self.codec.is_null(self.payload)
+    }
+
+    /// What the in-process tier keeps beside the decoded value.
+    pub(crate) fn meta(&self) -> Meta {
+        Meta {
+            stored_at_ms: self.stored_at_ms,
+            fresh_until_ms: self.fresh_until_ms,
+            load_time: self.load_time,
+            negative: self.is_negative(),
+        }
     }
 
     /// Whether the entry is still fresh at `now_ms`.

@@ -3,7 +3,7 @@
 //! ```
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Clone, Serialize, Deserialize)]
 //! struct Product { id: u64, name: String }
 //!
 //! #[derive(Debug)]
@@ -42,10 +42,12 @@ mod error;
 mod flight;
 mod global;
 mod key;
+mod l1;
 mod policy;
 mod stampede;
 mod stats;
 mod tags;
+mod timed;
 
 /// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., tags = [...], stampede = "...", ...)]`.
 ///
@@ -73,8 +75,9 @@ mod tags;
 /// - `Result<T, E>`, `Result<Option<T>, E>`: the `Ok` value; an `Err` is returned
 ///   as it is and never cached.
 ///
-/// The cached type must be `Serialize + DeserializeOwned`, and every placeholder
-/// `Display`. Placeholder values are escaped (`:` as `\:`, `\` as `\\`, see
+/// The cached type must be `Serialize + DeserializeOwned` (for the backend)
+/// and `Clone + Send + Sync + 'static` (the in-process tier keeps it decoded
+/// and hands out clones), and every placeholder `Display`. Placeholder values are escaped (`:` as `\:`, `\` as `\\`, see
 /// [`KeyBuilder`]), and two placeholders must be separated by text containing
 /// `:`, so different arguments never share a key. Methods must take `&self`.
 ///
@@ -206,6 +209,7 @@ pub use codec::Codec;
 pub use error::{BackendError, Error};
 pub use global::{global, init};
 pub use key::KeyBuilder;
+pub use l1::L1;
 pub use policy::{Policy, DEFAULT_NEGATIVE_TTL};
 pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
 pub use stats::Stats;

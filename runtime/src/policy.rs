@@ -36,6 +36,8 @@ pub struct Policy {
     jitter: f64,
     sliding: bool,
     codec: Option<Codec>,
+    /// Off the in-process tier (so that `Default` leaves it on).
+    l1_off: bool,
 }
 
 impl Policy {
@@ -52,6 +54,7 @@ impl Policy {
             jitter: 0.0,
             sliding: false,
             codec: None,
+            l1_off: false,
         }
     }
 
@@ -115,6 +118,26 @@ impl Policy {
     }
 
     /// The codec to write with, given the cache's.
+    /// Whether values of this policy use the cache's in-process tier (see
+    /// [`CacheBuilder::l1`](crate::CacheBuilder::l1)), when it has one: yes
+    /// by default. Sliding entries never do.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // Read on every call from Redis, never from process memory.
+    /// let policy = aside::Policy::new().l1(false);
+    /// # let _ = policy;
+    /// ```
+    pub const fn l1(mut self, on: bool) -> Self {
+        self.l1_off = !on;
+        self
+    }
+
+    pub(crate) fn l1_on(&self) -> bool {
+        !self.l1_off
+    }
+
     pub(crate) fn codec_or(&self, default: Codec) -> Codec {
         self.codec.unwrap_or(default)
     }

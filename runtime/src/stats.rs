@@ -30,6 +30,9 @@ pub struct Stats {
     pub hits: u64,
     /// Hits that found a cached negative result (`None`).
     pub negative_hits: u64,
+    /// Hits answered by the typed in-process tier, without the backend (a
+    /// part of `hits`; the rest came from the backend).
+    pub l1_hits: u64,
     /// Lookups that found nothing usable and went on to load.
     pub misses: u64,
     /// Callers that waited for another caller's in-flight load instead of loading.
@@ -73,6 +76,7 @@ impl Stats {
         Stats {
             hits: self.hits.saturating_sub(earlier.hits),
             negative_hits: self.negative_hits.saturating_sub(earlier.negative_hits),
+            l1_hits: self.l1_hits.saturating_sub(earlier.l1_hits),
             misses: self.misses.saturating_sub(earlier.misses),
             coalesced: self.coalesced.saturating_sub(earlier.coalesced),
             loads: self.loads.saturating_sub(earlier.loads),
@@ -103,6 +107,7 @@ impl Stats {
 pub(crate) struct Counters {
     pub(crate) hits: AtomicU64,
     pub(crate) negative_hits: AtomicU64,
+    pub(crate) l1_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
     pub(crate) loads: AtomicU64,
@@ -136,6 +141,7 @@ impl Counters {
         Stats {
             hits: self.hits.load(Relaxed),
             negative_hits: self.negative_hits.load(Relaxed),
+            l1_hits: self.l1_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             loads: self.loads.load(Relaxed),

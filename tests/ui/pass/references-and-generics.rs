@@ -18,7 +18,9 @@ async fn shout(name: &str) -> String {
 }
 
 #[aside::cached(key = "id:<value>")]
-async fn identity<T: Display + Serialize + DeserializeOwned>(value: T) -> T {
+async fn identity<T: Display + Serialize + DeserializeOwned + Clone + Send + Sync + 'static>(
+    value: T,
+) -> T {
     value
 }
 

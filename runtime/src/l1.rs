@@ -1,0 +1,417 @@
+//! The typed in-process tier: decoded values, served by clone, dropped when a
+//! key they depend on changes.
+//!
+//! An entry depends on storage names: its entry key and its tags' token keys.
+//! Each name has one [`Dep`], shared by every entry that depends on it and
+//! flagged, for good, when the name changes: by this process's own writes,
+//! or, over Redis, by a client-tracking push. A read checks its entry's
+//! flags, so one flag drops every entry of a tag at once.
+//!
+//! A fill takes its [`Watch`] (the deps) *before* the backend read or the load
+//! whose value it keeps. A change that lands between that read and the fill
+//! flags the fill's own deps, so such a fill is never served.
+//!
+//! When coherence is lost (the tracking connection dropped), every dep is
+//! flagged and the tier is bypassed, no hits and no fills, until tracking is
+//! back.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use moka::sync::Cache as Moka;
+
+use crate::timed::{PerValueTtl, Timed};
+
+/// The in-process tier's bound and, optionally, how long it keeps an entry at
+/// most; for [`CacheBuilder::l1`](crate::CacheBuilder::l1).
+///
+/// The tier holds decoded values and returns clones of them: a hit parses
+/// nothing and crosses no network. An entry never outlives its value's TTL.
+/// In front of Redis, it is kept coherent by Redis itself (see the README's
+/// "Two tiers").
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use aside::L1;
+///
+/// let by_count = L1::entries(50_000);
+/// let by_size = L1::bytes(64 << 20).ttl(Duration::from_secs(30));
+/// # let _ = (by_count, by_size);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L1 {
+    bound: Bound,
+    ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Entries(u64),
+    Bytes(u64),
+}
+
+impl L1 {
+    /// At most `n` entries, the least recently and frequently used evicted first.
+    pub const fn entries(n: u64) -> Self {
+        L1 {
+            bound: Bound::Entries(n),
+            ttl: None,
+        }
+    }
+
+    /// At most `bytes`, each entry weighed by its encoded size plus its key.
+    pub const fn bytes(bytes: u64) -> Self {
+        L1 {
+            bound: Bound::Bytes(bytes),
+            ttl: None,
+        }
+    }
+
+    /// Keeps an entry at most `ttl`, however long its value lives.
+    pub const fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+impl Default for L1 {
+    /// 10,000 entries.
+    fn default() -> Self {
+        L1::entries(10_000)
+    }
+}
+
+/// One storage name that entries depend on: set once the name changed.
+#[derive(Debug, Default)]
+pub(crate) struct Dep(AtomicBool);
+
+impl Dep {
+    fn changed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What a read of the tier learns besides the value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) stored_at_ms: u64,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) load_time: Duration,
+    pub(crate) negative: bool,
+}
+
+/// An entry: the value as its own type, and what it depends on.
+struct Held {
+    value: Box<dyn Any + Send + Sync>,
+    meta: Meta,
+    deps: Arc<[Arc<Dep>]>,
+    weight: u32,
+}
+
+/// The deps of one key, taken before the read or the load that may fill it.
+pub(crate) struct Watch {
+    key: String,
+    deps: Arc<[Arc<Dep>]>,
+}
+
+impl Watch {
+    fn changed(&self) -> bool {
+        self.deps.iter().any(|dep| dep.changed())
+    }
+}
+
+/// The tier itself.
+pub(crate) struct Local {
+    entries: Moka<String, Timed<Arc<Held>>>,
+    deps: Mutex<Deps>,
+    ttl: Option<Duration>,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L1")
+            .field("entries", &self.entries.entry_count())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Deps {
+    /// Whether this tier can vouch for what it holds; false while coherence
+    /// is lost, when no watch is handed out.
+    healthy: bool,
+    /// Bumped when coherence is lost: a restore that started before is void.
+    epoch: u64,
+    by_name: HashMap<String, Weak<Dep>>,
+    /// Names registered since dead ones were last swept out, and how many
+    /// were left then: the next sweep comes after as many more (at least
+    /// 1,024), so that sweeping costs O(1) per registration.
+    since_sweep: usize,
+    left_by_sweep: usize,
+}
+
+impl Local {
+    /// An empty tier; `healthy` if nothing outside the process can change
+    /// what it depends on, or if coherence is already established.
+    pub(crate) fn new(config: L1, healthy: bool) -> Self {
+        let builder = Moka::builder().expire_after(PerValueTtl);
+        let entries = match config.bound {
+            Bound::Entries(n) => builder.max_capacity(n).build(),
+            Bound::Bytes(bytes) => builder
+                .max_capacity(bytes)
+                .weigher(|key: &String, held: &Timed<Arc<Held>>| {
+                    u32::try_from(key.len())
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(held.value.weight)
+                })
+                .build(),
+        };
+        Local {
+            entries,
+            deps: Mutex::new(Deps {
+                healthy,
+                epoch: 0,
+                by_name: HashMap::new(),
+                since_sweep: 0,
+                left_by_sweep: 0,
+            }),
+            ttl: config.ttl,
+        }
+    }
+
+    fn deps(&self) -> MutexGuard<'_, Deps> {
+        self.deps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The value at `key`, if one of type `T` is held, live, and nothing it
+    /// depends on has changed.
+    pub(crate) fn get<T: Clone + 'static>(&self, key: &str) -> Option<(T, Meta)> {
+        let held = self.entries.get(key)?;
+        if !held.live() {
+            return None;
+        }
+        let held = held.value;
+        if held.deps.iter().any(|dep| dep.changed()) {
+            return None;
+        }
+        let value = held.value.downcast_ref::<T>()?;
+        Some((value.clone(), held.meta))
+    }
+
+    /// Registers `key`'s dependency on `names` (storage names), before the
+    /// read or load that may fill it. `None` while coherence is lost.
+    pub(crate) fn watch<'a>(&self, key: &str, names: impl Iterator<Item = &'a str>) -> Option<Watch> {
+        let mut deps = self.deps();
+        if !deps.healthy {
+            return None;
+        }
+        let registered: Vec<Arc<Dep>> = names.map(|name| deps.dep(name)).collect();
+        Some(Watch {
+            key: key.to_owned(),
+            deps: registered.into(),
+        })
+    }
+
+    /// Keeps `value` for `ttl` at most, unless a dep of `watch` changed since
+    /// it was taken. `weight`: the value's encoded size.
+    pub(crate) fn fill<T: Clone + Send + Sync + 'static>(
+        &self,
+        watch: &Watch,
+        value: &T,
+        meta: Meta,
+        ttl: Duration,
+        weight: usize,
+    ) {
+        let ttl = self.ttl.map_or(ttl, |cap| cap.min(ttl));
+        if ttl.is_zero() || watch.changed() {
+            return;
+        }
+        let held = Held {
+            value: Box::new(value.clone()),
+            meta,
+            deps: watch.deps.clone(),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        };
+        self.entries
+            .insert(watch.key.clone(), Timed::new(Arc::new(held), ttl));
+    }
+
+    /// `names` changed: every entry that depends on one is dropped.
+    pub(crate) fn changed<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut deps = self.deps();
+        for name in names {
+            if let Some(dep) = deps.by_name.remove(name).and_then(|dep| dep.upgrade()) {
+                dep.0.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Drops `key`'s entry now (its deps, flagged by [`changed`](Self::changed),
+    /// already keep it from being served): frees the memory.
+    pub(crate) fn forget(&self, key: &str) {
+        self.entries.invalidate(key);
+    }
+
+    /// Everything may have changed (Redis was flushed): drops every entry.
+    pub(crate) fn changed_all(&self) {
+        let mut deps = self.deps();
+        deps.flag_all();
+        drop(deps);
+        self.entries.invalidate_all();
+    }
+
+    /// Coherence is lost: drops every entry and bypasses the tier until
+    /// [`restored`](Self::restored).
+    pub(crate) fn lost(&self) {
+        let mut deps = self.deps();
+        deps.healthy = false;
+        deps.epoch += 1;
+        deps.flag_all();
+        drop(deps);
+        self.entries.invalidate_all();
+    }
+
+    /// The epoch to hand to [`restored`](Self::restored) once coherence is
+    /// established again.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.deps().epoch
+    }
+
+    /// Coherence holds again, as of a moment when the epoch was `epoch`;
+    /// void if it was lost again since.
+    pub(crate) fn restored(&self, epoch: u64) {
+        let mut deps = self.deps();
+        if deps.epoch == epoch {
+            deps.healthy = true;
+        }
+    }
+
+    /// Whether the tier is in use (coherence holds).
+    #[cfg(test)]
+    fn healthy(&self) -> bool {
+        self.deps().healthy
+    }
+}
+
+impl Deps {
+    /// The live dep of `name`, registered if there is none.
+    fn dep(&mut self, name: &str) -> Arc<Dep> {
+        if let Some(dep) = self.by_name.get(name).and_then(Weak::upgrade) {
+            return dep;
+        }
+        self.since_sweep += 1;
+        if self.since_sweep > self.left_by_sweep.max(1024) {
+            // Out with the names whose entries are all gone.
+            self.by_name.retain(|_, dep| dep.strong_count() > 0);
+            (self.since_sweep, self.left_by_sweep) = (0, self.by_name.len());
+        }
+        let dep = Arc::new(Dep::default());
+        self.by_name.insert(name.to_owned(), Arc::downgrade(&dep));
+        dep
+    }
+
+    fn flag_all(&mut self) {
+        for (_, dep) in self.by_name.drain() {
+            if let Some(dep) = dep.upgrade() {
+                dep.0.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn meta() -> Meta {
+        Meta {
+            stored_at_ms: 0,
+            fresh_until_ms: u64::MAX,
+            load_time: Duration::ZERO,
+            negative: false,
+        }
+    }
+
+    fn filled(local: &Local, key: &str, names: &[&str], value: u32) {
+        let watch = local.watch(key, names.iter().copied()).unwrap();
+        local.fill(&watch, &value, meta(), MINUTE, 4);
+    }
+
+    #[test]
+    fn a_value_comes_back_only_as_its_own_type() {
+        let local = Local::new(L1::default(), true);
+        filled(&local, "k", &["ns:k"], 7);
+        assert_eq!(local.get::<u32>("k").map(|(v, _)| v), Some(7));
+        assert!(local.get::<u64>("k").is_none());
+        assert!(local.get::<String>("k").is_none());
+    }
+
+    #[test]
+    fn a_change_to_any_name_drops_the_entries_that_depend_on_it() {
+        let local = Local::new(L1::default(), true);
+        filled(&local, "a", &["ns:a", "ns#tag:t"], 1);
+        filled(&local, "b", &["ns:b", "ns#tag:t"], 2);
+        filled(&local, "c", &["ns:c"], 3);
+        local.changed(["ns#tag:t"]);
+        assert!(local.get::<u32>("a").is_none());
+        assert!(local.get::<u32>("b").is_none());
+        assert_eq!(local.get::<u32>("c").map(|(v, _)| v), Some(3));
+        // A new fill after the change is served.
+        filled(&local, "a", &["ns:a", "ns#tag:t"], 4);
+        assert_eq!(local.get::<u32>("a").map(|(v, _)| v), Some(4));
+    }
+
+    #[test]
+    fn a_change_between_watch_and_fill_voids_the_fill() {
+        let local = Local::new(L1::default(), true);
+        let watch = local.watch("k", ["ns:k"].into_iter()).unwrap();
+        local.changed(["ns:k"]);
+        local.fill(&watch, &1u32, meta(), MINUTE, 4);
+        assert!(local.get::<u32>("k").is_none());
+        // Also when the change comes after the fill.
+        let watch = local.watch("k", ["ns:k"].into_iter()).unwrap();
+        local.fill(&watch, &2u32, meta(), MINUTE, 4);
+        local.changed(["ns:k"]);
+        assert!(local.get::<u32>("k").is_none());
+    }
+
+    #[test]
+    fn lost_coherence_drops_everything_and_bypasses_until_restored() {
+        let local = Local::new(L1::default(), true);
+        filled(&local, "k", &["ns:k"], 1);
+        let in_flight = local.watch("j", ["ns:j"].into_iter()).unwrap();
+        let epoch = local.epoch();
+        local.lost();
+        assert!(!local.healthy());
+        assert!(local.get::<u32>("k").is_none());
+        assert!(local.watch("k", ["ns:k"].into_iter()).is_none());
+        // A fill whose read began before the loss is void.
+        local.fill(&in_flight, &2u32, meta(), MINUTE, 4);
+        assert!(local.get::<u32>("j").is_none());
+        // A restore begun before the loss does not count.
+        local.restored(epoch);
+        assert!(!local.healthy());
+        local.restored(local.epoch());
+        assert!(local.healthy());
+        filled(&local, "k", &["ns:k"], 3);
+        assert_eq!(local.get::<u32>("k").map(|(v, _)| v), Some(3));
+    }
+
+    #[test]
+    fn the_registry_forgets_names_no_entry_depends_on() {
+        let local = Local::new(L1::entries(10), true);
+        for i in 0..5_000 {
+            let name = format!("ns:{i}");
+            drop(local.watch("k", [name.as_str()].into_iter()));
+        }
+        let len = local.deps().by_name.len();
+        assert!(len <= 1025, "{len} names kept");
+    }
+}
