@@ -112,7 +112,7 @@ async fn a_dead_lock_holder_delays_the_others_by_at_most_the_lock_ttl(kind: Kind
     // processes, on its lock.
     let parked = || match kind {
         Kind::Memory => caches[0].stats().waiting == 3,
-        Kind::Redis => caches[1..].iter().all(|c| c.stats().lock_waits > 0),
+        Kind::Redis | Kind::Tiered => caches[1..].iter().all(|c| c.stats().lock_waits > 0),
     };
     until("the others wait for the holder", parked).await;
     let died = Instant::now();

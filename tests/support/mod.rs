@@ -13,14 +13,26 @@ pub use redis_server::RedisServer;
 /// Which backend a behaviour test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// The in-memory default (its typed in-process tier included).
     Memory,
+    /// Redis alone.
     Redis,
+    /// Redis behind a typed in-process tier, kept coherent by client tracking.
+    Tiered,
+}
+
+impl Kind {
+    /// Whether the cache stores in Redis (each `another()` is another process).
+    pub fn is_redis(self) -> bool {
+        self != Kind::Memory
+    }
 }
 
 /// A cache under test, and the server behind it (stopped on drop).
 pub struct TestCache {
     pub cache: Cache,
     pub server: Option<RedisServer>,
+    pub kind: Kind,
 }
 
 impl std::ops::Deref for TestCache {
@@ -37,13 +49,15 @@ impl TestCache {
             Kind::Memory => TestCache {
                 cache: Cache::memory(),
                 server: None,
+                kind,
             },
-            Kind::Redis => {
+            Kind::Redis | Kind::Tiered => {
                 let server = RedisServer::start();
-                let cache = server.cache().await;
+                let cache = server.cache_of(kind).await;
                 TestCache {
                     cache,
                     server: Some(server),
+                    kind,
                 }
             }
         }
@@ -53,7 +67,7 @@ impl TestCache {
     /// (another "process"), for memory a clone.
     pub async fn another(&self) -> Cache {
         match &self.server {
-            Some(server) => server.cache().await,
+            Some(server) => server.cache_of(self.kind).await,
             None => self.cache.clone(),
         }
     }
@@ -84,12 +98,14 @@ pub async fn bounded<T>(what: &str, limit: Duration, fut: impl Future<Output = T
     }
 }
 
-/// Generates `memory::$name` and `redis::$name` tests from `async fn $name(kind: Kind)`.
+/// Generates `memory::$name`, `redis::$name` and `tiered::$name` tests from
+/// `async fn $name(kind: Kind)`.
 ///
 /// The memory tests run on tokio's paused clock: time moves only when every
 /// task waits on a timer, so sleeps, TTLs and loads take no real time, and a
 /// busy machine cannot stretch one of them past another. The Redis tests run
-/// in real time on two worker threads (Redis expires keys by its own clock).
+/// in real time on two worker threads (Redis expires keys by its own clock);
+/// the tiered ones put the typed in-process tier in front of Redis.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -106,6 +122,14 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::support::Kind::Redis).await
+                }
+            )*
+        }
+        mod tiered {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Kind::Tiered).await
                 }
             )*
         }

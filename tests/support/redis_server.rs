@@ -109,6 +109,17 @@ impl RedisServer {
             .expect("connect to the test redis-server")
     }
 
+    /// A cache on this server: Redis alone, or (`Kind::Tiered`) behind the
+    /// typed in-process tier.
+    pub async fn cache_of(&self, kind: super::Kind) -> Cache {
+        let builder = Cache::builder().redis(self.url());
+        let builder = match kind {
+            super::Kind::Tiered => builder.l1(aside::L1::default()),
+            _ => builder,
+        };
+        builder.build().await.expect("connect to the test redis-server")
+    }
+
     /// A raw connection, for looking behind the cache's back.
     pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
