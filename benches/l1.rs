@@ -1,0 +1,209 @@
+//! The typed in-process tier's hits against raw moka, in one process,
+//! interleaved:
+//!
+//! | measure | aside | baseline |
+//! |---|---|---|
+//! | hit | `get_or_load` on `Cache::memory()` (the typed tier) | `moka::sync::Cache` get + clone of the same value |
+//! | 2-thread hit throughput | the same, on two threads | moka, on two threads |
+//! | hit over Redis | `get_or_load` on Redis behind the tier | the in-memory hit |
+//! | hit without the tier | `get_or_load` on the in-memory backend alone (decodes JSON) | the typed-tier hit |
+//!
+//! Each ratio is the median of per-round ratios over `ROUNDS` rounds, the two
+//! sides alternating within a round. The value is the product of about 1 KB
+//! that `benches/hits.rs` uses, over 1,000 hot keys.
+//!
+//! Run with `cargo bench --bench l1` (criterion also times each hit); the
+//! table is printed at the end.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::io;
+use std::time::{Duration, Instant};
+
+use aside::{Cache, Policy, L1};
+use criterion::Criterion;
+use serde::{Deserialize, Serialize};
+use support::{Kind, RedisServer};
+
+const ROUNDS: usize = 11;
+const HOT_KEYS: usize = 1_000;
+const PER_ROUND: usize = 100_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Product {
+    id: u64,
+    name: String,
+    description: String,
+    price_cents: u64,
+    category: String,
+    brand: String,
+    rating: f32,
+    reviews: u32,
+    tags: Vec<String>,
+}
+
+fn product(id: u64) -> Product {
+    Product {
+        id,
+        name: format!("Product {id}"),
+        description: "A sturdy, well-made thing that does what it says. ".repeat(14),
+        price_cents: 1999 + id,
+        category: "home & garden".into(),
+        brand: "Acme".into(),
+        rating: 4.5,
+        reviews: 1234,
+        tags: vec!["sale".into(), "new".into(), "popular".into()],
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn aside_hit(cache: &Cache, key: &str, policy: &Policy) -> Product {
+    let got: io::Result<Product> = cache
+        .get_or_load(key, policy, || async {
+            Err(io::Error::other("warm: not called"))
+        })
+        .await;
+    got.unwrap()
+}
+
+/// `n` hits on `cache` over the hot keys, from `first` on; the time taken.
+async fn aside_hits(cache: &Cache, keys: &[String], policy: &Policy, first: usize, n: usize) -> Duration {
+    let started = Instant::now();
+    for i in first..first + n {
+        black_box(aside_hit(cache, &keys[i % keys.len()], policy).await);
+    }
+    started.elapsed()
+}
+
+fn moka_hits(moka: &moka::sync::Cache<String, Product>, keys: &[String], first: usize, n: usize) -> Duration {
+    let started = Instant::now();
+    for i in first..first + n {
+        black_box(moka.get(keys[i % keys.len()].as_str()).unwrap());
+    }
+    started.elapsed()
+}
+
+/// Hits per second over two threads, each running `hits` (which returns its time).
+fn two_threads(hits: impl Fn(usize) -> Duration + Sync) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let hits = &hits;
+        let threads: Vec<_> = (0..2).map(|t| scope.spawn(move || hits(t * 7919))).collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    });
+    (2 * PER_ROUND) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let rt = current_thread();
+    let server = RedisServer::start();
+    let keys: Vec<String> = (0..HOT_KEYS).map(|k| format!("product:{k}")).collect();
+    let policy = Policy::new().ttl(Duration::from_secs(3600));
+    let memory = Cache::memory();
+    let decoding = rt.block_on(Cache::builder().no_l1().build()).unwrap();
+    let tiered = rt.block_on(server.cache_of(Kind::Tiered));
+    let moka = moka::sync::Cache::new(HOT_KEYS as u64 * 2);
+    rt.block_on(async {
+        for (k, key) in keys.iter().enumerate() {
+            for cache in [&memory, &decoding, &tiered] {
+                let _: io::Result<Product> = cache
+                    .get_or_load(key, &policy, || async { Ok(product(k as u64)) })
+                    .await;
+            }
+            moka.insert(key.clone(), product(k as u64));
+        }
+        // Over Redis, a miss's own write comes back as a push and drops the
+        // fill: read until every key is answered in process.
+        let mut settled = 0;
+        while settled < keys.len() {
+            let before = tiered.stats().l1_hits;
+            black_box(aside_hit(&tiered, &keys[settled], &policy).await);
+            if tiered.stats().l1_hits > before {
+                settled += 1;
+            }
+        }
+    });
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    {
+        let mut group = c.benchmark_group("l1_hit");
+        group.bench_function("moka_get_clone", |b| {
+            b.iter(|| moka.get(black_box("product:1")).unwrap())
+        });
+        group.bench_function("aside_memory", |b| {
+            b.to_async(&rt)
+                .iter(|| aside_hit(&memory, black_box("product:1"), &policy))
+        });
+        group.bench_function("aside_tiered_redis", |b| {
+            b.to_async(&rt)
+                .iter(|| aside_hit(&tiered, black_box("product:1"), &policy))
+        });
+        group.bench_function("aside_memory_without_l1", |b| {
+            b.to_async(&rt)
+                .iter(|| aside_hit(&decoding, black_box("product:1"), &policy))
+        });
+        group.finish();
+    }
+    c.final_summary();
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` runs each once; there is nothing to compare.
+    }
+
+    let (mut hit, mut wide, mut over_redis, mut without) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let first = round * 31;
+        let base = moka_hits(&moka, &keys, first, PER_ROUND);
+        let ours = rt.block_on(aside_hits(&memory, &keys, &policy, first, PER_ROUND));
+        let redis = rt.block_on(aside_hits(&tiered, &keys, &policy, first, PER_ROUND));
+        let decoded = rt.block_on(aside_hits(&decoding, &keys, &policy, first, PER_ROUND / 10)) * 10;
+        hit.push(ours.as_secs_f64() / base.as_secs_f64());
+        over_redis.push(redis.as_secs_f64() / ours.as_secs_f64());
+        without.push(decoded.as_secs_f64() / ours.as_secs_f64());
+
+        let moka_rate = two_threads(|first| moka_hits(&moka, &keys, first, PER_ROUND));
+        let aside_rate = two_threads(|first| {
+            current_thread().block_on(aside_hits(&memory, &keys, &policy, first, PER_ROUND))
+        });
+        wide.push(aside_rate / moka_rate);
+    }
+    let l1_hits = tiered.stats().l1_hits;
+    let hits = tiered.stats().hits;
+
+    println!("\n== the typed in-process tier vs moka, medians of {ROUNDS} interleaved rounds ==");
+    println!("| measure | ratio | target |\n|---|---|---|");
+    println!(
+        "| hit, Cache::memory() / moka get + clone | {:.2} | <= 1.5 |",
+        median(hit)
+    );
+    println!(
+        "| 2-thread hit throughput / moka's | {:.2} | >= 0.5 |",
+        median(wide)
+    );
+    println!(
+        "| hit over Redis (tiered) / in-memory hit | {:.2} | the same |",
+        median(over_redis)
+    );
+    println!(
+        "| hit without the tier (decodes JSON) / with it | {:.2} | - |",
+        median(without)
+    );
+    println!("\n(tiered: {l1_hits} of {hits} hits answered in process)");
+}
