@@ -31,6 +31,9 @@
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example product_api
 //! ```
 //!
+//! With Redis, hot products are also kept in process (the typed in-process
+//! tier, kept coherent by Redis); `L1=off` reads Redis on every hit.
+//!
 //! `REQUESTS=10000` changes the number of cold cached requests (default 3000);
 //! `UNCACHED_REQUESTS` the number of uncached ones (default: as many as fit in
 //! about 15 s, at most `REQUESTS`); `WARM_REQUESTS` the warm ones (default 100,000). `RUST_LOG=aside=debug` shows more of aside's
@@ -615,12 +618,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
             // deleting anything from a Redis that may be shared.
             let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
             let namespace = format!("product_api:{run}");
-            let cache = aside::Cache::builder()
-                .redis(url)
-                .namespace(&namespace)
-                .build()
-                .await?;
-            (cache, format!("Redis (REDIS_URL), keys under \"{namespace}:\""))
+            let builder = aside::Cache::builder().redis(url).namespace(&namespace);
+            // Hot products served from process memory, kept coherent by Redis;
+            // `L1=off` reads Redis on every hit.
+            let tiered = std::env::var("L1").map_or(true, |v| v != "off");
+            let builder = if tiered { builder.l1(aside::L1::default()) } else { builder };
+            let cache = builder.build().await?;
+            let tier = if tiered { "in-process tier in front of " } else { "" };
+            (cache, format!("{tier}Redis (REDIS_URL), keys under \"{namespace}:\""))
         }
         Err(_) => (
             aside::Cache::memory(),
