@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::io;
 use std::time::{Duration, Instant};
 
-use aside::{Cache, Policy, L1};
+use aside::{Cache, Policy};
 use criterion::Criterion;
 use serde::{Deserialize, Serialize};
 use support::{Kind, RedisServer};

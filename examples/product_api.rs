@@ -622,10 +622,21 @@ async fn main() -> Result<(), Box<dyn Error>> {
             // Hot products served from process memory, kept coherent by Redis;
             // `L1=off` reads Redis on every hit.
             let tiered = std::env::var("L1").map_or(true, |v| v != "off");
-            let builder = if tiered { builder.l1(aside::L1::default()) } else { builder };
+            let builder = if tiered {
+                builder.l1(aside::L1::default())
+            } else {
+                builder
+            };
             let cache = builder.build().await?;
-            let tier = if tiered { "in-process tier in front of " } else { "" };
-            (cache, format!("{tier}Redis (REDIS_URL), keys under \"{namespace}:\""))
+            let tier = if tiered {
+                "in-process tier in front of "
+            } else {
+                ""
+            };
+            (
+                cache,
+                format!("{tier}Redis (REDIS_URL), keys under \"{namespace}:\""),
+            )
         }
         Err(_) => (
             aside::Cache::memory(),

@@ -334,3 +334,39 @@ async fn memory_hits_come_from_the_typed_tier() {
         .unwrap();
     assert_eq!((plain.stats().hits, plain.stats().l1_hits), (1, 0));
 }
+
+mod by_attribute {
+    use super::*;
+
+    #[aside::cached(cache = cache, key = "direct:<id>", l1 = false)]
+    async fn direct(cache: &Cache, id: u64) -> u64 {
+        id
+    }
+
+    #[aside::cached(cache = cache, key = "brief:<id>", ttl = "1h", l1 = "30s")]
+    async fn brief(cache: &Cache, id: u64) -> u64 {
+        id
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn l1_false_reads_the_backend_and_a_duration_caps_the_tier() {
+        let cache = Cache::memory();
+        for _ in 0..3 {
+            direct(&cache, 1).await;
+        }
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.l1_hits), (2, 0));
+
+        brief(&cache, 1).await;
+        brief(&cache, 1).await;
+        assert_eq!(cache.stats().l1_hits, 1);
+        // Past 30 s the tier lets go; the backend still has the value (1 h).
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let before = cache.stats();
+        brief(&cache, 1).await;
+        let stats = cache.stats().since(&before);
+        assert_eq!((stats.hits, stats.l1_hits, stats.loads), (1, 0, 0));
+        brief(&cache, 1).await;
+        assert_eq!(cache.stats().since(&before).l1_hits, 1);
+    }
+}

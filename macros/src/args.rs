@@ -45,6 +45,7 @@ impl Attr {
                 "jitter",
                 "sliding",
                 "codec",
+                "l1",
             ],
             Attr::CachePut => &["key", "ttl", "negative_ttl", "tags", "cache", "jitter", "codec"],
             Attr::Invalidate => &["keys", "tags", "cache"],
@@ -113,6 +114,16 @@ pub(crate) struct Args {
     pub(crate) jitter: Option<(f64, Span)>,
     pub(crate) sliding: Option<(bool, Span)>,
     pub(crate) codec: Option<(Codec, Span)>,
+    pub(crate) l1: Option<(L1, Span)>,
+}
+
+/// An `l1 = ...`: whether the function uses the in-process tier, and for
+/// how long at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L1 {
+    On,
+    Off,
+    Ttl(Duration),
 }
 
 /// A `codec = "..."`: the name of the runtime's `Codec` variant.
@@ -222,6 +233,21 @@ impl Args {
                     jitter => args.jitter = jitter,
                 },
                 "codec" => args.codec = codec(&value, errors),
+                "l1" => match &value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(b), ..
+                    }) => args.l1 = Some((if b.value { L1::On } else { L1::Off }, b.span)),
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(text), ..
+                    }) if parse_duration(&text.value()).is_none() => errors.add(
+                        text.span(),
+                        "`l1` must be `true`, `false`, or how long the in-process tier keeps a value: seconds (`l1 = 30`) or a string such as \"500ms\", \"30s\", \"5m\"",
+                    ),
+                    _ => {
+                        let ttl = duration(&label, &value, false, errors);
+                        args.l1 = ttl.map(|d| (L1::Ttl(d.value), d.span));
+                    }
+                },
                 "sliding" => match &value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Bool(b), ..

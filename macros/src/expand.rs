@@ -23,7 +23,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::args::{Args, Attr, KeyTemplate, Mode};
+use crate::args::{Args, Attr, KeyTemplate, Mode, L1};
 use crate::template::Segment;
 use crate::validate::Checked;
 
@@ -62,6 +62,14 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         let variant = Ident::new(codec.variant(), span);
         quote_spanned!(span=> .codec(#rt::Codec::#variant))
     });
+    let l1 = args.l1.map(|(l1, span)| match l1 {
+        L1::On => quote_spanned!(span=> .l1(true)),
+        L1::Off => quote_spanned!(span=> .l1(false)),
+        L1::Ttl(ttl) => {
+            let ttl = duration(ttl);
+            quote_spanned!(span=> .l1_ttl(#ttl))
+        }
+    });
     let tags = args.tags.iter().flatten().map(key_from_template);
     let cache = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
@@ -99,7 +107,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         #(#attrs)*
         #vis #sig {
             let #key_var: ::std::string::String = #key;
-            let #policy_var = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding #codec;
+            let #policy_var = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding #codec #l1;
             let #cache_var: &#rt::Cache = #cache;
             #call
         }

@@ -17,7 +17,7 @@ use crate::{Cache, Codec, Error, L1};
 /// |---|---|
 /// | backend | in-memory, [`DEFAULT_MEMORY_CAPACITY`](Self::DEFAULT_MEMORY_CAPACITY) bytes |
 /// | [`namespace`](Self::namespace) | [`DEFAULT_NAMESPACE`](Self::DEFAULT_NAMESPACE) |
-/// | [`l1`](Self::l1) (the typed in-process tier) | [`L1::default`] for the in-memory backend, none over Redis |
+/// | [`l1`](Self::l1) (the typed in-process tier) | half of the memory capacity for the in-memory backend, none over Redis |
 /// | [`default_ttl`](Self::default_ttl) | [`DEFAULT_TTL`](Self::DEFAULT_TTL) |
 /// | [`op_timeout`](Self::op_timeout) | [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT) |
 /// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT) |
@@ -138,7 +138,7 @@ impl CacheBuilder {
     /// process, drops the entry from every process's tier within the push
     /// latency; while tracking is down the tier is flushed and bypassed.
     /// Off by default over Redis; on by default for the in-memory backend
-    /// ([`L1::default`]).
+    /// (half of [`memory_capacity`](Self::memory_capacity)).
     ///
     /// # Examples
     ///
@@ -181,7 +181,9 @@ impl CacheBuilder {
         self
     }
 
-    /// Bound the in-memory backend to about `bytes` of keys and entries.
+    /// Bound the in-memory backend to about `bytes` of keys and entries. With
+    /// its default in-process tier, half goes to the tier (weighed by each
+    /// value's encoded size) and half to the encoded entries behind it.
     pub fn memory_capacity(mut self, bytes: u64) -> Self {
         self.memory_capacity = bytes;
         self
@@ -321,9 +323,17 @@ impl CacheBuilder {
     }
 
     pub(crate) fn build_memory(self) -> Cache {
-        let backend = MemoryBackend::new(self.memory_capacity);
+        // By default, the typed tier and the encoded store behind it share
+        // the capacity.
+        let (l1, stored) = match self.l1 {
+            None => {
+                let half = (self.memory_capacity / 2).max(1);
+                (Some(L1::bytes(half)), half)
+            }
+            Some(l1) => (l1, self.memory_capacity),
+        };
+        let backend = MemoryBackend::new(stored);
         // Nothing outside the process changes it: always coherent.
-        let l1 = self.l1.unwrap_or(Some(L1::default()));
         let local = l1.map(|l1| Arc::new(Local::new(l1, true)));
         self.build_tiers(Arc::new(backend), local)
     }

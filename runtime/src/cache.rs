@@ -1069,7 +1069,8 @@ fn kept_for(policy: &Policy, fresh_until_ms: u64, now_ms: u64) -> Duration {
         Stampede::Early { .. } => REFRESH_GRACE,
         _ => Duration::ZERO,
     };
-    Duration::from_millis(fresh_until_ms.saturating_sub(now_ms)).saturating_add(past)
+    let kept = Duration::from_millis(fresh_until_ms.saturating_sub(now_ms)).saturating_add(past);
+    policy.l1_cap(kept)
 }
 
 /// One lookup: its storage names, its policy, and the in-process tier's

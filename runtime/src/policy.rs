@@ -38,6 +38,9 @@ pub struct Policy {
     codec: Option<Codec>,
     /// Off the in-process tier (so that `Default` leaves it on).
     l1_off: bool,
+    /// How long the in-process tier keeps a value at most, if less than
+    /// the tier's own limit and the value's TTL.
+    l1_ttl: Option<Duration>,
 }
 
 impl Policy {
@@ -55,6 +58,7 @@ impl Policy {
             sliding: false,
             codec: None,
             l1_off: false,
+            l1_ttl: None,
         }
     }
 
@@ -134,8 +138,31 @@ impl Policy {
         self
     }
 
+    /// Uses the cache's in-process tier, keeping a value there `ttl` at
+    /// most (`#[cached(l1 = "30s")]`): for values that may be a little
+    /// older in process than in the backend, even without a change pushed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = aside::Policy::new().ttl(Duration::from_secs(3600)).l1_ttl(Duration::from_secs(30));
+    /// # let _ = policy;
+    /// ```
+    pub const fn l1_ttl(mut self, ttl: Duration) -> Self {
+        self.l1_off = false;
+        self.l1_ttl = Some(ttl);
+        self
+    }
+
     pub(crate) fn l1_on(&self) -> bool {
         !self.l1_off
+    }
+
+    /// The longest the in-process tier keeps a value of this policy.
+    pub(crate) fn l1_cap(&self, kept: Duration) -> Duration {
+        self.l1_ttl.map_or(kept, |cap| cap.min(kept))
     }
 
     pub(crate) fn codec_or(&self, default: Codec) -> Codec {
