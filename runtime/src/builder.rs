@@ -131,7 +131,7 @@ impl CacheBuilder {
     /// Puts a typed in-process tier in front of the backend, bounded by
     /// `l1`. It holds decoded values and answers hits with a clone of
     /// them: no network, no parsing. Every function uses it unless its
-    /// policy says otherwise ([`Policy::l1`], `#[cached(l1 = false)]`).
+    /// policy says otherwise ([`Policy::l1`](crate::Policy::l1), `#[cached(l1 = false)]`).
     ///
     /// Over Redis, Redis keeps it coherent (client tracking on a connection
     /// of its own): a change to an entry or to one of its tags, by any

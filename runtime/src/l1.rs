@@ -405,6 +405,26 @@ mod tests {
     }
 
     #[test]
+    fn a_weighted_bound_holds_for_values_of_very_different_sizes() {
+        let capacity = 64 * 1024;
+        let local = Local::new(L1::bytes(capacity), true);
+        for i in 0..2_000u32 {
+            // From a few bytes to 32 KB: half the capacity in one value.
+            let size = [8, 100, 1_000, 32 * 1024][i as usize % 4];
+            let key = format!("k{i}");
+            let watch = local.watch(&key, [key.as_str()].into_iter()).unwrap();
+            local.fill(&watch, &vec![0u8; size], meta(), MINUTE, size);
+            local.entries.run_pending_tasks();
+            assert!(
+                local.entries.weighted_size() <= capacity,
+                "{} bytes held, bound {capacity}",
+                local.entries.weighted_size()
+            );
+        }
+        assert!(local.entries.entry_count() > 0);
+    }
+
+    #[test]
     fn the_registry_forgets_names_no_entry_depends_on() {
         let local = Local::new(L1::entries(10), true);
         for i in 0..5_000 {

@@ -1,0 +1,183 @@
+//! Running the loader and storing its value under the tokens read before it
+//! ran, in the backend and then the in-process tier.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::lookup::kept_for;
+use super::{catch_unwind, Cache, Call, Under};
+use crate::backend::EntryKeys;
+use crate::clock::{now_ms, Instant};
+use crate::entry::Entry;
+use crate::flight::Landed;
+use crate::l1::Meta;
+use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
+use crate::stats::Counters;
+use crate::tags::Stamp;
+use crate::{Codec, Policy, Stampede};
+
+impl Cache {
+    /// The tokens a load of `keys` runs under, read (and the missing ones
+    /// created) now; `None` if the backend failed.
+    pub(super) async fn tokens(&self, keys: &EntryKeys) -> Option<Stamp> {
+        let window = self.inner.settings.invalidation_window;
+        let tokens = self.inner.call(|b| b.tokens(keys, window)).await;
+        self.inner.report(tokens)
+    }
+
+    /// Runs the loader and stores its value under `under`'s tokens, landing
+    /// its flight and releasing its lock. The entry records the time since
+    /// `started` as what the load cost (XFetch's δ).
+    pub(super) async fn load<T, E, F, Fut>(
+        &self,
+        call: Call<'_>,
+        load: F,
+        under: Under<'_>,
+        started: Instant,
+    ) -> Result<T, E>
+    where
+        T: Serialize + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Call { keys, policy, watch } = call;
+        let Under { stamp, leader, lock } = under;
+        Counters::incr(&self.inner.counters.loads);
+        let result = match catch_unwind(load()).await {
+            Ok(result) => result,
+            Err(panic) => {
+                // Waiters run their own loads rather than wait for this one;
+                // the lock, dropped while unwinding, is released in the background.
+                if let Some(leader) = &leader {
+                    leader.land(Landed::Failed);
+                }
+                std::panic::resume_unwind(panic);
+            }
+        };
+        let load_time = started.elapsed();
+        let payload = result
+            .as_ref()
+            .ok()
+            .and_then(|value| self.encode_value(keys, policy, value));
+        let Some(payload) = payload else {
+            if let Some(leader) = &leader {
+                leader.land(Landed::Failed);
+            }
+            release(lock).await;
+            return result;
+        };
+        if let Some(leader) = &leader {
+            leader.land(Landed::Value(payload.clone(), stamp.clone()));
+        }
+        // Waiters already have the value; the flight stays open until the
+        // write lands so that callers arriving meanwhile still join it.
+        let stored = match &stamp {
+            Some(stamp) => self.store(keys, policy, &payload, stamp, load_time, lock).await,
+            None => release(lock).await,
+        };
+        // Kept in process only once the backend has it: a store refused
+        // because of an invalidation is not served from here either.
+        if let (Some(meta), Some(watch), Some(local), Ok(value)) = (stored, watch, &self.inner.local, &result)
+        {
+            let kept = kept_for(policy, meta.fresh_until_ms, now_ms());
+            local.fill(watch, value, meta, kept, payload.len());
+        }
+        drop(leader);
+        result
+    }
+
+    /// Stores a loaded payload, unless the key was invalidated since `stamp`
+    /// was read (the backend checks the guard atomically; a load that
+    /// outlived its guard finds it gone and is not stored either). Releases
+    /// `lock` in the same round trip. Returns what was stored, if it was.
+    pub(super) async fn store(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        payload: &[u8],
+        stamp: &Stamp,
+        load_time: Duration,
+        lock: Option<HeldLock>,
+    ) -> Option<Meta> {
+        let codec = self.codec(policy);
+        let ttl = policy.effective_ttl(self.inner.settings.default_ttl, codec.is_null(payload));
+        if ttl.is_zero() {
+            return release(lock).await;
+        }
+        let ttl = jittered(ttl, policy.jitter_share(), rand::random());
+        // How long the value is fresh (in the envelope) and how long the
+        // backend keeps it: longer for swr, which serves it stale meanwhile,
+        // and for early, which serves it while a late refresh runs.
+        let (fresh, ttl) = match policy.stampede_mode() {
+            Stampede::Swr { stale } => (ttl, ttl.saturating_add(stale)),
+            Stampede::Early { .. } => (ttl, ttl.saturating_add(REFRESH_GRACE)),
+            // A sliding entry's freshness is its backend TTL, which hits extend.
+            _ if policy.touch(ttl).is_some() => (Duration::MAX, ttl),
+            _ => (ttl, ttl),
+        };
+        let key = &keys.entry;
+        let Some(entry) = Entry::encode(now_ms(), fresh, load_time, &stamp.tags, (codec, payload)) else {
+            tracing::warn!(
+                key,
+                tags = stamp.tags.len(),
+                "aside: too many tags to store, not caching it"
+            );
+            return release(lock).await;
+        };
+        let meta = Entry::decode(&entry).ok().map(|entry| entry.meta());
+        let unlock = lock.as_ref().map(HeldLock::token);
+        let stored = self
+            .inner
+            .call(|b| b.store(keys, entry, ttl, stamp.guard, unlock))
+            .await;
+        // Released with the store; if that failed, dropping `lock` releases
+        // it in the background.
+        if let (Ok(_), Some(held)) = (&stored, lock) {
+            held.disarm();
+        }
+        match self.inner.report(stored) {
+            Some(true) => meta,
+            Some(false) => {
+                tracing::debug!(
+                    key,
+                    "aside: key invalidated during the load, not caching the loaded value"
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The codec `policy` writes with.
+    pub(super) fn codec(&self, policy: &Policy) -> Codec {
+        policy.codec_or(self.inner.settings.codec)
+    }
+
+    pub(super) fn encode_value<T: Serialize>(
+        &self,
+        keys: &EntryKeys,
+        policy: &Policy,
+        value: &T,
+    ) -> Option<Bytes> {
+        match self.codec(policy).encode(value) {
+            Ok(payload) => Some(Bytes::from(payload)),
+            Err(error) => {
+                let key = &keys.entry;
+                tracing::warn!(key, %error, "aside: value does not serialize, not caching it");
+                None
+            }
+        }
+    }
+}
+
+/// Releases a lock the caller may hold. (Returns nothing stored, for
+/// [`Cache::store`]'s early returns.)
+pub(super) async fn release(lock: Option<HeldLock>) -> Option<Meta> {
+    if let Some(held) = lock {
+        held.release().await;
+    }
+    None
+}

@@ -1,0 +1,506 @@
+//! The [`Cache`] handle: cache-aside, write-through and invalidation.
+//!
+//! This file holds the handle and its public API; each flow has its own
+//! file: `lookup` (the read path: what a read finds, in the in-process tier
+//! or the backend), `load` (running the loader and storing its value),
+//! `stampede` (locks, waits and refreshes), `write` (write-through and
+//! invalidation). The tiers live beside: the in-process one in `crate::l1`,
+//! the backends in `crate::backend`.
+
+mod load;
+mod lookup;
+mod stampede;
+mod write;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{Backend, BoxFuture, EntryKeys};
+use crate::breaker::Breaker;
+use crate::flight::{Flights, Leader};
+use crate::key::storage_key;
+use crate::l1::{Local, Watch};
+use crate::stampede::HeldLock;
+use crate::stats::Counters;
+use crate::tags::Stamp;
+use crate::{BackendError, CacheBuilder, Codec, Error, Policy, Stats};
+
+/// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
+/// and its counters. Clones share everything.
+///
+/// ## Behavior
+///
+/// - **Cache-aside.** [`get_or_load`](Self::get_or_load) looks the key up,
+///   returns a hit, and otherwise runs the loader once, stores its value with
+///   the policy's TTL and tags, and returns it.
+/// - **Negative caching.** A value that serializes to `null` (a `None`)
+///   is stored under the negative TTL; an `Err` from the loader is never stored.
+/// - **Coalescing.** Concurrent misses on one key in one process run the
+///   loader once; the other callers get the same value. If that loader fails
+///   or panics, each waiter runs its own; if its caller is cancelled, a waiter
+///   takes over.
+/// - **Invalidation that cannot lose a race.** Once [`invalidate`](Self::invalidate)
+///   or [`invalidate_tag`](Self::invalidate_tag) has returned, no later read
+///   returns a value whose loader started before it, in this process or any
+///   other sharing the backend.
+/// - **Fail-open.** If the backend errors or exceeds the operation timeout,
+///   the call still returns the loader's result; the failure is logged
+///   through `tracing` and counted in [`Stats::errors`].
+/// - **Corrupt entries** (undecodable bytes, another format version, a payload
+///   that no longer fits the type) are misses: counted in [`Stats::corrupt`]
+///   and overwritten by the load.
+/// - **Time** is Tokio's clock. In a test on a paused clock
+///   (`#[tokio::test(start_paused = true)]`), entries of the in-memory
+///   backend expire as the test advances it, without waiting.
+///
+/// # Examples
+///
+/// ```
+/// use aside::{Cache, Policy};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+/// let cache = Cache::memory();
+/// let policy = Policy::new().ttl(std::time::Duration::from_secs(60));
+/// let answer = cache
+///     .get_or_load("answer", &policy, || async { Ok::<_, std::io::Error>(42) })
+///     .await?;
+/// assert_eq!(answer, 42);
+/// // The second call is a hit: the loader does not run.
+/// let again: u32 = cache
+///     .get_or_load("answer", &policy, || async { Err(std::io::Error::other("not called")) })
+///     .await?;
+/// assert_eq!(again, 42);
+/// assert_eq!(cache.stats().hits, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+/// The settings a [`CacheBuilder`] hands to the cache.
+pub(crate) struct Settings {
+    pub(crate) namespace: String,
+    pub(crate) default_ttl: Duration,
+    pub(crate) invalidation_window: Duration,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
+    pub(crate) codec: Codec,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    /// The typed in-process tier, if this cache has one.
+    local: Option<Arc<Local>>,
+    settings: Settings,
+    flights: Flights,
+    counters: Counters,
+    breaker: Breaker,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = &self.inner.settings;
+        f.debug_struct("Cache")
+            .field("backend", &self.inner.backend)
+            .field("namespace", &settings.namespace)
+            .field("default_ttl", &settings.default_ttl)
+            .field("invalidation_window", &settings.invalidation_window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    pub(crate) fn new(backend: Arc<dyn Backend>, local: Option<Arc<Local>>, settings: Settings) -> Cache {
+        let breaker = Breaker::new(settings.breaker_threshold, settings.breaker_cooldown);
+        let (flights, counters) = (Flights::default(), Counters::default());
+        Cache {
+            inner: Arc::new(Inner {
+                backend,
+                local,
+                settings,
+                flights,
+                counters,
+                breaker,
+            }),
+        }
+    }
+
+    /// An in-process cache with the default settings (see [`CacheBuilder`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = aside::Cache::memory();
+    /// # let _ = cache;
+    /// ```
+    pub fn memory() -> Cache {
+        CacheBuilder::new().build_memory()
+    }
+
+    /// A cache over a backend of your own, with the default settings.
+    ///
+    /// See [`Backend`] for what a backend must do.
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Cache {
+        CacheBuilder::new().build_with(backend)
+    }
+
+    /// A builder to configure the backend, namespace, default TTL and timeouts.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let cache = aside::Cache::builder()
+    ///     .redis("redis://127.0.0.1:6379")
+    ///     .namespace("shop")
+    ///     .default_ttl(Duration::from_secs(600))
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::new()
+    }
+
+    /// Counters of what this cache (and its clones) did so far, and the
+    /// circuit breaker's state.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.inner.counters.snapshot();
+        stats.breaker = self.inner.breaker.state();
+        stats
+    }
+
+    /// The runtime entry point behind `#[cached]`: returns the value cached at
+    /// `key`, or runs `load` once, caches its `Ok` value under `policy`, and
+    /// returns its result.
+    ///
+    /// `key` is namespaced by the cache. The loader's `Err` is returned as it
+    /// is and never cached. Backend failures never surface here (see the
+    /// type-level docs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = Cache::memory();
+    /// let found: Result<Option<String>, std::io::Error> = cache
+    ///     .get_or_load("user:7", &Policy::new(), || async { Ok(None) })
+    ///     .await;
+    /// assert_eq!(found.unwrap(), None);
+    /// // A `None` is cached too (under the negative TTL).
+    /// let again: Result<Option<String>, std::io::Error> =
+    ///     cache.get_or_load("user:7", &Policy::new(), || async { unreachable!() }).await;
+    /// assert_eq!(again.unwrap(), None);
+    /// assert_eq!(cache.stats().negative_hits, 1);
+    /// # }
+    /// ```
+    pub async fn get_or_load<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.lookup(key, policy, load).await
+    }
+
+    /// Write-through: runs `load` (the function that changed the data and
+    /// returns its new value), stores its `Ok` value at `key` under `policy`
+    /// so that the next read is a hit, and returns its result.
+    ///
+    /// The write also invalidates `key` first, so that a slower load of the
+    /// old value, running concurrently, cannot overwrite the new one. An `Err`
+    /// stores nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+    /// let cache = Cache::memory();
+    /// let saved = cache.put("user:1", &Policy::new(), || async { Ok::<_, std::io::Error>("ada") }).await?;
+    /// let read: String = cache
+    ///     .get_or_load("user:1", &Policy::new(), || async { Err(std::io::Error::other("not called")) })
+    ///     .await?;
+    /// assert_eq!((saved, read.as_str()), ("ada", "ada"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn put<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.write_through(key, policy, load).await
+    }
+
+    /// Reads the value at `key`, if a fresh one is stored, carries no tags,
+    /// and decodes as `T`. (A tagged entry can only be checked by a read that
+    /// names its tags, such as its `#[cached]` function.)
+    ///
+    /// # Errors
+    ///
+    /// A backend failure. A corrupt entry is not an error: it reads as `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::memory();
+    /// cache.set("greeting", &"hello", None).await?;
+    /// assert_eq!(cache.get::<String>("greeting").await?.as_deref(), Some("hello"));
+    /// assert_eq!(cache.get::<String>("missing").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.read_plain(key).await
+    }
+
+    /// Stores `value` at `key` for `ttl` (the cache's default TTL if `None`),
+    /// replacing what is there. Like [`put`](Self::put), it invalidates the
+    /// key first, so a concurrent load of an older value cannot overwrite it;
+    /// an invalidation or write of the key that lands between the two wins,
+    /// and the value is then not stored.
+    ///
+    /// # Errors
+    ///
+    /// The value does not serialize, or the backend failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let cache = aside::Cache::memory();
+    /// cache.set("config:theme", &"dark", Some(Duration::from_secs(30))).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.write_plain(key, value, ttl).await
+    }
+
+    /// Invalidates `key`: the entry is deleted, and no later read returns a
+    /// value whose load started before this call returned, even one that is
+    /// still running now.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed: the entry may still be there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::memory();
+    /// cache.set("product:1", &"lamp", None).await?;
+    /// cache.invalidate("product:1").await?;
+    /// assert_eq!(cache.get::<String>("product:1").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
+        self.invalidate_key(key).await
+    }
+
+    /// Invalidates every entry that carries `tag`, in O(1): each becomes a
+    /// miss, and no later read returns a value whose load started before
+    /// this call returned.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed: the entries may still be valid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = Cache::memory();
+    /// let policy = Policy::new().tag("category:7");
+    /// let load = |name: &str| {
+    ///     let name = name.to_owned();
+    ///     || async move { Ok::<String, ()>(name) }
+    /// };
+    /// let _ = cache.get_or_load("product:1", &policy, load("lamp")).await;
+    /// cache.invalidate_tag("category:7").await?;
+    /// let reloaded = cache.get_or_load("product:1", &policy, load("new lamp")).await;
+    /// assert_eq!(reloaded.as_deref(), Ok("new lamp"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
+        self.invalidate_tags(&[tag]).await
+    }
+
+    /// Invalidates every entry that carries any of `tags`, in one round trip.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed: the entries may still be valid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::memory();
+    /// cache.invalidate_tags(&["product:1", "category:7"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn invalidate_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
+        self.invalidate_tag_names(tags).await
+    }
+}
+
+/// What a load runs under: the tokens its store is checked against (none:
+/// the backend failed, nothing is stored), the in-process flight it lands,
+/// and the backend lock its store releases.
+#[derive(Default)]
+struct Under<'a> {
+    stamp: Option<Stamp>,
+    leader: Option<Leader<'a>>,
+    lock: Option<HeldLock>,
+}
+
+impl<'a> Under<'a> {
+    fn stamped(stamp: Option<Stamp>) -> Self {
+        Under {
+            stamp,
+            ..Under::default()
+        }
+    }
+
+    fn leading(self, leader: Leader<'a>) -> Self {
+        Under {
+            leader: Some(leader),
+            ..self
+        }
+    }
+
+    fn locked(self, lock: HeldLock) -> Self {
+        Under {
+            lock: Some(lock),
+            ..self
+        }
+    }
+}
+
+/// One lookup: its storage names, its policy, and the in-process tier's
+/// watch that its fills need (none without the tier).
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    keys: &'a EntryKeys,
+    policy: &'a Policy,
+    watch: Option<&'a Watch>,
+}
+
+impl<'a> Call<'a> {
+    fn new(keys: &'a EntryKeys, policy: &'a Policy, watch: Option<&'a Watch>) -> Self {
+        Call { keys, policy, watch }
+    }
+}
+
+/// Runs `fut` as its own task when inside a Tokio runtime, so that it runs to
+/// completion even if the caller is dropped; inline otherwise.
+async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            if let Err(error) = runtime.spawn(fut).await {
+                if error.is_panic() {
+                    std::panic::resume_unwind(error.into_panic());
+                }
+            }
+        }
+        Err(_) => fut.await,
+    }
+}
+
+/// Runs `fut`, returning a panic from it as an `Err` instead of unwinding.
+async fn catch_unwind<F: Future>(fut: F) -> std::thread::Result<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    })
+    .await
+}
+
+impl Inner {
+    /// Runs one backend operation through the circuit breaker: while it is
+    /// open, fails at once with [`BackendError::CircuitOpen`] instead.
+    async fn call<'a, T>(
+        &'a self,
+        op: impl FnOnce(&'a dyn Backend) -> BoxFuture<'a, Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        if !self.breaker.allow() {
+            Counters::incr(&self.counters.short_circuited);
+            return Err(BackendError::CircuitOpen);
+        }
+        let result = op(&*self.backend).await;
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(_) => self.breaker.failure(),
+        }
+        result
+    }
+
+    /// The storage names for `key` and `tags` (each shortened past
+    /// [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN) bytes). Entries live at `{ns}:{key}`;
+    /// aside's own tokens at `{ns}#...`, which no entry name can equal
+    /// (the namespace may not contain `#`).
+    fn keys(&self, key: &str, tags: &[String]) -> EntryKeys {
+        let tags = tags.iter().map(|tag| self.tag_key(tag)).collect();
+        EntryKeys::new(&self.settings.namespace, &storage_key(key), tags)
+    }
+
+    fn tag_key(&self, tag: &str) -> String {
+        format!("{}#tag:{}", self.settings.namespace, storage_key(tag))
+    }
+
+    /// This process changed `names` (storage names): the in-process tier
+    /// drops what depends on them before the change returns.
+    fn changed<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        if let Some(local) = &self.local {
+            local.changed(names);
+        }
+    }
+
+    /// Frees `key`'s place in the in-process tier (once
+    /// [`changed`](Self::changed) has made sure it is not served).
+    fn forget(&self, key: &str) {
+        if let Some(local) = &self.local {
+            local.forget(key);
+        }
+    }
+
+    /// Fail-open: a backend error becomes `None`, logged and counted.
+    fn report<T>(&self, result: Result<T, BackendError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            // Counted as short-circuited, and logged once when the breaker opened.
+            Err(BackendError::CircuitOpen) => None,
+            Err(error) => {
+                Counters::incr(&self.counters.errors);
+                let source = std::error::Error::source(&error);
+                tracing::warn!(%error, ?source, "aside: cache backend failed, calling through");
+                None
+            }
+        }
+    }
+}

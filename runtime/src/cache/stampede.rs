@@ -1,0 +1,194 @@
+//! The stampede flows: the backend lock and its waiters, and the refresh of
+//! an entry that is due (swr, early).
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::lookup::{Due, Found};
+use super::{Cache, Call, Under};
+use crate::backend::{fresh_token, EntryKeys, LockWatch, Locked};
+use crate::clock::Instant;
+use crate::flight::{Landed, Leader, Waiter};
+use crate::stampede::{HeldLock, DEFAULT_LOCK_TTL};
+use crate::stats::Counters;
+
+impl Cache {
+    /// `Stampede::Lock` for the in-process leader: one load across processes.
+    /// Takes the backend lock (which reads the entry again and the tokens in
+    /// the same round trip) and loads, its store releasing the lock; or waits
+    /// for the holder's value (told of its release where the backend can,
+    /// polling with backoff as the fallback). Past `lock_wait`, or if
+    /// the backend fails, loads without the lock rather than fail.
+    pub(super) async fn load_locked<T, E, F, Fut>(
+        &self,
+        call: Call<'_>,
+        (lock_ttl, lock_wait): (Duration, Duration),
+        load: F,
+        leader: Leader<'_>,
+        started: Instant,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Call { keys, policy, .. } = call;
+        // A `lock_wait` too large to add to now means: wait as long as it takes.
+        let deadline = Instant::now().checked_add(lock_wait);
+        let mut pause = Duration::from_millis(2);
+        // Started at the first wait: word of the holder's release, where the
+        // backend can give it. A release before it began is found by the
+        // next poll.
+        let mut watch: Option<Option<LockWatch>> = None;
+        loop {
+            match self.lock(keys, lock_ttl).await {
+                Lock::Taken(held, Locked { entry, tokens }) => {
+                    // Another process may have stored the value between our
+                    // read and our lock.
+                    let fetched = tokens.fetched(entry);
+                    if let Some(Found::Fresh(value)) = self.read(keys, &fetched, policy, false) {
+                        leader.land(Landed::Stored);
+                        held.release().await;
+                        return Ok(value);
+                    }
+                    let under = Under::stamped(Some(tokens)).leading(leader).locked(held);
+                    return self.load(call, load, under, started).await;
+                }
+                Lock::Busy => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|deadline| now >= deadline) {
+                        break;
+                    }
+                    if watch.is_none() {
+                        Counters::incr(&self.inner.counters.lock_waits);
+                        watch = Some(self.inner.backend.watch_lock(keys).await);
+                    }
+                    let wait = deadline.map_or(pause, |deadline| deadline - now).min(pause);
+                    match watch.as_mut().and_then(Option::as_mut) {
+                        Some(watch) => _ = tokio::time::timeout(wait, watch.released()).await,
+                        None => tokio::time::sleep(wait).await,
+                    }
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                    if let Some(value) = self.reread(keys, policy).await {
+                        leader.land(Landed::Stored);
+                        return Ok(value);
+                    }
+                }
+                Lock::Failed => break,
+            }
+        }
+        let under = Under::stamped(self.tokens(keys).await).leading(leader);
+        self.load(call, load, under, started).await
+    }
+
+    /// A refresh (`Swr` past the TTL, `Early` when XFetch says so or past
+    /// the TTL): the one caller that wins it, in this process and across
+    /// processes, reloads and returns the new value; everyone else gets the
+    /// current value at once. If the reload fails, the current value is
+    /// returned where [`Due::fallback`] allows it, and the error otherwise.
+    pub(super) async fn refresh<T, E, F, Fut>(
+        &self,
+        call: Call<'_>,
+        load: F,
+        due: Due<T>,
+        count: bool,
+        started: Instant,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let keys = call.keys;
+        // A load of the key is in flight in this process: serve what we have.
+        let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
+            return Ok(self.serve(due, count));
+        };
+        let under = match self.lock(keys, DEFAULT_LOCK_TTL).await {
+            Lock::Taken(held, Locked { entry, tokens }) => {
+                // Another caller may have finished a refresh between our read
+                // and our lock. The decision to refresh was taken once, by the
+                // read: this re-read only asks whether the entry was replaced.
+                if let Some(value) = self.replaced(keys, &tokens.fetched(entry), &due) {
+                    leader.land(Landed::Stored);
+                    held.release().await;
+                    return Ok(self.serve(Due { value, ..due }, count));
+                }
+                Under::stamped(Some(tokens)).locked(held)
+            }
+            // Another process is refreshing it.
+            Lock::Busy => return Ok(self.serve(due, count)),
+            Lock::Failed if due.fallback => return Ok(self.serve(due, count)),
+            // Past its fresh time and the backend failing: call through.
+            Lock::Failed => Under::default(),
+        };
+        if count && !due.fallback {
+            Counters::incr(&self.inner.counters.misses);
+        }
+        Counters::incr(&self.inner.counters.refreshes);
+        let result = self.load(call, load, under.leading(leader), started).await;
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                Counters::incr(&self.inner.counters.refresh_errors);
+                if !due.fallback {
+                    return Err(error);
+                }
+                let key = &keys.entry;
+                tracing::warn!(key, "aside: refresh failed, keeping the current value");
+                Ok(due.value)
+            }
+        }
+    }
+
+    /// Returns the value of a [`Due`] entry to a caller who does not refresh
+    /// it, counting the hit that [`read`](Self::read) left to this point.
+    pub(super) fn serve<T>(&self, due: Due<T>, count: bool) -> T {
+        if count && !due.fallback {
+            self.count_hit(due.negative);
+        }
+        due.value
+    }
+
+    pub(super) async fn wait(&self, waiter: Waiter) -> Landed {
+        let _waiting = Counters::enter(&self.inner.counters.waiting);
+        waiter.wait().await
+    }
+
+    /// Tries to take the stampede lock of `keys`. The guard is armed before
+    /// asking, so that an attempt cancelled or timed out after the backend
+    /// took the lock is still undone.
+    pub(super) async fn lock(&self, keys: &EntryKeys, ttl: Duration) -> Lock {
+        let token = fresh_token();
+        let held = HeldLock::new(self.clone(), keys.lock().to_owned(), token);
+        let window = self.inner.settings.invalidation_window;
+        let locked = self.inner.call(|b| b.lock(keys, token, ttl, window)).await;
+        match self.inner.report(locked) {
+            Some(Some(locked)) => Lock::Taken(held, locked),
+            Some(None) => {
+                held.disarm();
+                Lock::Busy
+            }
+            None => Lock::Failed,
+        }
+    }
+
+    /// Releases a lock taken by this cache; a failure only leaves the lock
+    /// to its TTL.
+    pub(crate) async fn unlock(&self, key: &str, token: u64) {
+        self.inner.report(self.inner.call(|b| b.unlock(key, token)).await);
+    }
+}
+
+/// The outcome of asking for a lock.
+pub(super) enum Lock {
+    /// Taken, with what was read under it.
+    Taken(HeldLock, Locked),
+    /// Someone else holds it.
+    Busy,
+    /// The backend failed (the guard still undoes a lock it may have taken).
+    Failed,
+}

@@ -1,0 +1,156 @@
+//! Write-through and invalidation: `put`, `set`, `get`, `invalidate` and
+//! tags, and the invalidation that follows an `#[invalidate]` function.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{detached, Cache};
+use crate::backend::EntryKeys;
+use crate::clock::{now_ms, Instant};
+use crate::entry::Entry;
+use crate::stats::Counters;
+use crate::tags::Stamp;
+use crate::{BackendError, Error, Policy};
+
+impl Cache {
+    /// The flow of [`Cache::put`].
+    pub(super) async fn write_through<T, E, F, Fut>(
+        &self,
+        key: &str,
+        policy: &Policy,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let keys = self.inner.keys(key, policy.tags());
+        // The tag tokens are read before the new value is computed, as for a load.
+        let tokens = self.tokens(&keys).await;
+        let started = Instant::now();
+        let result = load().await;
+        if result.is_ok() {
+            let payload = result
+                .as_ref()
+                .ok()
+                .and_then(|value| self.encode_value(&keys, policy, value));
+            let load_time = started.elapsed();
+            let (cache, policy) = (self.clone(), policy.clone());
+            // Detached, so that the write's invalidation happens even if the
+            // caller is cancelled now: the data has already changed.
+            detached(async move {
+                let Some(guard) = cache.inner.report(cache.invalidate_keys(&keys).await) else {
+                    return;
+                };
+                if let (Some(payload), Some(tokens)) = (payload, tokens) {
+                    let stamp = Stamp {
+                        guard,
+                        tags: tokens.tags,
+                    };
+                    cache
+                        .store(&keys, &policy, &payload, &stamp, load_time, None)
+                        .await;
+                }
+            })
+            .await;
+        }
+        result
+    }
+
+    /// The flow of [`Cache::get`].
+    pub(super) async fn read_plain<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        let keys = self.inner.keys(key, &[]);
+        let fetched = self.inner.call(|b| b.fetch(&keys, None)).await?;
+        let Some(bytes) = fetched.entry else {
+            return Ok(None);
+        };
+        match Entry::decode(&bytes) {
+            Ok(entry) if entry.is_fresh(now_ms()) && entry.tag_versions.is_empty() => {
+                Ok(entry.codec.decode(entry.payload).ok())
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The flow of [`Cache::set`].
+    pub(super) async fn write_plain<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let ttl = ttl.unwrap_or(self.inner.settings.default_ttl);
+        let codec = self.inner.settings.codec;
+        let payload = codec.encode(value).map_err(Error::Encode)?;
+        let keys = self.inner.keys(key, &[]);
+        let guard = self.invalidate_keys(&keys).await?;
+        if !ttl.is_zero() {
+            let Some(entry) = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], (codec, &payload)) else {
+                unreachable!("an entry without tags always encodes")
+            };
+            // Refused only if another invalidation or write came in between,
+            // which then wins: nothing to report.
+            self.inner
+                .call(|b| b.store(&keys, entry, ttl, guard, None))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The flow of [`Cache::invalidate`].
+    pub(super) async fn invalidate_key(&self, key: &str) -> Result<(), Error> {
+        self.invalidate_keys(&self.inner.keys(key, &[])).await?;
+        self.inner.forget(key);
+        Ok(())
+    }
+
+    /// Deletes the entry and gives the key a new guard token, returned.
+    pub(super) async fn invalidate_keys(&self, keys: &EntryKeys) -> Result<u64, BackendError> {
+        let guard = self
+            .inner
+            .call(|b| b.invalidate(keys, self.inner.settings.invalidation_window))
+            .await;
+        // After the backend: a read that starts from here on finds the
+        // backend invalidated, and one that started before is voided.
+        self.inner.changed([keys.entry.as_str()]);
+        guard
+    }
+
+    /// The flow of [`Cache::invalidate_tags`].
+    pub(super) async fn invalidate_tag_names<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
+        let names: Vec<String> = tags.iter().map(|t| self.inner.tag_key(t.as_ref())).collect();
+        let done = self.inner.call(|b| b.invalidate_tags(&names)).await;
+        self.inner.changed(names.iter().map(String::as_str));
+        Ok(done?)
+    }
+
+    /// What `#[invalidate]` runs after its body succeeded. Detached, so that
+    /// it completes even if the caller is cancelled now (the data has already
+    /// changed). A failure is logged and counted but not returned: the write
+    /// itself succeeded.
+    pub(crate) async fn invalidate_after_write(self, keys: Vec<String>, tags: Vec<String>) {
+        detached(async move {
+            let mut failed = Vec::new();
+            for key in &keys {
+                if let Err(error) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
+                    failed.push(error);
+                }
+                self.inner.forget(key);
+            }
+            if !tags.is_empty() {
+                if let Err(Error::Backend(error)) = self.invalidate_tags(&tags).await {
+                    failed.push(error);
+                }
+            }
+            for error in failed {
+                Counters::incr(&self.inner.counters.errors);
+                tracing::error!(%error, ?keys, ?tags, "aside: invalidation after a write failed; entries may be stale until their TTL");
+            }
+        })
+        .await;
+    }
+}
