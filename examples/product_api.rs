@@ -572,8 +572,10 @@ fn ms(d: Duration) -> String {
         format!("{ms:.0} ms")
     } else if ms >= 1.0 {
         format!("{ms:.1} ms")
-    } else {
+    } else if ms >= 0.001 {
         format!("{:.0} µs", ms * 1000.0)
+    } else {
+        format!("{:.2} µs", ms * 1000.0)
     }
 }
 
