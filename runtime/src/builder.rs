@@ -293,9 +293,11 @@ impl CacheBuilder {
         let local = self.l1.flatten().map(|l1| Arc::new(Local::new(l1, false)));
         if let Some(local) = &local {
             let (connect, op) = (self.connect_timeout, self.op_timeout);
-            tracking::track(&client, &self.namespace, local, connect, op)
-                .await
-                .map_err(Error::Connect)?;
+            // Without tracking (a Redis before 6, or a user not allowed
+            // `CLIENT TRACKING`), the tier stays bypassed: slower, never stale.
+            if let Err(error) = tracking::track(&client, &self.namespace, local, connect, op).await {
+                tracing::warn!(%error, "aside: no Redis client tracking; the in-process tier is bypassed");
+            }
         }
         Ok(self.build_tiers(Arc::new(backend), local))
     }

@@ -42,7 +42,9 @@ static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
         end
         if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[4] then
             redis.call('DEL', KEYS[3])
-            redis.call('PUBLISH', KEYS[3], stored)
+            -- pcall: a user without the right to publish (Redis 7 ACLs
+            -- allow no channel by default) still stores; waiters poll.
+            redis.pcall('PUBLISH', KEYS[3], stored)
         end
         return stored",
     )
@@ -96,7 +98,7 @@ static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
         r"
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         redis.call('DEL', KEYS[1])
-        redis.call('PUBLISH', KEYS[1], 0)
+        redis.pcall('PUBLISH', KEYS[1], 0)
         return 1",
     )
 });
