@@ -17,7 +17,7 @@ use crate::{Cache, Codec, Error, L1};
 /// |---|---|
 /// | backend | in-memory, [`DEFAULT_MEMORY_CAPACITY`](Self::DEFAULT_MEMORY_CAPACITY) bytes |
 /// | [`namespace`](Self::namespace) | [`DEFAULT_NAMESPACE`](Self::DEFAULT_NAMESPACE) |
-/// | [`l1`](Self::l1) (the typed in-process tier) | half of the memory capacity for the in-memory backend, none over Redis |
+/// | [`l1`](Self::l1) (the typed in-process tier) | in memory: the only store of values, bounded by the memory capacity; over Redis: none |
 /// | [`default_ttl`](Self::default_ttl) | [`DEFAULT_TTL`](Self::DEFAULT_TTL) |
 /// | [`op_timeout`](Self::op_timeout) | [`DEFAULT_OP_TIMEOUT`](Self::DEFAULT_OP_TIMEOUT) |
 /// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT) |
@@ -137,8 +137,13 @@ impl CacheBuilder {
     /// of its own): a change to an entry or to one of its tags, by any
     /// process, drops the entry from every process's tier within the push
     /// latency; while tracking is down the tier is flushed and bypassed.
-    /// Off by default over Redis; on by default for the in-memory backend
-    /// (half of [`memory_capacity`](Self::memory_capacity)).
+    /// Off by default over Redis.
+    ///
+    /// Without Redis, the tier is the cache's only store of values, bounded
+    /// by [`memory_capacity`](Self::memory_capacity) unless given another
+    /// bound here; every function uses it (`l1 = false` has no effect, and a
+    /// tier TTL shortens the TTL). [`no_l1`](Self::no_l1) keeps encoded
+    /// entries instead.
     ///
     /// # Examples
     ///
@@ -158,7 +163,8 @@ impl CacheBuilder {
         self
     }
 
-    /// No in-process tier: every hit reads the backend.
+    /// No in-process tier: every hit reads the backend (in memory: decodes
+    /// the encoded entry).
     ///
     /// # Examples
     ///
@@ -181,9 +187,8 @@ impl CacheBuilder {
         self
     }
 
-    /// Bound the in-memory backend to about `bytes` of keys and entries. With
-    /// its default in-process tier, half goes to the tier (weighed by each
-    /// value's encoded size) and half to the encoded entries behind it.
+    /// Bound the in-memory cache to about `bytes` of keys and values, each
+    /// value weighed by its encoded size.
     pub fn memory_capacity(mut self, bytes: u64) -> Self {
         self.memory_capacity = bytes;
         self
@@ -325,17 +330,10 @@ impl CacheBuilder {
     }
 
     pub(crate) fn build_memory(self) -> Cache {
-        // By default, the typed tier and the encoded store behind it share
-        // the capacity.
-        let (l1, stored) = match self.l1 {
-            None => {
-                let half = (self.memory_capacity / 2).max(1);
-                (Some(L1::bytes(half)), half)
-            }
-            Some(l1) => (l1, self.memory_capacity),
-        };
-        let backend = MemoryBackend::new(stored);
-        // Nothing outside the process changes it: always coherent.
+        // By default the typed tier is the only store of values, bounded by
+        // the capacity; the backend behind it keeps tokens and locks alone.
+        let l1 = self.l1.unwrap_or(Some(L1::bytes(self.memory_capacity)));
+        let backend = MemoryBackend::new(self.memory_capacity, l1.is_none());
         let local = l1.map(|l1| Arc::new(Local::new(l1, true)));
         self.build_tiers(Arc::new(backend), local)
     }

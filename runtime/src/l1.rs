@@ -21,9 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use moka::sync::Cache as Moka;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::timed::{PerValueTtl, Timed};
+use crate::Codec;
 
 /// The in-process tier's bound and, optionally, how long it keeps an entry at
 /// most; for [`CacheBuilder::l1`](crate::CacheBuilder::l1).
@@ -111,6 +115,45 @@ struct Held {
     meta: Meta,
     deps: Arc<[Arc<Dep>]>,
     weight: u32,
+    /// The codec the value was stored with, and how to encode it again for
+    /// a reader that asks for bytes ([`Local::encoded`]).
+    codec: Codec,
+    encode: Encode,
+}
+
+/// Encodes a held value (of the type it was filled with) in a codec.
+type Encode = fn(&(dyn Any + Send + Sync), Codec) -> Option<Vec<u8>>;
+
+fn encode_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync), codec: Codec) -> Option<Vec<u8>> {
+    codec.encode(value.downcast_ref::<T>()?).ok()
+}
+
+/// A value held as its encoded bytes, not yet decoded: one written by
+/// `Cache::set`, whose type is only known to its readers.
+struct Encoded(Bytes);
+
+fn encoded_bytes(value: &(dyn Any + Send + Sync), _: Codec) -> Option<Vec<u8>> {
+    Some(value.downcast_ref::<Encoded>()?.0.to_vec())
+}
+
+/// What [`Local::get`] finds.
+pub(crate) enum Found<T> {
+    /// A value of the type asked for.
+    Value(T, Meta),
+    /// A value of another type (another function's at the same key, or
+    /// bytes written by `set` that do not decode as it): a corrupt entry.
+    OtherType,
+    Nothing,
+}
+
+#[cfg(test)]
+impl<T> Found<T> {
+    fn value(self) -> Option<T> {
+        match self {
+            Found::Value(value, _) => Some(value),
+            _ => None,
+        }
+    }
 }
 
 /// The deps of one key, taken before the read or the load that may fill it.
@@ -130,6 +173,9 @@ pub(crate) struct Local {
     entries: Moka<String, Timed<Arc<Held>>>,
     deps: Mutex<Deps>,
     ttl: Option<Duration>,
+    /// Whether this tier is the cache's only store of values (the in-memory
+    /// cache), rather than a copy of what Redis holds.
+    alone: bool,
 }
 
 impl std::fmt::Debug for Local {
@@ -156,9 +202,9 @@ struct Deps {
 }
 
 impl Local {
-    /// An empty tier; `healthy` if nothing outside the process can change
-    /// what it depends on, or if coherence is already established.
-    pub(crate) fn new(config: L1, healthy: bool) -> Self {
+    /// An empty tier: `alone`, the only store of an in-memory cache (always
+    /// coherent); otherwise a copy of Redis, trusted once tracking is on.
+    pub(crate) fn new(config: L1, alone: bool) -> Self {
         let builder = Moka::builder().expire_after(PerValueTtl);
         let entries = match config.bound {
             Bound::Entries(n) => builder.max_capacity(n).build(),
@@ -174,33 +220,80 @@ impl Local {
         Local {
             entries,
             deps: Mutex::new(Deps {
-                healthy,
+                healthy: alone,
                 epoch: 0,
                 by_name: HashMap::new(),
                 since_sweep: 0,
                 left_by_sweep: 0,
             }),
             ttl: config.ttl,
+            alone,
         }
+    }
+
+    /// Whether this tier is the cache's only store of values.
+    pub(crate) fn alone(&self) -> bool {
+        self.alone
     }
 
     fn deps(&self) -> MutexGuard<'_, Deps> {
         self.deps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The value at `key`, if one of type `T` is held, live, and nothing it
-    /// depends on has changed.
-    pub(crate) fn get<T: Clone + 'static>(&self, key: &str) -> Option<(T, Meta)> {
-        let held = self.entries.get(key)?;
-        if !held.live() {
-            return None;
+    /// The value at `key`, if one is held, live, and nothing it depends on
+    /// has changed: a hit if it is a `T`. A value held encoded (written by
+    /// `set`) is decoded as `T`, and from then on held as `T`.
+    pub(crate) fn get<T>(&self, key: &str) -> Found<T>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let Some(timed) = self.live(key) else {
+            return Found::Nothing;
+        };
+        let held = &timed.value;
+        if let Some(value) = held.value.downcast_ref::<T>() {
+            return Found::Value(value.clone(), held.meta);
         }
-        let held = held.value;
-        if held.deps.iter().any(|dep| dep.changed()) {
-            return None;
+        let Some(Encoded(bytes)) = held.value.downcast_ref::<Encoded>() else {
+            return Found::OtherType;
+        };
+        let Ok(value) = held.codec.decode::<T>(bytes) else {
+            return Found::OtherType;
+        };
+        let typed = Held {
+            value: Box::new(value.clone()),
+            encode: encode_as::<T>,
+            deps: held.deps.clone(),
+            ..**held
+        };
+        // Same deps, same expiry: a change since still drops it.
+        self.entries.insert(key.to_owned(), timed.with(Arc::new(typed)));
+        Found::Value(value, held.meta)
+    }
+
+    /// The entry at `key` if it is live and nothing it depends on changed.
+    fn live(&self, key: &str) -> Option<Timed<Arc<Held>>> {
+        let timed = self.entries.get(key)?;
+        let usable = timed.live() && !timed.value.deps.iter().any(|dep| dep.changed());
+        usable.then_some(timed)
+    }
+
+    /// The value at `key` encoded, for a reader of any type (`Cache::get`):
+    /// its bytes and codec, what it was stored with, and whether it carries
+    /// no tags (it depends on its entry's name alone).
+    pub(crate) fn encoded(&self, key: &str) -> Option<(Vec<u8>, Codec, Meta, bool)> {
+        let timed = self.live(key)?;
+        let held = &timed.value;
+        let bytes = (held.encode)(&*held.value, held.codec)?;
+        Some((bytes, held.codec, held.meta, held.deps.len() == 1))
+    }
+
+    /// Restarts the expiry of `key`'s entry at `ttl` (a sliding entry's hit,
+    /// when this tier is the only store).
+    pub(crate) fn touch(&self, key: &str, ttl: Duration) {
+        if let Some(timed) = self.live(key) {
+            self.entries.insert(key.to_owned(), Timed::new(timed.value, ttl));
         }
-        let value = held.value.downcast_ref::<T>()?;
-        Some((value.clone(), held.meta))
     }
 
     /// Registers `key`'s dependency on `names` (storage names), before the
@@ -217,26 +310,51 @@ impl Local {
         })
     }
 
-    /// Keeps `value` for `ttl` at most, unless a dep of `watch` changed since
-    /// it was taken. `weight`: the value's encoded size.
-    pub(crate) fn fill<T: Clone + Send + Sync + 'static>(
+    /// Keeps `value` (stored in the backend with `codec`, `weight` bytes) for
+    /// `ttl` at most, unless a dep of `watch` changed since it was taken.
+    pub(crate) fn fill<T: Serialize + Clone + Send + Sync + 'static>(
         &self,
         watch: &Watch,
         value: &T,
+        (codec, weight): (Codec, usize),
         meta: Meta,
         ttl: Duration,
-        weight: usize,
     ) {
-        let ttl = self.ttl.map_or(ttl, |cap| cap.min(ttl));
-        if ttl.is_zero() || watch.changed() {
-            return;
-        }
         let held = Held {
             value: Box::new(value.clone()),
             meta,
             deps: watch.deps.clone(),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            codec,
+            encode: encode_as::<T>,
         };
+        self.keep(watch, held, ttl);
+    }
+
+    /// Keeps a value as its encoded `bytes`, for readers of any type.
+    pub(crate) fn fill_encoded(
+        &self,
+        watch: &Watch,
+        (codec, bytes): (Codec, Bytes),
+        meta: Meta,
+        ttl: Duration,
+    ) {
+        let held = Held {
+            weight: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            value: Box::new(Encoded(bytes)),
+            meta,
+            deps: watch.deps.clone(),
+            codec,
+            encode: encoded_bytes,
+        };
+        self.keep(watch, held, ttl);
+    }
+
+    fn keep(&self, watch: &Watch, held: Held, ttl: Duration) {
+        let ttl = self.ttl.map_or(ttl, |cap| cap.min(ttl));
+        if ttl.is_zero() || watch.changed() {
+            return;
+        }
         self.entries
             .insert(watch.key.clone(), Timed::new(Arc::new(held), ttl));
     }
@@ -341,16 +459,16 @@ mod tests {
 
     fn filled(local: &Local, key: &str, names: &[&str], value: u32) {
         let watch = local.watch(key, names.iter().copied()).unwrap();
-        local.fill(&watch, &value, meta(), MINUTE, 4);
+        local.fill(&watch, &value, (Codec::Json, 4), meta(), MINUTE);
     }
 
     #[test]
     fn a_value_comes_back_only_as_its_own_type() {
         let local = Local::new(L1::default(), true);
         filled(&local, "k", &["ns:k"], 7);
-        assert_eq!(local.get::<u32>("k").map(|(v, _)| v), Some(7));
-        assert!(local.get::<u64>("k").is_none());
-        assert!(local.get::<String>("k").is_none());
+        assert_eq!(local.get::<u32>("k").value(), Some(7));
+        assert!(matches!(local.get::<u64>("k"), Found::OtherType));
+        assert!(matches!(local.get::<String>("k"), Found::OtherType));
     }
 
     #[test]
@@ -360,12 +478,12 @@ mod tests {
         filled(&local, "b", &["ns:b", "ns#tag:t"], 2);
         filled(&local, "c", &["ns:c"], 3);
         local.changed(["ns#tag:t"]);
-        assert!(local.get::<u32>("a").is_none());
-        assert!(local.get::<u32>("b").is_none());
-        assert_eq!(local.get::<u32>("c").map(|(v, _)| v), Some(3));
+        assert!(local.get::<u32>("a").value().is_none());
+        assert!(local.get::<u32>("b").value().is_none());
+        assert_eq!(local.get::<u32>("c").value(), Some(3));
         // A new fill after the change is served.
         filled(&local, "a", &["ns:a", "ns#tag:t"], 4);
-        assert_eq!(local.get::<u32>("a").map(|(v, _)| v), Some(4));
+        assert_eq!(local.get::<u32>("a").value(), Some(4));
     }
 
     #[test]
@@ -373,13 +491,13 @@ mod tests {
         let local = Local::new(L1::default(), true);
         let watch = local.watch("k", ["ns:k"].into_iter()).unwrap();
         local.changed(["ns:k"]);
-        local.fill(&watch, &1u32, meta(), MINUTE, 4);
-        assert!(local.get::<u32>("k").is_none());
+        local.fill(&watch, &1u32, (Codec::Json, 4), meta(), MINUTE);
+        assert!(local.get::<u32>("k").value().is_none());
         // Also when the change comes after the fill.
         let watch = local.watch("k", ["ns:k"].into_iter()).unwrap();
-        local.fill(&watch, &2u32, meta(), MINUTE, 4);
+        local.fill(&watch, &2u32, (Codec::Json, 4), meta(), MINUTE);
         local.changed(["ns:k"]);
-        assert!(local.get::<u32>("k").is_none());
+        assert!(local.get::<u32>("k").value().is_none());
     }
 
     #[test]
@@ -390,18 +508,18 @@ mod tests {
         let epoch = local.epoch();
         local.lost();
         assert!(!local.healthy());
-        assert!(local.get::<u32>("k").is_none());
+        assert!(local.get::<u32>("k").value().is_none());
         assert!(local.watch("k", ["ns:k"].into_iter()).is_none());
         // A fill whose read began before the loss is void.
-        local.fill(&in_flight, &2u32, meta(), MINUTE, 4);
-        assert!(local.get::<u32>("j").is_none());
+        local.fill(&in_flight, &2u32, (Codec::Json, 4), meta(), MINUTE);
+        assert!(local.get::<u32>("j").value().is_none());
         // A restore begun before the loss does not count.
         local.restored(epoch);
         assert!(!local.healthy());
         local.restored(local.epoch());
         assert!(local.healthy());
         filled(&local, "k", &["ns:k"], 3);
-        assert_eq!(local.get::<u32>("k").map(|(v, _)| v), Some(3));
+        assert_eq!(local.get::<u32>("k").value(), Some(3));
     }
 
     #[test]
@@ -413,7 +531,7 @@ mod tests {
             let size = [8, 100, 1_000, 32 * 1024][i as usize % 4];
             let key = format!("k{i}");
             let watch = local.watch(&key, [key.as_str()].into_iter()).unwrap();
-            local.fill(&watch, &vec![0u8; size], meta(), MINUTE, size);
+            local.fill(&watch, &vec![0u8; size], (Codec::Json, size), meta(), MINUTE);
             local.entries.run_pending_tasks();
             assert!(
                 local.entries.weighted_size() <= capacity,

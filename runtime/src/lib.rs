@@ -68,7 +68,7 @@ mod timed;
 /// | `jitter` | spread each stored TTL by up to ± this share: `jitter = 0.1` | 0 |
 /// | `sliding` | `true`: every hit pushes the expiry out to a full `ttl`; with `"lock"` or `"none"` | `false` |
 /// | `codec` | `"json"` or `"msgpack"`: how the value is serialized, see [`Codec`] | the cache's ([`CacheBuilder::codec`]), JSON by default |
-/// | `l1` | `false`: never from the cache's in-process tier, always from its backend; `true`; or a duration, as `ttl`: kept in the tier that long at most (see [`CacheBuilder::l1`]) | `true` (when the cache has a tier) |
+/// | `l1` | over Redis with an in-process tier ([`CacheBuilder::l1`]): `false` to read Redis every time; `true`; or a duration, as `ttl`: kept in the tier that long at most (in memory, a shorter TTL) | `true` |
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache |
 ///
 /// What is cached:

@@ -121,10 +121,10 @@ impl Policy {
         self
     }
 
-    /// The codec to write with, given the cache's.
-    /// Whether values of this policy use the cache's in-process tier (see
-    /// [`CacheBuilder::l1`](crate::CacheBuilder::l1)), when it has one: yes
-    /// by default. Sliding entries never do.
+    /// Whether values of this policy use the in-process tier in front of
+    /// Redis (see [`CacheBuilder::l1`](crate::CacheBuilder::l1)), when the
+    /// cache has one: yes by default. Sliding entries never do. (The
+    /// in-memory cache's tier is its only store: always used.)
     ///
     /// # Examples
     ///
@@ -141,6 +141,7 @@ impl Policy {
     /// Uses the cache's in-process tier, keeping a value there `ttl` at
     /// most (`#[cached(l1 = "30s")]`): for values that may be a little
     /// older in process than in the backend, even without a change pushed.
+    /// (In the in-memory cache, whose tier is its only store, a shorter TTL.)
     ///
     /// # Examples
     ///
@@ -165,6 +166,7 @@ impl Policy {
         self.l1_ttl.map_or(kept, |cap| cap.min(kept))
     }
 
+    /// The codec to write with, given the cache's.
     pub(crate) fn codec_or(&self, default: Codec) -> Codec {
         self.codec.unwrap_or(default)
     }

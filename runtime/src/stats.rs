@@ -41,7 +41,8 @@ pub struct Stats {
     pub loads: u64,
     /// Backend operations that failed or timed out (the call still succeeded).
     pub errors: u64,
-    /// Stored entries that failed to decode and were treated as misses.
+    /// Stored entries that failed to decode (or, in process, held a value of
+    /// another type) and were treated as misses.
     pub corrupt: u64,
     /// Callers waiting right now for another caller's load (a gauge, not a counter).
     pub waiting: u64,

@@ -32,6 +32,15 @@ impl<T> Timed<T> {
         self.until.is_none_or(|until| clock::Instant::now() < until)
     }
 
+    /// Another value with the same expiry.
+    pub(crate) fn with<U>(&self, value: U) -> Timed<U> {
+        Timed {
+            value,
+            ttl: self.ttl,
+            until: self.until,
+        }
+    }
+
     /// The value, if it has not expired.
     pub(crate) fn live_value(self) -> Option<T> {
         self.live().then_some(self.value)

@@ -25,12 +25,17 @@ pub(crate) struct MemoryBackend {
     /// respect to each other, and lock operations atomic (held only for
     /// in-memory map operations).
     writes: Mutex<()>,
+    /// Whether stores keep their entries. Not behind the typed in-process
+    /// tier, which then holds every value: this backend only keeps the
+    /// tokens and locks, and a store only checks the guard.
+    keep_values: bool,
 }
 
 impl MemoryBackend {
     /// A store that evicts (least recently and frequently used first) once its
-    /// entries, keys included, weigh more than `capacity_bytes`.
-    pub(crate) fn new(capacity_bytes: u64) -> Self {
+    /// entries, keys included, weigh more than `capacity_bytes`; with
+    /// `keep_values` false, one that keeps no entry at all.
+    pub(crate) fn new(capacity_bytes: u64, keep_values: bool) -> Self {
         let entries = Moka::builder()
             .max_capacity(capacity_bytes)
             .weigher(|key: &String, value: &Timed<Bytes>| {
@@ -44,6 +49,7 @@ impl MemoryBackend {
             tags: Moka::new(TAG_CAPACITY),
             locks: Moka::builder().expire_after(PerValueTtl).build(),
             writes: Mutex::new(()),
+            keep_values,
         }
     }
 }
@@ -97,7 +103,7 @@ impl Backend for MemoryBackend {
             .get(keys.guard())
             .and_then(Timed::live_value)
             .is_some_and(|g| g == guard);
-        if allowed {
+        if allowed && self.keep_values {
             self.entries.insert(keys.entry.clone(), Timed::new(entry, ttl));
         }
         if let Some(token) = unlock {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::lookup::kept_for;
 use super::{catch_unwind, Cache, Call, Under};
 use crate::backend::EntryKeys;
 use crate::clock::{now_ms, Instant};
@@ -82,8 +81,8 @@ impl Cache {
         // because of an invalidation is not served from here either.
         if let (Some(meta), Some(watch), Some(local), Ok(value)) = (stored, watch, &self.inner.local, &result)
         {
-            let kept = kept_for(policy, meta.fresh_until_ms, now_ms());
-            local.fill(watch, value, meta, kept, payload.len());
+            let kept = self.kept_for(policy, meta.fresh_until_ms);
+            local.fill(watch, value, (self.codec(policy), payload.len()), meta, kept);
         }
         drop(leader);
         result

@@ -13,7 +13,7 @@ use crate::backend::{EntryKeys, Fetched};
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::{Join, Landed};
-use crate::l1::{Meta, Watch};
+use crate::l1::{Found as Held, Meta, Watch};
 use crate::stampede::{recompute_early, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -28,17 +28,19 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let touch = policy.touch(self.inner.settings.default_ttl);
-        // Sliding entries stay out of the tier: its hits would not push the
-        // backend's expiry out.
-        let local = self
-            .inner
-            .local
-            .as_deref()
-            .filter(|_| policy.l1_on() && touch.is_none());
+        let local = self.inner.local_for(policy, touch);
         if let Some(local) = local {
-            if let Some((value, meta)) = local.get::<T>(key) {
+            let found = local.get::<T>(key);
+            if let Held::OtherType = found {
+                Counters::incr(&self.inner.counters.corrupt);
+                tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
+            }
+            if let Held::Value(value, meta) = found {
                 match self.decide(Stored { value, meta }, policy, true) {
                     Found::Fresh(value) => {
+                        if let Some(ttl) = touch {
+                            local.touch(key, ttl);
+                        }
                         Counters::incr(&self.inner.counters.l1_hits);
                         return Ok(value);
                     }
@@ -163,13 +165,14 @@ impl Cache {
         watch: Option<&Watch>,
     ) -> Option<Found<T>>
     where
-        T: DeserializeOwned + Clone + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let stored = self.decode(keys, fetched, count)?;
         if let (Some(local), Some(watch)) = (&self.inner.local, watch) {
             let weight = fetched.entry.as_ref().map_or(0, Bytes::len);
-            let kept = kept_for(policy, stored.meta.fresh_until_ms, now_ms());
-            local.fill(watch, &stored.value, stored.meta, kept, weight);
+            let kept = self.kept_for(policy, stored.meta.fresh_until_ms);
+            let stored_as = (self.codec(policy), weight);
+            local.fill(watch, &stored.value, stored_as, stored.meta, kept);
         }
         Some(self.decide(stored, policy, count))
     }
@@ -304,12 +307,19 @@ pub(super) struct Stored<T> {
 /// How long the in-process tier may keep a value fresh until
 /// `fresh_until_ms`: as long as the backend keeps it under `policy` (past
 /// its freshness for swr's stale window and early's grace).
-pub(super) fn kept_for(policy: &Policy, fresh_until_ms: u64, now_ms: u64) -> Duration {
-    let past = match policy.stampede_mode() {
-        Stampede::Swr { stale } => stale,
-        Stampede::Early { .. } => REFRESH_GRACE,
-        _ => Duration::ZERO,
-    };
-    let kept = Duration::from_millis(fresh_until_ms.saturating_sub(now_ms)).saturating_add(past);
-    policy.l1_cap(kept)
+impl Cache {
+    pub(super) fn kept_for(&self, policy: &Policy, fresh_until_ms: u64) -> Duration {
+        // A sliding entry (only ever in a tier that is the only store): its
+        // TTL, restarted by each hit.
+        if let Some(ttl) = policy.touch(self.inner.settings.default_ttl) {
+            return policy.l1_cap(ttl);
+        }
+        let past = match policy.stampede_mode() {
+            Stampede::Swr { stale } => stale,
+            Stampede::Early { .. } => REFRESH_GRACE,
+            _ => Duration::ZERO,
+        };
+        let fresh = Duration::from_millis(fresh_until_ms.saturating_sub(now_ms()));
+        policy.l1_cap(fresh.saturating_add(past))
+    }
 }

@@ -67,7 +67,7 @@ use crate::{BackendError, CacheBuilder, Codec, Error, Policy, Stats};
 /// let cache = Cache::memory();
 /// let policy = Policy::new().ttl(std::time::Duration::from_secs(60));
 /// let answer = cache
-///     .get_or_load("answer", &policy, || async { Ok::<_, std::io::Error>(42) })
+///     .get_or_load("answer", &policy, || async { Ok::<u32, std::io::Error>(42) })
 ///     .await?;
 /// assert_eq!(answer, 42);
 /// // The second call is a hit: the loader does not run.
@@ -228,16 +228,16 @@ impl Cache {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
     /// let cache = Cache::memory();
-    /// let saved = cache.put("user:1", &Policy::new(), || async { Ok::<_, std::io::Error>("ada") }).await?;
+    /// let saved = cache.put("user:1", &Policy::new(), || async { Ok::<_, std::io::Error>("ada".to_owned()) }).await?;
     /// let read: String = cache
     ///     .get_or_load("user:1", &Policy::new(), || async { Err(std::io::Error::other("not called")) })
     ///     .await?;
-    /// assert_eq!((saved, read.as_str()), ("ada", "ada"));
+    /// assert_eq!((saved.as_str(), read.as_str()), ("ada", "ada"));
     /// # Ok(()) }
     /// ```
     pub async fn put<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
     where
-        T: Serialize,
+        T: Serialize + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -479,6 +479,16 @@ impl Inner {
         if let Some(local) = &self.local {
             local.changed(names);
         }
+    }
+
+    /// The in-process tier, if `policy` (whose sliding expiry is `touch`)
+    /// uses it. A tier that is the cache's only store is always used; one in
+    /// front of Redis not for sliding entries, whose hits must push the
+    /// expiry out in Redis.
+    fn local_for(&self, policy: &Policy, touch: Option<Duration>) -> Option<&Local> {
+        let local = self.local.as_deref()?;
+        let used = local.alone() || (policy.l1_on() && touch.is_none());
+        used.then_some(local)
     }
 
     /// Frees `key`'s place in the in-process tier (once

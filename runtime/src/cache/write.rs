@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -24,7 +25,7 @@ impl Cache {
         load: F,
     ) -> Result<T, E>
     where
-        T: Serialize,
+        T: Serialize + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -33,27 +34,35 @@ impl Cache {
         let tokens = self.tokens(&keys).await;
         let started = Instant::now();
         let result = load().await;
-        if result.is_ok() {
-            let payload = result
-                .as_ref()
-                .ok()
-                .and_then(|value| self.encode_value(&keys, policy, value));
+        if let Ok(value) = &result {
+            let payload = self.encode_value(&keys, policy, value);
             let load_time = started.elapsed();
-            let (cache, policy) = (self.clone(), policy.clone());
+            let (cache, policy, key, value) = (self.clone(), policy.clone(), key.to_owned(), value.clone());
             // Detached, so that the write's invalidation happens even if the
             // caller is cancelled now: the data has already changed.
             detached(async move {
                 let Some(guard) = cache.inner.report(cache.invalidate_keys(&keys).await) else {
                     return;
                 };
-                if let (Some(payload), Some(tokens)) = (payload, tokens) {
-                    let stamp = Stamp {
-                        guard,
-                        tags: tokens.tags,
-                    };
-                    cache
-                        .store(&keys, &policy, &payload, &stamp, load_time, None)
-                        .await;
+                let (Some(payload), Some(tokens)) = (payload, tokens) else {
+                    return;
+                };
+                // After the invalidation (which voids older fills), before
+                // the store (which makes the value visible).
+                let local = cache
+                    .inner
+                    .local_for(&policy, policy.touch(cache.inner.settings.default_ttl));
+                let watch = local.and_then(|local| local.watch(&key, keys.names()));
+                let stamp = Stamp {
+                    guard,
+                    tags: tokens.tags,
+                };
+                let stored = cache
+                    .store(&keys, &policy, &payload, &stamp, load_time, None)
+                    .await;
+                if let (Some(local), Some(watch), Some(meta)) = (local, watch, stored) {
+                    let kept = cache.kept_for(&policy, meta.fresh_until_ms);
+                    local.fill(&watch, &value, (cache.codec(&policy), payload.len()), meta, kept);
                 }
             })
             .await;
@@ -63,6 +72,13 @@ impl Cache {
 
     /// The flow of [`Cache::get`].
     pub(super) async fn read_plain<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        if let Some(local) = &self.inner.local {
+            if let Some((bytes, codec, meta, tagless)) = local.encoded(key) {
+                if now_ms() < meta.fresh_until_ms && tagless {
+                    return Ok(codec.decode(&bytes).ok());
+                }
+            }
+        }
         let keys = self.inner.keys(key, &[]);
         let fetched = self.inner.call(|b| b.fetch(&keys, None)).await?;
         let Some(bytes) = fetched.entry else {
@@ -92,11 +108,22 @@ impl Cache {
             let Some(entry) = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], (codec, &payload)) else {
                 unreachable!("an entry without tags always encodes")
             };
+            let meta = Entry::decode(&entry).ok().map(|entry| entry.meta());
+            // After the invalidation, before the store, as for `put`.
+            let watch = self
+                .inner
+                .local
+                .as_ref()
+                .and_then(|local| local.watch(key, keys.names()));
             // Refused only if another invalidation or write came in between,
             // which then wins: nothing to report.
-            self.inner
+            let stored = self
+                .inner
                 .call(|b| b.store(&keys, entry, ttl, guard, None))
                 .await?;
+            if let (true, Some(local), Some(watch), Some(meta)) = (stored, &self.inner.local, watch, meta) {
+                local.fill_encoded(&watch, (codec, Bytes::from(payload)), meta, ttl);
+            }
         }
         Ok(())
     }
