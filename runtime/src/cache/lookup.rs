@@ -31,7 +31,9 @@ impl Cache {
         let local = self.inner.local_for(policy, touch);
         if let Some(local) = local {
             let found = local.get::<T>(key);
-            if let Held::OtherType = found {
+            // Over Redis, the backend's entry may still decode as `T`: only
+            // a tier that is the only store knows this is a corrupt entry.
+            if matches!(found, Held::OtherType) && local.alone() {
                 Counters::incr(&self.inner.counters.corrupt);
                 tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
             }
