@@ -17,16 +17,17 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use moka::ops::compute::Op;
 use moka::sync::Cache as Moka;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::timed::{PerValueTtl, Timed};
+use crate::clock;
 use crate::Codec;
 
 /// The in-process tier's bound and, optionally, how long it keeps an entry at
@@ -113,6 +114,9 @@ pub(crate) struct Meta {
 struct Held {
     value: Box<dyn Any + Send + Sync>,
     meta: Meta,
+    /// Until when (aside's clock, ms) it may be served; a sliding hit moves
+    /// it. (moka's own expiry, by the real clock, frees the memory.)
+    until_ms: AtomicU64,
     deps: Arc<[Arc<Dep>]>,
     weight: u32,
     /// The codec the value was stored with, and how to encode it again for
@@ -170,7 +174,9 @@ impl Watch {
 
 /// The tier itself.
 pub(crate) struct Local {
-    entries: Moka<String, Timed<Arc<Held>>>,
+    /// Without moka's own expiry, which would read a clock on every hit:
+    /// an entry past its time is dropped when read, or evicted.
+    entries: Moka<String, Arc<Held>>,
     deps: Mutex<Deps>,
     ttl: Option<Duration>,
     /// Whether this tier is the cache's only store of values (the in-memory
@@ -205,15 +211,15 @@ impl Local {
     /// An empty tier: `alone`, the only store of an in-memory cache (always
     /// coherent); otherwise a copy of Redis, trusted once tracking is on.
     pub(crate) fn new(config: L1, alone: bool) -> Self {
-        let builder = Moka::builder().expire_after(PerValueTtl);
+        let builder = Moka::builder();
         let entries = match config.bound {
             Bound::Entries(n) => builder.max_capacity(n).build(),
             Bound::Bytes(bytes) => builder
                 .max_capacity(bytes)
-                .weigher(|key: &String, held: &Timed<Arc<Held>>| {
+                .weigher(|key: &String, held: &Arc<Held>| {
                     u32::try_from(key.len())
                         .unwrap_or(u32::MAX)
-                        .saturating_add(held.value.weight)
+                        .saturating_add(held.weight)
                 })
                 .build(),
         };
@@ -243,14 +249,13 @@ impl Local {
     /// The value at `key`, if one is held, live, and nothing it depends on
     /// has changed: a hit if it is a `T`. A value held encoded (written by
     /// `set`) is decoded as `T`, and from then on held as `T`.
-    pub(crate) fn get<T>(&self, key: &str) -> Found<T>
+    pub(crate) fn get<T>(&self, key: &str, now_ms: u64) -> Found<T>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        let Some(timed) = self.live(key) else {
+        let Some(held) = self.live(key, now_ms) else {
             return Found::Nothing;
         };
-        let held = &timed.value;
         if let Some(value) = held.value.downcast_ref::<T>() {
             return Found::Value(value.clone(), held.meta);
         }
@@ -264,35 +269,51 @@ impl Local {
             value: Box::new(value.clone()),
             encode: encode_as::<T>,
             deps: held.deps.clone(),
-            ..**held
+            until_ms: AtomicU64::new(held.until_ms.load(Ordering::Relaxed)),
+            ..*held
         };
         // Same deps, same expiry: a change since still drops it.
-        self.entries.insert(key.to_owned(), timed.with(Arc::new(typed)));
+        self.entries.insert(key.to_owned(), Arc::new(typed));
         Found::Value(value, held.meta)
     }
 
     /// The entry at `key` if it is live and nothing it depends on changed.
-    fn live(&self, key: &str) -> Option<Timed<Arc<Held>>> {
-        let timed = self.entries.get(key)?;
-        let usable = timed.live() && !timed.value.deps.iter().any(|dep| dep.changed());
-        usable.then_some(timed)
+    fn live(&self, key: &str, now_ms: u64) -> Option<Arc<Held>> {
+        let held = self.entries.get(key)?;
+        let usable =
+            now_ms < held.until_ms.load(Ordering::Relaxed) && !held.deps.iter().any(|dep| dep.changed());
+        if !usable {
+            self.drop_if_same(key, &held);
+            return None;
+        }
+        Some(held)
+    }
+
+    /// Drops `key`'s entry if it is still `held` (not a newer fill).
+    fn drop_if_same(&self, key: &str, held: &Arc<Held>) {
+        self.entries
+            .entry_by_ref(key)
+            .and_compute_with(|entry| match entry {
+                Some(entry) if Arc::ptr_eq(entry.value(), held) => Op::Remove,
+                _ => Op::Nop,
+            });
     }
 
     /// The value at `key` encoded, for a reader of any type (`Cache::get`):
     /// its bytes and codec, what it was stored with, and whether it carries
     /// no tags (it depends on its entry's name alone).
     pub(crate) fn encoded(&self, key: &str) -> Option<(Vec<u8>, Codec, Meta, bool)> {
-        let timed = self.live(key)?;
-        let held = &timed.value;
+        let held = self.live(key, clock::now_ms())?;
         let bytes = (held.encode)(&*held.value, held.codec)?;
         Some((bytes, held.codec, held.meta, held.deps.len() == 1))
     }
 
     /// Restarts the expiry of `key`'s entry at `ttl` (a sliding entry's hit,
     /// when this tier is the only store).
-    pub(crate) fn touch(&self, key: &str, ttl: Duration) {
-        if let Some(timed) = self.live(key) {
-            self.entries.insert(key.to_owned(), Timed::new(timed.value, ttl));
+    pub(crate) fn touch(&self, key: &str, ttl: Duration, now_ms: u64) {
+        if let Some(held) = self.live(key, now_ms) {
+            let until = now_ms.saturating_add(clock::duration_ms(ttl));
+            held.until_ms.store(until, Ordering::Relaxed);
         }
     }
 
@@ -323,6 +344,7 @@ impl Local {
         let held = Held {
             value: Box::new(value.clone()),
             meta,
+            until_ms: AtomicU64::new(0),
             deps: watch.deps.clone(),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             codec,
@@ -343,6 +365,7 @@ impl Local {
             weight: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
             value: Box::new(Encoded(bytes)),
             meta,
+            until_ms: AtomicU64::new(0),
             deps: watch.deps.clone(),
             codec,
             encode: encoded_bytes,
@@ -355,8 +378,9 @@ impl Local {
         if ttl.is_zero() || watch.changed() {
             return;
         }
-        self.entries
-            .insert(watch.key.clone(), Timed::new(Arc::new(held), ttl));
+        let until = clock::now_ms().saturating_add(clock::duration_ms(ttl));
+        held.until_ms.store(until, Ordering::Relaxed);
+        self.entries.insert(watch.key.clone(), Arc::new(held));
     }
 
     /// `names` changed: every entry that depends on one is dropped.
@@ -466,9 +490,12 @@ mod tests {
     fn a_value_comes_back_only_as_its_own_type() {
         let local = Local::new(L1::default(), true);
         filled(&local, "k", &["ns:k"], 7);
-        assert_eq!(local.get::<u32>("k").value(), Some(7));
-        assert!(matches!(local.get::<u64>("k"), Found::OtherType));
-        assert!(matches!(local.get::<String>("k"), Found::OtherType));
+        assert_eq!(local.get::<u32>("k", clock::now_ms()).value(), Some(7));
+        assert!(matches!(local.get::<u64>("k", clock::now_ms()), Found::OtherType));
+        assert!(matches!(
+            local.get::<String>("k", clock::now_ms()),
+            Found::OtherType
+        ));
     }
 
     #[test]
@@ -478,12 +505,12 @@ mod tests {
         filled(&local, "b", &["ns:b", "ns#tag:t"], 2);
         filled(&local, "c", &["ns:c"], 3);
         local.changed(["ns#tag:t"]);
-        assert!(local.get::<u32>("a").value().is_none());
-        assert!(local.get::<u32>("b").value().is_none());
-        assert_eq!(local.get::<u32>("c").value(), Some(3));
+        assert!(local.get::<u32>("a", clock::now_ms()).value().is_none());
+        assert!(local.get::<u32>("b", clock::now_ms()).value().is_none());
+        assert_eq!(local.get::<u32>("c", clock::now_ms()).value(), Some(3));
         // A new fill after the change is served.
         filled(&local, "a", &["ns:a", "ns#tag:t"], 4);
-        assert_eq!(local.get::<u32>("a").value(), Some(4));
+        assert_eq!(local.get::<u32>("a", clock::now_ms()).value(), Some(4));
     }
 
     #[test]
@@ -492,12 +519,12 @@ mod tests {
         let watch = local.watch("k", ["ns:k"].into_iter()).unwrap();
         local.changed(["ns:k"]);
         local.fill(&watch, &1u32, (Codec::Json, 4), meta(), MINUTE);
-        assert!(local.get::<u32>("k").value().is_none());
+        assert!(local.get::<u32>("k", clock::now_ms()).value().is_none());
         // Also when the change comes after the fill.
         let watch = local.watch("k", ["ns:k"].into_iter()).unwrap();
         local.fill(&watch, &2u32, (Codec::Json, 4), meta(), MINUTE);
         local.changed(["ns:k"]);
-        assert!(local.get::<u32>("k").value().is_none());
+        assert!(local.get::<u32>("k", clock::now_ms()).value().is_none());
     }
 
     #[test]
@@ -508,18 +535,18 @@ mod tests {
         let epoch = local.epoch();
         local.lost();
         assert!(!local.healthy());
-        assert!(local.get::<u32>("k").value().is_none());
+        assert!(local.get::<u32>("k", clock::now_ms()).value().is_none());
         assert!(local.watch("k", ["ns:k"].into_iter()).is_none());
         // A fill whose read began before the loss is void.
         local.fill(&in_flight, &2u32, (Codec::Json, 4), meta(), MINUTE);
-        assert!(local.get::<u32>("j").value().is_none());
+        assert!(local.get::<u32>("j", clock::now_ms()).value().is_none());
         // A restore begun before the loss does not count.
         local.restored(epoch);
         assert!(!local.healthy());
         local.restored(local.epoch());
         assert!(local.healthy());
         filled(&local, "k", &["ns:k"], 3);
-        assert_eq!(local.get::<u32>("k").value(), Some(3));
+        assert_eq!(local.get::<u32>("k", clock::now_ms()).value(), Some(3));
     }
 
     #[test]

@@ -47,7 +47,6 @@ mod policy;
 mod stampede;
 mod stats;
 mod tags;
-mod timed;
 
 /// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., tags = [...], stampede = "...", ...)]`.
 ///

@@ -1,18 +1,69 @@
 //! The embedded default: an in-process store on moka, bounded by bytes.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use moka::sync::Cache as Moka;
+use moka::Expiry;
 
 use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked, Tokens};
-use crate::timed::{PerValueTtl, Timed};
-use crate::BackendError;
+use crate::{clock, BackendError};
 
 /// How many tag tokens are kept. An evicted token only turns the entries
 /// carrying its tag into misses.
 const TAG_CAPACITY: u64 = 1 << 20;
+
+/// A value, how long it lives, and until when by aside's clock.
+///
+/// Two clocks expire it: moka's own (the real one), which frees the memory,
+/// and [`clock::Instant`], checked on every read, which decides what is
+/// served. They agree except in a test that paused tokio's clock, where the
+/// second one is the one that counts.
+#[derive(Debug, Clone)]
+struct Timed<T> {
+    value: T,
+    ttl: Duration,
+    until: Option<clock::Instant>,
+}
+
+impl<T> Timed<T> {
+    fn new(value: T, ttl: Duration) -> Self {
+        Timed {
+            value,
+            ttl,
+            until: clock::deadline(ttl),
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.until.is_none_or(|until| clock::Instant::now() < until)
+    }
+
+    /// The value, if it has not expired.
+    fn live_value(self) -> Option<T> {
+        self.live().then_some(self.value)
+    }
+}
+
+/// Each value expires after its own TTL, and an overwrite restarts the clock.
+struct PerValueTtl;
+
+impl<T> Expiry<String, Timed<T>> for PerValueTtl {
+    fn expire_after_create(&self, _key: &String, value: &Timed<T>, _at: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Timed<T>,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
 
 /// In-process storage; operations never fail and never wait on I/O.
 #[derive(Debug)]

@@ -30,7 +30,8 @@ impl Cache {
         let touch = policy.touch(self.inner.settings.default_ttl);
         let local = self.inner.local_for(policy, touch);
         if let Some(local) = local {
-            let found = local.get::<T>(key);
+            let now = now_ms();
+            let found = local.get::<T>(key, now);
             // Over Redis, the backend's entry may still decode as `T`: only
             // a tier that is the only store knows this is a corrupt entry.
             if matches!(found, Held::OtherType) && local.alone() {
@@ -38,10 +39,10 @@ impl Cache {
                 tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
             }
             if let Held::Value(value, meta) = found {
-                match self.decide(Stored { value, meta }, policy, true) {
+                match self.decide_at(Stored { value, meta }, policy, true, now) {
                     Found::Fresh(value) => {
                         if let Some(ttl) = touch {
-                            local.touch(key, ttl);
+                            local.touch(key, ttl, now);
                         }
                         Counters::incr(&self.inner.counters.l1_hits);
                         return Ok(value);
@@ -181,8 +182,12 @@ impl Cache {
 
     /// What a stored value offers this read: see [`read`](Self::read).
     pub(super) fn decide<T>(&self, stored: Stored<T>, policy: &Policy, count: bool) -> Found<T> {
+        self.decide_at(stored, policy, count, now_ms())
+    }
+
+    /// [`decide`](Self::decide) at `now` (ms, aside's clock).
+    pub(super) fn decide_at<T>(&self, stored: Stored<T>, policy: &Policy, count: bool, now: u64) -> Found<T> {
         let Stored { value, meta } = stored;
-        let now = now_ms();
         let fresh = now < meta.fresh_until_ms;
         let (due, fallback) = match policy.stampede_mode() {
             // The backend keeps an swr entry for its stale window past the TTL.
