@@ -625,7 +625,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             // `L1=off` reads Redis on every hit.
             let tiered = std::env::var("L1").map_or(true, |v| v != "off");
             let builder = if tiered {
-                builder.l1(aside::L1::default())
+                builder.l1(aside::L1::entries(100_000))
             } else {
                 builder
             };
