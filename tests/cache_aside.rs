@@ -196,6 +196,10 @@ async fn concurrent_misses_run_one_load(kind: Kind) {
         (1, CALLERS - 1, 0),
         "{stats:?}"
     );
+    // Each lookup is exactly one of hit, coalesced or miss: the one that
+    // loaded is the only miss.
+    assert_eq!((stats.misses, stats.hits), (1, 0), "{stats:?}");
+    assert_eq!(stats.hits + stats.misses + stats.coalesced, CALLERS);
 }
 
 type Caller = tokio::task::JoinHandle<io::Result<u32>>;
@@ -244,6 +248,8 @@ async fn waiters_load_themselves_when_the_leader_fails(kind: Kind) {
     }
     let stats = cache.stats();
     assert_eq!((stats.loads, stats.coalesced), (11, 0), "{stats:?}");
+    // Each waiter ran its own load: eleven misses, nothing counted twice.
+    assert_eq!(stats.misses, 11, "{stats:?}");
 }
 
 async fn waiters_are_not_left_hanging_by_a_panicking_loader(kind: Kind) {

@@ -152,9 +152,12 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
 /// The function's body as a block whose type is fixed to the return type,
 /// ready to become an `async` block. The never-taken `return` fixes the
 /// block's output type, so that `?` and `return` in the body type-check
-/// exactly as they did before.
+/// exactly as they did before. The body's statements are spliced in, not
+/// its block: a block `{ n }` as the tail of ours would draw the
+/// `unused_braces` lint on the user's function.
 fn body_block(ret: Option<&syn::Type>, block: &syn::Block) -> TokenStream {
     let ret = ret.map_or_else(|| quote!(()), |ret| quote!(#ret));
+    let stmts = &block.stmts;
     quote! {
         {
             #[allow(
@@ -166,7 +169,7 @@ fn body_block(ret: Option<&syn::Type>, block: &syn::Block) -> TokenStream {
                 let __aside_fake_return: #ret = loop {};
                 return __aside_fake_return;
             }
-            #block
+            #(#stmts)*
         }
     }
 }

@@ -45,8 +45,19 @@ impl Cache {
         let Call { keys, policy, watch } = call;
         let Under { stamp, leader, lock } = under;
         Counters::incr(&self.inner.counters.loads);
-        let result = match catch_unwind(load()).await {
-            Ok(result) => result,
+        let value = match catch_unwind(load()).await {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => {
+                if let Some(leader) = &leader {
+                    leader.land(Landed::Failed);
+                }
+                // Released before the error returns, so that the next caller
+                // finds the lock free. (This holds the error across an
+                // `.await`: a loader whose error is not `Send` makes the
+                // call's future not `Send`.)
+                release(lock).await;
+                return Err(error);
+            }
             Err(panic) => {
                 // Waiters run their own loads rather than wait for this one;
                 // the lock, dropped while unwinding, is released in the background.
@@ -57,16 +68,12 @@ impl Cache {
             }
         };
         let load_time = started.elapsed();
-        let payload = result
-            .as_ref()
-            .ok()
-            .and_then(|value| self.encode_value(keys, policy, value));
-        let Some(payload) = payload else {
+        let Some(payload) = self.encode_value(keys, policy, &value) else {
             if let Some(leader) = &leader {
                 leader.land(Landed::Failed);
             }
             release(lock).await;
-            return result;
+            return Ok(value);
         };
         if let Some(leader) = &leader {
             leader.land(Landed::Value(payload.clone(), stamp.clone()));
@@ -79,13 +86,12 @@ impl Cache {
         };
         // Kept in process only once the backend has it: a store refused
         // because of an invalidation is not served from here either.
-        if let (Some(meta), Some(watch), Some(local), Ok(value)) = (stored, watch, &self.inner.local, &result)
-        {
+        if let (Some(meta), Some(watch), Some(local)) = (stored, watch, &self.inner.local) {
             let kept = self.kept_for(policy, meta.fresh_until_ms);
-            local.fill(watch, value, (self.codec(policy), payload.len()), meta, kept);
+            local.fill(watch, &value, (self.codec(policy), payload.len()), meta, kept);
         }
         drop(leader);
-        result
+        Ok(value)
     }
 
     /// Stores a loaded payload, unless the key was invalidated since `stamp`

@@ -62,8 +62,10 @@ impl Cache {
         // Taken before the fetch: a change from here on voids what it fills.
         let watch = local.and_then(|local| local.watch(key, keys.names()));
         let call = Call::new(&keys, policy, watch.as_ref());
-        // A lookup is counted once, however many times it looks again.
-        let mut first = true;
+        // A lookup is counted once, however many times it looks again: as a
+        // hit by the read that finds it, as coalesced by a wait that gets
+        // another caller's value, or as a miss when it goes on to load.
+        let mut uncounted = true;
         loop {
             // What a load costs, for XFetch, runs from here: this fetch stands
             // in for the store's round trip, then come the lock, the tokens
@@ -72,32 +74,31 @@ impl Cache {
             let fetched = self
                 .inner
                 .report(self.inner.call(|b| b.fetch(&keys, touch)).await);
-            let counted = std::mem::replace(&mut first, false);
             match fetched
                 .as_ref()
-                .and_then(|f| self.read_into(&keys, f, policy, counted, call.watch))
+                .and_then(|f| self.read_into(&keys, f, policy, uncounted, call.watch))
             {
                 Some(Found::Fresh(value)) => return Ok(value),
                 Some(Found::Due(due)) => {
-                    return self.refresh(call, load, due, counted, started).await;
+                    return self.refresh(call, load, due, uncounted, started).await;
                 }
                 Some(Found::Gone) | None => {}
-            }
-            if counted {
-                Counters::incr(&self.inner.counters.misses);
             }
             let mode = policy.stampede_mode();
             // The backend is failing: no lock to wait for, no tokens to store
             // under, and no load another caller could safely share. Call through.
             if fetched.is_none() {
+                self.count_miss(&mut uncounted);
                 return self.load(call, load, Under::default(), started).await;
             }
             if mode == Stampede::None {
+                self.count_miss(&mut uncounted);
                 let stamp = self.tokens(&keys).await;
                 return self.load(call, load, Under::stamped(stamp), started).await;
             }
             match self.inner.flights.join(&keys.entry) {
                 Join::Leader(leader) => {
+                    self.count_miss(&mut uncounted);
                     return match mode {
                         // Its tokens come with the lock.
                         Stampede::Lock { lock_ttl, lock_wait } => {
@@ -115,6 +116,7 @@ impl Cache {
                     // load takes longer than reading them). Without them the
                     // backend is failing: call through rather than wait.
                     let Some(stamp) = self.tokens(&keys).await else {
+                        self.count_miss(&mut uncounted);
                         return self.load(call, load, Under::default(), started).await;
                     };
                     match self.wait(waiter).await {
@@ -123,7 +125,9 @@ impl Cache {
                         // caller has seen is not for it.
                         Landed::Value(payload, Some(theirs)) if theirs == stamp => {
                             if let Ok(value) = self.codec(policy).decode(&payload) {
-                                Counters::incr(&self.inner.counters.coalesced);
+                                if std::mem::take(&mut uncounted) {
+                                    Counters::incr(&self.inner.counters.coalesced);
+                                }
                                 return Ok(value);
                             }
                         }
@@ -132,10 +136,18 @@ impl Cache {
                         // by another process: look again.
                         Landed::Abandoned | Landed::Stored => continue,
                     }
+                    self.count_miss(&mut uncounted);
                     let under = Under::stamped(Some(stamp));
                     return self.load(call, load, under, started).await;
                 }
             }
+        }
+    }
+
+    /// Counts the lookup as a miss, unless its outcome was counted already.
+    fn count_miss(&self, uncounted: &mut bool) {
+        if std::mem::take(uncounted) {
+            Counters::incr(&self.inner.counters.misses);
         }
     }
 

@@ -33,9 +33,10 @@ impl Cache {
         // The tag tokens are read before the new value is computed, as for a load.
         let tokens = self.tokens(&keys).await;
         let started = Instant::now();
-        let result = load().await;
-        if let Ok(value) = &result {
-            let payload = self.encode_value(&keys, policy, value);
+        // The error need not be `Send`: returned before any `.await`.
+        let value = load().await?;
+        {
+            let payload = self.encode_value(&keys, policy, &value);
             let load_time = started.elapsed();
             let (cache, policy, key, value) = (self.clone(), policy.clone(), key.to_owned(), value.clone());
             // Detached, so that the write's invalidation happens even if the
@@ -67,7 +68,7 @@ impl Cache {
             })
             .await;
         }
-        result
+        Ok(value)
     }
 
     /// The flow of [`Cache::get`].

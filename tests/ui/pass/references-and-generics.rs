@@ -1,3 +1,5 @@
+#![deny(warnings)]
+
 use std::fmt::Display;
 
 use serde::de::DeserializeOwned;

@@ -1,3 +1,5 @@
+#![deny(warnings)]
+
 #[aside::cached(key = "lock:<id>", ttl = "1h", lock_ttl = "5s", lock_wait = "500ms", jitter = 0.1)]
 async fn locked(id: u64) -> u64 {
     id

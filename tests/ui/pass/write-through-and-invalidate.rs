@@ -1,3 +1,5 @@
+#![deny(warnings)]
+
 use aside::Cache;
 
 struct Repo {
