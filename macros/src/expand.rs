@@ -129,10 +129,27 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     let tags = args.tags.iter().flatten().map(key_from_template);
     let cache = cache_ref(args);
     let body = body_block(checked.ret, block);
-    let succeeded = if checked.returns_result {
-        quote!(::core::result::Result::is_ok(&__aside_result))
+    let invalidate = quote! {
+        #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags).await
+    };
+    // An `Err` is returned before any `.await`: it need not be `Send`.
+    let run = if checked.returns_result {
+        quote! {
+            let __aside_value = match async move #body.await {
+                ::core::result::Result::Ok(__aside_value) => __aside_value,
+                ::core::result::Result::Err(__aside_error) => {
+                    return ::core::result::Result::Err(__aside_error);
+                }
+            };
+            #invalidate;
+            ::core::result::Result::Ok(__aside_value)
+        }
     } else {
-        quote!(true)
+        quote! {
+            let __aside_result = async move #body.await;
+            #invalidate;
+            __aside_result
+        }
     };
     quote! {
         #(#attrs)*
@@ -140,11 +157,7 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
             let __aside_cache: #rt::Cache = #rt::Cache::clone(#cache);
             let __aside_keys: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#keys),*];
             let __aside_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
-            let __aside_result = async move #body.await;
-            if #succeeded {
-                #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags).await;
-            }
-            __aside_result
+            #run
         }
     }
 }

@@ -139,6 +139,11 @@ impl HeldLock {
     pub(crate) fn token(&self) -> u64 {
         self.token
     }
+
+    /// The lock's name.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 impl Drop for HeldLock {

@@ -51,11 +51,8 @@ impl Cache {
                 if let Some(leader) = &leader {
                     leader.land(Landed::Failed);
                 }
-                // Released before the error returns, so that the next caller
-                // finds the lock free. (This holds the error across an
-                // `.await`: a loader whose error is not `Send` makes the
-                // call's future not `Send`.)
-                release(lock).await;
+                // No `.await` from here: the error need not be `Send`.
+                self.release_behind(lock);
                 return Err(error);
             }
             Err(panic) => {

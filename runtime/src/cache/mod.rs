@@ -12,13 +12,15 @@ mod lookup;
 mod stampede;
 mod write;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::backend::{Backend, BoxFuture, EntryKeys};
 use crate::breaker::Breaker;
@@ -95,6 +97,9 @@ pub(crate) struct Settings {
 
 struct Inner {
     backend: Arc<dyn Backend>,
+    /// Lock releases started in the background, by lock name; see
+    /// `Cache::release_behind`.
+    releasing: Mutex<HashMap<String, Arc<Notify>>>,
     /// The typed in-process tier, if this cache has one.
     local: Option<Arc<Local>>,
     settings: Settings,
@@ -122,6 +127,7 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 backend,
+                releasing: Mutex::default(),
                 local,
                 settings,
                 flights,
@@ -497,6 +503,10 @@ impl Inner {
         if let Some(local) = &self.local {
             local.forget(key);
         }
+    }
+
+    fn releasing(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.releasing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Fail-open: a backend error becomes `None`, logged and counted.

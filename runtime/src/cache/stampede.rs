@@ -2,7 +2,10 @@
 //! an entry that is due (swr, early).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -162,6 +165,7 @@ impl Cache {
     /// asking, so that an attempt cancelled or timed out after the backend
     /// took the lock is still undone.
     pub(super) async fn lock(&self, keys: &EntryKeys, ttl: Duration) -> Lock {
+        self.released(keys.lock()).await;
         let token = fresh_token();
         let held = HeldLock::new(self.clone(), keys.lock().to_owned(), token);
         let window = self.inner.settings.invalidation_window;
@@ -173,6 +177,41 @@ impl Cache {
                 Lock::Busy
             }
             None => Lock::Failed,
+        }
+    }
+
+    /// Releases `held` in the background, so that the caller returns at once:
+    /// a failed load's error, which need not be `Send`, is then never held
+    /// across an `.await`. This cache's next attempt at the lock waits for
+    /// the release (see [`released`](Self::released)), so that it finds the
+    /// lock free as if the release had been awaited.
+    pub(super) fn release_behind(&self, held: Option<HeldLock>) {
+        let Some(held) = held else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // dropped: its TTL releases it
+        };
+        let (name, done) = (held.key().to_owned(), Arc::new(Notify::new()));
+        self.inner.releasing().insert(name.clone(), done.clone());
+        let cache = self.clone();
+        runtime.spawn(async move {
+            held.release().await;
+            cache.inner.releasing().remove(&name);
+            done.notify_waiters();
+        });
+    }
+
+    /// Waits (a second at most: the release is one bounded backend call)
+    /// until a release of the lock `name` started by
+    /// [`release_behind`](Self::release_behind) is done.
+    async fn released(&self, name: &str) {
+        let Some(done) = self.inner.releasing().get(name).cloned() else {
+            return;
+        };
+        // Registered before the check, so that a release finishing in
+        // between still wakes it.
+        let notified = done.notified();
+        if self.inner.releasing().contains_key(name) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
         }
     }
 
