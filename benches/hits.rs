@@ -21,10 +21,12 @@
 //! hits); the table is printed at the end.
 
 mod criterion_means;
+mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use criterion_means::mean_ns;
+use product::{product, Product};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -38,7 +40,6 @@ use std::time::{Duration, Instant};
 use aside::{Cache, Codec, Policy, Stampede};
 use criterion::Criterion;
 use redis::aio::MultiplexedConnection;
-use serde::{Deserialize, Serialize};
 use support::RedisServer;
 use tokio::runtime::Runtime;
 
@@ -73,33 +74,6 @@ const HOT_KEYS: usize = 1_000;
 const PER_TASK: usize = 300;
 const COLD: usize = 500;
 const HOUR: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Product {
-    id: u64,
-    name: String,
-    description: String,
-    price_cents: u64,
-    category: String,
-    brand: String,
-    rating: f32,
-    reviews: u32,
-    tags: Vec<String>,
-}
-
-fn product(id: u64) -> Product {
-    Product {
-        id,
-        name: format!("Product {id}"),
-        description: "A sturdy, well-made thing that does what it says. ".repeat(14),
-        price_cents: 1999 + id,
-        category: "home & garden".into(),
-        brand: "Acme".into(),
-        rating: 4.5,
-        reviews: 1234,
-        tags: vec!["sale".into(), "new".into(), "popular".into()],
-    }
-}
 
 /// What the hand-written cache-aside does on a hit: `GET` and decode.
 async fn baseline_get<C: redis::aio::ConnectionLike>(conn: &mut C, key: &str) -> Option<Product> {

@@ -15,6 +15,7 @@
 //! Run with `cargo bench --bench l1` (criterion also times each hit); the
 //! table is printed at the end.
 
+mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -24,39 +25,12 @@ use std::time::{Duration, Instant};
 
 use aside::{Cache, Policy};
 use criterion::Criterion;
-use serde::{Deserialize, Serialize};
+use product::{product, Product};
 use support::{Kind, RedisServer};
 
 const ROUNDS: usize = 11;
 const HOT_KEYS: usize = 1_000;
 const PER_ROUND: usize = 100_000;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Product {
-    id: u64,
-    name: String,
-    description: String,
-    price_cents: u64,
-    category: String,
-    brand: String,
-    rating: f32,
-    reviews: u32,
-    tags: Vec<String>,
-}
-
-fn product(id: u64) -> Product {
-    Product {
-        id,
-        name: format!("Product {id}"),
-        description: "A sturdy, well-made thing that does what it says. ".repeat(14),
-        price_cents: 1999 + id,
-        category: "home & garden".into(),
-        brand: "Acme".into(),
-        rating: 4.5,
-        reviews: 1234,
-        tags: vec!["sale".into(), "new".into(), "popular".into()],
-    }
-}
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
