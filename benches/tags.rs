@@ -86,9 +86,6 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` runs each once; there is nothing to compare.
     }
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` runs each once; there is nothing to compare.
-    }
     let fan_out = mean_ns("invalidate_tag", "100000") / mean_ns("invalidate_tag", "100");
     let tagged = mean_ns("hit", "tagged") / mean_ns("hit", "untagged");
     println!("ratio invalidate_tag 100000 entries / 100 entries: {fan_out:.2} (target < 2)");
