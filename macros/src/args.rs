@@ -258,7 +258,23 @@ impl Args {
             }
         }
         args.check_mode(errors);
+        args.check_negative_ttl(errors);
         args
+    }
+
+    /// A cached `None` must not outlive a cached value of the same key.
+    fn check_negative_ttl(&self, errors: &mut Errors) {
+        if let (Some(ttl), Some(negative)) = (self.ttl, self.negative_ttl) {
+            if negative.value > ttl.value {
+                errors.add(
+                    negative.span,
+                    format!(
+                        "`negative_ttl` ({:?}) is longer than `ttl` ({:?}): a cached `None` would be kept longer than a value; make it at most `ttl`",
+                        negative.value, ttl.value
+                    ),
+                );
+            }
+        }
     }
 
     /// The options that only some stampede modes take.
@@ -401,7 +417,7 @@ fn key_template(what: &str, value: &Expr, errors: &mut Errors) -> Option<KeyTemp
 /// `3600` (seconds) or `"90s"`, `"5m"`, `"1h"`, `"1d"`.
 fn duration(name: &str, value: &Expr, zero_ok: bool, errors: &mut Errors) -> Option<SpannedDuration> {
     let expected = format!(
-        "`{name}` must be a whole number of seconds (`{name} = 3600`) or a string such as \"500ms\", \"90s\", \"5m\", \"1h\" or \"1d\""
+        "`{name}` must be a whole number of seconds (`{name} = 3600`) or a string such as \"500ms\", \"90s\", \"5m\", \"1h\", \"1d\" or \"1h30m\""
     );
     let parsed = match value {
         Expr::Lit(ExprLit {
@@ -437,18 +453,33 @@ fn duration(name: &str, value: &Expr, zero_ok: bool, errors: &mut Errors) -> Opt
 
 /// `"<digits><unit>"` with unit `ms`, `s`, `m`, `h` or `d`.
 fn parse_duration(text: &str) -> Option<Duration> {
-    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = text.split_at(unit_at);
-    let n: u64 = digits.parse().ok()?;
-    let ms_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(ms_per_unit).map(Duration::from_millis)
+    // Parts such as `1h`, `30m`, each unit smaller than the one before:
+    // "1h30m", "2m30s", "1s500ms".
+    let mut rest = text;
+    let mut total: u64 = 0;
+    let mut previous = u64::MAX;
+    while !rest.is_empty() {
+        let unit_at = rest.find(|c: char| !c.is_ascii_digit())?;
+        let (digits, after) = rest.split_at(unit_at);
+        let n: u64 = digits.parse().ok()?;
+        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let ms_per_unit = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        if ms_per_unit >= previous {
+            return None;
+        }
+        previous = ms_per_unit;
+        total = total.checked_add(n.checked_mul(ms_per_unit)?)?;
+        rest = next;
+    }
+    (!text.is_empty()).then(|| Duration::from_millis(total))
 }
 
 /// `0.1`, `1.0`, `2`: a non-negative number.
@@ -486,6 +517,10 @@ mod tests {
         assert_eq!(parse_duration("5m"), secs(300));
         assert_eq!(parse_duration("1h"), secs(3600));
         assert_eq!(parse_duration("1d"), secs(86_400));
+        assert_eq!(parse_duration("1h30m"), secs(5_400));
+        assert_eq!(parse_duration("2m30s"), secs(150));
+        assert_eq!(parse_duration("1s500ms"), Some(Duration::from_millis(1_500)));
+        assert_eq!(parse_duration("1d12h"), secs(129_600));
         for bad in [
             "",
             "5",
@@ -496,6 +531,9 @@ mod tests {
             "5 m",
             "99999999999999999999d",
             "5mss",
+            "30m1h",
+            "1h1h",
+            "1h30",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
