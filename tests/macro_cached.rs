@@ -369,3 +369,23 @@ async fn default_keys_tell_methods_and_type_arguments_apart() {
         Some("left 1")
     );
 }
+
+const SHORT: std::time::Duration = std::time::Duration::from_millis(100);
+
+// A duration given as a const: the entry lives that long.
+#[aside::cached(cache = cache, key = "short:<n>", ttl = SHORT)]
+async fn short_lived(cache: &Cache, probe: &Probe, n: u32) -> u32 {
+    probe.hit();
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_duration_expression_sets_the_ttl() {
+    let (cache, probe) = (Cache::memory(), Probe::default());
+    short_lived(&cache, &probe, 1).await;
+    short_lived(&cache, &probe, 1).await;
+    assert_eq!(probe.runs(), 1, "a hit within the TTL");
+    tokio::time::advance(SHORT + std::time::Duration::from_millis(1)).await;
+    short_lived(&cache, &probe, 1).await;
+    assert_eq!(probe.runs(), 2, "loaded again once SHORT has passed");
+}

@@ -84,11 +84,15 @@ impl Parse for RawOption {
     }
 }
 
-/// A duration option's value and where it was written.
-#[derive(Clone, Copy)]
+/// A duration option's value and where it was written: a literal, checked
+/// here, or an expression of type `Duration` (a const, `Duration::from_secs(60)`),
+/// which the compiler checks.
+#[derive(Clone)]
 pub(crate) struct SpannedDuration {
-    pub(crate) value: Duration,
+    /// The literal's duration; `None` for an expression.
+    pub(crate) value: Option<Duration>,
     pub(crate) span: Span,
+    pub(crate) expr: Option<Expr>,
 }
 
 /// A parsed key template.
@@ -119,11 +123,11 @@ pub(crate) struct Args {
 
 /// An `l1 = ...`: whether the function uses the in-process tier, and for
 /// how long at most.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) enum L1 {
     On,
     Off,
-    Ttl(Duration),
+    Ttl(SpannedDuration),
 }
 
 /// A `codec = "..."`: the name of the runtime's `Codec` variant.
@@ -245,7 +249,7 @@ impl Args {
                     ),
                     _ => {
                         let ttl = duration(&label, &value, false, errors);
-                        args.l1 = ttl.map(|d| (L1::Ttl(d.value), d.span));
+                        args.l1 = ttl.map(|d| (d.span, L1::Ttl(d))).map(|(span, l1)| (l1, span));
                     }
                 },
                 "sliding" => match &value {
@@ -264,13 +268,13 @@ impl Args {
 
     /// A cached `None` must not outlive a cached value of the same key.
     fn check_negative_ttl(&self, errors: &mut Errors) {
-        if let (Some(ttl), Some(negative)) = (self.ttl, self.negative_ttl) {
-            if negative.value > ttl.value {
+        let literal = |d: &Option<SpannedDuration>| d.as_ref().and_then(|d| Some((d.value?, d.span)));
+        if let (Some((ttl, _)), Some((negative, span))) = (literal(&self.ttl), literal(&self.negative_ttl)) {
+            if negative > ttl {
                 errors.add(
-                    negative.span,
+                    span,
                     format!(
-                        "`negative_ttl` ({:?}) is longer than `ttl` ({:?}): a cached `None` would be kept longer than a value; make it at most `ttl`",
-                        negative.value, ttl.value
+                        "`negative_ttl` ({negative:?}) is longer than `ttl` ({ttl:?}): a cached `None` would be kept longer than a value; make it at most `ttl`"
                     ),
                 );
             }
@@ -296,9 +300,19 @@ impl Args {
                 );
             }
         };
-        only(self.lock_ttl.map(|d| d.span), "lock_ttl", &[Mode::Lock], errors);
-        only(self.lock_wait.map(|d| d.span), "lock_wait", &[Mode::Lock], errors);
-        only(self.stale.map(|d| d.span), "stale", &[Mode::Swr], errors);
+        only(
+            self.lock_ttl.as_ref().map(|d| d.span),
+            "lock_ttl",
+            &[Mode::Lock],
+            errors,
+        );
+        only(
+            self.lock_wait.as_ref().map(|d| d.span),
+            "lock_wait",
+            &[Mode::Lock],
+            errors,
+        );
+        only(self.stale.as_ref().map(|d| d.span), "stale", &[Mode::Swr], errors);
         only(self.beta.map(|(_, s)| s), "beta", &[Mode::Early], errors);
         only(
             self.sliding.filter(|(on, _)| *on).map(|(_, s)| s),
@@ -430,7 +444,15 @@ fn duration(name: &str, value: &Expr, zero_ok: bool, errors: &mut Errors) -> Opt
             }
         },
         Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => parse_duration(&s.value()),
-        _ => None,
+        Expr::Lit(_) => None,
+        // A const or any expression: the compiler checks that it is a `Duration`.
+        expr => {
+            return Some(SpannedDuration {
+                value: None,
+                span: expr.span(),
+                expr: Some(expr.clone()),
+            })
+        }
     };
     let Some(parsed) = parsed else {
         errors.add(value.span(), format!("invalid duration; {expected}"));
@@ -446,8 +468,9 @@ fn duration(name: &str, value: &Expr, zero_ok: bool, errors: &mut Errors) -> Opt
         return None;
     }
     Some(SpannedDuration {
-        value: parsed,
+        value: Some(parsed),
         span: value.span(),
+        expr: None,
     })
 }
 

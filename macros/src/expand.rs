@@ -23,7 +23,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::args::{Args, Attr, KeyTemplate, Mode, L1};
+use crate::args::{Args, Attr, KeyTemplate, Mode, SpannedDuration, L1};
 use crate::template::Segment;
 use crate::validate::Checked;
 
@@ -43,12 +43,12 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         Some(template) => key_from_template(template),
         None => default_key(sig, &checked.key_args),
     };
-    let ttl = args.ttl.map(|d| {
-        let d = duration(d.value);
+    let ttl = args.ttl.as_ref().map(|d| {
+        let d = duration(d);
         quote!(.ttl(#d))
     });
-    let negative_ttl = args.negative_ttl.map(|d| {
-        let d = duration(d.value);
+    let negative_ttl = args.negative_ttl.as_ref().map(|d| {
+        let d = duration(d);
         quote!(.negative_ttl(#d))
     });
     let stampede = stampede(args);
@@ -62,14 +62,18 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         let variant = Ident::new(codec.variant(), span);
         quote_spanned!(span=> .codec(#rt::Codec::#variant))
     });
-    let l1 = args.l1.map(|(l1, span)| match l1 {
-        L1::On => quote_spanned!(span=> .l1(true)),
-        L1::Off => quote_spanned!(span=> .l1(false)),
-        L1::Ttl(ttl) => {
-            let ttl = duration(ttl);
-            quote_spanned!(span=> .l1_ttl(#ttl))
-        }
-    });
+    let l1 = args
+        .l1
+        .as_ref()
+        .map(|(l1, span)| (l1, *span))
+        .map(|(l1, span)| match l1 {
+            L1::On => quote_spanned!(span=> .l1(true)),
+            L1::Off => quote_spanned!(span=> .l1(false)),
+            L1::Ttl(ttl) => {
+                let ttl = duration(ttl);
+                quote_spanned!(span=> .l1_ttl(#ttl))
+            }
+        });
     let tags = args.tags.iter().flatten().map(key_from_template);
     let cache = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
@@ -187,10 +191,21 @@ fn body_block(ret: Option<&syn::Type>, block: &syn::Block) -> TokenStream {
     }
 }
 
-/// `Duration::from_millis(n)`.
-fn duration(d: std::time::Duration) -> TokenStream {
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    quote!(::aside::__private::Duration::from_millis(#ms))
+/// `Duration::from_millis(n)` for a literal; the expression itself, typed
+/// `Duration` where it was written, otherwise.
+fn duration(d: &SpannedDuration) -> TokenStream {
+    match (&d.value, &d.expr) {
+        (Some(value), _) => {
+            let ms = u64::try_from(value.as_millis()).unwrap_or(u64::MAX);
+            quote!(::aside::__private::Duration::from_millis(#ms))
+        }
+        (None, expr) => quote_spanned! {d.span=>
+            {
+                let __aside_duration: ::aside::__private::Duration = #expr;
+                __aside_duration
+            }
+        },
+    }
 }
 
 /// `.stampede(...)`, if the attribute chose a mode or its options.
@@ -202,16 +217,19 @@ fn stampede(args: &Args) -> Option<TokenStream> {
         None | Some(Mode::Lock) => {
             let lock_ttl = args
                 .lock_ttl
-                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_TTL), |d| duration(d.value));
+                .as_ref()
+                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_TTL), |d| duration(d));
             let lock_wait = args
                 .lock_wait
-                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_WAIT), |d| duration(d.value));
+                .as_ref()
+                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_WAIT), |d| duration(d));
             quote!(#rt::Stampede::Lock { lock_ttl: #lock_ttl, lock_wait: #lock_wait })
         }
         Some(Mode::Swr) => {
             let stale = args
                 .stale
-                .map_or_else(|| quote!(#rt::DEFAULT_STALE), |d| duration(d.value));
+                .as_ref()
+                .map_or_else(|| quote!(#rt::DEFAULT_STALE), |d| duration(d));
             quote!(#rt::Stampede::Swr { stale: #stale })
         }
         Some(Mode::Early) => {
