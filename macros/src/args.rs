@@ -249,7 +249,10 @@ impl Args {
                     ),
                     _ => {
                         let ttl = duration(&label, &value, false, errors);
-                        args.l1 = ttl.map(|d| (d.span, L1::Ttl(d))).map(|(span, l1)| (l1, span));
+                        args.l1 = ttl.map(|d| {
+                            let span = d.span;
+                            (L1::Ttl(d), span)
+                        });
                     }
                 },
                 "sliding" => match &value {

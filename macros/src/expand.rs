@@ -62,18 +62,14 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         let variant = Ident::new(codec.variant(), span);
         quote_spanned!(span=> .codec(#rt::Codec::#variant))
     });
-    let l1 = args
-        .l1
-        .as_ref()
-        .map(|(l1, span)| (l1, *span))
-        .map(|(l1, span)| match l1 {
-            L1::On => quote_spanned!(span=> .l1(true)),
-            L1::Off => quote_spanned!(span=> .l1(false)),
-            L1::Ttl(ttl) => {
-                let ttl = duration(ttl);
-                quote_spanned!(span=> .l1_ttl(#ttl))
-            }
-        });
+    let l1 = args.l1.as_ref().map(|&(ref l1, span)| match l1 {
+        L1::On => quote_spanned!(span=> .l1(true)),
+        L1::Off => quote_spanned!(span=> .l1(false)),
+        L1::Ttl(ttl) => {
+            let ttl = duration(ttl);
+            quote_spanned!(span=> .l1_ttl(#ttl))
+        }
+    });
     let tags = args.tags.iter().flatten().map(key_from_template);
     let cache = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
@@ -218,18 +214,18 @@ fn stampede(args: &Args) -> Option<TokenStream> {
             let lock_ttl = args
                 .lock_ttl
                 .as_ref()
-                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_TTL), |d| duration(d));
+                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_TTL), duration);
             let lock_wait = args
                 .lock_wait
                 .as_ref()
-                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_WAIT), |d| duration(d));
+                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_WAIT), duration);
             quote!(#rt::Stampede::Lock { lock_ttl: #lock_ttl, lock_wait: #lock_wait })
         }
         Some(Mode::Swr) => {
             let stale = args
                 .stale
                 .as_ref()
-                .map_or_else(|| quote!(#rt::DEFAULT_STALE), |d| duration(d));
+                .map_or_else(|| quote!(#rt::DEFAULT_STALE), duration);
             quote!(#rt::Stampede::Swr { stale: #stale })
         }
         Some(Mode::Early) => {
