@@ -344,3 +344,39 @@ on_both_backends!(
     an_entry_of_another_type_is_a_counted_miss_and_is_repaired,
     set_get_invalidate,
 );
+
+/// A disabled cache, for the tests of code that uses aside: every call runs
+/// its function, and nothing is kept.
+#[tokio::test]
+async fn a_disabled_cache_runs_every_call_and_keeps_nothing() {
+    let cache = Cache::disabled();
+    let runs = AtomicU64::new(0);
+    for _ in 0..3 {
+        let got: u32 = cache
+            .get_or_load("k", &Policy::new(), || counted(&runs, 7))
+            .await
+            .unwrap();
+        assert_eq!(got, 7);
+    }
+    assert_eq!(runs.load(SeqCst), 3);
+    let put: io::Result<u32> = cache.put("k", &Policy::new(), || counted(&runs, 8)).await;
+    assert_eq!((put.unwrap(), runs.load(SeqCst)), (8, 4));
+    cache.set("k", &9u32, None).await.unwrap();
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
+    cache.invalidate("k").await.unwrap();
+    cache.invalidate_tag("t").await.unwrap();
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.loads), (0, 3, 3), "{stats:?}");
+    // By configuration: `enabled(false)` connects to nothing, even with a URL.
+    let off = Cache::builder()
+        .redis("redis://127.0.0.1:1")
+        .enabled(false)
+        .build()
+        .await
+        .unwrap();
+    let got: u32 = off
+        .get_or_load("k", &Policy::new(), || counted(&runs, 1))
+        .await
+        .unwrap();
+    assert_eq!(got, 1);
+}

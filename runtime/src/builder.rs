@@ -54,6 +54,7 @@ pub struct CacheBuilder {
     /// The in-process tier: `None` for the default (on for memory, off for
     /// Redis), `Some(None)` for off.
     l1: Option<Option<L1>>,
+    enabled: bool,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -73,6 +74,7 @@ impl fmt::Debug for CacheBuilder {
                 &self.tls_root_certificate.as_ref().map(|_| "set"),
             )
             .field("l1", &self.l1)
+            .field("enabled", &self.enabled)
             .finish()
     }
 }
@@ -125,7 +127,24 @@ impl CacheBuilder {
             tls_root_certificate: None,
             codec: Codec::Json,
             l1: None,
+            enabled: true,
         }
+    }
+
+    /// With `false`, the cache caches nothing (see [`Cache::disabled`]) and
+    /// connects to nothing: caching turned off by configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let caching = std::env::var("CACHE").map_or(true, |v| v != "off");
+    /// let cache = aside::Cache::builder().enabled(caching).build().await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
     }
 
     /// Puts a typed in-process tier in front of the backend, bounded by
@@ -285,6 +304,9 @@ impl CacheBuilder {
                 "op_timeout and connect_timeout must be greater than zero".into(),
             ));
         }
+        if !self.enabled {
+            return Ok(self.build_memory());
+        }
         let Some(url) = &self.redis_url else {
             if self.memory_capacity == 0 {
                 return Err(Error::Config("memory_capacity must be greater than zero".into()));
@@ -353,6 +375,7 @@ impl CacheBuilder {
                 breaker_threshold: self.breaker_threshold,
                 breaker_cooldown: self.breaker_cooldown,
                 codec: self.codec,
+                enabled: self.enabled,
             },
         )
     }

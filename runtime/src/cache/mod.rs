@@ -93,6 +93,8 @@ pub(crate) struct Settings {
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) codec: Codec,
+    /// Off: every call runs its loader, and nothing is stored or read.
+    pub(crate) enabled: bool,
 }
 
 struct Inner {
@@ -147,6 +149,28 @@ impl Cache {
     /// ```
     pub fn memory() -> Cache {
         CacheBuilder::new().build_memory()
+    }
+
+    /// A cache that caches nothing: every call runs its function, writes
+    /// store nothing, reads find nothing, invalidations do nothing. For the
+    /// tests of code that uses aside, or to turn caching off by
+    /// configuration ([`CacheBuilder::enabled`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+    /// let cache = Cache::disabled();
+    /// let policy = Policy::new();
+    /// let first = cache.get_or_load("k", &policy, || async { Ok::<u32, std::io::Error>(1) }).await?;
+    /// let second = cache.get_or_load("k", &policy, || async { Ok::<u32, std::io::Error>(2) }).await?;
+    /// assert_eq!((first, second), (1, 2));
+    /// # Ok(()) }
+    /// ```
+    pub fn disabled() -> Cache {
+        CacheBuilder::new().enabled(false).build_memory()
     }
 
     /// A cache over a backend of your own, with the default settings.
@@ -216,6 +240,11 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if !self.inner.settings.enabled {
+            Counters::incr(&self.inner.counters.misses);
+            Counters::incr(&self.inner.counters.loads);
+            return load().await;
+        }
         self.lookup(key, policy, load).await
     }
 
@@ -247,6 +276,9 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if !self.inner.settings.enabled {
+            return load().await;
+        }
         self.write_through(key, policy, load).await
     }
 
@@ -269,6 +301,9 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        if !self.inner.settings.enabled {
+            return Ok(None);
+        }
         self.read_plain(key).await
     }
 
@@ -298,6 +333,9 @@ impl Cache {
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
+        if !self.inner.settings.enabled {
+            return Ok(());
+        }
         self.write_plain(key, value, ttl).await
     }
 
@@ -320,6 +358,9 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
+        if !self.inner.settings.enabled {
+            return Ok(());
+        }
         self.invalidate_key(key).await
     }
 
@@ -368,6 +409,9 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
+        if !self.inner.settings.enabled {
+            return Ok(());
+        }
         self.invalidate_tag_names(tags).await
     }
 }
