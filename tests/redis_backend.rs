@@ -465,3 +465,25 @@ async fn lock_waiters_subscribe_while_they_wait_and_unsubscribe_after() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_the_program_built_is_used_as_given() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let cache = Cache::builder().redis_client(client).build().await.unwrap();
+    let runs = AtomicU64::new(0);
+    for _ in 0..2 {
+        let got: u32 = cache
+            .get_or_load("k", &Policy::new(), || load(&runs, 3))
+            .await
+            .unwrap();
+        assert_eq!(got, 3);
+    }
+    assert_eq!(runs.load(SeqCst), 1, "stored in that Redis, then a hit");
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("aside:k")
+        .query_async(&mut server.raw().await)
+        .await
+        .unwrap();
+    assert!(stored.is_some());
+}

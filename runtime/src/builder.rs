@@ -55,12 +55,15 @@ pub struct CacheBuilder {
     /// Redis), `Some(None)` for off.
     l1: Option<Option<L1>>,
     enabled: bool,
+    /// A client the program built itself, instead of `redis_url`.
+    redis_client: Option<redis::Client>,
 }
 
 impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheBuilder")
             .field("redis_url", &self.redis_url.as_ref().map(|_| "set"))
+            .field("redis_client", &self.redis_client.as_ref().map(|_| "set"))
             .field("memory_capacity", &self.memory_capacity)
             .field("namespace", &self.namespace)
             .field("default_ttl", &self.default_ttl)
@@ -128,7 +131,24 @@ impl CacheBuilder {
             codec: Codec::Json,
             l1: None,
             enabled: true,
+            redis_client: None,
         }
+    }
+
+    /// Use Redis through a `redis::Client` the program already built (its
+    /// own TLS or connection settings), instead of a URL.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let cache = aside::Cache::builder().redis_client(client).build().await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn redis_client(mut self, client: redis::Client) -> Self {
+        self.redis_client = Some(client);
+        self
     }
 
     /// With `false`, the cache caches nothing (see [`Cache::disabled`]) and
@@ -307,13 +327,16 @@ impl CacheBuilder {
         if !self.enabled {
             return Ok(self.build_memory());
         }
-        let Some(url) = &self.redis_url else {
-            if self.memory_capacity == 0 {
-                return Err(Error::Config("memory_capacity must be greater than zero".into()));
+        let client = match (&self.redis_client, &self.redis_url) {
+            (Some(client), _) => client.clone(),
+            (None, Some(url)) => self.client(url)?,
+            (None, None) => {
+                if self.memory_capacity == 0 {
+                    return Err(Error::Config("memory_capacity must be greater than zero".into()));
+                }
+                return Ok(self.build_memory());
             }
-            return Ok(self.build_memory());
         };
-        let client = self.client(url)?;
         let backend = RedisBackend::connect(client.clone(), self.connect_timeout, self.op_timeout)
             .await
             .map_err(Error::Connect)?;
