@@ -328,20 +328,21 @@ fn cached_futures_are_send() {
     assert_send(&repo.count("t"));
 }
 
-// Two types in one module with a method of the same name, and a generic
-// function: their default keys must not collide.
+// Two types in one module with a method of the same name (whose keys are
+// their own: a method has no default key), and a generic function: their
+// keys must not collide.
 struct Left;
 struct Right;
 
 impl Left {
-    #[aside::cached(cache = cache)]
+    #[aside::cached(cache = cache, key = "left:name:<id>")]
     async fn name(&self, cache: &Cache, id: u32) -> String {
         format!("left {id}")
     }
 }
 
 impl Right {
-    #[aside::cached(cache = cache)]
+    #[aside::cached(cache = cache, key = "right:name:<id>")]
     async fn name(&self, cache: &Cache, id: u32) -> String {
         format!("right {id}")
     }
@@ -354,19 +355,24 @@ async fn type_of<T: Default + Serialize>(cache: &Cache, id: u32) -> String {
 }
 
 #[tokio::test]
-async fn default_keys_tell_methods_and_type_arguments_apart() {
+async fn keys_tell_methods_and_type_arguments_apart() {
     let cache = Cache::memory();
     assert_eq!(Left.name(&cache, 1).await, "left 1");
     assert_eq!(Right.name(&cache, 1).await, "right 1");
     assert_eq!(type_of::<u8>(&cache, 1).await, "0");
     assert_eq!(type_of::<String>(&cache, 1).await, "\"\"");
     assert_eq!(
+        cache.get::<String>("left:name:1").await.unwrap().as_deref(),
+        Some("left 1")
+    );
+    assert_eq!(
         cache
-            .get::<String>("macro_cached::Left::name:1")
+            .get::<String>("macro_cached::type_of<u8>:1")
             .await
             .unwrap()
             .as_deref(),
-        Some("left 1")
+        Some("0"),
+        "a generic function's default key carries its type arguments"
     );
 }
 

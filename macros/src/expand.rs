@@ -295,11 +295,8 @@ fn field_path(path: &[String], span: Span) -> TokenStream {
 /// must not share entries).
 fn default_key(sig: &syn::Signature, args: &[&Ident]) -> TokenStream {
     let name = format!("::{}", sig.ident);
-    let owner = if sig.receiver().is_some() {
-        quote!(::core::any::type_name::<Self>())
-    } else {
-        quote!(::core::module_path!())
-    };
+    // Only free functions have one: a method must give its key (validate).
+    let owner = quote!(::core::module_path!());
     let type_args = sig.generics.type_params().enumerate().map(|(i, param)| {
         let open = if i == 0 { "<" } else { "," };
         let ident = &param.ident;

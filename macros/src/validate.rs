@@ -83,6 +83,23 @@ pub(crate) fn check<'a>(
     }
     match attr {
         Attr::Cached if args.key.is_none() => {
+            // A default key has no part of `self`: instances that differ
+            // (two tenants' repositories) would read each other's entries.
+            if let Some(receiver) = sig.receiver() {
+                // The template the default key would have been, for the hint.
+                let mut shared = sig.ident.to_string();
+                for arg in &named {
+                    shared.push_str(&format!(":<{arg}>"));
+                }
+                errors.add(
+                    receiver.self_token.span,
+                    format!(
+                        "a method needs `key = \"...\"`: a default key leaves `self` out, so every instance \
+                         would share one entry per argument; name what tells instances apart, \
+                         e.g. `key = \"<self.tenant>:{shared}\"`, or share on purpose with `key = \"{shared}\"`"
+                    ),
+                );
+            }
             for span in unnamed {
                 errors.add(
                     span,

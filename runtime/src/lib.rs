@@ -56,7 +56,7 @@ mod tags;
 ///
 /// | option | value | default |
 /// |---|---|---|
-/// | `key` | a template: literal text and `<name>` placeholders, where `name` is an argument or a field path on one (`<user.id>`, `<self.tenant>`) | module path, function name and every argument but `self`, `:`-separated |
+/// | `key` | a template: literal text and `<name>` placeholders, where `name` is an argument or a field path on one (`<user.id>`, `<self.tenant>`) | for a free function: module path, function name and every argument, `:`-separated; a method must give one, naming what tells its instances apart (`<self.tenant>`) |
 /// | `ttl` | seconds (`3600`) or `"500ms"`, `"90s"`, `"5m"`, `"1h"`, `"1d"`, or units combined, largest first (`"1h30m"`); greater than zero. Or any expression of type `Duration`: `PRODUCT_TTL`, `Duration::from_secs(60)` | the cache's [`default_ttl`](CacheBuilder::default_ttl) (5 min) |
 /// | `negative_ttl` | as `ttl`; `0` turns negative caching off; not longer than `ttl` | the smaller of 60 s and `ttl` |
 /// | `tags` | a list of templates, as `key`: `tags = ["product:<id>", "category:<cat>"]`; [`Cache::invalidate_tag`] with any of them drops the entry | none |
