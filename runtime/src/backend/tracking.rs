@@ -5,7 +5,8 @@
 //! the name of every key under those prefixes that changes: written,
 //! deleted, expired or evicted, by any client, this process's included. A
 //! `FLUSHALL`/`FLUSHDB` pushes a null instead of names. Each push flags the
-//! tier's deps as it is read off the socket, with no queue between.
+//! tier's deps in the push sender itself, as the connection manager hands
+//! it over (through its own channel; there is no queue of ours).
 //!
 //! The connection is a `ConnectionManager` (it reconnects by itself). A lost
 //! connection pushes `Disconnection`: the tier is flushed and bypassed at
