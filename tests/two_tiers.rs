@@ -22,16 +22,32 @@ async fn tiered(server: &RedisServer) -> Cache {
     server.cache_of(support::Kind::Tiered).await
 }
 
-/// Reads `key` until a read is answered in process (the first fill can be
-/// dropped by the push of the cache's own write); bounded.
+/// Reads `key` until the in-process tier answers with a copy that no push of
+/// this cache's own write can still drop; bounded. (Call it on a key no
+/// other cache writes meanwhile, right after that key's last write, if any,
+/// was made through `settle` itself.)
+///
+/// The copy a load fills is dropped when the push of the load's own write
+/// arrives, at a time no test controls. A read answered by Redis after that
+/// load shows the push was handled (the copy it dropped is gone), and the
+/// copy that read filled depends on nothing written since.
 async fn settle(cache: &Cache, key: &str, policy: &Policy) {
-    let l1_hits = cache.stats().l1_hits;
-    bounded("a read answered in process", Duration::from_secs(5), async {
-        while cache.stats().l1_hits == l1_hits {
+    bounded("a stable copy in process", Duration::from_secs(5), async {
+        let mut own_write_pending = false;
+        loop {
+            let before = cache.stats();
             let _: u64 = cache
                 .get_or_load(key, policy, || async { Ok::<_, io::Error>(1) })
                 .await
                 .unwrap();
+            let read = cache.stats().since(&before);
+            if read.loads > 0 {
+                own_write_pending = true;
+            } else if read.l1_hits == 0 {
+                own_write_pending = false;
+            } else if !own_write_pending {
+                return;
+            }
             tokio::task::yield_now().await;
         }
     })
