@@ -12,7 +12,7 @@ use crate::backend::EntryKeys;
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::Landed;
-use crate::l1::Meta;
+use crate::l1::{Meta, Watch};
 use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -83,9 +83,8 @@ impl Cache {
         };
         // Kept in process only once the backend has it: a store refused
         // because of an invalidation is not served from here either.
-        if let (Some(meta), Some(watch), Some(local)) = (stored, watch, &self.inner.local) {
-            let kept = self.kept_for(policy, meta.fresh_until_ms);
-            local.fill(watch, &value, (self.codec(policy), payload.len()), meta, kept);
+        if let (Some(meta), Some(watch)) = (stored, watch) {
+            self.keep_in_process(watch, &value, payload.len(), meta, policy);
         }
         drop(leader);
         Ok(value)
@@ -151,6 +150,43 @@ impl Cache {
             }
             None => None,
         }
+    }
+
+    /// Keeps `value` (stored with `meta`, `weight` bytes encoded) in the
+    /// in-process tier under `watch`, as long as the backend keeps it under
+    /// `policy`: past its freshness for swr's stale window and early's
+    /// grace; a sliding entry (only ever in a tier that is the only store)
+    /// for its TTL, which each hit restarts.
+    pub(super) fn keep_in_process<T>(
+        &self,
+        watch: &Watch,
+        value: &T,
+        weight: usize,
+        meta: Meta,
+        policy: &Policy,
+    ) where
+        T: Serialize + Clone + Send + Sync + 'static,
+    {
+        let Some(local) = &self.inner.local else { return };
+        let kept = match policy.touch(self.inner.settings.default_ttl) {
+            Some(ttl) => ttl,
+            None => {
+                let past = match policy.stampede_mode() {
+                    Stampede::Swr { stale } => stale,
+                    Stampede::Early { .. } => REFRESH_GRACE,
+                    _ => Duration::ZERO,
+                };
+                let fresh = meta.fresh_until_ms.saturating_sub(now_ms());
+                Duration::from_millis(fresh).saturating_add(past)
+            }
+        };
+        local.fill(
+            watch,
+            value,
+            (self.codec(policy), weight),
+            meta,
+            policy.l1_cap(kept),
+        );
     }
 
     /// The codec `policy` writes with.

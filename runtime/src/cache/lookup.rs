@@ -2,7 +2,6 @@
 //! in the in-process tier or the backend, and what a miss does next.
 
 use std::future::Future;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -14,7 +13,7 @@ use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::{Join, Landed};
 use crate::l1::{Found as Held, Meta, Watch};
-use crate::stampede::{recompute_early, REFRESH_GRACE};
+use crate::stampede::recompute_early;
 use crate::stats::Counters;
 use crate::tags::Stamp;
 use crate::{Policy, Stampede};
@@ -153,7 +152,7 @@ impl Cache {
 
     /// What a fetched entry offers: a fresh value, a value due for a refresh
     /// (swr past the TTL; early by XFetch, or past the TTL while the backend
-    /// keeps it for [`REFRESH_GRACE`]), or nothing (absent, expired,
+    /// keeps it for [`REFRESH_GRACE`](crate::stampede::REFRESH_GRACE)), or nothing (absent, expired,
     /// invalidated by a tag, or undecodable). With `count` (a caller's first
     /// read, not a re-read), counts the hit or the corrupt entry; the hit of
     /// a [`Due`] without a fallback is counted by [`refresh`](Self::refresh),
@@ -183,11 +182,9 @@ impl Cache {
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let stored = self.decode(keys, fetched, count)?;
-        if let (Some(local), Some(watch)) = (&self.inner.local, watch) {
+        if let Some(watch) = watch {
             let weight = fetched.entry.as_ref().map_or(0, Bytes::len);
-            let kept = self.kept_for(policy, stored.meta.fresh_until_ms);
-            let stored_as = (self.codec(policy), weight);
-            local.fill(watch, &stored.value, stored_as, stored.meta, kept);
+            self.keep_in_process(watch, &stored.value, weight, stored.meta, policy);
         }
         Some(self.decide(stored, policy, count))
     }
@@ -321,24 +318,4 @@ pub(super) struct Due<T> {
 pub(super) struct Stored<T> {
     pub(super) value: T,
     pub(super) meta: Meta,
-}
-
-/// How long the in-process tier may keep a value fresh until
-/// `fresh_until_ms`: as long as the backend keeps it under `policy` (past
-/// its freshness for swr's stale window and early's grace).
-impl Cache {
-    pub(super) fn kept_for(&self, policy: &Policy, fresh_until_ms: u64) -> Duration {
-        // A sliding entry (only ever in a tier that is the only store): its
-        // TTL, restarted by each hit.
-        if let Some(ttl) = policy.touch(self.inner.settings.default_ttl) {
-            return policy.l1_cap(ttl);
-        }
-        let past = match policy.stampede_mode() {
-            Stampede::Swr { stale } => stale,
-            Stampede::Early { .. } => REFRESH_GRACE,
-            _ => Duration::ZERO,
-        };
-        let fresh = Duration::from_millis(fresh_until_ms.saturating_sub(now_ms()));
-        policy.l1_cap(fresh.saturating_add(past))
-    }
 }

@@ -61,9 +61,8 @@ impl Cache {
                 let stored = cache
                     .store(&keys, &policy, &payload, &stamp, load_time, None)
                     .await;
-                if let (Some(local), Some(watch), Some(meta)) = (local, watch, stored) {
-                    let kept = cache.kept_for(&policy, meta.fresh_until_ms);
-                    local.fill(&watch, &value, (cache.codec(&policy), payload.len()), meta, kept);
+                if let (Some(watch), Some(meta)) = (watch, stored) {
+                    cache.keep_in_process(&watch, &value, payload.len(), meta, &policy);
                 }
             })
             .await;
