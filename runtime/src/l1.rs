@@ -141,7 +141,7 @@ fn encoded_bytes(value: &(dyn Any + Send + Sync), _: Codec) -> Option<Vec<u8>> {
 }
 
 /// What [`Local::get`] finds.
-pub(crate) enum Found<T> {
+pub(crate) enum Kept<T> {
     /// A value of the type asked for.
     Value(T, Meta),
     /// A value of another type (another function's at the same key, or
@@ -151,10 +151,10 @@ pub(crate) enum Found<T> {
 }
 
 #[cfg(test)]
-impl<T> Found<T> {
+impl<T> Kept<T> {
     fn value(self) -> Option<T> {
         match self {
-            Found::Value(value, _) => Some(value),
+            Kept::Value(value, _) => Some(value),
             _ => None,
         }
     }
@@ -249,21 +249,21 @@ impl Local {
     /// The value at `key`, if one is held, live, and nothing it depends on
     /// has changed: a hit if it is a `T`. A value held encoded (written by
     /// `set`) is decoded as `T`, and from then on held as `T`.
-    pub(crate) fn get<T>(&self, key: &str, now_ms: u64) -> Found<T>
+    pub(crate) fn get<T>(&self, key: &str, now_ms: u64) -> Kept<T>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let Some(held) = self.live(key, now_ms) else {
-            return Found::Nothing;
+            return Kept::Nothing;
         };
         if let Some(value) = held.value.downcast_ref::<T>() {
-            return Found::Value(value.clone(), held.meta);
+            return Kept::Value(value.clone(), held.meta);
         }
         let Some(Encoded(bytes)) = held.value.downcast_ref::<Encoded>() else {
-            return Found::OtherType;
+            return Kept::OtherType;
         };
         let Ok(value) = held.codec.decode::<T>(bytes) else {
-            return Found::OtherType;
+            return Kept::OtherType;
         };
         let typed = Held {
             value: Box::new(value.clone()),
@@ -274,7 +274,7 @@ impl Local {
         };
         // Same deps, same expiry: a change since still drops it.
         self.entries.insert(key.to_owned(), Arc::new(typed));
-        Found::Value(value, held.meta)
+        Kept::Value(value, held.meta)
     }
 
     /// The entry at `key` if it is live and nothing it depends on changed.
@@ -491,10 +491,10 @@ mod tests {
         let local = Local::new(L1::default(), true);
         filled(&local, "k", &["ns:k"], 7);
         assert_eq!(local.get::<u32>("k", clock::now_ms()).value(), Some(7));
-        assert!(matches!(local.get::<u64>("k", clock::now_ms()), Found::OtherType));
+        assert!(matches!(local.get::<u64>("k", clock::now_ms()), Kept::OtherType));
         assert!(matches!(
             local.get::<String>("k", clock::now_ms()),
-            Found::OtherType
+            Kept::OtherType
         ));
     }
 

@@ -12,7 +12,7 @@ use crate::backend::{EntryKeys, Fetched};
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::{Join, Landed};
-use crate::l1::{Found as Held, Meta, Watch};
+use crate::l1::{Kept, Meta, Watch};
 use crate::stampede::recompute_early;
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -33,11 +33,11 @@ impl Cache {
             let found = local.get::<T>(key, now);
             // Over Redis, the backend's entry may still decode as `T`: only
             // a tier that is the only store knows this is a corrupt entry.
-            if matches!(found, Held::OtherType) && local.alone() {
+            if matches!(found, Kept::OtherType) && local.alone() {
                 Counters::incr(&self.inner.counters.corrupt);
                 tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
             }
-            if let Held::Value(value, meta) = found {
+            if let Kept::Value(value, meta) = found {
                 match self.decide_at(Stored { value, meta }, policy, true, now) {
                     Found::Fresh(value) => {
                         if let Some(ttl) = touch {
