@@ -116,13 +116,13 @@ impl Repo {
     }
 }
 
-// A trait impl method.
+// A trait impl method: no companion, since a trait impl takes no other item.
 trait Catalog {
     async fn name_of(&self, id: u64) -> Option<String>;
 }
 
 impl Catalog for Repo {
-    #[aside::cached(cache = self.cache, key = "name:<id>")]
+    #[aside::cached(cache = self.cache, key = "name:<id>", entry = false)]
     async fn name_of(&self, id: u64) -> Option<String> {
         self.probe.hit();
         Some(format!("#{id}"))

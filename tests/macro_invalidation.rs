@@ -147,8 +147,82 @@ async fn cache_put_writes_through(kind: Kind) {
     assert_eq!(db.reads(), 2);
 }
 
+/// One tenant's view of the products: writers name `price`'s entry by a
+/// call, never by its template, so they reach this tenant's entry only.
+struct Prices<'a> {
+    cache: &'a Cache,
+    db: &'a Db,
+    tenant: &'static str,
+}
+
+impl Prices<'_> {
+    #[aside::cached(cache = self.cache, key = "<self.tenant>:price:<id>", tags = ["prices:<self.tenant>"])]
+    async fn price(&self, id: usize) -> Option<String> {
+        self.db.reads.fetch_add(1, SeqCst);
+        let rows = self.db.rows.lock().unwrap();
+        rows.get(id).map(|(name, _)| format!("{}/{name}", self.tenant))
+    }
+
+    #[aside::invalidate(cache = self.cache, entries = [self.price(id)])]
+    async fn rename(&self, id: usize, name: &str) {
+        self.db.rows.lock().unwrap()[id].0 = name.to_owned();
+    }
+
+    #[aside::cache_put(cache = self.cache, entry = self.price(id))]
+    async fn rename_through(&self, id: usize, name: &str) -> Result<Option<String>, Rejected> {
+        self.db.rows.lock().unwrap()[id].0 = name.to_owned();
+        Ok(Some(format!("{}/{name}", self.tenant)))
+    }
+}
+
+async fn writers_name_the_entry_of_their_own_tenant(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let db = Db::with(&[("lamp", 1)]);
+    let acme = Prices {
+        cache: &cache,
+        db: &db,
+        tenant: "acme:eu",
+    };
+    let globex = Prices {
+        cache: &cache,
+        db: &db,
+        tenant: "globex",
+    };
+    assert_eq!(acme.price(0).await.as_deref(), Some("acme:eu/lamp"));
+    assert_eq!(globex.price(0).await.as_deref(), Some("globex/lamp"));
+    assert_eq!(db.reads(), 2);
+
+    // `entries = [self.price(id)]`: acme's entry, not globex's.
+    acme.rename(0, "desk lamp").await;
+    assert_eq!(acme.price(0).await.as_deref(), Some("acme:eu/desk lamp"));
+    assert_eq!(globex.price(0).await.as_deref(), Some("globex/lamp"), "a hit");
+    assert_eq!(db.reads(), 3);
+
+    // `entry = self.price(id)`: written with `price`'s key and tags.
+    acme.rename_through(0, "floor lamp").await.unwrap();
+    assert_eq!(acme.price(0).await.as_deref(), Some("acme:eu/floor lamp"));
+    assert_eq!(db.reads(), 3, "the read after a write-through is a hit");
+    let tenant = acme.tenant;
+    cache
+        .invalidate_tag(&aside::key!("prices:<tenant>"))
+        .await
+        .unwrap();
+    assert_eq!(acme.price(0).await.as_deref(), Some("acme:eu/floor lamp"));
+    assert_eq!(db.reads(), 4, "the written entry carries the tenant's tag");
+
+    // The same entries by hand.
+    let entry = aside::entry!(globex.price(0));
+    assert_eq!(entry.key(), "globex:price:0");
+    entry.put(&cache, Some("globex/seeded".into())).await;
+    assert_eq!(globex.price(0).await.as_deref(), Some("globex/seeded"));
+    entry.invalidate(&cache).await.unwrap();
+    assert_eq!(globex.price(0).await.as_deref(), Some("globex/floor lamp"));
+    assert_eq!(db.reads(), 5);
+}
+
 on_both_backends!(
     tags_through_the_macro,
     invalidate_runs_after_a_successful_body_only,
-    cache_put_writes_through
+    cache_put_writes_through,
+    writers_name_the_entry_of_their_own_tenant
 );

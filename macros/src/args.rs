@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
 
+use crate::entry;
 use crate::template::{self, Segment};
 
 /// Which attribute is being parsed.
@@ -46,9 +47,19 @@ impl Attr {
                 "sliding",
                 "codec",
                 "l1",
+                "entry",
             ],
-            Attr::CachePut => &["key", "ttl", "negative_ttl", "tags", "cache", "jitter", "codec"],
-            Attr::Invalidate => &["keys", "tags", "cache"],
+            Attr::CachePut => &[
+                "entry",
+                "key",
+                "ttl",
+                "negative_ttl",
+                "tags",
+                "cache",
+                "jitter",
+                "codec",
+            ],
+            Attr::Invalidate => &["entries", "keys", "tags", "cache"],
         }
     }
 
@@ -56,8 +67,8 @@ impl Attr {
     /// a clear error rather than an "unknown option".
     fn elsewhere(self) -> &'static [&'static str] {
         match self {
-            Attr::Cached | Attr::CachePut => &["keys"],
-            Attr::Invalidate => &["key", "ttl"],
+            Attr::Cached | Attr::CachePut => &["keys", "entries"],
+            Attr::Invalidate => &["key", "ttl", "entry"],
         }
     }
 }
@@ -119,6 +130,13 @@ pub(crate) struct Args {
     pub(crate) sliding: Option<(bool, Span)>,
     pub(crate) codec: Option<(Codec, Span)>,
     pub(crate) l1: Option<(L1, Span)>,
+    /// `#[cached]`: whether to emit the companion that writers name the
+    /// entry by (`entry = false` leaves it out, as a trait impl requires).
+    pub(crate) companion: bool,
+    /// `#[cache_put(entry = f(x))]`: the companion call of the entry it writes.
+    pub(crate) entry: Option<TokenStream>,
+    /// `#[invalidate(entries = [f(x), self.g(y)])]`: the companion calls.
+    pub(crate) entries: Option<Vec<TokenStream>>,
 }
 
 /// An `l1 = ...`: whether the function uses the in-process tier, and for
@@ -179,7 +197,10 @@ impl Errors {
 impl Args {
     /// Parses the attribute's tokens, recording every problem in `errors`.
     pub(crate) fn parse(attr: Attr, tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Self {
-        let mut args = Args::default();
+        let mut args = Args {
+            companion: true,
+            ..Args::default()
+        };
         let parser = Punctuated::<RawOption, Token![,]>::parse_terminated;
         let raw = match syn::parse::Parser::parse2(parser, tokens) {
             Ok(raw) => raw,
@@ -189,6 +210,7 @@ impl Args {
             }
         };
         let mut seen: Vec<String> = Vec::new();
+        let mut named: Vec<(String, Span)> = Vec::new();
         for RawOption { name, value } in raw {
             let label = name.to_string();
             if !attr.options().contains(&label.as_str()) {
@@ -212,6 +234,7 @@ impl Args {
                 continue;
             }
             seen.push(label.clone());
+            named.push((label.clone(), name.span()));
             match label.as_str() {
                 "key" => args.key = key_template("`key`", &value, errors),
                 "ttl" => args.ttl = duration(&label, &value, false, errors),
@@ -255,6 +278,36 @@ impl Args {
                         });
                     }
                 },
+                "entry" if attr == Attr::Cached => match &value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(b), ..
+                    }) => args.companion = b.value,
+                    other => errors.add(
+                        other.span(),
+                        "`entry` must be `true` or `false`: `entry = false` leaves out the companion item \
+                         that writers name this function's entry with, as a trait impl requires",
+                    ),
+                },
+                "entry" => match entry::call(&value) {
+                    Ok(call) => args.entry = Some(call),
+                    Err(error) => errors.push(error),
+                },
+                "entries" => match &value {
+                    Expr::Array(array) => {
+                        let calls = array.elems.iter().filter_map(|call| match entry::call(call) {
+                            Ok(call) => Some(call),
+                            Err(error) => {
+                                errors.push(error);
+                                None
+                            }
+                        });
+                        args.entries = Some(calls.collect());
+                    }
+                    other => errors.add(
+                        other.span(),
+                        format!("`entries` must be a list, such as `entries = [product(id)]`, of {}", entry::EXPECTED),
+                    ),
+                },
                 "sliding" => match &value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Bool(b), ..
@@ -266,6 +319,20 @@ impl Args {
         }
         args.check_mode(errors);
         args.check_negative_ttl(errors);
+        if args.entry.is_some() {
+            // The entry's policy is its #[cached] function's.
+            for (label, span) in &named {
+                if ["key", "ttl", "negative_ttl", "tags", "jitter", "codec"].contains(&label.as_str()) {
+                    errors.add(
+                        *span,
+                        format!(
+                            "`{label}` comes from the #[cached] function that `entry` names; remove it here, \
+                             so that the two cannot differ"
+                        ),
+                    );
+                }
+            }
+        }
         args
     }
 

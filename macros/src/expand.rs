@@ -24,6 +24,7 @@ use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
 use crate::args::{Args, Attr, KeyTemplate, Mode, SpannedDuration, L1};
+use crate::entry;
 use crate::template::Segment;
 use crate::validate::Checked;
 
@@ -39,7 +40,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     };
     let rt = quote!(::aside::__private);
 
-    let key = match &args.key {
+    let key = || match &args.key {
         Some(template) => key_from_template(template),
         None => default_key(sig, &checked.key_args),
     };
@@ -103,11 +104,55 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         }
     };
 
+    let policy =
+        quote!(#rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding #codec #l1);
+    let key_and_policy = match &args.entry {
+        // The #[cached] function's key and policy; a value of another type
+        // is a mismatch at the return type.
+        Some(call) => {
+            let entry_type = quote_spanned!(span=> ::aside::__private::CachedEntry<#value>);
+            quote! {
+                let __aside_entry: #entry_type = #call;
+                let (#key_var, #policy_var) = __aside_entry.into_parts();
+            }
+        }
+        None => {
+            // Built from references to the arguments, as in the companion,
+            // so that an error in a template is reported once, not twice.
+            let key = key();
+            let by_ref = checked
+                .entry_args
+                .iter()
+                .map(|(arg, _)| quote!(let #arg = &#arg;));
+            quote! {
+                let (#key_var, #policy_var): (::std::string::String, #rt::Policy) = {
+                    #(#by_ref)*
+                    (#key, #policy)
+                };
+            }
+        }
+    };
+    let companion = (attr == Attr::Cached && args.companion).then(|| {
+        let name = entry::companion(&sig.ident);
+        let generics = &sig.generics;
+        let where_clause = &sig.generics.where_clause;
+        let receiver = sig.receiver().map(|_| quote!(&self,));
+        let params = checked.entry_args.iter().map(|(arg, ty)| quote!(#arg: &#ty));
+        let key = key();
+        quote! {
+            #[doc(hidden)]
+            #[allow(dead_code, clippy::all)]
+            #vis fn #name #generics (#receiver #(#params),*) -> #rt::CachedEntry<#value> #where_clause {
+                #rt::CachedEntry::new(#key, #policy)
+            }
+        }
+    });
+
     quote! {
+        #companion
         #(#attrs)*
         #vis #sig {
-            let #key_var: ::std::string::String = #key;
-            let #policy_var = #rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding #codec #l1;
+            #key_and_policy
             let #cache_var: &#rt::Cache = #cache;
             #call
         }
@@ -126,6 +171,8 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     } = func;
     let rt = quote!(::aside::__private);
     let keys = args.keys.iter().flatten().map(key_from_template);
+    let entries = args.entries.iter().flatten().map(|call| quote!(#call.into_key()));
+    let keys = keys.chain(entries);
     let tags = args.tags.iter().flatten().map(key_from_template);
     let cache = cache_ref(args);
     let body = body_block(checked.ret, block);
@@ -249,7 +296,7 @@ fn cache_ref(args: &Args) -> TokenStream {
 
 /// `KeyBuilder::new("lit").arg(&a.b).lit(":")...finish()`, with every
 /// argument spanned at the template so a non-`Display` value is reported there.
-fn key_from_template(template: &KeyTemplate) -> TokenStream {
+pub(crate) fn key_from_template(template: &KeyTemplate) -> TokenStream {
     let span = template.lit.span();
     let mut key = quote!(::aside::__private::KeyBuilder::new(""));
     for segment in &template.segments {

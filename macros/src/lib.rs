@@ -3,6 +3,7 @@
 //! validation and a call into `aside`'s runtime.
 
 mod args;
+mod entry;
 mod expand;
 mod template;
 mod validate;
@@ -29,6 +30,25 @@ pub fn cache_put(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn invalidate(args: TokenStream, item: TokenStream) -> TokenStream {
     run(Attr::Invalidate, args, item)
+}
+
+/// The function-like macro behind `aside::entry!`, where it is documented.
+#[proc_macro]
+pub fn entry(input: TokenStream) -> TokenStream {
+    let call = syn::parse_macro_input!(input as syn::Expr);
+    entry::call(&call)
+        .unwrap_or_else(|error| error.to_compile_error())
+        .into()
+}
+
+/// The function-like macro behind `aside::key!`, where it is documented.
+#[proc_macro]
+pub fn key(input: TokenStream) -> TokenStream {
+    let lit = syn::parse_macro_input!(input as syn::LitStr);
+    match template::parse(&lit.value()) {
+        Ok(segments) => expand::key_from_template(&args::KeyTemplate { lit, segments }).into(),
+        Err(message) => syn::Error::new(lit.span(), message).to_compile_error().into(),
+    }
 }
 
 fn run(attr: Attr, args: TokenStream, item: TokenStream) -> TokenStream {

@@ -13,6 +13,9 @@ pub(crate) struct Checked<'a> {
     /// The arguments the default key is made of, in order (not `self`, nor
     /// an argument that is the cache).
     pub(crate) key_args: Vec<&'a Ident>,
+    /// The arguments the key and tags are made of, in order, with their
+    /// types: what the companion of a `#[cached]` function takes.
+    pub(crate) entry_args: Vec<(&'a Ident, &'a Type)>,
     /// The return type, if the function has one.
     pub(crate) ret: Option<&'a Type>,
     /// What is cached: the return type, or `T` of `Result<T, E>`.
@@ -39,6 +42,7 @@ pub(crate) fn check<'a>(
     }
     let mut has_self = false;
     let mut named = Vec::new();
+    let mut arg_types = Vec::new();
     let mut unnamed = Vec::new();
     for input in &sig.inputs {
         match input {
@@ -73,7 +77,10 @@ pub(crate) fn check<'a>(
                 }
             }
             FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(pat) if pat.subpat.is_none() => named.push(&pat.ident),
+                Pat::Ident(pat) if pat.subpat.is_none() => {
+                    named.push(&pat.ident);
+                    arg_types.push((&pat.ident, &*typed.ty));
+                }
                 other => unnamed.push(other.span()),
             },
         }
@@ -108,13 +115,19 @@ pub(crate) fn check<'a>(
                 );
             }
         }
-        Attr::CachePut if args.key.is_none() => errors.add(
+        Attr::CachePut if args.key.is_none() && args.entry.is_none() => errors.add(
             Span::call_site(),
-            "#[cache_put] needs `key = \"...\"`: the key of the #[cached] function whose value it writes",
+            "#[cache_put] needs `entry = ...`: the #[cached] function whose value it writes, named by a call \
+             with the arguments of its key, such as `entry = product(id)` or `entry = self.price(id)`",
         ),
-        Attr::Invalidate if args.keys.is_none() && args.tags.is_none() => errors.add(
+        Attr::CachePut if args.key.is_some() && args.entry.is_some() => errors.add(
             Span::call_site(),
-            "#[invalidate] needs `keys = [...]`, `tags = [...]` or both: what to invalidate after the body",
+            "#[cache_put] takes `entry = ...` or `key = \"...\"`, not both: the entry has its key",
+        ),
+        Attr::Invalidate if args.keys.is_none() && args.tags.is_none() && args.entries.is_none() => errors.add(
+            Span::call_site(),
+            "#[invalidate] needs `entries = [...]`, `keys = [...]`, `tags = [...]` or several: what to invalidate \
+             after the body, such as `entries = [product(id)]`",
         ),
         _ => {}
     }
@@ -140,8 +153,24 @@ pub(crate) fn check<'a>(
         _ => None,
     };
     named.retain(|arg| Some(*arg) != cache_arg);
+    // The companion takes what the key and tags are made of.
+    let mut used: Vec<&str> = args
+        .templates()
+        .flat_map(|t| &t.segments)
+        .filter_map(|segment| match segment {
+            Segment::Placeholder(path) => Some(path[0].as_str()),
+            Segment::Lit(_) => None,
+        })
+        .collect();
+    let default_key: Vec<String> = match (&args.key, attr) {
+        (None, Attr::Cached) => named.iter().map(|arg| arg.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    used.extend(default_key.iter().map(String::as_str));
+    arg_types.retain(|(arg, _)| used.iter().any(|used| *arg == used));
     Some(Checked {
         key_args: named,
+        entry_args: arg_types,
         ret,
         value,
         returns_result,

@@ -35,6 +35,7 @@ mod backend;
 mod breaker;
 mod builder;
 mod cache;
+mod cached_entry;
 mod clock;
 mod codec;
 mod entry;
@@ -69,6 +70,13 @@ mod tags;
 /// | `codec` | `"json"` or `"msgpack"`: how the value is serialized, see [`Codec`] | the cache's ([`CacheBuilder::codec`]), JSON by default |
 /// | `l1` | over Redis with an in-process tier ([`CacheBuilder::l1`]): `false` to read Redis every time; `true`; or a duration, as `ttl`: kept in the tier that long at most (in memory, a shorter TTL) | `true` |
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache |
+/// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
+///
+/// Beside the function, a hidden companion builds its entry (key and
+/// policy) from the arguments its key and tags are made of. Writers name it
+/// by a call, as [`entry!`] does: `#[invalidate(entries = [product(id)])]`,
+/// `#[cache_put(entry = self.price(id))]`. So they never re-type the
+/// template, and a typo or a value of another type is a compile error.
 ///
 /// What is cached:
 /// - `T`, `Option<T>`: the value; a `None` under `negative_ttl`.
@@ -122,13 +130,19 @@ pub use aside_macros::cached;
 
 /// Write-through: stores an `async fn`'s return value in the cache, so that
 /// the next read of its key is a hit.
-/// `#[aside::cache_put(key = "...", ttl = ..., negative_ttl = ..., tags = [...], cache = ...)]`.
+/// `#[aside::cache_put(entry = cached_fn(args...), cache = ...)]`.
 ///
-/// The options are those of [`cached`], except that `key` is required (it is
-/// the key of the `#[cached]` function whose value this one writes). The body
-/// always runs; its value (for a `Result`, only the `Ok` value) is stored
-/// through [`Cache::put`], which also makes sure a concurrent, slower load of
-/// the old value cannot overwrite it.
+/// `entry` names the `#[cached]` function whose value this one writes, by a
+/// call with the arguments its key and tags are made of (see [`entry!`]);
+/// the value is stored with that function's key, TTL, tags and codec. A
+/// value of another type than the entry's is a compile error.
+///
+/// For a key that no `#[cached]` function owns, `key = "..."` with the
+/// options of [`cached`] (`ttl`, `negative_ttl`, `tags`, `jitter`, `codec`)
+/// takes the place of `entry`. The body always runs; its value (for a
+/// `Result`, only the `Ok` value) is stored through [`Cache::put`], which
+/// also makes sure a concurrent, slower load of the old value cannot
+/// overwrite it.
 ///
 /// # Examples
 ///
@@ -140,7 +154,7 @@ pub use aside_macros::cached;
 ///     format!("user {id}") // the slow query
 /// }
 ///
-/// #[aside::cache_put(cache = cache, key = "user:<id>")]
+/// #[aside::cache_put(cache = cache, entry = user_name(id))]
 /// async fn rename_user(cache: &Cache, id: u64, name: String) -> Result<String, std::io::Error> {
 ///     // UPDATE users SET name = ... WHERE id = ...
 ///     Ok(name)
@@ -158,11 +172,48 @@ pub use aside_macros::cached;
 #[doc(inline)]
 pub use aside_macros::cache_put;
 
-/// Invalidates keys and tags after an `async fn` that changes data:
-/// `#[aside::invalidate(keys = [...], tags = [...], cache = ...)]`.
+/// The entry of a `#[cached]` function for given arguments, named by a call
+/// of the function: `aside::entry!(product(7))`, `aside::entry!(shop::product(7))`,
+/// `aside::entry!(repo.price(7))`. Gives a [`CachedEntry`] typed by the
+/// function's cached value, with its key and policy.
 ///
-/// `keys` and `tags` are lists of templates with the placeholders of
-/// [`cached`]; they are built from the arguments before the body runs. After
+/// The call takes the arguments the function's key and tags are made of
+/// (all of them for a default key), in order, and by reference: nothing
+/// is moved. Each `#[cached]` function has a hidden companion beside it
+/// that builds its entry, and the call names that companion, so:
+/// - the function is found as a call of it would be: by a path that
+///   reaches it (`shop::product(7)`, or the module imported with `use shop::*`),
+///   or, for a method, by a method call;
+/// - a misspelt function, a wrong argument or an entry of another type is a
+///   compile error;
+/// - in a trait impl, where no other item may be added, `#[cached]` needs
+///   `entry = false`, and has no entry to name.
+///
+/// # Examples
+///
+/// ```
+/// use aside::Cache;
+///
+/// struct Prices { cache: Cache, tenant: String }
+///
+/// impl Prices {
+///     #[aside::cached(cache = self.cache, key = "<self.tenant>:price:<id>")]
+///     async fn price(&self, id: u64) -> u32 {
+///         100 // the slow query
+///     }
+/// }
+///
+/// let prices = Prices { cache: Cache::memory(), tenant: "acme".into() };
+/// assert_eq!(aside::entry!(prices.price(7)).key(), "acme:price:7");
+/// ```
+pub use aside_macros::entry;
+/// Invalidates entries, keys and tags after an `async fn` that changes data:
+/// `#[aside::invalidate(entries = [...], keys = [...], tags = [...], cache = ...)]`.
+///
+/// `entries` names `#[cached]` functions' entries by calls, as [`entry!`]
+/// does: `entries = [product(id), self.price(id)]`. `keys` and `tags` are
+/// lists of templates with the placeholders of [`cached`]. All are built
+/// from the arguments (taken by reference) before the body runs. After
 /// the body returns (for a `Result`, only on `Ok`), every key is invalidated
 /// as by [`Cache::invalidate`] and every tag as by [`Cache::invalidate_tags`]:
 /// once the function has returned, no read returns a value loaded before.
@@ -177,6 +228,12 @@ pub use aside_macros::cache_put;
 /// #[aside::cached(cache = cache, key = "product:<id>", tags = ["category:<category>"])]
 /// async fn product(cache: &Cache, id: u64, category: u32) -> String {
 ///     format!("product {id}") // the slow query
+/// }
+///
+/// #[aside::invalidate(cache = cache, entries = [product(id, category)])]
+/// async fn delete_product(cache: &Cache, id: u64, category: u32) -> Result<(), std::io::Error> {
+///     // DELETE FROM products WHERE id = ...
+///     Ok(())
 /// }
 ///
 /// #[aside::invalidate(cache = cache, tags = ["category:<category>"])]
@@ -198,6 +255,26 @@ pub use aside_macros::cache_put;
 /// ---
 #[doc(inline)]
 pub use aside_macros::invalidate;
+
+/// Builds a key or a tag from a template, as `#[cached]` does: literal text
+/// and `<name>` placeholders, each the `Display` of a variable in scope or
+/// a field path on one (`<user.id>`), escaped (see [`KeyBuilder`]).
+///
+/// [`Cache::invalidate_tag`] and the other methods that take a key or tag
+/// take it built: `format!("category:{cat}")` matches the stored tag only
+/// while `cat` contains no `:` or `\`. Build it with this macro instead, or
+/// name a whole entry with [`entry!`].
+///
+/// # Examples
+///
+/// ```
+/// let cat = "books:used";
+/// assert_eq!(aside::key!("category:<cat>"), r"category:books\:used");
+/// # async fn f(cache: aside::Cache, cat: &str) -> Result<(), aside::Error> {
+/// cache.invalidate_tag(&aside::key!("category:<cat>")).await?;
+/// # Ok(()) }
+/// ```
+pub use aside_macros::key;
 pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Tokens};
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
@@ -205,6 +282,7 @@ pub use builder::CacheBuilder;
 /// need not depend on the `bytes` crate themselves.
 pub use bytes::Bytes;
 pub use cache::Cache;
+pub use cached_entry::CachedEntry;
 pub use codec::Codec;
 pub use error::{BackendError, Error};
 pub use global::{global, init};
@@ -218,7 +296,7 @@ pub use stats::Stats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::{
-        global, Cache, Codec, KeyBuilder, Policy, Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL,
+        global, Cache, CachedEntry, Codec, KeyBuilder, Policy, Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL,
         DEFAULT_LOCK_WAIT, DEFAULT_STALE,
     };
     pub use core::convert::Infallible;

@@ -343,6 +343,10 @@ impl Cache {
     /// value whose load started before this call returned, even one that is
     /// still running now.
     ///
+    /// `key` is taken as built. For a `#[cached]` function's entry, name it
+    /// with [`entry!`](crate::entry) (`aside::entry!(product(7)).invalidate(&cache)`),
+    /// or build a template's key with [`key!`](crate::key).
+    ///
     /// # Errors
     ///
     /// The backend failed: the entry may still be there.
@@ -367,6 +371,11 @@ impl Cache {
     /// Invalidates every entry that carries `tag`, in O(1): each becomes a
     /// miss, and no later read returns a value whose load started before
     /// this call returned.
+    ///
+    /// `tag` is taken as built: a tag template's values are escaped (`:` as
+    /// `\:`), so build one from a template with [`key!`](crate::key)
+    /// (`aside::key!("category:<cat>")`), not `format!`, which matches the
+    /// stored tag only while no value contains `:` or `\`.
     ///
     /// # Errors
     ///
