@@ -328,7 +328,10 @@ fn field_path(path: &[String], span: Span) -> TokenStream {
                 quote!(#expr.#index)
             }
             Err(_) => {
-                let field = Ident::new(part, span);
+                // Located at the template, but marked as the macro's: a
+                // misspelt field gets no suggestion to rewrite the whole
+                // literal (`key = id`), which is all rustc could offer.
+                let field = Ident::new(part, Span::call_site().located_at(span));
                 quote!(#expr.#field)
             }
         };

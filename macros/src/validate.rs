@@ -147,6 +147,17 @@ pub(crate) fn check<'a>(
         Some((ret, None)) => (Some(ret), false),
         None => (None, false),
     };
+    // A borrowed value cannot come back out of the cache: say so here, not
+    // as serde's "Deserialize is not general enough".
+    if let Some(Type::Reference(reference)) = value {
+        errors.add(
+            reference.and_token.span,
+            format!(
+                "{name} returns a value decoded from the cache, which cannot borrow; return an owned type \
+                 (`String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`)"
+            ),
+        );
+    }
     // An argument that *is* the cache (`cache = cache`) is not part of the default key.
     let cache_arg = match &args.cache {
         Some(syn::Expr::Path(path)) => path.path.get_ident(),

@@ -4,9 +4,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::Serialize;
-
-use crate::{Cache, Error, Policy};
+use crate::{Cache, Cacheable, Error, Policy};
 
 /// The entry of a `#[cached]` function for given arguments: its key and its
 /// policy (TTL, tags, codec...), typed by the value it holds.
@@ -84,10 +82,7 @@ impl<T> CachedEntry<T> {
     }
 }
 
-impl<T> CachedEntry<T>
-where
-    T: Serialize + Clone + Send + Sync + 'static,
-{
+impl<T: Cacheable> CachedEntry<T> {
     /// Stores `value` as the function's value for these arguments, with its
     /// TTL and tags, as [`Cache::put`] does: the next call is a hit. As
     /// there, a backend failure is logged and counted in

@@ -35,6 +35,7 @@ mod backend;
 mod breaker;
 mod builder;
 mod cache;
+mod cacheable;
 mod cached_entry;
 mod clock;
 mod codec;
@@ -282,6 +283,7 @@ pub use builder::CacheBuilder;
 /// need not depend on the `bytes` crate themselves.
 pub use bytes::Bytes;
 pub use cache::Cache;
+pub use cacheable::Cacheable;
 pub use cached_entry::CachedEntry;
 pub use codec::Codec;
 pub use error::{BackendError, Error};

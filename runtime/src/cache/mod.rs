@@ -30,7 +30,7 @@ use crate::l1::{Local, Watch};
 use crate::stampede::HeldLock;
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{BackendError, CacheBuilder, Codec, Error, Policy, Stats};
+use crate::{BackendError, CacheBuilder, Cacheable, Codec, Error, Policy, Stats};
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
 /// and its counters. Clones share everything.
@@ -236,7 +236,7 @@ impl Cache {
     /// ```
     pub async fn get_or_load<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -272,7 +272,7 @@ impl Cache {
     /// ```
     pub async fn put<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
     where
-        T: Serialize + Clone + Send + Sync + 'static,
+        T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {

@@ -1,0 +1,40 @@
+//! What a cached value must be, as one trait, so that a type that is not
+//! gets one error that says what to derive.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A value the cache can keep: `Serialize` and `Deserialize` (stored
+/// serialized in the backend), `Clone + Send + Sync + 'static` (kept decoded
+/// in the in-process tier, which hands out clones).
+///
+/// Every such type implements it; there is nothing to implement by hand.
+/// It names the bound once, in [`Cache::get_or_load`](crate::Cache::get_or_load)
+/// and in a generic function's where-clause.
+///
+/// # Examples
+///
+/// ```
+/// use aside::{Cache, Cacheable, Policy};
+///
+/// // A generic loader: `T: Cacheable` is the whole bound.
+/// async fn load<T: Cacheable + Default>(cache: &Cache, key: &str) -> T {
+///     let loaded = cache.get_or_load(key, &Policy::new(), || async { Ok::<_, ()>(T::default()) }).await;
+///     loaded.unwrap_or_default()
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// assert_eq!(load::<u32>(&Cache::memory(), "n").await, 0);
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: a cached value must be `Serialize`, `Deserialize`, `Clone`, `Send`, `Sync` and `'static`",
+    label = "not a value the cache can keep",
+    note = "derive what is missing: `#[derive(Clone, serde::Serialize, serde::Deserialize)]`; the cache stores the value serialized and hands out clones",
+    note = "a generic type needs the bound `aside::Cacheable`"
+)]
+pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+// Not recommended: an unmet bound is reported as `Cacheable` (one error
+// with the message above), not as each of serde's traits in turn.
+#[diagnostic::do_not_recommend]
+impl<T> Cacheable for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
