@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aside::{BreakerState, Cache, CacheBuilder, Policy, Stampede};
+use aside::{BreakerState, Cache, CacheBuilder, Policy, Stampede, L1};
 use support::{bounded, until, RedisServer};
 
 const CALLERS: u64 = 32;
@@ -88,6 +88,10 @@ impl Traffic {
                             Ok(_) => _ = seen.wrong.fetch_add(1, SeqCst),
                             Err(_) => _ = seen.errors.fetch_add(1, SeqCst),
                         }
+                        // A hit from the in-process tier completes without
+                        // waiting on anything: let the other tasks (and the
+                        // test's timers) run, as a caller doing I/O would.
+                        tokio::task::yield_now().await;
                     }
                 })
             })
@@ -154,6 +158,42 @@ async fn a_killed_and_restarted_server_costs_no_call_and_hits_resume() {
     assert!(cache.stats().errors > 0, "the outage was seen: {figures}");
     assert_eq!(cache.stats().breaker, BreakerState::Closed, "{figures}");
     eprintln!("kill and restart: hits resumed {resumed_after:?} after the restart; {figures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_built_while_redis_is_down_calls_through_and_connects_later() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let building = Instant::now();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .l1(L1::entries(10_000))
+        .build()
+        .await
+        .expect("fail-open from the start: the build succeeds while Redis is down");
+    let build_took = building.elapsed();
+    let traffic = Traffic::start(&cache);
+    traffic.run_for(Duration::from_millis(500)).await;
+    assert_eq!(cache.stats().hits, 0, "{}", traffic.seen.figures(&cache));
+
+    server.restart();
+    let restarted = Instant::now();
+    until("hits from Redis after it started", || cache.stats().hits > 0).await;
+    let hits_after = restarted.elapsed();
+    until("hits from the in-process tier, once tracking is on", || {
+        cache.stats().l1_hits > 0
+    })
+    .await;
+    let tier_after = restarted.elapsed();
+    traffic.run_for(Duration::from_millis(500)).await;
+    let seen = traffic.stop().await;
+
+    let figures = seen.figures(&cache);
+    assert_eq!(seen.errors.load(SeqCst), 0, "{figures}");
+    assert_eq!(seen.wrong.load(SeqCst), 0, "{figures}");
+    eprintln!(
+        "built in {build_took:?} with Redis down; hits {hits_after:?} and tier hits {tier_after:?} after it started; {figures}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

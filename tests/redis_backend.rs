@@ -190,25 +190,35 @@ async fn calls_succeed_within_the_timeout_when_redis_hangs() {
 async fn configuration_errors_are_typed() {
     let bad_url = Cache::builder().redis("http://example").build().await;
     assert!(matches!(bad_url, Err(Error::Config(_))), "{bad_url:?}");
-    let closed_port = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Cache::builder()
-            .redis(format!("redis://127.0.0.1:{port}"))
-            .build()
-            .await
-    };
-    assert!(matches!(closed_port, Err(Error::Connect(_))), "{closed_port:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed_port = format!("redis://127.0.0.1:{port}");
+    let required = Cache::builder()
+        .redis(&closed_port)
+        .require_connection(true)
+        .build()
+        .await;
+    assert!(matches!(required, Err(Error::Connect(_))), "{required:?}");
+    // By default, fail-open from the start: built, and calls run through.
+    let cache = Cache::builder().redis(&closed_port).build().await.unwrap();
+    let policy = Policy::new();
+    for _ in 0..2 {
+        let got = cache.get_or_load("k", &policy, || async { Ok::<_, ()>(7) }).await;
+        assert_eq!(got, Ok(7));
+    }
+    assert_eq!(cache.stats().loads, 2);
     let zero = Cache::builder().op_timeout(Duration::ZERO).build().await;
     assert!(matches!(zero, Err(Error::Config(_))));
 }
 
 #[tokio::test]
 async fn the_password_never_appears_in_debug_output() {
-    let builder = Cache::builder().redis("redis://user:hunter2@127.0.0.1:1/0");
+    let builder = Cache::builder()
+        .redis("redis://user:hunter2@127.0.0.1:1/0")
+        .require_connection(true);
     assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
     let error = builder.build().await.unwrap_err();
     assert!(!format!("{error:?} {error}").contains("hunter2"), "{error:?}");
@@ -483,6 +493,38 @@ async fn a_client_the_program_built_is_used_as_given() {
     let stored: Option<Vec<u8>> = redis::cmd("GET")
         .arg("aside:k")
         .query_async(&mut server.raw().await)
+        .await
+        .unwrap();
+    assert!(stored.is_some());
+}
+
+#[tokio::test]
+async fn a_connection_the_program_shares_is_used_as_given() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let shared = redis::aio::ConnectionManager::new(client).await.unwrap();
+    // The connection alone: no client for pub/sub or tracking, so the
+    // tier asked for is off, and lock waiters would poll.
+    let cache = Cache::builder()
+        .redis_connection(shared.clone())
+        .l1(aside::L1::entries(100))
+        .build()
+        .await
+        .unwrap();
+    let runs = AtomicU64::new(0);
+    for _ in 0..3 {
+        let got: u32 = cache
+            .get_or_load("k", &Policy::new(), || load(&runs, 5))
+            .await
+            .unwrap();
+        assert_eq!(got, 5);
+    }
+    assert_eq!(runs.load(SeqCst), 1, "stored through that connection, then hits");
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.l1_hits), (2, 0), "{stats:?}");
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("aside:k")
+        .query_async(&mut shared.clone())
         .await
         .unwrap();
     assert!(stored.is_some());

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use crate::BackendError;
 
 pub(crate) mod memory;
+#[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(feature = "redis")]
 pub(crate) mod tracking;
 
 /// A boxed, `Send` future, as returned by [`Backend`] methods.

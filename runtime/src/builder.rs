@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::memory::MemoryBackend;
+#[cfg(feature = "redis")]
 use crate::backend::redis::RedisBackend;
-use crate::backend::{tracking, Backend};
+#[cfg(feature = "redis")]
+use crate::backend::tracking;
+use crate::backend::Backend;
 use crate::cache::Settings;
 use crate::l1::Local;
 use crate::{Cache, Codec, Error, L1};
@@ -55,15 +58,20 @@ pub struct CacheBuilder {
     /// Redis), `Some(None)` for off.
     l1: Option<Option<L1>>,
     enabled: bool,
+    /// Whether `build` fails when Redis cannot be reached.
+    require_connection: bool,
     /// A client the program built itself, instead of `redis_url`.
+    #[cfg(feature = "redis")]
     redis_client: Option<redis::Client>,
+    /// A connection the program shares with the cache.
+    #[cfg(feature = "redis")]
+    redis_connection: Option<redis::aio::ConnectionManager>,
 }
 
 impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("redis_url", &self.redis_url.as_ref().map(|_| "set"))
-            .field("redis_client", &self.redis_client.as_ref().map(|_| "set"))
+        let mut f = f.debug_struct("CacheBuilder");
+        f.field("redis_url", &self.redis_url.as_ref().map(|_| "set"))
             .field("memory_capacity", &self.memory_capacity)
             .field("namespace", &self.namespace)
             .field("default_ttl", &self.default_ttl)
@@ -78,7 +86,11 @@ impl fmt::Debug for CacheBuilder {
             )
             .field("l1", &self.l1)
             .field("enabled", &self.enabled)
-            .finish()
+            .field("require_connection", &self.require_connection);
+        #[cfg(feature = "redis")]
+        f.field("redis_client", &self.redis_client.as_ref().map(|_| "set"))
+            .field("redis_connection", &self.redis_connection.as_ref().map(|_| "set"));
+        f.finish()
     }
 }
 
@@ -131,10 +143,15 @@ impl CacheBuilder {
             codec: Codec::Json,
             l1: None,
             enabled: true,
+            require_connection: false,
+            #[cfg(feature = "redis")]
             redis_client: None,
+            #[cfg(feature = "redis")]
+            redis_connection: None,
         }
     }
 
+    #[cfg(feature = "redis")]
     /// Use Redis through a `redis::Client` the program already built (its
     /// own TLS or connection settings), instead of a URL.
     ///
@@ -148,6 +165,63 @@ impl CacheBuilder {
     /// ```
     pub fn redis_client(mut self, client: redis::Client) -> Self {
         self.redis_client = Some(client);
+        self
+    }
+
+    #[cfg(feature = "redis")]
+    /// Uses Redis through a connection the program already has, instead of
+    /// opening one: the cache's commands share it with the program's.
+    ///
+    /// A connection does not say how to open another, so give the client
+    /// it was made from as well ([`redis_client`](Self::redis_client)) for
+    /// what needs a connection of its own: lock waiters told of a release
+    /// over pub/sub (without it, they poll), and the in-process tier's
+    /// client tracking (without it, the tier is off, with a warning).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let shared = redis::aio::ConnectionManager::new(client.clone()).await?;
+    /// let cache = aside::Cache::builder()
+    ///     .redis_connection(shared.clone())
+    ///     .redis_client(client)
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn redis_connection(mut self, connection: redis::aio::ConnectionManager) -> Self {
+        self.redis_connection = Some(connection);
+        self
+    }
+
+    #[cfg(feature = "redis")]
+    /// With `true`, [`build`](Self::build) fails with [`Error::Connect`] if
+    /// Redis cannot be reached within the connect timeout: for a program
+    /// that would rather not start without its cache.
+    ///
+    /// By default (`false`) the cache is fail-open from the start: if Redis
+    /// is down or unreachable, `build` logs a warning and returns a cache
+    /// that connects in the background. Until it does, calls run their
+    /// functions (the breaker keeps them from waiting on Redis), and the
+    /// in-process tier is bypassed. A wrong password, a missing right or a
+    /// certificate that cannot be verified is an error either way: waiting
+    /// would not mend it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::builder()
+    ///     .redis("redis://127.0.0.1:6379")
+    ///     .require_connection(true)
+    ///     .build()
+    ///     .await?; // Err(Error::Connect(..)) if Redis is down
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn require_connection(mut self, required: bool) -> Self {
+        self.require_connection = required;
         self
     }
 
@@ -217,6 +291,7 @@ impl CacheBuilder {
         self
     }
 
+    #[cfg(feature = "redis")]
     /// Use Redis at `url` instead of the in-memory backend:
     /// `redis://[user:pass@]host:port[/db]` (an ACL user and its password, or
     /// only a password with `redis://:pass@`), `rediss://...` for TLS (with
@@ -317,7 +392,10 @@ impl CacheBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid setting or Redis URL;
-    /// [`Error::Connect`] if Redis cannot be reached within the connect timeout.
+    /// [`Error::Connect`] if Redis refused the connection (a wrong password,
+    /// a certificate it cannot verify), or, with
+    /// [`require_connection`](Self::require_connection), could not be
+    /// reached within the connect timeout.
     pub async fn build(self) -> Result<Cache, Error> {
         if self.op_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Config(
@@ -327,31 +405,54 @@ impl CacheBuilder {
         if !self.enabled {
             return Ok(self.build_memory());
         }
+        #[cfg(feature = "redis")]
+        if self.redis_url.is_some() || self.redis_client.is_some() || self.redis_connection.is_some() {
+            return self.build_redis().await;
+        }
+        if self.memory_capacity == 0 {
+            return Err(Error::Config("memory_capacity must be greater than zero".into()));
+        }
+        Ok(self.build_memory())
+    }
+
+    #[cfg(feature = "redis")]
+    async fn build_redis(self) -> Result<Cache, Error> {
         let client = match (&self.redis_client, &self.redis_url) {
-            (Some(client), _) => client.clone(),
-            (None, Some(url)) => self.client(url)?,
-            (None, None) => {
-                if self.memory_capacity == 0 {
-                    return Err(Error::Config("memory_capacity must be greater than zero".into()));
-                }
-                return Ok(self.build_memory());
-            }
+            (Some(client), _) => Some(client.clone()),
+            (None, Some(url)) => Some(self.client(url)?),
+            (None, None) => None,
         };
-        let backend = RedisBackend::connect(client.clone(), self.connect_timeout, self.op_timeout)
-            .await
-            .map_err(Error::Connect)?;
-        let local = self.l1.flatten().map(|l1| Arc::new(Local::new(l1, false)));
-        if let Some(local) = &local {
-            let (connect, op) = (self.connect_timeout, self.op_timeout);
+        let (connect, op) = (self.connect_timeout, self.op_timeout);
+        let backend = match (self.redis_connection.clone(), &client) {
+            (Some(shared), client) => RedisBackend::over(shared, client.clone(), op),
+            (None, Some(client)) => {
+                RedisBackend::connect(client.clone(), connect, op, self.require_connection)
+                    .await
+                    .map_err(Error::Connect)?
+            }
+            (None, None) => unreachable!("build_redis is called with a URL, a client or a connection"),
+        };
+        let mut local = self.l1.flatten().map(|l1| Arc::new(Local::new(l1, false)));
+        match (&local, &client) {
             // Without tracking (a Redis before 6, or a user not allowed
             // `CLIENT TRACKING`), the tier stays bypassed: slower, never stale.
-            if let Err(error) = tracking::track(&client, &self.namespace, local, connect, op).await {
-                tracing::warn!(%error, "aside: no Redis client tracking; the in-process tier is bypassed");
+            (Some(tier), Some(client)) => {
+                if let Err(error) = tracking::track(client, &self.namespace, tier, connect, op).await {
+                    tracing::warn!(%error, "aside: no Redis client tracking; the in-process tier is bypassed");
+                }
             }
+            (Some(_), None) => {
+                tracing::warn!(
+                    "aside: the in-process tier needs a client to track Redis with (CacheBuilder::redis_client); it is off"
+                );
+                local = None;
+            }
+            (None, _) => {}
         }
         Ok(self.build_tiers(Arc::new(backend), local))
     }
 
+    #[cfg(feature = "redis")]
     fn client(&self, url: &str) -> Result<redis::Client, Error> {
         // The redis crate's message names the problem, never the URL itself.
         let invalid = |e: redis::RedisError| Error::Config(format!("invalid Redis URL: {e}"));

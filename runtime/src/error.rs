@@ -36,6 +36,7 @@ pub enum BackendError {
     #[error("cache backend operation timed out after {0:?}")]
     Timeout(Duration),
     /// Redis answered with an error or the connection failed.
+    #[cfg(feature = "redis")]
     #[error("redis error")]
     Redis(#[from] redis::RedisError),
     /// The circuit breaker is open: the backend failed repeatedly and is not
@@ -49,6 +50,7 @@ impl BackendError {
     pub fn is_timeout(&self) -> bool {
         match self {
             BackendError::Timeout(_) => true,
+            #[cfg(feature = "redis")]
             BackendError::Redis(e) => e.is_timeout(),
             BackendError::CircuitOpen => false,
         }

@@ -198,6 +198,7 @@ struct Deps {
     /// is lost, when no watch is handed out.
     healthy: bool,
     /// Bumped when coherence is lost: a restore that started before is void.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     epoch: u64,
     by_name: HashMap<String, Weak<Dep>>,
     /// Names registered since dead ones were last swept out, and how many
@@ -399,6 +400,7 @@ impl Local {
         self.entries.invalidate(key);
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Everything may have changed (Redis was flushed): drops every entry.
     pub(crate) fn changed_all(&self) {
         let mut deps = self.deps();
@@ -407,6 +409,7 @@ impl Local {
         self.entries.invalidate_all();
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Coherence is lost: drops every entry and bypasses the tier until
     /// [`restored`](Self::restored).
     pub(crate) fn lost(&self) {
@@ -418,12 +421,14 @@ impl Local {
         self.entries.invalidate_all();
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// The epoch to hand to [`restored`](Self::restored) once coherence is
     /// established again.
     pub(crate) fn epoch(&self) -> u64 {
         self.deps().epoch
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Coherence holds again, as of a moment when the epoch was `epoch`;
     /// void if it was lost again since.
     pub(crate) fn restored(&self, epoch: u64) {
@@ -457,6 +462,7 @@ impl Deps {
         dep
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn flag_all(&mut self) {
         for (_, dep) in self.by_name.drain() {
             if let Some(dep) = dep.upgrade() {

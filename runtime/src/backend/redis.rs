@@ -125,7 +125,9 @@ pub(crate) struct RedisBackend {
 struct Releases(Arc<ReleasesInner>);
 
 struct ReleasesInner {
-    client: redis::Client,
+    /// `None` with a connection the program gave without its client: no
+    /// pub/sub, waiters poll.
+    client: Option<redis::Client>,
     op_timeout: Duration,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     /// Per channel: the count of releases seen, and how many watch it.
@@ -145,7 +147,7 @@ impl Drop for ReleasesInner {
 }
 
 impl Releases {
-    fn new(client: redis::Client, op_timeout: Duration) -> Self {
+    fn new(client: Option<redis::Client>, op_timeout: Duration) -> Self {
         Releases(Arc::new(ReleasesInner {
             client,
             op_timeout,
@@ -162,7 +164,13 @@ impl Releases {
         if let Some(sink) = &*sink {
             return Ok(sink.clone());
         }
-        let pubsub = bounded(self.0.op_timeout, self.0.client.get_async_pubsub()).await?;
+        let Some(client) = &self.0.client else {
+            return Err(BackendError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no client to open a pub/sub connection with",
+            ))));
+        };
+        let pubsub = bounded(self.0.op_timeout, client.get_async_pubsub()).await?;
         let (opened, stream) = pubsub.split();
         // The reader holds the backend weakly, so that dropping the backend
         // ends it (see `ReleasesInner::drop`).
@@ -257,23 +265,18 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to `client`, waiting at most `connect_timeout` for the first connection.
+    /// Connects to `client`, waiting at most `connect_timeout` for the first
+    /// connection. If Redis cannot be reached (refused, unreachable, timed
+    /// out) and `required` is false, returns a backend that connects in the
+    /// background instead: its calls fail until then, and the cache calls
+    /// through. Anything Redis itself refused (a wrong password, a missing
+    /// right, a certificate it cannot verify) is an error either way.
     pub(crate) async fn connect(
         client: redis::Client,
         connect_timeout: Duration,
         op_timeout: Duration,
+        required: bool,
     ) -> Result<Self, BackendError> {
-        // The manager retries a failed first connection with backoff; probe
-        // once first so that a wrong address fails fast rather than after
-        // `connect_timeout`. The probe connection is dropped.
-        let probe = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(op_timeout));
-        bounded(
-            connect_timeout,
-            client.get_multiplexed_async_connection_with_config(&probe),
-        )
-        .await?;
         // After a lost connection the manager reconnects by itself, with
         // exponential backoff; capping the pause at RECONNECT_MAX_DELAY means
         // a restarted server is found within about that long, however long
@@ -282,22 +285,53 @@ impl RedisBackend {
             .set_max_delay(RECONNECT_MAX_DELAY)
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(op_timeout));
-        let mut conn = bounded(
+        // The manager retries a failed first connection with backoff; probe
+        // once first so that a wrong address or password is known at once
+        // rather than after `connect_timeout`. The probe connection is dropped.
+        let probe = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(op_timeout));
+        let probed = bounded(
             connect_timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
+            client.get_multiplexed_async_connection_with_config(&probe),
         )
-        .await?;
-        // Loaded up front so that the first use of each is one round trip too
-        // (the redis crate reloads them by itself if the server forgets them).
-        for script in [&*GUARDED_SET, &*TOKENS, &*LOCK, &*UNLOCK] {
-            bounded(connect_timeout, script.prepare_invoke().load_async(&mut conn)).await?;
-        }
-        let releases = Releases::new(client, op_timeout);
-        Ok(RedisBackend {
+        .await;
+        let conn = match probed {
+            Ok(_) => {
+                let mut conn = bounded(
+                    connect_timeout,
+                    ConnectionManager::new_with_config(client.clone(), config),
+                )
+                .await?;
+                // Loaded up front so that the first use of each is one round
+                // trip too (the redis crate loads a script the server does
+                // not know by itself, as it must after a lazy start).
+                for script in [&*GUARDED_SET, &*TOKENS, &*LOCK, &*UNLOCK] {
+                    bounded(connect_timeout, script.prepare_invoke().load_async(&mut conn)).await?;
+                }
+                conn
+            }
+            Err(error) if !required && unreachable(&error) => {
+                tracing::warn!(
+                    %error,
+                    "aside: Redis cannot be reached at start-up; calls run their functions until it can, \
+                     and the cache connects in the background"
+                );
+                ConnectionManager::new_lazy_with_config(client.clone(), config)?
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Self::over(conn, Some(client), op_timeout))
+    }
+
+    /// A backend over a connection the program made. Without its client,
+    /// lock waiters poll rather than being told of releases.
+    pub(crate) fn over(conn: ConnectionManager, client: Option<redis::Client>, op_timeout: Duration) -> Self {
+        RedisBackend {
             conn,
             op_timeout,
-            releases,
-        })
+            releases: Releases::new(client, op_timeout),
+        }
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
@@ -311,6 +345,20 @@ impl RedisBackend {
     ) -> Result<T, BackendError> {
         let mut conn = self.conn.clone();
         bounded(self.op_timeout, invocation.invoke_async(&mut conn)).await
+    }
+}
+
+/// Whether a failed connection attempt says only that Redis is not there
+/// (yet): refused, reset, timed out. Not: an answer from Redis
+/// (authentication, rights), a certificate it cannot verify, or a host name
+/// that does not resolve, which no waiting mends.
+fn unreachable(error: &BackendError) -> bool {
+    match error {
+        BackendError::Timeout(_) => true,
+        BackendError::Redis(error) => {
+            error.is_timeout() || error.is_connection_refusal() || error.is_connection_dropped()
+        }
+        BackendError::CircuitOpen => false,
     }
 }
 

@@ -58,11 +58,8 @@ pub(crate) async fn track(
         .set_max_delay(Duration::from_secs(1))
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(op_timeout));
-    let connect = ConnectionManager::new_with_config(client, config);
-    let mut conn = match tokio::time::timeout(connect_timeout, connect).await {
-        Ok(conn) => conn?,
-        Err(_) => return Err(BackendError::Timeout(connect_timeout)),
-    };
+    // Lazy: if Redis is not there yet, enabling fails below and is retried.
+    let mut conn = ConnectionManager::new_lazy_with_config(client, config)?;
     let prefixes = [format!("{namespace}:"), format!("{namespace}#tag:")];
     let mut on = enable(&mut conn, &prefixes, local, op_timeout).await;
     if !on {
