@@ -47,6 +47,7 @@ impl Attr {
                 "sliding",
                 "codec",
                 "l1",
+                "unless",
                 "entry",
             ],
             Attr::CachePut => &[
@@ -58,6 +59,7 @@ impl Attr {
                 "cache",
                 "jitter",
                 "codec",
+                "unless",
             ],
             Attr::Invalidate => &["entries", "keys", "tags", "cache"],
         }
@@ -130,6 +132,8 @@ pub(crate) struct Args {
     pub(crate) sliding: Option<(bool, Span)>,
     pub(crate) codec: Option<(Codec, Span)>,
     pub(crate) l1: Option<(L1, Span)>,
+    /// `unless = |v| ...`: values not to store.
+    pub(crate) unless: Option<Expr>,
     /// `#[cached]`: whether to emit the companion that writers name the
     /// entry by (`entry = false` leaves it out, as a trait impl requires).
     pub(crate) companion: bool,
@@ -242,6 +246,7 @@ impl Args {
                 "tags" => args.tags = template_list(&label, &value, errors),
                 "keys" => args.keys = template_list(&label, &value, errors),
                 "cache" => args.cache = Some(value),
+                "unless" => args.unless = Some(value),
                 "stampede" => args.stampede = mode(&value, errors),
                 "lock_ttl" => args.lock_ttl = duration(&label, &value, false, errors),
                 "lock_wait" => args.lock_wait = duration(&label, &value, true, errors),
@@ -322,7 +327,9 @@ impl Args {
         if args.entry.is_some() {
             // The entry's policy is its #[cached] function's.
             for (label, span) in &named {
-                if ["key", "ttl", "negative_ttl", "tags", "jitter", "codec"].contains(&label.as_str()) {
+                if ["key", "ttl", "negative_ttl", "tags", "jitter", "codec", "unless"]
+                    .contains(&label.as_str())
+                {
                     errors.add(
                         *span,
                         format!(

@@ -72,7 +72,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         }
     });
     let tags = args.tags.iter().flatten().map(key_from_template);
-    let cache = cache_ref(args);
+    let (cache_owner, cache) = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
     // round-trip is reported on the return type rather than on the attribute.
     let span = value.span();
@@ -104,8 +104,12 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         }
     };
 
-    let policy =
-        quote!(#rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding #codec #l1);
+    // Typed by the cached value, so that the closure's argument needs no annotation.
+    let unless = args
+        .unless
+        .as_ref()
+        .map(|skip| quote_spanned!(skip.span()=> .unless::<#value>(#skip)));
+    let policy = quote!(#rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding #codec #l1 #unless);
     let key_and_policy = match &args.entry {
         // The #[cached] function's key and policy; a value of another type
         // is a mismatch at the return type.
@@ -153,6 +157,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         #(#attrs)*
         #vis #sig {
             #key_and_policy
+            #cache_owner
             let #cache_var: &#rt::Cache = #cache;
             #call
         }
@@ -174,7 +179,7 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     let entries = args.entries.iter().flatten().map(|call| quote!(#call.into_key()));
     let keys = keys.chain(entries);
     let tags = args.tags.iter().flatten().map(key_from_template);
-    let cache = cache_ref(args);
+    let (cache_owner, cache) = cache_ref(args);
     let body = body_block(checked.ret, block);
     let invalidate = quote! {
         #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags).await
@@ -201,6 +206,7 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     quote! {
         #(#attrs)*
         #vis #sig {
+            #cache_owner
             let __aside_cache: #rt::Cache = #rt::Cache::clone(#cache);
             let __aside_keys: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#keys),*];
             let __aside_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
@@ -286,11 +292,16 @@ fn stampede(args: &Args) -> Option<TokenStream> {
     Some(quote!(.stampede(#chosen)))
 }
 
-/// `&(expr)` for `cache = expr`, else the global cache.
-fn cache_ref(args: &Args) -> TokenStream {
+/// `&(expr)` for `cache = expr`; else the current global cache (that of an
+/// enclosing `aside::with_global`, or the process's), with the statement
+/// that holds it.
+fn cache_ref(args: &Args) -> (Option<TokenStream>, TokenStream) {
     match &args.cache {
-        Some(expr) => quote_spanned!(expr.span()=> &(#expr)),
-        None => quote!(::aside::__private::global()),
+        Some(expr) => (None, quote_spanned!(expr.span()=> &(#expr))),
+        None => (
+            Some(quote!(let __aside_current = ::aside::__private::current();)),
+            quote!(&*__aside_current),
+        ),
     }
 }
 

@@ -312,6 +312,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         let _ = keys;
         Box::pin(std::future::ready(None))
     }
+
+    /// Deletes every entry and token of `namespace` (the names
+    /// `{namespace}:...` and `{namespace}#...`), so that every entry becomes
+    /// a miss and no load that started before can store. The default:
+    /// [`BackendError::Unsupported`].
+    fn clear<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = namespace;
+        Box::pin(std::future::ready(Err(BackendError::Unsupported("clear"))))
+    }
 }
 
 /// A fresh random token: never 0, so that no token equals an unset one

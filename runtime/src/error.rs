@@ -43,6 +43,9 @@ pub enum BackendError {
     /// being asked until its cool-down is over.
     #[error("cache backend circuit is open after repeated failures")]
     CircuitOpen,
+    /// The backend does not implement this operation.
+    #[error("the cache backend does not support {0}")]
+    Unsupported(&'static str),
 }
 
 impl BackendError {
@@ -52,7 +55,7 @@ impl BackendError {
             BackendError::Timeout(_) => true,
             #[cfg(feature = "redis")]
             BackendError::Redis(e) => e.is_timeout(),
-            BackendError::CircuitOpen => false,
+            BackendError::CircuitOpen | BackendError::Unsupported(_) => false,
         }
     }
 }

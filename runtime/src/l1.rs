@@ -400,7 +400,6 @@ impl Local {
         self.entries.invalidate(key);
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Everything may have changed (Redis was flushed): drops every entry.
     pub(crate) fn changed_all(&self) {
         let mut deps = self.deps();

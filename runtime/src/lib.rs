@@ -46,6 +46,7 @@ mod global;
 mod key;
 mod l1;
 mod policy;
+mod scope;
 mod stampede;
 mod stats;
 mod tags;
@@ -71,6 +72,7 @@ mod tags;
 /// | `codec` | `"json"` or `"msgpack"`: how the value is serialized, see [`Codec`] | the cache's ([`CacheBuilder::codec`]), JSON by default |
 /// | `l1` | over Redis with an in-process tier ([`CacheBuilder::l1`]): `false` to read Redis every time; `true`; or a duration, as `ttl`: kept in the tier that long at most (in memory, a shorter TTL) | `true` |
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache |
+/// | `unless` | a closure or function on the cached value (`T` of `Result<T, E>`): a value for which it holds is returned but not stored, as by [`Policy::unless`]: `unless = \|hits\| hits.is_empty()` | none |
 /// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
 ///
 /// Beside the function, a hidden companion builds its entry (key and
@@ -291,12 +293,14 @@ pub use global::{global, init};
 pub use key::KeyBuilder;
 pub use l1::L1;
 pub use policy::{Policy, DEFAULT_NEGATIVE_TTL};
+pub use scope::{bypass, refresh, with_global};
 pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
 pub use stats::Stats;
 
 /// What `#[cached]` expands to. Not public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::scope::{current, Current};
     pub use crate::{
         global, Cache, CachedEntry, Codec, KeyBuilder, Policy, Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL,
         DEFAULT_LOCK_WAIT, DEFAULT_STALE,

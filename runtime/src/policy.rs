@@ -1,5 +1,8 @@
 //! What one cached function asks of the cache.
 
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::stampede::{Stampede, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, MAX_JITTER};
@@ -41,6 +44,28 @@ pub struct Policy {
     /// How long the in-process tier keeps a value at most, if less than
     /// the tier's own limit and the value's TTL.
     l1_ttl: Option<Duration>,
+    /// Values not to store.
+    unless: Option<Unless>,
+}
+
+/// A predicate on loaded values: those it holds for are returned, not stored.
+#[derive(Clone)]
+struct Unless(Arc<Skip>);
+
+/// Whether to skip storing a value, given as `Any` so that a `Policy`
+/// needs no type parameter.
+type Skip = dyn Fn(&dyn Any) -> bool + Send + Sync;
+
+impl fmt::Debug for Unless {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Unless(..)")
+    }
+}
+
+impl PartialEq for Unless {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Policy {
@@ -59,6 +84,7 @@ impl Policy {
             codec: None,
             l1_off: false,
             l1_ttl: None,
+            unless: None,
         }
     }
 
@@ -155,6 +181,38 @@ impl Policy {
         self.l1_off = false;
         self.l1_ttl = Some(ttl);
         self
+    }
+
+    /// Conditional caching: a loaded value for which `skip` holds is
+    /// returned but not stored (`#[cached(unless = ...)]`). For an empty
+    /// search result, a placeholder while data is being imported, a value
+    /// that says "try again later".
+    ///
+    /// `T` is the cached type; a value of another type is stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = Cache::memory();
+    /// let policy = Policy::new().unless(|hits: &Vec<u64>| hits.is_empty());
+    /// let search = || async { Ok::<_, ()>(Vec::<u64>::new()) };
+    /// let _ = cache.get_or_load("search:lamp", &policy, search).await;
+    /// let _ = cache.get_or_load("search:lamp", &policy, search).await;
+    /// assert_eq!(cache.stats().loads, 2, "an empty result is not kept");
+    /// # }
+    /// ```
+    pub fn unless<T: 'static>(mut self, skip: impl Fn(&T) -> bool + Send + Sync + 'static) -> Self {
+        let skip = move |value: &dyn Any| value.downcast_ref::<T>().is_some_and(&skip);
+        self.unless = Some(Unless(Arc::new(skip)));
+        self
+    }
+
+    /// Whether `value` is to be returned without being stored.
+    pub(crate) fn skips<T: 'static>(&self, value: &T) -> bool {
+        self.unless.as_ref().is_some_and(|unless| (unless.0)(value))
     }
 
     pub(crate) fn l1_on(&self) -> bool {

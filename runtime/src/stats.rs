@@ -8,8 +8,9 @@ use crate::BreakerState;
 ///
 /// Every lookup through [`Cache::get_or_load`](crate::Cache::get_or_load) ends
 /// as exactly one of a hit (`hits`, of which `negative_hits` found a cached
-/// `None`), a coalesced wait on another caller's load (`coalesced`), or a
-/// miss (`misses`). `loads` counts loader runs; `errors` counts backend
+/// `None`), a coalesced wait on another caller's load (`coalesced`), a
+/// miss (`misses`), or a call that skipped the lookup on purpose
+/// (`bypassed`: under [`bypass`](crate::bypass) or [`refresh`](crate::refresh)). `loads` counts loader runs; `errors` counts backend
 /// operations that failed or timed out; `corrupt` counts stored entries that
 /// did not decode and were treated as misses.
 ///
@@ -37,6 +38,9 @@ pub struct Stats {
     pub misses: u64,
     /// Callers that waited for another caller's in-flight load instead of loading.
     pub coalesced: u64,
+    /// Calls that skipped the lookup on purpose: run under
+    /// [`bypass`](crate::bypass) or [`refresh`](crate::refresh).
+    pub bypassed: u64,
     /// Times a loader ran.
     pub loads: u64,
     /// Backend operations that failed or timed out (the call still succeeded).
@@ -48,7 +52,8 @@ pub struct Stats {
     pub waiting: u64,
     /// Times a `Stampede::Lock` caller found the lock held and waited.
     pub lock_waits: u64,
-    /// Refreshes run (swr past the TTL, early by XFetch).
+    /// Refreshes run (swr past the TTL, early by XFetch, and calls under
+    /// [`refresh`](crate::refresh)).
     pub refreshes: u64,
     /// Refreshes whose loader failed; the current value was kept.
     pub refresh_errors: u64,
@@ -80,6 +85,7 @@ impl Stats {
             l1_hits: self.l1_hits.saturating_sub(earlier.l1_hits),
             misses: self.misses.saturating_sub(earlier.misses),
             coalesced: self.coalesced.saturating_sub(earlier.coalesced),
+            bypassed: self.bypassed.saturating_sub(earlier.bypassed),
             loads: self.loads.saturating_sub(earlier.loads),
             errors: self.errors.saturating_sub(earlier.errors),
             corrupt: self.corrupt.saturating_sub(earlier.corrupt),
@@ -111,6 +117,7 @@ pub(crate) struct Counters {
     pub(crate) l1_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) corrupt: AtomicU64,
@@ -145,6 +152,7 @@ impl Counters {
             l1_hits: self.l1_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
+            bypassed: self.bypassed.load(Relaxed),
             loads: self.loads.load(Relaxed),
             errors: self.errors.load(Relaxed),
             corrupt: self.corrupt.load(Relaxed),

@@ -176,6 +176,15 @@ impl Backend for MemoryBackend {
         Box::pin(std::future::ready(Ok(token)))
     }
 
+    fn clear<'a>(&'a self, _namespace: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        // This store is the namespace's alone. Locks stay with their holders.
+        let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        self.entries.invalidate_all();
+        self.guards.invalidate_all();
+        self.tags.invalidate_all();
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
         for tag in tags {
             self.tags.insert(tag.clone(), fresh_token());

@@ -358,7 +358,7 @@ fn unreachable(error: &BackendError) -> bool {
         BackendError::Redis(error) => {
             error.is_timeout() || error.is_connection_refusal() || error.is_connection_dropped()
         }
-        BackendError::CircuitOpen => false,
+        BackendError::CircuitOpen | BackendError::Unsupported(_) => false,
     }
 }
 
@@ -548,4 +548,48 @@ impl Backend for RedisBackend {
     fn watch_lock<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Option<LockWatch>> {
         Box::pin(self.releases.watch(keys.lock()))
     }
+
+    fn clear<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            // SCAN never blocks the server; each batch is one round trip,
+            // bounded by the operation timeout. Guards go too, so a load
+            // that started before cannot store after (its guard is gone).
+            for kind in [":", "#"] {
+                let pattern = format!("{}{kind}*", glob_escaped(namespace));
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(CLEAR_BATCH);
+                    let (next, names): (u64, Vec<Vec<u8>>) = self.query(&scan).await?;
+                    if !names.is_empty() {
+                        self.query::<()>(redis::cmd("UNLINK").arg(&names)).await?;
+                    }
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// How many names one `SCAN` of [`Backend::clear`] asks for.
+const CLEAR_BATCH: usize = 1_000;
+
+/// `text` as a `SCAN MATCH` pattern that matches only itself.
+fn glob_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }

@@ -78,6 +78,7 @@ impl Cache {
         // Waiters already have the value; the flight stays open until the
         // write lands so that callers arriving meanwhile still join it.
         let stored = match &stamp {
+            Some(_) if policy.skips(&value) => release(lock).await,
             Some(stamp) => self.store(keys, policy, &payload, stamp, load_time, lock).await,
             None => release(lock).await,
         };

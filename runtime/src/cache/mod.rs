@@ -27,6 +27,7 @@ use crate::breaker::Breaker;
 use crate::flight::{Flights, Leader};
 use crate::key::storage_key;
 use crate::l1::{Local, Watch};
+use crate::scope::{self, Mode};
 use crate::stampede::HeldLock;
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -245,7 +246,21 @@ impl Cache {
             Counters::incr(&self.inner.counters.loads);
             return load().await;
         }
-        self.lookup(key, policy, load).await
+        match scope::mode() {
+            Mode::Lookup => self.lookup(key, policy, load).await,
+            Mode::Bypass => {
+                Counters::incr(&self.inner.counters.bypassed);
+                Counters::incr(&self.inner.counters.loads);
+                scope::lookup_inside(load()).await
+            }
+            Mode::Refresh => {
+                Counters::incr(&self.inner.counters.bypassed);
+                Counters::incr(&self.inner.counters.refreshes);
+                Counters::incr(&self.inner.counters.loads);
+                let load = || scope::lookup_inside(load());
+                self.write_through(key, policy, load).await
+            }
+        }
     }
 
     /// Write-through: runs `load` (the function that changed the data and
@@ -401,6 +416,41 @@ impl Cache {
     /// ```
     pub async fn invalidate_tag(&self, tag: &str) -> Result<(), Error> {
         self.invalidate_tags(&[tag]).await
+    }
+
+    /// Invalidates every entry of this cache's namespace: each becomes a
+    /// miss, and no load that started before this call can store its value
+    /// after it. Other namespaces on the same Redis are left alone (but a
+    /// namespace `a` also clears those named `a:...`).
+    ///
+    /// On Redis this deletes the namespace's names with `SCAN` and `UNLINK`,
+    /// 1,000 at a time: it never blocks the server, and takes one round trip
+    /// per batch. In memory it takes constant time.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed: some entries may remain.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::memory();
+    /// cache.set("greeting", &"hello", None).await?;
+    /// cache.clear().await?;
+    /// assert_eq!(cache.get::<String>("greeting").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn clear(&self) -> Result<(), Error> {
+        if !self.inner.settings.enabled {
+            return Ok(());
+        }
+        let namespace = &self.inner.settings.namespace;
+        let cleared = self.inner.call(|b| b.clear(namespace)).await;
+        if let Some(local) = &self.inner.local {
+            local.changed_all();
+        }
+        Ok(cleared?)
     }
 
     /// Invalidates every entry that carries any of `tags`, in one round trip.

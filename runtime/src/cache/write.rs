@@ -36,7 +36,11 @@ impl Cache {
         // The error need not be `Send`: returned before any `.await`.
         let value = load().await?;
         {
-            let payload = self.encode_value(&keys, policy, &value);
+            // A value the policy skips is not stored; the key is still
+            // invalidated, since the data changed.
+            let payload = (!policy.skips(&value))
+                .then(|| self.encode_value(&keys, policy, &value))
+                .flatten();
             let load_time = started.elapsed();
             let (cache, policy, key, value) = (self.clone(), policy.clone(), key.to_owned(), value.clone());
             // Detached, so that the write's invalidation happens even if the
