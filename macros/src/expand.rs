@@ -80,8 +80,8 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         Attr::CachePut => Ident::new("put", span),
         Attr::Cached | Attr::Invalidate => Ident::new("get_or_load", span),
     };
-    let body = body_block(Some(ret), block);
-    let body = quote!(move || async move #body);
+    let body = user_future(checked, block);
+    let body = quote!(move || #body);
     // The locals carry that same span where they are bound and where they
     // are used, so they resolve whatever hygiene context the return type's
     // tokens come from (a `macro_rules!` passing `$ret:ty` has its own).
@@ -136,7 +136,8 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             }
         }
     };
-    let companion = (attr == Attr::Cached && args.companion).then(|| {
+    // An `#[async_trait]` impl is a trait impl: no room for a companion.
+    let companion = (attr == Attr::Cached && args.companion && !checked.boxed).then(|| {
         let name = entry::companion(&sig.ident);
         let generics = &sig.generics;
         let where_clause = &sig.generics.where_clause;
@@ -152,14 +153,20 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         }
     });
 
-    quote! {
-        #companion
-        #(#attrs)*
-        #vis #sig {
+    let run = boxed_if_needed(
+        checked,
+        quote! {
             #key_and_policy
             #cache_owner
             let #cache_var: &#rt::Cache = #cache;
             #call
+        },
+    );
+    quote! {
+        #companion
+        #(#attrs)*
+        #vis #sig {
+            #run
         }
     }
 }
@@ -180,14 +187,14 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     let keys = keys.chain(entries);
     let tags = args.tags.iter().flatten().map(key_from_template);
     let (cache_owner, cache) = cache_ref(args);
-    let body = body_block(checked.ret, block);
+    let body = user_future(checked, block);
     let invalidate = quote! {
         #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags).await
     };
     // An `Err` is returned before any `.await`: it need not be `Send`.
     let run = if checked.returns_result {
         quote! {
-            let __aside_value = match async move #body.await {
+            let __aside_value = match #body.await {
                 ::core::result::Result::Ok(__aside_value) => __aside_value,
                 ::core::result::Result::Err(__aside_error) => {
                     return ::core::result::Result::Err(__aside_error);
@@ -198,20 +205,47 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
         }
     } else {
         quote! {
-            let __aside_result = async move #body.await;
+            let __aside_result = #body.await;
             #invalidate;
             __aside_result
         }
     };
-    quote! {
-        #(#attrs)*
-        #vis #sig {
+    let run = boxed_if_needed(
+        checked,
+        quote! {
             #cache_owner
             let __aside_cache: #rt::Cache = #rt::Cache::clone(#cache);
             let __aside_keys: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#keys),*];
             let __aside_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
             #run
+        },
+    );
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #run
         }
+    }
+}
+
+/// The function's body as a future: an `async` block of it, or, under
+/// `#[async_trait]`, the body itself, which already is one.
+fn user_future(checked: &Checked<'_>, block: &syn::Block) -> TokenStream {
+    if checked.boxed {
+        quote!(#block)
+    } else {
+        let body = body_block(checked.ret, block);
+        quote!(async move #body)
+    }
+}
+
+/// `run`, the statements of an `async fn`'s body; under `#[async_trait]`,
+/// boxed as the future the function returns.
+fn boxed_if_needed(checked: &Checked<'_>, run: TokenStream) -> TokenStream {
+    if checked.boxed {
+        quote!(::std::boxed::Box::pin(async move { #run }))
+    } else {
+        run
     }
 }
 

@@ -23,6 +23,9 @@ pub(crate) struct Checked<'a> {
     /// Whether the function returns a `Result` (its `Err` is never cached,
     /// and invalidates nothing).
     pub(crate) returns_result: bool,
+    /// Whether `#[async_trait]` made the function return its body as a
+    /// boxed future (`ret` is then that future's output).
+    pub(crate) boxed: bool,
 }
 
 /// Checks `func` and the templates of `args` against it.
@@ -34,10 +37,19 @@ pub(crate) fn check<'a>(
 ) -> Option<Checked<'a>> {
     let sig = &func.sig;
     let name = attr.name();
-    if sig.asyncness.is_none() {
+    // `#[async_trait]` on the impl has already made the `async fn` a plain
+    // one returning its body as a boxed future.
+    let boxed = match &sig.output {
+        ReturnType::Type(_, ret) if sig.asyncness.is_none() => boxed_future_output(ret),
+        _ => None,
+    };
+    if sig.asyncness.is_none() && boxed.is_none() {
         errors.add(
             sig.fn_token.span,
-            format!("{name} applies to an `async fn`; make the function `async` (the cache is asynchronous)"),
+            format!(
+                "{name} applies to an `async fn`; make the function `async` (the cache is asynchronous). \
+                 Under `#[async_trait]`, put `#[async_trait]` on the impl and {name} on its `async fn`"
+            ),
         );
     }
     let mut has_self = false;
@@ -132,6 +144,7 @@ pub(crate) fn check<'a>(
         _ => {}
     }
     let ret = match &sig.output {
+        ReturnType::Type(..) if boxed.is_some() => boxed,
         ReturnType::Type(_, ret) => Some(&**ret),
         ReturnType::Default if attr == Attr::Invalidate => None,
         ReturnType::Default => {
@@ -185,6 +198,7 @@ pub(crate) fn check<'a>(
         ret,
         value,
         returns_result,
+        boxed: boxed.is_some(),
     })
 }
 
@@ -228,16 +242,41 @@ fn check_placeholders(
 
 /// `T` if `ty` is written `Result<T, E>` or `Result<T>` (any path ending in `Result`).
 fn result_ok_type(ty: &Type) -> Option<&Type> {
-    let Type::Path(path) = ty else { return None };
-    let last = path.path.segments.last()?;
-    if last.ident != "Result" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(generics) = &last.arguments else {
+    only_type_argument(ty, "Result")
+}
+
+/// `R` if `ty` is `Pin<Box<dyn Future<Output = R> + ...>>`: what
+/// `#[async_trait]` makes of an `async fn`'s return type.
+fn boxed_future_output(ty: &Type) -> Option<&Type> {
+    let Type::TraitObject(object) = only_type_argument(only_type_argument(ty, "Pin")?, "Box")? else {
         return None;
     };
-    match generics.args.first()? {
-        GenericArgument::Type(ok) => Some(ok),
+    object.bounds.iter().find_map(|bound| {
+        let syn::TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let last = bound.path.segments.last()?;
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(assoc) if last.ident == "Future" && assoc.ident == "Output" => {
+                Some(&assoc.ty)
+            }
+            _ => None,
+        })
+    })
+}
+
+/// `A` if `ty` is written `name<A, ...>` (any path ending in `name`).
+fn only_type_argument<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(inner) if last.ident == name => Some(inner),
         _ => None,
     }
 }
