@@ -16,7 +16,7 @@ use crate::l1::{Meta, Watch};
 use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{Codec, Policy, Stampede};
+use crate::{Cacheable, Codec, Policy, Stampede};
 
 impl Cache {
     /// The tokens a load of `keys` runs under, read (and the missing ones
@@ -29,7 +29,8 @@ impl Cache {
 
     /// Runs the loader and stores its value under `under`'s tokens, landing
     /// its flight and releasing its lock. The entry records the time since
-    /// `started` as what the load cost (XFetch's δ).
+    /// `started` as what the load cost (XFetch's δ). Generic only around the
+    /// loader and the value; the rest is [`land`](Self::land).
     pub(super) async fn load<T, E, F, Fut>(
         &self,
         call: Call<'_>,
@@ -38,39 +39,64 @@ impl Cache {
         started: Instant,
     ) -> Result<T, E>
     where
-        T: Serialize + Clone + Send + Sync + 'static,
+        T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let Call { keys, policy, watch } = call;
-        let Under { stamp, leader, lock } = under;
         Counters::incr(&self.inner.counters.loads);
         let value = match catch_unwind(load()).await {
             Ok(Ok(value)) => value,
             Ok(Err(error)) => {
-                if let Some(leader) = &leader {
-                    leader.land(Landed::Failed);
-                }
                 // No `.await` from here: the error need not be `Send`.
-                self.release_behind(lock);
+                self.failed(under);
                 return Err(error);
             }
             Err(panic) => {
                 // Waiters run their own loads rather than wait for this one;
                 // the lock, dropped while unwinding, is released in the background.
-                if let Some(leader) = &leader {
+                if let Some(leader) = &under.leader {
                     leader.land(Landed::Failed);
                 }
                 std::panic::resume_unwind(panic);
             }
         };
         let load_time = started.elapsed();
-        let Some(payload) = self.encode_value(keys, policy, &value) else {
+        let payload = self.encode_value(call.keys, call.policy, &value);
+        let skip = call.policy.skips(&value);
+        let kept = self.land(call, under, payload, skip, load_time).await;
+        if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {
+            self.keep_in_process(watch, &value, weight, meta, call.policy);
+        }
+        Ok(value)
+    }
+
+    /// A load failed: its waiters run their own, and its lock is released
+    /// in the background.
+    fn failed(&self, under: Under<'_>) {
+        if let Some(leader) = &under.leader {
+            leader.land(Landed::Failed);
+        }
+        self.release_behind(under.lock);
+    }
+
+    /// Hands a loaded `payload` (`None`: it did not encode) to the flight's
+    /// waiters and stores it, unless `skip`. Returns what the in-process
+    /// tier may keep: the stored entry's meta and weight.
+    async fn land(
+        &self,
+        call: Call<'_>,
+        under: Under<'_>,
+        payload: Option<Bytes>,
+        skip: bool,
+        load_time: Duration,
+    ) -> Option<(Meta, usize)> {
+        let Call { keys, policy, .. } = call;
+        let Under { stamp, leader, lock } = under;
+        let Some(payload) = payload else {
             if let Some(leader) = &leader {
                 leader.land(Landed::Failed);
             }
-            release(lock).await;
-            return Ok(value);
+            return release(lock).await;
         };
         if let Some(leader) = &leader {
             leader.land(Landed::Value(payload.clone(), stamp.clone()));
@@ -78,17 +104,14 @@ impl Cache {
         // Waiters already have the value; the flight stays open until the
         // write lands so that callers arriving meanwhile still join it.
         let stored = match &stamp {
-            Some(_) if policy.skips(&value) => release(lock).await,
+            Some(_) if skip => release(lock).await,
             Some(stamp) => self.store(keys, policy, &payload, stamp, load_time, lock).await,
             None => release(lock).await,
         };
+        drop(leader);
         // Kept in process only once the backend has it: a store refused
         // because of an invalidation is not served from here either.
-        if let (Some(meta), Some(watch)) = (stored, watch) {
-            self.keep_in_process(watch, &value, payload.len(), meta, policy);
-        }
-        drop(leader);
-        Ok(value)
+        stored.map(|meta| (meta, payload.len()))
     }
 
     /// Stores a loaded payload, unless the key was invalidated since `stamp`
@@ -214,7 +237,7 @@ impl Cache {
 
 /// Releases a lock the caller may hold. (Returns nothing stored, for
 /// [`Cache::store`]'s early returns.)
-pub(super) async fn release(lock: Option<HeldLock>) -> Option<Meta> {
+pub(super) async fn release<M>(lock: Option<HeldLock>) -> Option<M> {
     if let Some(held) = lock {
         held.release().await;
     }

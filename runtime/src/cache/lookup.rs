@@ -2,11 +2,11 @@
 //! in the in-process tier or the backend, and what a miss does next.
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
+use super::slot::{Slot, Typed};
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Fetched};
 use crate::clock::{now_ms, Instant};
@@ -16,18 +16,22 @@ use crate::l1::{Kept, Meta, Watch};
 use crate::stampede::recompute_early;
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{Policy, Stampede};
+use crate::{Cacheable, Policy, Stampede};
 
 impl Cache {
-    /// The flow of [`Cache::get_or_load`].
+    /// The flow of [`Cache::get_or_load`]. Generic only where it must be:
+    /// a hit in the in-process tier (a clone of a `T`), and running the
+    /// loader; the rest is [`plan`](Self::plan), compiled once.
     pub(super) async fn lookup<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+        T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let touch = policy.touch(self.inner.settings.default_ttl);
         let local = self.inner.local_for(policy, touch);
+        let mut slot = Typed(None);
+        let mut due_in_process = None;
         if let Some(local) = local {
             let now = now_ms();
             let found = local.get::<T>(key, now);
@@ -38,8 +42,8 @@ impl Cache {
                 tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
             }
             if let Kept::Value(value, meta) = found {
-                match self.decide_at(Stored { value, meta }, policy, true, now) {
-                    Found::Fresh(value) => {
+                match self.decide_at(meta, policy, true, now) {
+                    Found::Fresh => {
                         if let Some(ttl) = touch {
                             local.touch(key, ttl, now);
                         }
@@ -47,11 +51,8 @@ impl Cache {
                         return Ok(value);
                     }
                     Found::Due(due) => {
-                        let keys = self.inner.keys(key, policy.tags());
-                        let watch = local.watch(key, keys.names());
-                        let started = Instant::now();
-                        let call = Call::new(&keys, policy, watch.as_ref());
-                        return self.refresh(call, load, due, true, started).await;
+                        slot.0 = Some(value);
+                        due_in_process = Some(due);
                     }
                     Found::Gone => {}
                 }
@@ -61,6 +62,56 @@ impl Cache {
         // Taken before the fetch: a change from here on voids what it fills.
         let watch = local.and_then(|local| local.watch(key, keys.names()));
         let call = Call::new(&keys, policy, watch.as_ref());
+        let plan = match due_in_process {
+            Some(due) => {
+                self.plan_refresh(call, due, true, Instant::now(), &mut slot)
+                    .await
+            }
+            None => self.plan(call, touch, &mut slot).await,
+        };
+        self.follow(call, plan, load, slot).await
+    }
+
+    /// Carries out a [`Plan`]: the value it left in `slot`, or a load.
+    async fn follow<T, E, F, Fut>(
+        &self,
+        call: Call<'_>,
+        plan: Plan<'_>,
+        load: F,
+        slot: Typed<T>,
+    ) -> Result<T, E>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let (under, started, refresh) = match plan {
+            Plan::Answer => return Ok(slot.take()),
+            Plan::Load {
+                under,
+                started,
+                refresh,
+            } => (under, started, refresh),
+        };
+        match (self.load(call, load, under, started).await, refresh) {
+            (Ok(value), _) => Ok(value),
+            (Err(error), None) => Err(error),
+            (Err(error), Some(Refresh { fallback })) => {
+                Counters::incr(&self.inner.counters.refresh_errors);
+                if !fallback {
+                    return Err(error);
+                }
+                let key = &call.keys.entry;
+                tracing::warn!(key, "aside: refresh failed, keeping the current value");
+                Ok(slot.take())
+            }
+        }
+    }
+
+    /// What a lookup of `call` comes to, short of the in-process tier: a
+    /// value (left in `slot`), or a load to run and under what.
+    async fn plan<'a>(&'a self, call: Call<'a>, touch: Option<Duration>, slot: &mut dyn Slot) -> Plan<'a> {
+        let Call { keys, policy, .. } = call;
         // A lookup is counted once, however many times it looks again: as a
         // hit by the read that finds it, as coalesced by a wait that gets
         // another caller's value, or as a miss when it goes on to load.
@@ -70,16 +121,14 @@ impl Cache {
             // in for the store's round trip, then come the lock, the tokens
             // and the loader.
             let started = Instant::now();
-            let fetched = self
-                .inner
-                .report(self.inner.call(|b| b.fetch(&keys, touch)).await);
+            let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, touch)).await);
             match fetched
                 .as_ref()
-                .and_then(|f| self.read_into(&keys, f, policy, uncounted, call.watch))
+                .and_then(|f| self.read_into(keys, f, policy, uncounted, call.watch, slot))
             {
-                Some(Found::Fresh(value)) => return Ok(value),
+                Some(Found::Fresh) => return Plan::Answer,
                 Some(Found::Due(due)) => {
-                    return self.refresh(call, load, due, uncounted, started).await;
+                    return self.plan_refresh(call, due, uncounted, started, slot).await;
                 }
                 Some(Found::Gone) | None => {}
             }
@@ -88,12 +137,12 @@ impl Cache {
             // under, and no load another caller could safely share. Call through.
             if fetched.is_none() {
                 self.count_miss(&mut uncounted);
-                return self.load(call, load, Under::default(), started).await;
+                return Plan::load(Under::default(), started);
             }
             if mode == Stampede::None {
                 self.count_miss(&mut uncounted);
-                let stamp = self.tokens(&keys).await;
-                return self.load(call, load, Under::stamped(stamp), started).await;
+                let stamp = self.tokens(keys).await;
+                return Plan::load(Under::stamped(stamp), started);
             }
             match self.inner.flights.join(&keys.entry) {
                 Join::Leader(leader) => {
@@ -102,11 +151,11 @@ impl Cache {
                         // Its tokens come with the lock.
                         Stampede::Lock { lock_ttl, lock_wait } => {
                             let lock = (lock_ttl, lock_wait);
-                            self.load_locked(call, lock, load, leader, started).await
+                            self.plan_locked(call, lock, leader, started, slot).await
                         }
                         _ => {
-                            let under = Under::stamped(self.tokens(&keys).await).leading(leader);
-                            self.load(call, load, under, started).await
+                            let under = Under::stamped(self.tokens(keys).await).leading(leader);
+                            Plan::load(under, started)
                         }
                     };
                 }
@@ -114,20 +163,20 @@ impl Cache {
                     // The tokens this caller would load under (the leader's
                     // load takes longer than reading them). Without them the
                     // backend is failing: call through rather than wait.
-                    let Some(stamp) = self.tokens(&keys).await else {
+                    let Some(stamp) = self.tokens(keys).await else {
                         self.count_miss(&mut uncounted);
-                        return self.load(call, load, Under::default(), started).await;
+                        return Plan::load(Under::default(), started);
                     };
                     match self.wait(waiter).await {
                         // Only a load that ran under the tokens this caller
                         // read: one that began before an invalidation this
                         // caller has seen is not for it.
                         Landed::Value(payload, Some(theirs)) if theirs == stamp => {
-                            if let Ok(value) = self.codec(policy).decode(&payload) {
+                            if slot.decode(self.codec(policy), &payload).is_ok() {
                                 if std::mem::take(&mut uncounted) {
                                     Counters::incr(&self.inner.counters.coalesced);
                                 }
-                                return Ok(value);
+                                return Plan::Answer;
                             }
                         }
                         Landed::Value(..) | Landed::Failed => {}
@@ -136,8 +185,7 @@ impl Cache {
                         Landed::Abandoned | Landed::Stored => continue,
                     }
                     self.count_miss(&mut uncounted);
-                    let under = Under::stamped(Some(stamp));
-                    return self.load(call, load, under, started).await;
+                    return Plan::load(Under::stamped(Some(stamp)), started);
                 }
             }
         }
@@ -153,50 +201,48 @@ impl Cache {
     /// What a fetched entry offers: a fresh value, a value due for a refresh
     /// (swr past the TTL; early by XFetch, or past the TTL while the backend
     /// keeps it for [`REFRESH_GRACE`](crate::stampede::REFRESH_GRACE)), or nothing (absent, expired,
-    /// invalidated by a tag, or undecodable). With `count` (a caller's first
-    /// read, not a re-read), counts the hit or the corrupt entry; the hit of
-    /// a [`Due`] without a fallback is counted by [`refresh`](Self::refresh),
-    /// which alone knows whether it was one.
-    pub(super) fn read<T: DeserializeOwned>(
+    /// invalidated by a tag, or undecodable); the value is left in `slot`.
+    /// With `count` (a caller's first read, not a re-read), counts the hit or
+    /// the corrupt entry; the hit of a [`Due`] without a fallback is counted
+    /// by [`plan_refresh`](Self::plan_refresh), which alone knows whether it was one.
+    pub(super) fn read(
         &self,
         keys: &EntryKeys,
         fetched: &Fetched,
         policy: &Policy,
         count: bool,
-    ) -> Option<Found<T>> {
-        let stored = self.decode(keys, fetched, count)?;
-        Some(self.decide(stored, policy, count))
+        slot: &mut dyn Slot,
+    ) -> Option<Found> {
+        let meta = self.decode(keys, fetched, count, slot)?;
+        Some(self.decide(meta, policy, count))
     }
 
     /// [`read`](Self::read), keeping a fresh value in the in-process tier
     /// under `watch` (taken before the fetch).
-    pub(super) fn read_into<T>(
+    pub(super) fn read_into(
         &self,
         keys: &EntryKeys,
         fetched: &Fetched,
         policy: &Policy,
         count: bool,
         watch: Option<&Watch>,
-    ) -> Option<Found<T>>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        let stored = self.decode(keys, fetched, count)?;
+        slot: &mut dyn Slot,
+    ) -> Option<Found> {
+        let meta = self.decode(keys, fetched, count, slot)?;
         if let Some(watch) = watch {
             let weight = fetched.entry.as_ref().map_or(0, Bytes::len);
-            self.keep_in_process(watch, &stored.value, weight, stored.meta, policy);
+            slot.keep(self, watch, weight, meta, policy);
         }
-        Some(self.decide(stored, policy, count))
+        Some(self.decide(meta, policy, count))
     }
 
     /// What a stored value offers this read: see [`read`](Self::read).
-    pub(super) fn decide<T>(&self, stored: Stored<T>, policy: &Policy, count: bool) -> Found<T> {
-        self.decide_at(stored, policy, count, now_ms())
+    pub(super) fn decide(&self, meta: Meta, policy: &Policy, count: bool) -> Found {
+        self.decide_at(meta, policy, count, now_ms())
     }
 
     /// [`decide`](Self::decide) at `now` (ms, aside's clock).
-    pub(super) fn decide_at<T>(&self, stored: Stored<T>, policy: &Policy, count: bool, now: u64) -> Found<T> {
-        let Stored { value, meta } = stored;
+    pub(super) fn decide_at(&self, meta: Meta, policy: &Policy, count: bool, now: u64) -> Found {
         let fresh = now < meta.fresh_until_ms;
         let (due, fallback) = match policy.stampede_mode() {
             // The backend keeps an swr entry for its stale window past the TTL.
@@ -215,13 +261,12 @@ impl Cache {
         }
         if due {
             Found::Due(Due {
-                value,
                 stored_at_ms: meta.stored_at_ms,
                 negative: meta.negative,
                 fallback,
             })
         } else {
-            Found::Fresh(value)
+            Found::Fresh
         }
     }
 
@@ -232,27 +277,25 @@ impl Cache {
         }
     }
 
-    /// The fetched entry, decoded, if there is one and its tags' tokens still
-    /// match. With `count`, an undecodable entry is counted and logged.
-    pub(super) fn decode<T: DeserializeOwned>(
+    /// The fetched entry, decoded into `slot`, if there is one and its tags'
+    /// tokens still match. With `count`, an undecodable entry is counted and logged.
+    pub(super) fn decode(
         &self,
         keys: &EntryKeys,
         fetched: &Fetched,
         count: bool,
-    ) -> Option<Stored<T>> {
+        slot: &mut dyn Slot,
+    ) -> Option<Meta> {
         let bytes = fetched.entry.as_ref()?;
         let decoded = Entry::decode(bytes).map_err(|e| e.to_string()).and_then(|entry| {
             if !Stamp::tags_match(&entry.tag_versions, &fetched.tags) {
                 return Ok(None);
             }
-            let value = entry.codec.decode(entry.payload).map_err(|e| e.to_string())?;
-            Ok(Some(Stored {
-                value,
-                meta: entry.meta(),
-            }))
+            slot.decode(entry.codec, entry.payload)?;
+            Ok(Some(entry.meta()))
         });
         match decoded {
-            Ok(stored) => stored,
+            Ok(meta) => meta,
             Err(reason) => {
                 if count {
                     Counters::incr(&self.inner.counters.corrupt);
@@ -264,58 +307,89 @@ impl Cache {
         }
     }
 
-    /// The value of a fresh entry that replaced the one `due` came from (a
-    /// refresh that another caller finished), if `fetched` holds one.
-    pub(super) fn replaced<T: DeserializeOwned>(
+    /// Whether `fetched` holds a fresh entry that replaced the one `due`
+    /// came from (a refresh that another caller finished); its value is
+    /// then in `slot`.
+    pub(super) fn replaced(
         &self,
         keys: &EntryKeys,
         fetched: &Fetched,
-        due: &Due<T>,
-    ) -> Option<T> {
-        let stored = self.decode(keys, fetched, false)?;
-        let newer = stored.meta.stored_at_ms != due.stored_at_ms && now_ms() < stored.meta.fresh_until_ms;
-        newer.then_some(stored.value)
+        due: &Due,
+        slot: &mut dyn Slot,
+    ) -> bool {
+        // Decoded into a slot of its own first: the slot holds the due
+        // value, which stands in if the refresh fails.
+        let Some(bytes) = fetched.entry.as_ref() else {
+            return false;
+        };
+        let newer = Entry::decode(bytes).ok().is_some_and(|entry| {
+            let meta = entry.meta();
+            Stamp::tags_match(&entry.tag_versions, &fetched.tags)
+                && meta.stored_at_ms != due.stored_at_ms
+                && now_ms() < meta.fresh_until_ms
+        });
+        newer && self.decode(keys, fetched, false, slot).is_some()
     }
 
-    /// Reads `keys` again, uncounted (the lookup was counted already): the
-    /// value, if a fresh one is there now. For `Stampede::Lock`, whose reads
-    /// draw nothing; a refresh asks [`replaced`](Self::replaced) instead.
-    pub(super) async fn reread<T: DeserializeOwned>(&self, keys: &EntryKeys, policy: &Policy) -> Option<T> {
-        let fetched = self
-            .inner
-            .report(self.inner.call(|b| b.fetch(keys, None)).await)?;
-        match self.read(keys, &fetched, policy, false) {
-            Some(Found::Fresh(value)) => Some(value),
-            _ => None,
-        }
+    /// Reads `keys` again, uncounted (the lookup was counted already):
+    /// whether a fresh value is there now, left in `slot`. For
+    /// `Stampede::Lock`, whose reads draw nothing; a refresh asks
+    /// [`replaced`](Self::replaced) instead.
+    pub(super) async fn reread(&self, keys: &EntryKeys, policy: &Policy, slot: &mut dyn Slot) -> bool {
+        let fetched = self.inner.call(|b| b.fetch(keys, None)).await;
+        let Some(fetched) = self.inner.report(fetched) else {
+            return false;
+        };
+        matches!(self.read(keys, &fetched, policy, false, slot), Some(Found::Fresh))
     }
 }
 
-/// What a read found.
-pub(super) enum Found<T> {
+/// What a read found; a value it found is in the caller's slot.
+pub(super) enum Found {
     /// A value to return.
-    Fresh(T),
+    Fresh,
     /// A value to return unless this caller wins the refresh.
-    Due(Due<T>),
+    Due(Due),
     /// A value past its time: a miss.
     Gone,
 }
 
 /// A value due for a refresh.
-pub(super) struct Due<T> {
-    pub(super) value: T,
+pub(super) struct Due {
     /// When the entry was stored: a re-read that finds another time finds
     /// another caller's refresh.
     pub(super) stored_at_ms: u64,
     pub(super) negative: bool,
-    /// Whether `value` may stand in for a failed refresh: yes while it is
+    /// Whether the value may stand in for a failed refresh: yes while it is
     /// fresh (early) or stale within swr's window. An early entry past its
     /// TTL is only served while another caller refreshes it.
     pub(super) fallback: bool,
 }
 
-/// A decoded entry whose tags still hold.
-pub(super) struct Stored<T> {
-    pub(super) value: T,
-    pub(super) meta: Meta,
+/// What a lookup comes to, before its loader (if any) runs.
+pub(super) enum Plan<'a> {
+    /// The value is in the slot, and the lookup counted.
+    Answer,
+    /// Run the loader under `under`; its cost runs from `started`.
+    Load {
+        under: Under<'a>,
+        started: Instant,
+        /// For a refresh: whether the slot's value stands in if it fails.
+        refresh: Option<Refresh>,
+    },
+}
+
+/// A load that refreshes a due value.
+pub(super) struct Refresh {
+    pub(super) fallback: bool,
+}
+
+impl<'a> Plan<'a> {
+    pub(super) fn load(under: Under<'a>, started: Instant) -> Self {
+        Plan::Load {
+            under,
+            started,
+            refresh: None,
+        }
+    }
 }

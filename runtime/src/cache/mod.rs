@@ -9,6 +9,7 @@
 
 mod load;
 mod lookup;
+mod slot;
 mod stampede;
 mod write;
 

@@ -1,16 +1,13 @@
 //! The stampede flows: the backend lock and its waiters, and the refresh of
 //! an entry that is due (swr, early).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use super::lookup::{Due, Found};
+use super::lookup::{Due, Found, Plan, Refresh};
+use super::slot::Slot;
 use super::{Cache, Call, Under};
 use crate::backend::{fresh_token, EntryKeys, LockWatch, Locked};
 use crate::clock::Instant;
@@ -25,19 +22,14 @@ impl Cache {
     /// for the holder's value (told of its release where the backend can,
     /// polling with backoff as the fallback). Past `lock_wait`, or if
     /// the backend fails, loads without the lock rather than fail.
-    pub(super) async fn load_locked<T, E, F, Fut>(
-        &self,
-        call: Call<'_>,
+    pub(super) async fn plan_locked<'a>(
+        &'a self,
+        call: Call<'a>,
         (lock_ttl, lock_wait): (Duration, Duration),
-        load: F,
-        leader: Leader<'_>,
+        leader: Leader<'a>,
         started: Instant,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
+        slot: &mut dyn Slot,
+    ) -> Plan<'a> {
         let Call { keys, policy, .. } = call;
         // A `lock_wait` too large to add to now means: wait as long as it takes.
         let deadline = Instant::now().checked_add(lock_wait);
@@ -52,13 +44,13 @@ impl Cache {
                     // Another process may have stored the value between our
                     // read and our lock.
                     let fetched = tokens.fetched(entry);
-                    if let Some(Found::Fresh(value)) = self.read(keys, &fetched, policy, false) {
+                    if let Some(Found::Fresh) = self.read(keys, &fetched, policy, false, slot) {
                         leader.land(Landed::Stored);
                         held.release().await;
-                        return Ok(value);
+                        return Plan::Answer;
                     }
                     let under = Under::stamped(Some(tokens)).leading(leader).locked(held);
-                    return self.load(call, load, under, started).await;
+                    return Plan::load(under, started);
                 }
                 Lock::Busy => {
                     let now = Instant::now();
@@ -75,56 +67,52 @@ impl Cache {
                         None => tokio::time::sleep(wait).await,
                     }
                     pause = (pause * 2).min(Duration::from_millis(50));
-                    if let Some(value) = self.reread(keys, policy).await {
+                    if self.reread(keys, policy, slot).await {
                         leader.land(Landed::Stored);
-                        return Ok(value);
+                        return Plan::Answer;
                     }
                 }
                 Lock::Failed => break,
             }
         }
         let under = Under::stamped(self.tokens(keys).await).leading(leader);
-        self.load(call, load, under, started).await
+        Plan::load(under, started)
     }
 
     /// A refresh (`Swr` past the TTL, `Early` when XFetch says so or past
-    /// the TTL): the one caller that wins it, in this process and across
-    /// processes, reloads and returns the new value; everyone else gets the
-    /// current value at once. If the reload fails, the current value is
-    /// returned where [`Due::fallback`] allows it, and the error otherwise.
-    pub(super) async fn refresh<T, E, F, Fut>(
-        &self,
-        call: Call<'_>,
-        load: F,
-        due: Due<T>,
+    /// the TTL) of the value in `slot`: the one caller that wins it, in this
+    /// process and across processes, reloads and returns the new value;
+    /// everyone else gets the current value at once. If the reload fails,
+    /// the current value is returned where [`Due::fallback`] allows it, and
+    /// the error otherwise (see [`Refresh`]).
+    pub(super) async fn plan_refresh<'a>(
+        &'a self,
+        call: Call<'a>,
+        due: Due,
         count: bool,
         started: Instant,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
+        slot: &mut dyn Slot,
+    ) -> Plan<'a> {
         let keys = call.keys;
         // A load of the key is in flight in this process: serve what we have.
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
-            return Ok(self.serve(due, count));
+            return self.serve(&due, count);
         };
         let under = match self.lock(keys, DEFAULT_LOCK_TTL).await {
             Lock::Taken(held, Locked { entry, tokens }) => {
                 // Another caller may have finished a refresh between our read
                 // and our lock. The decision to refresh was taken once, by the
                 // read: this re-read only asks whether the entry was replaced.
-                if let Some(value) = self.replaced(keys, &tokens.fetched(entry), &due) {
+                if self.replaced(keys, &tokens.fetched(entry), &due, slot) {
                     leader.land(Landed::Stored);
                     held.release().await;
-                    return Ok(self.serve(Due { value, ..due }, count));
+                    return self.serve(&due, count);
                 }
                 Under::stamped(Some(tokens)).locked(held)
             }
             // Another process is refreshing it.
-            Lock::Busy => return Ok(self.serve(due, count)),
-            Lock::Failed if due.fallback => return Ok(self.serve(due, count)),
+            Lock::Busy => return self.serve(&due, count),
+            Lock::Failed if due.fallback => return self.serve(&due, count),
             // Past its fresh time and the backend failing: call through.
             Lock::Failed => Under::default(),
         };
@@ -132,28 +120,22 @@ impl Cache {
             Counters::incr(&self.inner.counters.misses);
         }
         Counters::incr(&self.inner.counters.refreshes);
-        let result = self.load(call, load, under.leading(leader), started).await;
-        match result {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                Counters::incr(&self.inner.counters.refresh_errors);
-                if !due.fallback {
-                    return Err(error);
-                }
-                let key = &keys.entry;
-                tracing::warn!(key, "aside: refresh failed, keeping the current value");
-                Ok(due.value)
-            }
+        Plan::Load {
+            under: under.leading(leader),
+            started,
+            refresh: Some(Refresh {
+                fallback: due.fallback,
+            }),
         }
     }
 
-    /// Returns the value of a [`Due`] entry to a caller who does not refresh
-    /// it, counting the hit that [`read`](Self::read) left to this point.
-    pub(super) fn serve<T>(&self, due: Due<T>, count: bool) -> T {
+    /// Answers a caller who does not refresh a [`Due`] entry with its value
+    /// (in the slot), counting the hit that [`read`](Self::read) left to this point.
+    pub(super) fn serve(&self, due: &Due, count: bool) -> Plan<'static> {
         if count && !due.fallback {
             self.count_hit(due.negative);
         }
-        due.value
+        Plan::Answer
     }
 
     pub(super) async fn wait(&self, waiter: Waiter) -> Landed {

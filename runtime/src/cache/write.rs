@@ -8,16 +8,18 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::slot::{Slot, Typed};
 use super::{detached, Cache};
 use crate::backend::EntryKeys;
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{BackendError, Error, Policy};
+use crate::{BackendError, Cacheable, Error, Policy};
 
 impl Cache {
-    /// The flow of [`Cache::put`].
+    /// The flow of [`Cache::put`]. Generic around the loader and the value;
+    /// the write itself is [`write_behind`](Self::write_behind).
     pub(super) async fn write_through<T, E, F, Fut>(
         &self,
         key: &str,
@@ -25,7 +27,7 @@ impl Cache {
         load: F,
     ) -> Result<T, E>
     where
-        T: Serialize + Clone + Send + Sync + 'static,
+        T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -35,43 +37,60 @@ impl Cache {
         let started = Instant::now();
         // The error need not be `Send`: returned before any `.await`.
         let value = load().await?;
-        {
-            // A value the policy skips is not stored; the key is still
-            // invalidated, since the data changed.
-            let payload = (!policy.skips(&value))
-                .then(|| self.encode_value(&keys, policy, &value))
-                .flatten();
-            let load_time = started.elapsed();
-            let (cache, policy, key, value) = (self.clone(), policy.clone(), key.to_owned(), value.clone());
-            // Detached, so that the write's invalidation happens even if the
-            // caller is cancelled now: the data has already changed.
-            detached(async move {
-                let Some(guard) = cache.inner.report(cache.invalidate_keys(&keys).await) else {
-                    return;
-                };
-                let (Some(payload), Some(tokens)) = (payload, tokens) else {
-                    return;
-                };
-                // After the invalidation (which voids older fills), before
-                // the store (which makes the value visible).
-                let local = cache
-                    .inner
-                    .local_for(&policy, policy.touch(cache.inner.settings.default_ttl));
-                let watch = local.and_then(|local| local.watch(&key, keys.names()));
-                let stamp = Stamp {
-                    guard,
-                    tags: tokens.tags,
-                };
-                let stored = cache
-                    .store(&keys, &policy, &payload, &stamp, load_time, None)
-                    .await;
-                if let (Some(watch), Some(meta)) = (watch, stored) {
-                    cache.keep_in_process(&watch, &value, payload.len(), meta, &policy);
-                }
-            })
-            .await;
-        }
+        // A value the policy skips is not stored; the key is still
+        // invalidated, since the data changed.
+        let payload = (!policy.skips(&value))
+            .then(|| self.encode_value(&keys, policy, &value))
+            .flatten();
+        let write = Write {
+            keys,
+            policy: policy.clone(),
+            key: key.to_owned(),
+            payload,
+            tokens,
+            load_time: started.elapsed(),
+            value: Box::new(Typed(Some(value.clone()))),
+        };
+        // Detached, so that the write's invalidation happens even if the
+        // caller is cancelled now: the data has already changed.
+        detached(self.clone().write_behind(write)).await;
         Ok(value)
+    }
+
+    /// Invalidates the key, then stores the written value under the tokens
+    /// read before it was computed, and keeps it in process.
+    async fn write_behind(self, write: Write) {
+        let Write {
+            keys,
+            policy,
+            key,
+            payload,
+            tokens,
+            load_time,
+            value,
+        } = write;
+        let Some(guard) = self.inner.report(self.invalidate_keys(&keys).await) else {
+            return;
+        };
+        let (Some(payload), Some(tokens)) = (payload, tokens) else {
+            return;
+        };
+        // After the invalidation (which voids older fills), before
+        // the store (which makes the value visible).
+        let local = self
+            .inner
+            .local_for(&policy, policy.touch(self.inner.settings.default_ttl));
+        let watch = local.and_then(|local| local.watch(&key, keys.names()));
+        let stamp = Stamp {
+            guard,
+            tags: tokens.tags,
+        };
+        let stored = self
+            .store(&keys, &policy, &payload, &stamp, load_time, None)
+            .await;
+        if let (Some(watch), Some(meta)) = (watch, stored) {
+            value.keep(&self, &watch, payload.len(), meta, &policy);
+        }
     }
 
     /// The flow of [`Cache::get`].
@@ -184,4 +203,18 @@ impl Cache {
         })
         .await;
     }
+}
+
+/// A write-through's value, on its way to the backend.
+struct Write {
+    keys: EntryKeys,
+    policy: Policy,
+    key: String,
+    /// `None`: not to be stored (it did not encode, or the policy skips it).
+    payload: Option<Bytes>,
+    /// The tokens read before the value was computed; `None`: the backend failed.
+    tokens: Option<Stamp>,
+    load_time: Duration,
+    /// The value, for the in-process tier.
+    value: Box<dyn Slot>,
 }

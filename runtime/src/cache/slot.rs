@@ -1,0 +1,45 @@
+//! Where the non-generic flows put a value of the caller's type.
+//!
+//! The flows (lookup, lock, refresh, waiting on a flight) are the same for
+//! every cached type; only decoding a payload and keeping a value in the
+//! in-process tier need the type. The caller lends a [`Slot`] for those,
+//! so the flows are compiled once, not once per cached function.
+
+use super::Cache;
+use crate::l1::{Meta, Watch};
+use crate::{Cacheable, Codec, Policy};
+
+/// A value of the caller's type, as far as the flows see it.
+pub(super) trait Slot: Send {
+    /// Decodes `payload` (written in `codec`) into the slot, replacing what
+    /// it held; the decoder's message if it does not decode.
+    fn decode(&mut self, codec: Codec, payload: &[u8]) -> Result<(), String>;
+
+    /// Keeps the slot's value, stored with `meta` and `weight` bytes
+    /// encoded, in the in-process tier under `watch`.
+    fn keep(&self, cache: &Cache, watch: &Watch, weight: usize, meta: Meta, policy: &Policy);
+}
+
+/// The slot of a `T`.
+pub(super) struct Typed<T>(pub(super) Option<T>);
+
+impl<T: Cacheable> Slot for Typed<T> {
+    fn decode(&mut self, codec: Codec, payload: &[u8]) -> Result<(), String> {
+        self.0 = Some(codec.decode(payload).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn keep(&self, cache: &Cache, watch: &Watch, weight: usize, meta: Meta, policy: &Policy) {
+        if let Some(value) = &self.0 {
+            cache.keep_in_process(watch, value, weight, meta, policy);
+        }
+    }
+}
+
+impl<T> Typed<T> {
+    /// The value a flow left here.
+    pub(super) fn take(self) -> T {
+        self.0
+            .expect("a flow that answers with a value leaves it in the slot")
+    }
+}
