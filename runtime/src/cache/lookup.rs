@@ -12,7 +12,8 @@ use crate::backend::{EntryKeys, Fetched};
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::{Join, Landed};
-use crate::l1::{Kept, Meta, Watch};
+use crate::l1::{Kept, Local, Meta, Watch};
+use crate::scope::Mode;
 use crate::stampede::recompute_early;
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -22,17 +23,31 @@ impl Cache {
     /// The flow of [`Cache::get_or_load`]. Generic only where it must be:
     /// a hit in the in-process tier (a clone of a `T`), and running the
     /// loader; the rest is [`plan`](Self::plan), compiled once.
-    pub(super) async fn lookup<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
+    ///
+    /// `mode` is the caller's scope: [`Mode::Bypass`] runs the loader
+    /// alone; [`Mode::Refresh`] loads and stores whatever is cached.
+    pub(super) async fn lookup<T, E, F, Fut>(
+        &self,
+        key: &str,
+        policy: &Policy,
+        load: F,
+        mode: Mode,
+    ) -> Result<T, E>
     where
         T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if mode == Mode::Bypass {
+            Counters::incr(&self.inner.counters.bypassed);
+            Counters::incr(&self.inner.counters.loads);
+            return load().await;
+        }
         let touch = policy.touch(self.inner.settings.default_ttl);
         let local = self.inner.local_for(policy, touch);
         let mut slot = Typed(None);
         let mut due_in_process = None;
-        if let Some(local) = local {
+        if let (Some(local), Mode::Lookup) = (local, mode) {
             let now = now_ms();
             let found = local.get::<T>(key, now);
             // Over Redis, the backend's entry may still decode as `T`: only
@@ -58,33 +73,11 @@ impl Cache {
                 }
             }
         }
-        let keys = self.inner.keys(key, policy.tags());
-        // Taken before the fetch: a change from here on voids what it fills.
-        let watch = local.and_then(|local| local.watch(key, keys.names()));
+        let (keys, watch, plan) = self
+            .plan_lookup(key, policy, local, mode, due_in_process, touch, &mut slot)
+            .await;
         let call = Call::new(&keys, policy, watch.as_ref());
-        let plan = match due_in_process {
-            Some(due) => {
-                self.plan_refresh(call, due, true, Instant::now(), &mut slot)
-                    .await
-            }
-            None => self.plan(call, touch, &mut slot).await,
-        };
-        self.follow(call, plan, load, slot).await
-    }
-
-    /// Carries out a [`Plan`]: the value it left in `slot`, or a load.
-    async fn follow<T, E, F, Fut>(
-        &self,
-        call: Call<'_>,
-        plan: Plan<'_>,
-        load: F,
-        slot: Typed<T>,
-    ) -> Result<T, E>
-    where
-        T: Cacheable,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
+        // Carries out the plan: the value it left in `slot`, or a load.
         let (under, started, refresh) = match plan {
             Plan::Answer => return Ok(slot.take()),
             Plan::Load {
@@ -108,9 +101,54 @@ impl Cache {
         }
     }
 
+    /// The rest of a lookup, short of running the loader: the storage
+    /// names, the in-process tier's watch, and the plan.
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_lookup<'a>(
+        &'a self,
+        key: &str,
+        policy: &Policy,
+        local: Option<&Local>,
+        mode: Mode,
+        due_in_process: Option<Due>,
+        touch: Option<Duration>,
+        slot: &mut dyn Slot,
+    ) -> (EntryKeys, Option<Watch>, Plan<'a>) {
+        let keys = self.inner.keys(key, policy.tags());
+        if mode == Mode::Refresh {
+            // Voids loads in flight (their values are older), before the
+            // watch is taken and the tokens read.
+            self.start_forced(&keys).await;
+        }
+        // Taken before the fetch: a change from here on voids what it fills.
+        let watch = local.and_then(|local| local.watch(key, keys.names()));
+        let call = Call::new(&keys, policy, watch.as_ref());
+        let plan = match (mode, due_in_process) {
+            (Mode::Refresh, _) => self.plan_forced(call).await,
+            (_, Some(due)) => self.plan_refresh(call, due, true, Instant::now(), slot).await,
+            (_, None) => self.plan(call, touch, slot).await,
+        };
+        (keys, watch, plan)
+    }
+
+    /// A forced refresh ([`Mode::Refresh`]) begins: the key is invalidated,
+    /// so that no load that started before can store after it.
+    async fn start_forced(&self, keys: &EntryKeys) {
+        Counters::incr(&self.inner.counters.bypassed);
+        Counters::incr(&self.inner.counters.refreshes);
+        self.inner.report(self.invalidate_keys(keys).await);
+    }
+
+    /// A forced refresh's load, under the tokens read now.
+    async fn plan_forced<'a>(&'a self, call: Call<'_>) -> Plan<'a> {
+        let started = Instant::now();
+        let stamp = self.tokens(call.keys).await;
+        Plan::load(Under::stamped(stamp), started)
+    }
+
     /// What a lookup of `call` comes to, short of the in-process tier: a
     /// value (left in `slot`), or a load to run and under what.
-    async fn plan<'a>(&'a self, call: Call<'a>, touch: Option<Duration>, slot: &mut dyn Slot) -> Plan<'a> {
+    async fn plan<'a>(&'a self, call: Call<'_>, touch: Option<Duration>, slot: &mut dyn Slot) -> Plan<'a> {
         let Call { keys, policy, .. } = call;
         // A lookup is counted once, however many times it looks again: as a
         // hit by the read that finds it, as coalesced by a wait that gets

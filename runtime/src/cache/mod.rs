@@ -29,6 +29,7 @@ use crate::flight::{Flights, Leader};
 use crate::key::storage_key;
 use crate::l1::{Local, Watch};
 use crate::scope::{self, Mode};
+
 use crate::stampede::HeldLock;
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -248,19 +249,10 @@ impl Cache {
             return load().await;
         }
         match scope::mode() {
-            Mode::Lookup => self.lookup(key, policy, load).await,
-            Mode::Bypass => {
-                Counters::incr(&self.inner.counters.bypassed);
-                Counters::incr(&self.inner.counters.loads);
-                scope::lookup_inside(load()).await
-            }
-            Mode::Refresh => {
-                Counters::incr(&self.inner.counters.bypassed);
-                Counters::incr(&self.inner.counters.refreshes);
-                Counters::incr(&self.inner.counters.loads);
-                let load = || scope::lookup_inside(load());
-                self.write_through(key, policy, load).await
-            }
+            Mode::Lookup => self.lookup(key, policy, load, Mode::Lookup).await,
+            // The flow makes no cached call but the loader's: under a plain
+            // lookup, the loader's own calls look up as usual.
+            mode => scope::lookup_inside(self.lookup(key, policy, load, mode)).await,
         }
     }
 

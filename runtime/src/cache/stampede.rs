@@ -24,7 +24,7 @@ impl Cache {
     /// the backend fails, loads without the lock rather than fail.
     pub(super) async fn plan_locked<'a>(
         &'a self,
-        call: Call<'a>,
+        call: Call<'_>,
         (lock_ttl, lock_wait): (Duration, Duration),
         leader: Leader<'a>,
         started: Instant,
@@ -87,7 +87,7 @@ impl Cache {
     /// the error otherwise (see [`Refresh`]).
     pub(super) async fn plan_refresh<'a>(
         &'a self,
-        call: Call<'a>,
+        call: Call<'_>,
         due: Due,
         count: bool,
         started: Instant,
