@@ -152,20 +152,11 @@ pub(crate) enum L1 {
     Ttl(SpannedDuration),
 }
 
-/// A `codec = "..."`: the name of the runtime's `Codec` variant.
+/// A `codec = "..."`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Codec {
     Json,
     MessagePack,
-}
-
-impl Codec {
-    pub(crate) fn variant(self) -> &'static str {
-        match self {
-            Codec::Json => "Json",
-            Codec::MessagePack => "MessagePack",
-        }
-    }
 }
 
 /// A `stampede = "..."` mode.

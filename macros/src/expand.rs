@@ -23,7 +23,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn};
 
-use crate::args::{Args, Attr, KeyTemplate, Mode, SpannedDuration, L1};
+use crate::args::{Args, Attr, Codec, KeyTemplate, Mode, SpannedDuration, L1};
 use crate::entry;
 use crate::template::Segment;
 use crate::validate::Checked;
@@ -59,9 +59,10 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     let sliding = args
         .sliding
         .map(|(sliding, span)| quote_spanned!(span=> .sliding(#sliding)));
-    let codec = args.codec.map(|(codec, span)| {
-        let variant = Ident::new(codec.variant(), span);
-        quote_spanned!(span=> .codec(#rt::Codec::#variant))
+    let codec = args.codec.map(|(codec, span)| match codec {
+        Codec::Json => quote_spanned!(span=> .codec(#rt::Codec::Json)),
+        // A const that is a `Codec` only with aside's `msgpack` feature.
+        Codec::MessagePack => quote_spanned!(span=> .codec(#rt::MSGPACK)),
     });
     let l1 = args.l1.as_ref().map(|&(ref l1, span)| match l1 {
         L1::On => quote_spanned!(span=> .l1(true)),

@@ -11,14 +11,14 @@ use serde::Serialize;
 /// | codec | for |
 /// |---|---|
 /// | [`Codec::Json`] (default) | readable in `redis-cli`; any serde type |
-/// | [`Codec::MessagePack`] | smaller entries, faster decoding (see the README for figures); structs are written with their field names, so adding or reordering fields behaves as with JSON |
+/// | `Codec::MessagePack` (the `msgpack` feature) | smaller entries, faster decoding (see the README for figures); structs are written with their field names, so adding or reordering fields behaves as with JSON |
 ///
 /// # Examples
 ///
 /// ```
 /// use aside::{Codec, Policy};
 ///
-/// let policy = Policy::new().codec(Codec::MessagePack);
+/// let policy = Policy::new().codec(Codec::Json);
 /// # let _ = policy;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,7 +27,9 @@ pub enum Codec {
     /// serde_json.
     #[default]
     Json,
-    /// MessagePack through rmp-serde, structs as maps.
+    /// MessagePack through rmp-serde, structs as maps. With the `msgpack`
+    /// feature.
+    #[cfg(feature = "msgpack")]
     MessagePack,
 }
 
@@ -39,6 +41,7 @@ impl Codec {
     pub(crate) fn id(self) -> u8 {
         match self {
             Codec::Json => 0,
+            #[cfg(feature = "msgpack")]
             Codec::MessagePack => 1,
         }
     }
@@ -47,6 +50,7 @@ impl Codec {
     pub(crate) fn from_id(id: u8) -> Option<Codec> {
         match id {
             0 => Some(Codec::Json),
+            #[cfg(feature = "msgpack")]
             1 => Some(Codec::MessagePack),
             _ => None,
         }
@@ -55,6 +59,7 @@ impl Codec {
     pub(crate) fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, CodecError> {
         Ok(match self {
             Codec::Json => serde_json::to_vec(value)?,
+            #[cfg(feature = "msgpack")]
             Codec::MessagePack => rmp_serde::to_vec_named(value)?,
         })
     }
@@ -62,6 +67,7 @@ impl Codec {
     pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         Ok(match self {
             Codec::Json => serde_json::from_slice(bytes)?,
+            #[cfg(feature = "msgpack")]
             Codec::MessagePack => rmp_serde::from_slice(bytes)?,
         })
     }
@@ -70,6 +76,7 @@ impl Codec {
     pub(crate) fn is_null(self, payload: &[u8]) -> bool {
         match self {
             Codec::Json => payload == b"null",
+            #[cfg(feature = "msgpack")]
             Codec::MessagePack => payload == [0xc0],
         }
     }
@@ -87,6 +94,13 @@ mod tests {
         price: Option<f64>,
     }
 
+    /// The codecs of this build.
+    const CODECS: &[Codec] = &[
+        Codec::Json,
+        #[cfg(feature = "msgpack")]
+        Codec::MessagePack,
+    ];
+
     #[test]
     fn round_trips_and_knows_its_null() {
         let product = Product {
@@ -95,7 +109,7 @@ mod tests {
             tags: vec!["a".into()],
             price: None,
         };
-        for codec in [Codec::Json, Codec::MessagePack] {
+        for codec in CODECS {
             let bytes = codec.encode(&product).unwrap();
             assert_eq!(codec.decode::<Product>(&bytes).unwrap(), product, "{codec:?}");
             assert!(
@@ -103,11 +117,12 @@ mod tests {
                 "{codec:?}"
             );
             assert!(!codec.is_null(&bytes));
-            assert_eq!(Codec::from_id(codec.id()), Some(codec));
+            assert_eq!(Codec::from_id(codec.id()), Some(*codec));
         }
         assert_eq!(Codec::from_id(200), None);
     }
 
+    #[cfg(feature = "msgpack")]
     #[test]
     fn message_pack_keeps_field_names() {
         #[derive(serde::Deserialize)]
@@ -128,7 +143,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for codec in [Codec::Json, Codec::MessagePack] {
+        for codec in CODECS {
             for bytes in [&b""[..], b"\xff\xff", b"{", b"\x93\x01"] {
                 assert!(codec.decode::<Product>(bytes).is_err(), "{codec:?} {bytes:?}");
             }

@@ -238,7 +238,7 @@ mod tests {
                         Duration::from_millis(ttl),
                         Duration::from_micros(load.into()),
                         &tags,
-                        (Codec::MessagePack, &payload),
+                        (Codec::Json, &payload),
                     )
                     .unwrap()
                     .to_vec()

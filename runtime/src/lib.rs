@@ -301,6 +301,17 @@ pub use stats::Stats;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::scope::{current, Current};
+
+    /// What `codec = "msgpack"` expands to.
+    #[cfg(feature = "msgpack")]
+    pub const MSGPACK: Codec = Codec::MessagePack;
+    /// What `codec = "msgpack"` expands to without aside's `msgpack`
+    /// feature: not a `Codec`, so that the error names the feature.
+    #[cfg(not(feature = "msgpack"))]
+    pub const MSGPACK: MessagePackNeedsTheMsgpackFeatureOfAside = MessagePackNeedsTheMsgpackFeatureOfAside;
+    /// See [`MSGPACK`].
+    #[cfg(not(feature = "msgpack"))]
+    pub struct MessagePackNeedsTheMsgpackFeatureOfAside;
     pub use crate::{
         global, Cache, CachedEntry, Codec, KeyBuilder, Policy, Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL,
         DEFAULT_LOCK_WAIT, DEFAULT_STALE,

@@ -111,15 +111,15 @@ pub async fn with_global<F: Future>(cache: Cache, calls: F) -> F::Output {
 }
 
 /// What the cached calls here do. A function's own calls run in
-/// [`Mode::Lookup`]: see [`lookup_inside`].
+/// [`Mode::Lookup`]: see [`looking_up`].
 pub(crate) fn mode() -> Mode {
     MODE.try_with(|mode| *mode).unwrap_or(Mode::Lookup)
 }
 
-/// `load`'s future, run with plain lookups: a scope applies to the calls
-/// it makes, not to the calls their functions make.
-pub(crate) async fn lookup_inside<F: Future>(load: F) -> F::Output {
-    MODE.scope(Mode::Lookup, load).await
+/// Runs `f` (one poll of a loader) with plain lookups: a scope applies to
+/// the calls it makes, not to the calls their loaders make.
+pub(crate) fn looking_up<R>(f: impl FnOnce() -> R) -> R {
+    MODE.sync_scope(Mode::Lookup, f)
 }
 
 /// The cache `#[cached]` uses without `cache = ...`: the one of an

@@ -13,6 +13,7 @@ use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::Landed;
 use crate::l1::{Meta, Watch};
+use crate::scope::Mode;
 use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -37,6 +38,7 @@ impl Cache {
         load: F,
         under: Under<'_>,
         started: Instant,
+        mode: Mode,
     ) -> Result<T, E>
     where
         T: Cacheable,
@@ -44,7 +46,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         Counters::incr(&self.inner.counters.loads);
-        let value = match catch_unwind(load()).await {
+        let value = match catch_unwind(load(), mode).await {
             Ok(Ok(value)) => value,
             Ok(Err(error)) => {
                 // No `.await` from here: the error need not be `Send`.

@@ -7,13 +7,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::slot::{Slot, Typed};
-use super::{Cache, Call, Under};
+use super::{catch_unwind, Cache, Call, Under};
 use crate::backend::{EntryKeys, Fetched};
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::{Join, Landed};
 use crate::l1::{Kept, Local, Meta, Watch};
-use crate::scope::Mode;
+use crate::scope::{self, Mode};
 use crate::stampede::recompute_early;
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -24,24 +24,29 @@ impl Cache {
     /// a hit in the in-process tier (a clone of a `T`), and running the
     /// loader; the rest is [`plan`](Self::plan), compiled once.
     ///
-    /// `mode` is the caller's scope: [`Mode::Bypass`] runs the loader
-    /// alone; [`Mode::Refresh`] loads and stores whatever is cached.
-    pub(super) async fn lookup<T, E, F, Fut>(
-        &self,
-        key: &str,
-        policy: &Policy,
-        load: F,
-        mode: Mode,
-    ) -> Result<T, E>
+    /// The caller's scope may ask otherwise: [`Mode::Bypass`] runs the
+    /// loader alone; [`Mode::Refresh`] loads and stores whatever is cached.
+    pub(super) async fn lookup<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
     where
         T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if mode == Mode::Bypass {
-            Counters::incr(&self.inner.counters.bypassed);
+        let mode = scope::mode();
+        let enabled = self.inner.settings.enabled;
+        if !enabled || mode == Mode::Bypass {
+            // Caching off, or this call past the cache: the loader alone.
+            let outcome = if enabled {
+                &self.inner.counters.bypassed
+            } else {
+                &self.inner.counters.misses
+            };
+            Counters::incr(outcome);
             Counters::incr(&self.inner.counters.loads);
-            return load().await;
+            return match catch_unwind(load(), mode).await {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
         }
         let touch = policy.touch(self.inner.settings.default_ttl);
         let local = self.inner.local_for(policy, touch);
@@ -86,7 +91,7 @@ impl Cache {
                 refresh,
             } => (under, started, refresh),
         };
-        match (self.load(call, load, under, started).await, refresh) {
+        match (self.load(call, load, under, started, mode).await, refresh) {
             (Ok(value), _) => Ok(value),
             (Err(error), None) => Err(error),
             (Err(error), Some(Refresh { fallback })) => {

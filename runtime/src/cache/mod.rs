@@ -243,17 +243,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if !self.inner.settings.enabled {
-            Counters::incr(&self.inner.counters.misses);
-            Counters::incr(&self.inner.counters.loads);
-            return load().await;
-        }
-        match scope::mode() {
-            Mode::Lookup => self.lookup(key, policy, load, Mode::Lookup).await,
-            // The flow makes no cached call but the loader's: under a plain
-            // lookup, the loader's own calls look up as usual.
-            mode => scope::lookup_inside(self.lookup(key, policy, load, mode)).await,
-        }
+        self.lookup(key, policy, load).await
     }
 
     /// Write-through: runs `load` (the function that changed the data and
@@ -531,11 +521,19 @@ async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// Runs `fut`, returning a panic from it as an `Err` instead of unwinding.
-async fn catch_unwind<F: Future>(fut: F) -> std::thread::Result<F::Output> {
+/// Runs a loader's `fut`, returning a panic from it as an `Err` instead of
+/// unwinding. Under a [`bypass`](crate::bypass) or [`refresh`](crate::refresh)
+/// scope (`mode`), it runs with plain lookups: a scope applies to the calls
+/// it makes, not to the calls their loaders make.
+async fn catch_unwind<F: Future>(fut: F, mode: Mode) -> std::thread::Result<F::Output> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        let mut poll = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        let polled = match mode {
+            Mode::Lookup => poll(),
+            _ => scope::looking_up(poll),
+        };
+        match polled {
             Ok(poll) => poll.map(Ok),
             Err(panic) => std::task::Poll::Ready(Err(panic)),
         }
