@@ -62,6 +62,11 @@ impl Cache {
                 std::panic::resume_unwind(panic);
             }
         };
+        if under.stamp.is_none() && under.leader.is_none() && under.lock.is_none() {
+            // Nothing to store (the backend failed), to hand to waiters, or
+            // to release: no need to encode.
+            return Ok(value);
+        }
         let load_time = started.elapsed();
         let payload = self.encode_value(call.keys, call.policy, &value);
         let skip = call.policy.skips(&value);
