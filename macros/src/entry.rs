@@ -31,6 +31,10 @@ pub(crate) const EXPECTED: &str = "a call of a #[cached] function with the argum
 /// or `self.price(id)`: the same path or receiver, the companion's name, and
 /// every argument by reference (the body may still need them).
 pub(crate) fn call(call: &Expr) -> syn::Result<TokenStream> {
+    // A call passed through a `macro_rules!` comes in an invisible group.
+    if let Expr::Group(syn::ExprGroup { expr, .. }) | Expr::Paren(syn::ExprParen { expr, .. }) = call {
+        return self::call(expr);
+    }
     let by_ref = |args: &syn::punctuated::Punctuated<Expr, syn::Token![,]>| {
         args.iter()
             .map(|arg| quote_spanned!(arg.span()=> &(#arg)))

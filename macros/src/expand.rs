@@ -6,13 +6,20 @@
 //! async fn get_product(id: u64) -> Result<Option<Product>, DbError> { body }
 //!
 //! // Output (roughly):
-//! async fn get_product(id: u64) -> Result<Option<Product>, DbError> {     let key = KeyBuilder::new("product:").arg(&id).finish();
-//!     let policy = Policy::new().ttl(Duration::from_secs(3600));
-//!     let cache: &Cache = global();
+//! fn __aside_entry_get_product(id: &u64) -> CachedEntry<Option<Product>> {
+//!     CachedEntry::new(KeyBuilder::new("product:").arg(&id).finish(), Policy::new().ttl(..))
+//! }
+//! async fn get_product(id: u64) -> Result<Option<Product>, DbError> {
+//!     let (key, policy) = { let id = &id; (KeyBuilder::new("product:").arg(&id).finish(), Policy::new().ttl(..)) };
+//!     let current = current(); // the global cache, or that of an enclosing `with_global`
+//!     let cache: &Cache = &*current;
 //!     cache.get_or_load(&key, &policy, move || async move { body }).await
 //! }
 //! ```
 //!
+//! The companion (`__aside_entry_...`, see `entry.rs`) is what writers name;
+//! the function builds the same key from references to its arguments, so an
+//! error in a template is reported once.
 //! A function that does not return `Result` is wrapped in
 //! `Ok::<_, Infallible>` on the way in and unwrapped on the way out.
 //! `#[cache_put]` is the same with `cache.put(...)`; `#[invalidate]` runs the
@@ -110,7 +117,10 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         .unless
         .as_ref()
         .map(|skip| quote_spanned!(skip.span()=> .unless::<#value>(#skip)));
-    let policy = quote!(#rt::Policy::new() #ttl #negative_ttl #(.tag(#tags))* #stampede #jitter #sliding #codec #l1 #unless);
+    // The options, without the tags: evaluated where the arguments are
+    // still themselves (the key and tags see them by reference).
+    let options = quote!(#rt::Policy::new() #ttl #negative_ttl #stampede #jitter #sliding #codec #l1 #unless);
+    let tags = quote!(#(.tag(#tags))*);
     let key_and_policy = match &args.entry {
         // The #[cached] function's key and policy; a value of another type
         // is a mismatch at the return type.
@@ -131,28 +141,50 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
                 .map(|(arg, _)| quote!(let #arg = &#arg;));
             quote! {
                 let (#key_var, #policy_var): (::std::string::String, #rt::Policy) = {
+                    let __aside_options: #rt::Policy = #options;
                     #(#by_ref)*
-                    (#key, #policy)
+                    (#key, __aside_options #tags)
                 };
             }
         }
     };
     // An `#[async_trait]` impl is a trait impl: no room for a companion.
-    let companion = (attr == Attr::Cached && args.companion && !checked.boxed).then(|| {
-        let name = entry::companion(&sig.ident);
-        let generics = &sig.generics;
-        let where_clause = &sig.generics.where_clause;
-        let receiver = sig.receiver().map(|_| quote!(&self,));
-        let params = checked.entry_args.iter().map(|(arg, ty)| quote!(#arg: &#ty));
-        let key = key();
-        quote! {
-            #[doc(hidden)]
-            #[allow(dead_code, clippy::all)]
-            #vis fn #name #generics (#receiver #(#params),*) -> #rt::CachedEntry<#value> #where_clause {
-                #rt::CachedEntry::new(#key, #policy)
+    // Nor can one be built when an option is computed from an argument
+    // (`ttl = ttl_of(kind)`): it only has the key's arguments.
+    let written = [
+        &args.ttl,
+        &args.negative_ttl,
+        &args.lock_ttl,
+        &args.lock_wait,
+        &args.stale,
+    ]
+    .into_iter()
+    .flatten()
+    .chain(args.l1.iter().filter_map(|(l1, _)| match l1 {
+        L1::Ttl(ttl) => Some(ttl),
+        L1::On | L1::Off => None,
+    }))
+    .filter_map(|duration| duration.expr.as_ref())
+    .chain(&args.unless)
+    .map(|expr| quote!(#expr))
+    .collect();
+    let options_use_arguments = mentions_any(&written, &checked.key_args);
+    let companion = (attr == Attr::Cached && args.companion && !checked.boxed && !options_use_arguments)
+        .then(|| {
+            let name = entry::companion(&sig.ident);
+            let generics = &sig.generics;
+            let where_clause = &sig.generics.where_clause;
+            let receiver = sig.receiver().map(|_| quote!(&self,));
+            let params = checked.entry_args.iter().map(|(arg, ty)| quote!(#arg: &#ty));
+            let key = key();
+            quote! {
+                #[doc(hidden)]
+                #[allow(dead_code, clippy::all)]
+                #vis fn #name #generics (#receiver #(#params),*) -> #rt::CachedEntry<#value> #where_clause {
+                    #rt::CachedEntry::new(#key, #options #tags)
+                }
             }
-        }
-    });
+        });
 
     let run = boxed_if_needed(
         checked,
@@ -407,4 +439,13 @@ fn default_key(sig: &syn::Signature, args: &[&Ident]) -> TokenStream {
             #(#args)*
             .finish()
     }
+}
+
+/// Whether `tokens` name any of `names` (an argument used in an option).
+fn mentions_any(tokens: &TokenStream, names: &[&Ident]) -> bool {
+    tokens.clone().into_iter().any(|tree| match tree {
+        proc_macro2::TokenTree::Ident(ident) => names.iter().any(|name| ident == **name),
+        proc_macro2::TokenTree::Group(group) => mentions_any(&group.stream(), names),
+        _ => false,
+    })
 }

@@ -132,10 +132,6 @@ pub(crate) fn check<'a>(
             "#[cache_put] needs `entry = ...`: the #[cached] function whose value it writes, named by a call \
              with the arguments of its key, such as `entry = product(id)` or `entry = self.price(id)`",
         ),
-        Attr::CachePut if args.key.is_some() && args.entry.is_some() => errors.add(
-            Span::call_site(),
-            "#[cache_put] takes `entry = ...` or `key = \"...\"`, not both: the entry has its key",
-        ),
         Attr::Invalidate if args.keys.is_none() && args.tags.is_none() && args.entries.is_none() => errors.add(
             Span::call_site(),
             "#[invalidate] needs `entries = [...]`, `keys = [...]`, `tags = [...]` or several: what to invalidate \

@@ -207,7 +207,8 @@ impl CacheBuilder {
     /// functions (the breaker keeps them from waiting on Redis), and the
     /// in-process tier is bypassed. A wrong password, a missing right or a
     /// certificate that cannot be verified is an error either way: waiting
-    /// would not mend it.
+    /// would not mend it. With [`redis_connection`](Self::redis_connection)
+    /// there is nothing to check: the program's connection is taken as it is.
     ///
     /// # Examples
     ///

@@ -14,7 +14,10 @@ pub enum Error {
     /// The configuration is invalid: a malformed Redis URL, a zero capacity.
     #[error("invalid cache configuration: {0}")]
     Config(String),
-    /// The backend could not be reached when the cache was built.
+    /// Redis refused the connection when the cache was built (a wrong
+    /// password, a certificate it cannot verify), or, with
+    /// [`CacheBuilder::require_connection`](crate::CacheBuilder::require_connection),
+    /// could not be reached.
     #[error("could not connect to the cache backend")]
     Connect(#[source] BackendError),
     /// A backend operation failed or timed out.

@@ -71,7 +71,7 @@ mod tags;
 /// | `sliding` | `true`: every hit pushes the expiry out to a full `ttl`; with `"lock"` or `"none"` | `false` |
 /// | `codec` | `"json"` or `"msgpack"` (with the `msgpack` feature): how the value is serialized, see [`Codec`] | the cache's ([`CacheBuilder::codec`]), JSON by default |
 /// | `l1` | over Redis with an in-process tier ([`CacheBuilder::l1`]): `false` to read Redis every time; `true`; or a duration, as `ttl`: kept in the tier that long at most (in memory, a shorter TTL) | `true` |
-/// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache |
+/// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache, or that of an enclosing [`with_global`] |
 /// | `unless` | a closure or function on the cached value (`T` of `Result<T, E>`): a value for which it holds is returned but not stored, as by [`Policy::unless`]: `unless = \|hits\| hits.is_empty()` | none |
 /// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
 ///
@@ -80,6 +80,11 @@ mod tags;
 /// by a call, as [`entry!`] does: `#[invalidate(entries = [product(id)])]`,
 /// `#[cache_put(entry = self.price(id))]`. So they never re-type the
 /// template, and a typo or a value of another type is a compile error.
+/// There is no companion in an `#[async_trait]` impl, with `entry = false`,
+/// or when an option is computed from an argument (`ttl = ttl_of(kind)`):
+/// the companion only has the key's arguments. A generic function's
+/// companion is generic too; name it with a turbofish where a type
+/// argument cannot be inferred from the key's arguments.
 ///
 /// What is cached:
 /// - `T`, `Option<T>`: the value; a `None` under `negative_ttl`.
@@ -141,7 +146,7 @@ pub use aside_macros::cached;
 /// value of another type than the entry's is a compile error.
 ///
 /// For a key that no `#[cached]` function owns, `key = "..."` with the
-/// options of [`cached`] (`ttl`, `negative_ttl`, `tags`, `jitter`, `codec`)
+/// options of [`cached`] (`ttl`, `negative_ttl`, `tags`, `jitter`, `codec`, `unless`)
 /// takes the place of `entry`. The body always runs; its value (for a
 /// `Result`, only the `Ok` value) is stored through [`Cache::put`], which
 /// also makes sure a concurrent, slower load of the old value cannot

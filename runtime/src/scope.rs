@@ -24,7 +24,9 @@ tokio::task_local! {
 
 /// Runs `calls` with every cached call it makes skipping the cache: each
 /// runs its function and returns the result, reading and writing nothing.
-/// Calls made inside those functions cache as usual.
+/// Calls made inside those functions cache as usual. Only lookups
+/// (`#[cached]`, [`Cache::get_or_load`]) are affected: writes
+/// (`#[cache_put]`, `#[invalidate]`, [`Cache::put`]) write as always.
 ///
 /// Counted in [`Stats::bypassed`](crate::Stats::bypassed). The scope covers
 /// the future itself, not tasks it spawns.
@@ -52,12 +54,15 @@ pub async fn bypass<F: Future>(calls: F) -> F::Output {
 }
 
 /// Runs `calls` with every cached call it makes refreshing its entry: each
-/// runs its function, stores the value (as [`Cache::put`] does, so a slower
-/// load of the old value cannot overwrite it) and returns it. Calls made
-/// inside those functions cache as usual.
+/// invalidates the entry (so that no load that started before can store
+/// after it), runs its function, stores the value and returns it. While it
+/// runs, other callers miss as after any invalidation; if it fails, the
+/// entry stays invalidated and the error is returned. Calls made inside
+/// those functions cache as usual; writes are not affected (see [`bypass`]).
 ///
 /// Counted in [`Stats::bypassed`](crate::Stats::bypassed) and
-/// [`Stats::refreshes`](crate::Stats::refreshes).
+/// [`Stats::refreshes`](crate::Stats::refreshes) (a failure also in
+/// [`Stats::refresh_errors`](crate::Stats::refresh_errors)).
 ///
 /// # Examples
 ///

@@ -311,7 +311,7 @@ impl RedisBackend {
                 }
                 conn
             }
-            Err(error) if !required && unreachable(&error) => {
+            Err(error) if !required && unreachable(&error, &client) => {
                 tracing::warn!(
                     %error,
                     "aside: Redis cannot be reached at start-up; calls run their functions until it can, \
@@ -349,14 +349,22 @@ impl RedisBackend {
 }
 
 /// Whether a failed connection attempt says only that Redis is not there
-/// (yet): refused, reset, timed out. Not: an answer from Redis
-/// (authentication, rights), a certificate it cannot verify, or a host name
-/// that does not resolve, which no waiting mends.
-fn unreachable(error: &BackendError) -> bool {
+/// (yet): refused, reset, timed out, no route to its host, no address for
+/// its name. Not: an answer from Redis (authentication, rights). Over TLS,
+/// an I/O error may be a certificate that cannot be verified, which no
+/// waiting mends: only a refusal, a drop or a timeout counts there.
+fn unreachable(error: &BackendError, client: &redis::Client) -> bool {
     match error {
         BackendError::Timeout(_) => true,
         BackendError::Redis(error) => {
-            error.is_timeout() || error.is_connection_refusal() || error.is_connection_dropped()
+            let tls = matches!(
+                client.get_connection_info().addr(),
+                redis::ConnectionAddr::TcpTls { .. }
+            );
+            error.is_timeout()
+                || error.is_connection_refusal()
+                || error.is_connection_dropped()
+                || (error.is_io_error() && !tls)
         }
         BackendError::CircuitOpen | BackendError::Unsupported(_) => false,
     }
@@ -554,6 +562,7 @@ impl Backend for RedisBackend {
             // SCAN never blocks the server; each batch is one round trip,
             // bounded by the operation timeout. Guards go too, so a load
             // that started before cannot store after (its guard is gone).
+            let lock_prefix = format!("{namespace}#lock:");
             for kind in [":", "#"] {
                 let pattern = format!("{}{kind}*", glob_escaped(namespace));
                 let mut cursor: u64 = 0;
@@ -564,7 +573,10 @@ impl Backend for RedisBackend {
                         .arg(&pattern)
                         .arg("COUNT")
                         .arg(CLEAR_BATCH);
-                    let (next, names): (u64, Vec<Vec<u8>>) = self.query(&scan).await?;
+                    let (next, mut names): (u64, Vec<Vec<u8>>) = self.query(&scan).await?;
+                    // Locks stay with their holders, whose stores the
+                    // guards' deletion already refuses.
+                    names.retain(|name| !name.starts_with(lock_prefix.as_bytes()));
                     if !names.is_empty() {
                         self.query::<()>(redis::cmd("UNLINK").arg(&names)).await?;
                     }

@@ -11,7 +11,7 @@ use super::{catch_unwind, Cache, Call, Under};
 use crate::backend::EntryKeys;
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
-use crate::flight::Landed;
+use crate::flight::{Landed, Leader};
 use crate::l1::{Meta, Watch};
 use crate::scope::Mode;
 use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
@@ -70,10 +70,13 @@ impl Cache {
         let load_time = started.elapsed();
         let payload = self.encode_value(call.keys, call.policy, &value);
         let skip = call.policy.skips(&value);
-        let kept = self.land(call, under, payload, skip, load_time).await;
+        let (kept, flight) = self.land(call, under, payload, skip, load_time).await;
         if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {
             self.keep_in_process(watch, &value, weight, meta, call.policy);
         }
+        // Closed only now: a caller arriving before the tier had the value
+        // joins this flight rather than loading again.
+        drop(flight);
         Ok(value)
     }
 
@@ -88,37 +91,38 @@ impl Cache {
 
     /// Hands a loaded `payload` (`None`: it did not encode) to the flight's
     /// waiters and stores it, unless `skip`. Returns what the in-process
-    /// tier may keep: the stored entry's meta and weight.
-    async fn land(
+    /// tier may keep (the stored entry's meta and weight), and the flight,
+    /// to be closed once the tier has it.
+    async fn land<'a>(
         &self,
         call: Call<'_>,
-        under: Under<'_>,
+        under: Under<'a>,
         payload: Option<Bytes>,
         skip: bool,
         load_time: Duration,
-    ) -> Option<(Meta, usize)> {
+    ) -> (Option<(Meta, usize)>, Option<Leader<'a>>) {
         let Call { keys, policy, .. } = call;
         let Under { stamp, leader, lock } = under;
         let Some(payload) = payload else {
             if let Some(leader) = &leader {
                 leader.land(Landed::Failed);
             }
-            return release(lock).await;
+            return (release(lock).await, leader);
         };
         if let Some(leader) = &leader {
             leader.land(Landed::Value(payload.clone(), stamp.clone()));
         }
         // Waiters already have the value; the flight stays open until the
-        // write lands so that callers arriving meanwhile still join it.
+        // write lands (and the tier has it) so that callers arriving
+        // meanwhile still join it.
         let stored = match &stamp {
             Some(_) if skip => release(lock).await,
             Some(stamp) => self.store(keys, policy, &payload, stamp, load_time, lock).await,
             None => release(lock).await,
         };
-        drop(leader);
         // Kept in process only once the backend has it: a store refused
         // because of an invalidation is not served from here either.
-        stored.map(|meta| (meta, payload.len()))
+        (stored.map(|meta| (meta, payload.len())), leader)
     }
 
     /// Stores a loaded payload, unless the key was invalidated since `stamp`

@@ -22,7 +22,7 @@ use crate::{Cacheable, Policy, Stampede};
 impl Cache {
     /// The flow of [`Cache::get_or_load`]. Generic only where it must be:
     /// a hit in the in-process tier (a clone of a `T`), and running the
-    /// loader; the rest is [`plan`](Self::plan), compiled once.
+    /// loader; the rest is [`plan_lookup`](Self::plan_lookup), compiled once.
     ///
     /// The caller's scope may ask otherwise: [`Mode::Bypass`] runs the
     /// loader alone; [`Mode::Refresh`] loads and stores whatever is cached.
@@ -144,11 +144,16 @@ impl Cache {
         self.inner.report(self.invalidate_keys(keys).await);
     }
 
-    /// A forced refresh's load, under the tokens read now.
+    /// A forced refresh's load, under the tokens read now. Its failure is
+    /// a refresh error, with nothing to fall back on.
     async fn plan_forced<'a>(&'a self, call: Call<'_>) -> Plan<'a> {
         let started = Instant::now();
         let stamp = self.tokens(call.keys).await;
-        Plan::load(Under::stamped(stamp), started)
+        Plan::Load {
+            under: Under::stamped(stamp),
+            started,
+            refresh: Some(Refresh { fallback: false }),
+        }
     }
 
     /// What a lookup of `call` comes to, short of the in-process tier: a

@@ -4,7 +4,8 @@
 //! file: `lookup` (the read path: what a read finds, in the in-process tier
 //! or the backend), `load` (running the loader and storing its value),
 //! `stampede` (locks, waits and refreshes), `write` (write-through and
-//! invalidation). The tiers live beside: the in-process one in `crate::l1`,
+//! invalidation); `slot` holds a value of the caller's type for the flows,
+//! which are not generic. The tiers live beside: the in-process one in `crate::l1`,
 //! the backends in `crate::backend`.
 
 mod load;
@@ -555,6 +556,8 @@ impl Inner {
         let result = op(&*self.backend).await;
         match &result {
             Ok(_) => self.breaker.success(),
+            // Not a failure of the backend: it answered that it cannot.
+            Err(BackendError::Unsupported(_)) => {}
             Err(_) => self.breaker.failure(),
         }
         result
