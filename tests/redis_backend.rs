@@ -210,6 +210,13 @@ async fn configuration_errors_are_typed() {
         assert_eq!(got, Ok(7));
     }
     assert_eq!(cache.stats().loads, 2);
+    // A name that does not resolve (yet) is an unreachable Redis too.
+    let unresolved = Cache::builder()
+        .redis("redis://aside-test.invalid:6379")
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .await;
+    assert!(unresolved.is_ok(), "{unresolved:?}");
     let zero = Cache::builder().op_timeout(Duration::ZERO).build().await;
     assert!(matches!(zero, Err(Error::Config(_))));
 }
