@@ -108,6 +108,13 @@ fn pushed(local: &Local, push: PushInfo, wake: &Notify) {
 
 /// Turns tracking on; once Redis has acknowledged it, the tier is trusted
 /// again, unless coherence was lost meanwhile.
+///
+/// Off first, in the same round trip: an earlier attempt that timed out
+/// here may still have reached Redis and turned tracking on, and Redis
+/// refuses to turn it on again with the same prefixes ("overlaps with an
+/// existing prefix"), which would leave the tier bypassed for good. The
+/// pushes missed between off and on do not matter: the tier is bypassed
+/// until this returns.
 async fn enable(
     conn: &mut ConnectionManager,
     prefixes: &[String; 2],
@@ -115,12 +122,19 @@ async fn enable(
     op_timeout: Duration,
 ) -> bool {
     let epoch = local.epoch();
-    let mut cmd = redis::cmd("CLIENT");
-    cmd.arg("TRACKING").arg("ON").arg("BCAST");
+    let mut on = redis::cmd("CLIENT");
+    on.arg("TRACKING").arg("ON").arg("BCAST");
     for prefix in prefixes {
-        cmd.arg("PREFIX").arg(prefix);
+        on.arg("PREFIX").arg(prefix);
     }
-    match tokio::time::timeout(op_timeout, cmd.query_async::<()>(conn)).await {
+    let mut pipe = redis::pipe();
+    pipe.cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("OFF")
+        .ignore()
+        .add_command(on)
+        .ignore();
+    match tokio::time::timeout(op_timeout, pipe.query_async::<()>(conn)).await {
         Ok(Ok(())) => {
             local.restored(epoch);
             true
