@@ -324,7 +324,8 @@ impl CacheBuilder {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
-    /// let cache = aside::Cache::builder().codec(aside::Codec::MessagePack).build().await?;
+    /// // `Codec::MessagePack` with the `msgpack` feature.
+    /// let cache = aside::Cache::builder().codec(aside::Codec::Json).build().await?;
     /// cache.set("k", &vec![1, 2, 3], None).await?;
     /// assert_eq!(cache.get::<Vec<u32>>("k").await?, Some(vec![1, 2, 3]));
     /// # Ok(()) }

@@ -266,16 +266,21 @@ impl Local {
         let Ok(value) = held.codec.decode::<T>(bytes) else {
             return Kept::OtherType;
         };
+        self.now_typed(key, &held, (Box::new(value.clone()), encode_as::<T>));
+        Kept::Value(value, held.meta)
+    }
+
+    /// Replaces `held`, an entry kept encoded, by its value decoded.
+    fn now_typed(&self, key: &str, held: &Held, (value, encode): (Box<dyn Any + Send + Sync>, Encode)) {
         let typed = Held {
-            value: Box::new(value.clone()),
-            encode: encode_as::<T>,
+            value,
+            encode,
             deps: held.deps.clone(),
             until_ms: AtomicU64::new(held.until_ms.load(Ordering::Relaxed)),
             ..*held
         };
         // Same deps, same expiry: a change since still drops it.
         self.entries.insert(key.to_owned(), Arc::new(typed));
-        Kept::Value(value, held.meta)
     }
 
     /// The entry at `key` if it is live and nothing it depends on changed.
@@ -342,14 +347,32 @@ impl Local {
         meta: Meta,
         ttl: Duration,
     ) {
+        self.fill_erased(
+            watch,
+            (Box::new(value.clone()), encode_as::<T>),
+            (codec, weight),
+            meta,
+            ttl,
+        );
+    }
+
+    /// [`fill`](Self::fill), the same for every type.
+    fn fill_erased(
+        &self,
+        watch: &Watch,
+        (value, encode): (Box<dyn Any + Send + Sync>, Encode),
+        (codec, weight): (Codec, usize),
+        meta: Meta,
+        ttl: Duration,
+    ) {
         let held = Held {
-            value: Box::new(value.clone()),
+            value,
             meta,
             until_ms: AtomicU64::new(0),
             deps: watch.deps.clone(),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
             codec,
-            encode: encode_as::<T>,
+            encode,
         };
         self.keep(watch, held, ttl);
     }

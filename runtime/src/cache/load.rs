@@ -203,6 +203,18 @@ impl Cache {
         T: Serialize + Clone + Send + Sync + 'static,
     {
         let Some(local) = &self.inner.local else { return };
+        local.fill(
+            watch,
+            value,
+            (self.codec(policy), weight),
+            meta,
+            self.kept_for(meta, policy),
+        );
+    }
+
+    /// How long the in-process tier keeps a value stored with `meta` under
+    /// `policy`: see [`keep_in_process`](Self::keep_in_process).
+    fn kept_for(&self, meta: Meta, policy: &Policy) -> Duration {
         let kept = match policy.touch(self.inner.settings.default_ttl) {
             Some(ttl) => ttl,
             None => {
@@ -215,13 +227,7 @@ impl Cache {
                 Duration::from_millis(fresh).saturating_add(past)
             }
         };
-        local.fill(
-            watch,
-            value,
-            (self.codec(policy), weight),
-            meta,
-            policy.l1_cap(kept),
-        );
+        policy.l1_cap(kept)
     }
 
     /// The codec `policy` writes with.
