@@ -2,6 +2,7 @@
 //! every signature: skip the cache, or refresh it, for the cached calls
 //! that future makes; and a cache standing in for the global one.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::ops::Deref;
 
@@ -18,7 +19,9 @@ pub(crate) enum Mode {
 }
 
 tokio::task_local! {
-    static MODE: Mode;
+    // A cell, so that a loader's polls can run with plain lookups and the
+    // scope's mode be put back after each (see `lookups_only`).
+    static MODE: Cell<Mode>;
     static GLOBAL: Cache;
 }
 
@@ -50,7 +53,7 @@ tokio::task_local! {
 /// # }
 /// ```
 pub async fn bypass<F: Future>(calls: F) -> F::Output {
-    MODE.scope(Mode::Bypass, calls).await
+    MODE.scope(Cell::new(Mode::Bypass), calls).await
 }
 
 /// Runs `calls` with every cached call it makes refreshing its entry: each
@@ -83,7 +86,7 @@ pub async fn bypass<F: Future>(calls: F) -> F::Output {
 /// # }
 /// ```
 pub async fn refresh<F: Future>(calls: F) -> F::Output {
-    MODE.scope(Mode::Refresh, calls).await
+    MODE.scope(Cell::new(Mode::Refresh), calls).await
 }
 
 /// Runs `calls` with `cache` standing in for the [`global`](crate::global)
@@ -116,15 +119,23 @@ pub async fn with_global<F: Future>(cache: Cache, calls: F) -> F::Output {
 }
 
 /// What the cached calls here do. A function's own calls run in
-/// [`Mode::Lookup`]: see [`looking_up`].
+/// [`Mode::Lookup`]: see [`lookups_only`].
 pub(crate) fn mode() -> Mode {
-    MODE.try_with(|mode| *mode).unwrap_or(Mode::Lookup)
+    MODE.try_with(Cell::get).unwrap_or(Mode::Lookup)
 }
 
-/// Runs `f` (one poll of a loader) with plain lookups: a scope applies to
-/// the calls it makes, not to the calls their loaders make.
-pub(crate) fn looking_up<R>(f: impl FnOnce() -> R) -> R {
-    MODE.sync_scope(Mode::Lookup, f)
+/// Sets plain lookups for one poll of a loader: a scope applies to the
+/// calls it makes, not to the calls their loaders make. Returns the mode to
+/// put back with [`restore`] once the poll is over. Not generic, so that
+/// it is compiled once rather than per loader.
+pub(crate) fn lookups_only() -> Mode {
+    MODE.try_with(|mode| mode.replace(Mode::Lookup))
+        .unwrap_or(Mode::Lookup)
+}
+
+/// Puts back the mode [`lookups_only`] replaced.
+pub(crate) fn restore(mode: Mode) {
+    let _ = MODE.try_with(|cell| cell.set(mode));
 }
 
 /// The cache `#[cached]` uses without `cache = ...`: the one of an

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{catch_unwind, Cache, Call, Under};
 use crate::backend::EntryKeys;
 use crate::clock::{now_ms, Instant};
+use crate::codec::CodecError;
 use crate::entry::Entry;
 use crate::flight::{Landed, Leader};
 use crate::l1::{Meta, Watch};
@@ -241,13 +242,18 @@ impl Cache {
         policy: &Policy,
         value: &T,
     ) -> Option<Bytes> {
-        match self.codec(policy).encode(value) {
-            Ok(payload) => Some(Bytes::from(payload)),
-            Err(error) => {
-                let key = &keys.entry;
-                tracing::warn!(key, %error, "aside: value does not serialize, not caching it");
-                None
-            }
+        encoded(keys, self.codec(policy).encode(value))
+    }
+}
+
+/// An encoded value, or its encoder's failure logged: the same for every type.
+fn encoded(keys: &EntryKeys, encoded: Result<Vec<u8>, CodecError>) -> Option<Bytes> {
+    match encoded {
+        Ok(payload) => Some(Bytes::from(payload)),
+        Err(error) => {
+            let key = &keys.entry;
+            tracing::warn!(key, %error, "aside: value does not serialize, not caching it");
+            None
         }
     }
 }

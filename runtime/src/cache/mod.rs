@@ -529,11 +529,13 @@ async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
 async fn catch_unwind<F: Future>(fut: F, mode: Mode) -> std::thread::Result<F::Output> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
-        let mut poll = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
-        let polled = match mode {
-            Mode::Lookup => poll(),
-            _ => scope::looking_up(poll),
-        };
+        // Put back below: a panic is caught before it could skip that.
+        let scoped = mode != Mode::Lookup;
+        let outer = if scoped { scope::lookups_only() } else { mode };
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        if scoped {
+            scope::restore(outer);
+        }
         match polled {
             Ok(poll) => poll.map(Ok),
             Err(panic) => std::task::Poll::Ready(Err(panic)),
