@@ -58,8 +58,7 @@ impl Cache {
             // Over Redis, the backend's entry may still decode as `T`: only
             // a tier that is the only store knows this is a corrupt entry.
             if matches!(found, Kept::OtherType) && local.alone() {
-                Counters::incr(&self.inner.counters.corrupt);
-                tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
+                self.other_type_in_process(key);
             }
             if let Kept::Value(value, meta) = found {
                 match self.decide_at(meta, policy, true, now) {
@@ -95,15 +94,32 @@ impl Cache {
             (Ok(value), _) => Ok(value),
             (Err(error), None) => Err(error),
             (Err(error), Some(Refresh { fallback })) => {
-                Counters::incr(&self.inner.counters.refresh_errors);
-                if !fallback {
-                    return Err(error);
+                if self.refresh_failed(call.keys, fallback) {
+                    Ok(slot.take())
+                } else {
+                    Err(error)
                 }
-                let key = &call.keys.entry;
-                tracing::warn!(key, "aside: refresh failed, keeping the current value");
-                Ok(slot.take())
             }
         }
+    }
+
+    // Logging, out of the generic flow: a `tracing` event is a good deal of
+    // code, which would be compiled again for every cached function.
+
+    /// The in-process tier, the only store, holds a value of another type.
+    fn other_type_in_process(&self, key: &str) {
+        Counters::incr(&self.inner.counters.corrupt);
+        tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
+    }
+
+    /// A refresh failed: whether the current value stands in (`fallback`).
+    fn refresh_failed(&self, keys: &EntryKeys, fallback: bool) -> bool {
+        Counters::incr(&self.inner.counters.refresh_errors);
+        if fallback {
+            let key = &keys.entry;
+            tracing::warn!(key, "aside: refresh failed, keeping the current value");
+        }
+        fallback
     }
 
     /// The rest of a lookup, short of running the loader: the storage
