@@ -1,24 +1,22 @@
-//! Running the loader and storing its value under the tokens read before it
-//! ran, in the backend and then the in-process tier.
+//! After the loader ran (in `lookup`): handing its value to the waiters,
+//! storing it under the tokens read before it ran, in the backend and then
+//! the in-process tier.
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{catch_unwind, Cache, Call, Under};
+use super::{Cache, Call, Under};
 use crate::backend::EntryKeys;
-use crate::clock::{now_ms, Instant};
+use crate::clock::now_ms;
 use crate::codec::CodecError;
 use crate::entry::Entry;
 use crate::flight::{Landed, Leader};
 use crate::l1::{Meta, Watch};
-use crate::scope::Mode;
 use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
-use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{Cacheable, Codec, Policy, Stampede};
+use crate::{Codec, Policy, Stampede};
 
 impl Cache {
     /// The tokens a load of `keys` runs under, read (and the missing ones
@@ -29,72 +27,28 @@ impl Cache {
         self.inner.report(tokens)
     }
 
-    /// Runs the loader and stores its value under `under`'s tokens, landing
-    /// its flight and releasing its lock. The entry records the time since
-    /// `started` as what the load cost (XFetch's δ). Generic only around the
-    /// loader and the value; the rest is [`land`](Self::land).
-    pub(super) async fn load<T, E, F, Fut>(
-        &self,
-        call: Call<'_>,
-        load: F,
-        under: Under<'_>,
-        started: Instant,
-        mode: Mode,
-    ) -> Result<T, E>
-    where
-        T: Cacheable,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        Counters::incr(&self.inner.counters.loads);
-        let value = match catch_unwind(load(), mode).await {
-            Ok(Ok(value)) => value,
-            Ok(Err(error)) => {
-                // No `.await` from here: the error need not be `Send`.
-                self.failed(under);
-                return Err(error);
-            }
-            Err(panic) => {
-                // Waiters run their own loads rather than wait for this one;
-                // the lock, dropped while unwinding, is released in the background.
-                if let Some(leader) = &under.leader {
-                    leader.land(Landed::Failed);
-                }
-                std::panic::resume_unwind(panic);
-            }
-        };
-        if under.stamp.is_none() && under.leader.is_none() && under.lock.is_none() {
-            // Nothing to store (the backend failed), to hand to waiters, or
-            // to release: no need to encode.
-            return Ok(value);
-        }
-        let load_time = started.elapsed();
-        let payload = self.encode_value(call.keys, call.policy, &value);
-        let skip = call.policy.skips(&value);
-        let (kept, flight) = self.land(call, under, payload, skip, load_time).await;
-        if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {
-            self.keep_in_process(watch, &value, weight, meta, call.policy);
-        }
-        // Closed only now: a caller arriving before the tier had the value
-        // joins this flight rather than loading again.
-        drop(flight);
-        Ok(value)
-    }
-
     /// A load failed: its waiters run their own, and its lock is released
     /// in the background.
-    fn failed(&self, under: Under<'_>) {
+    pub(super) fn failed(&self, under: Under<'_>) {
         if let Some(leader) = &under.leader {
             leader.land(Landed::Failed);
         }
         self.release_behind(under.lock);
     }
 
+    /// A load panicked: its waiters run their own (its lock, dropped while
+    /// unwinding, is released in the background).
+    pub(super) fn panicked(&self, under: &Under<'_>) {
+        if let Some(leader) = &under.leader {
+            leader.land(Landed::Failed);
+        }
+    }
+
     /// Hands a loaded `payload` (`None`: it did not encode) to the flight's
     /// waiters and stores it, unless `skip`. Returns what the in-process
     /// tier may keep (the stored entry's meta and weight), and the flight,
     /// to be closed once the tier has it.
-    async fn land<'a>(
+    pub(super) async fn land<'a>(
         &self,
         call: Call<'_>,
         under: Under<'a>,

@@ -34,73 +34,102 @@ impl Cache {
     {
         let mode = scope::mode();
         let enabled = self.inner.settings.enabled;
-        if !enabled || mode == Mode::Bypass {
-            // Caching off, or this call past the cache: the loader alone.
+        let mut slot = Typed(None);
+        // What the lookup planned; `None`: caching is off, or this call runs
+        // past the cache, and the loader runs alone.
+        let planned = if !enabled || mode == Mode::Bypass {
             let outcome = if enabled {
                 &self.inner.counters.bypassed
             } else {
                 &self.inner.counters.misses
             };
             Counters::incr(outcome);
-            Counters::incr(&self.inner.counters.loads);
-            return match catch_unwind(load(), mode).await {
-                Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
-            };
-        }
-        let touch = policy.touch(self.inner.settings.default_ttl);
-        let local = self.inner.local_for(policy, touch);
-        let mut slot = Typed(None);
-        let mut due_in_process = None;
-        if let (Some(local), Mode::Lookup) = (local, mode) {
-            let now = now_ms();
-            let found = local.get::<T>(key, now);
-            // Over Redis, the backend's entry may still decode as `T`: only
-            // a tier that is the only store knows this is a corrupt entry.
-            if matches!(found, Kept::OtherType) && local.alone() {
-                self.other_type_in_process(key);
-            }
-            if let Kept::Value(value, meta) = found {
-                match self.decide_at(meta, policy, true, now) {
-                    Found::Fresh => {
-                        if let Some(ttl) = touch {
-                            local.touch(key, ttl, now);
+            None
+        } else {
+            let touch = policy.touch(self.inner.settings.default_ttl);
+            let local = self.inner.local_for(policy, touch);
+            let mut due_in_process = None;
+            if let (Some(local), Mode::Lookup) = (local, mode) {
+                let now = now_ms();
+                let found = local.get::<T>(key, now);
+                // Over Redis, the backend's entry may still decode as `T`: only
+                // a tier that is the only store knows this is a corrupt entry.
+                if matches!(found, Kept::OtherType) && local.alone() {
+                    self.other_type_in_process(key);
+                }
+                if let Kept::Value(value, meta) = found {
+                    match self.decide_at(meta, policy, true, now) {
+                        Found::Fresh => {
+                            if let Some(ttl) = touch {
+                                local.touch(key, ttl, now);
+                            }
+                            Counters::incr(&self.inner.counters.l1_hits);
+                            return Ok(value);
                         }
-                        Counters::incr(&self.inner.counters.l1_hits);
-                        return Ok(value);
+                        Found::Due(due) => {
+                            slot.0 = Some(value);
+                            due_in_process = Some(due);
+                        }
+                        Found::Gone => {}
                     }
-                    Found::Due(due) => {
-                        slot.0 = Some(value);
-                        due_in_process = Some(due);
-                    }
-                    Found::Gone => {}
                 }
             }
-        }
-        let (keys, watch, plan) = self
-            .plan_lookup(key, policy, local, mode, due_in_process, touch, &mut slot)
-            .await;
-        let call = Call::new(&keys, policy, watch.as_ref());
-        // Carries out the plan: the value it left in `slot`, or a load.
-        let (under, started, refresh) = match plan {
-            Plan::Answer => return Ok(slot.take()),
-            Plan::Load {
-                under,
-                started,
-                refresh,
-            } => (under, started, refresh),
+            let (keys, watch, plan) = self
+                .plan_lookup(key, policy, local, mode, due_in_process, touch, &mut slot)
+                .await;
+            match plan {
+                Plan::Answer => return Ok(slot.take()),
+                Plan::Load {
+                    under,
+                    started,
+                    refresh,
+                } => Some((keys, watch, under, started, refresh)),
+            }
         };
-        match (self.load(call, load, under, started, mode).await, refresh) {
-            (Ok(value), _) => Ok(value),
-            (Err(error), None) => Err(error),
-            (Err(error), Some(Refresh { fallback })) => {
-                if self.refresh_failed(call.keys, fallback) {
-                    Ok(slot.take())
-                } else {
-                    Err(error)
+        // The one place the loader runs (one copy of its future in this
+        // function's state, however the lookup got here). Its result lives
+        // in this block only: an error need not be `Send`.
+        Counters::incr(&self.inner.counters.loads);
+        let (value, (keys, watch, under, started)) = {
+            let loaded = catch_unwind(load(), mode).await;
+            let Some((keys, watch, under, started, refresh)) = planned else {
+                return loaded.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            };
+            match loaded {
+                Ok(Ok(value)) => (value, (keys, watch, under, started)),
+                Ok(Err(error)) => {
+                    // No `.await` from here.
+                    self.failed(under);
+                    return match refresh {
+                        Some(Refresh { fallback }) if self.refresh_failed(&keys, fallback) => Ok(slot.take()),
+                        Some(_) | None => Err(error),
+                    };
+                }
+                Err(panic) => {
+                    // Waiters run their own loads rather than wait for this
+                    // one; the lock, dropped while unwinding, is released in
+                    // the background.
+                    self.panicked(&under);
+                    std::panic::resume_unwind(panic);
                 }
             }
+        };
+        if under.is_idle() {
+            // Nothing to store (the backend failed), to hand to waiters, or
+            // to release: no need to encode.
+            return Ok(value);
         }
+        let call = Call::new(&keys, policy, watch.as_ref());
+        let payload = self.encode_value(call.keys, policy, &value);
+        let skip = policy.skips(&value);
+        let (kept, flight) = self.land(call, under, payload, skip, started.elapsed()).await;
+        if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {
+            self.keep_in_process(watch, &value, weight, meta, policy);
+        }
+        // Closed only now: a caller arriving before the tier had the value
+        // joins this flight rather than loading again.
+        drop(flight);
+        Ok(value)
     }
 
     // Logging, out of the generic flow: a `tracing` event is a good deal of
@@ -113,7 +142,7 @@ impl Cache {
     }
 
     /// A refresh failed: whether the current value stands in (`fallback`).
-    fn refresh_failed(&self, keys: &EntryKeys, fallback: bool) -> bool {
+    pub(super) fn refresh_failed(&self, keys: &EntryKeys, fallback: bool) -> bool {
         Counters::incr(&self.inner.counters.refresh_errors);
         if fallback {
             let key = &keys.entry;

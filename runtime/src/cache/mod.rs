@@ -2,7 +2,7 @@
 //!
 //! This file holds the handle and its public API; each flow has its own
 //! file: `lookup` (the read path: what a read finds, in the in-process tier
-//! or the backend), `load` (running the loader and storing its value),
+//! or the backend, and running the loader), `load` (storing its value),
 //! `stampede` (locks, waits and refreshes), `write` (write-through and
 //! invalidation); `slot` holds a value of the caller's type for the flows,
 //! which are not generic. The tiers live beside: the in-process one in `crate::l1`,
@@ -470,6 +470,12 @@ struct Under<'a> {
 }
 
 impl<'a> Under<'a> {
+    /// Nothing to store under, land or release: a load the backend
+    /// failed to prepare.
+    fn is_idle(&self) -> bool {
+        self.stamp.is_none() && self.leader.is_none() && self.lock.is_none()
+    }
+
     fn stamped(stamp: Option<Stamp>) -> Self {
         Under {
             stamp,
