@@ -306,8 +306,7 @@ impl Cache {
         count: bool,
         slot: &mut dyn Slot,
     ) -> Option<Found> {
-        let meta = self.decode(keys, fetched, count, slot)?;
-        Some(self.decide(meta, policy, count))
+        self.read_into(keys, fetched, policy, count, None, slot)
     }
 
     /// [`read`](Self::read), keeping a fresh value in the in-process tier
@@ -403,25 +402,17 @@ impl Cache {
     /// Whether `fetched` holds a fresh entry that replaced the one `due`
     /// came from (a refresh that another caller finished); its value is
     /// then in `slot`.
-    pub(super) fn replaced(
-        &self,
-        keys: &EntryKeys,
-        fetched: &Fetched,
-        due: &Due,
-        slot: &mut dyn Slot,
-    ) -> bool {
-        // Decoded into a slot of its own first: the slot holds the due
-        // value, which stands in if the refresh fails.
-        let Some(bytes) = fetched.entry.as_ref() else {
+    pub(super) fn replaced(&self, fetched: &Fetched, due: &Due, slot: &mut dyn Slot) -> bool {
+        let Some(entry) = fetched.entry.as_ref().and_then(|bytes| Entry::decode(bytes).ok()) else {
             return false;
         };
-        let newer = Entry::decode(bytes).ok().is_some_and(|entry| {
-            let meta = entry.meta();
-            Stamp::tags_match(&entry.tag_versions, &fetched.tags)
-                && meta.stored_at_ms != due.stored_at_ms
-                && now_ms() < meta.fresh_until_ms
-        });
-        newer && self.decode(keys, fetched, false, slot).is_some()
+        let meta = entry.meta();
+        let newer = Stamp::tags_match(&entry.tag_versions, &fetched.tags)
+            && meta.stored_at_ms != due.stored_at_ms
+            && now_ms() < meta.fresh_until_ms;
+        // A payload that does not decode leaves the slot's due value, which
+        // then stands in as before.
+        newer && slot.decode(entry.codec, entry.payload).is_ok()
     }
 
     /// Reads `keys` again, uncounted (the lookup was counted already):

@@ -536,10 +536,9 @@ async fn catch_unwind<F: Future>(fut: F, mode: Mode) -> std::thread::Result<F::O
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
         // Put back below: a panic is caught before it could skip that.
-        let scoped = mode != Mode::Lookup;
-        let outer = if scoped { scope::lookups_only() } else { mode };
+        let outer = (mode != Mode::Lookup).then(scope::lookups_only);
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
-        if scoped {
+        if let Some(outer) = outer {
             scope::restore(outer);
         }
         match polled {

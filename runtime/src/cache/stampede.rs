@@ -103,7 +103,7 @@ impl Cache {
                 // Another caller may have finished a refresh between our read
                 // and our lock. The decision to refresh was taken once, by the
                 // read: this re-read only asks whether the entry was replaced.
-                if self.replaced(keys, &tokens.fetched(entry), &due, slot) {
+                if self.replaced(&tokens.fetched(entry), &due, slot) {
                     leader.land(Landed::Stored);
                     held.release().await;
                     return self.serve(&due, count);
