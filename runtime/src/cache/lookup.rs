@@ -1,135 +1,158 @@
 //! The read path: what a read finds (fresh, due for a refresh, or nothing),
-//! in the in-process tier or the backend, and what a miss does next.
+//! in the in-process tier or the backend, and what a miss does next. Its
+//! generic shell, which runs the loader, is [`Cache::get_or_load`].
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::slot::{Slot, Typed};
-use super::{catch_unwind, Cache, Call, Under};
+use super::slot::Slot;
+use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Fetched};
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::{Join, Landed};
 use crate::l1::{Kept, Local, Meta, Watch};
-use crate::scope::{self, Mode};
+use crate::scope::Mode;
 use crate::stampede::recompute_early;
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{Cacheable, Policy, Stampede};
+use crate::{Policy, Stampede};
 
 impl Cache {
-    /// The flow of [`Cache::get_or_load`]. Generic only where it must be:
-    /// a hit in the in-process tier (a clone of a `T`), and running the
-    /// loader; the rest is [`plan_lookup`](Self::plan_lookup), compiled once.
-    ///
-    /// The caller's scope may ask otherwise: [`Mode::Bypass`] runs the
-    /// loader alone; [`Mode::Refresh`] loads and stores whatever is cached.
-    pub(super) async fn lookup<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
-    where
-        T: Cacheable,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let mode = scope::mode();
+    /// A lookup in the in-process tier, before any other: a fresh value or
+    /// one due for a refresh is left in `slot`.
+    pub(super) fn in_process(
+        &self,
+        key: &str,
+        policy: &Policy,
+        mode: Mode,
+        slot: &mut dyn Slot,
+    ) -> InProcess {
+        if !self.inner.settings.enabled || mode != Mode::Lookup {
+            return InProcess::Miss;
+        }
+        let touch = policy.touch(self.inner.settings.default_ttl);
+        let Some(local) = self.inner.local_for(policy, touch) else {
+            return InProcess::Miss;
+        };
+        let now = now_ms();
+        let meta = match slot.take_local(local, key, now) {
+            Kept::Value((), meta) => meta,
+            // Over Redis, the backend's entry may still decode as `T`: only
+            // a tier that is the only store knows this is a corrupt entry.
+            Kept::OtherType if local.alone() => {
+                self.other_type_in_process(key);
+                return InProcess::Miss;
+            }
+            _ => return InProcess::Miss,
+        };
+        match self.decide_at(meta, policy, true, now) {
+            Found::Fresh => {
+                if let Some(ttl) = touch {
+                    local.touch(key, ttl, now);
+                }
+                Counters::incr(&self.inner.counters.l1_hits);
+                InProcess::Hit
+            }
+            Found::Due(due) => InProcess::Due(due),
+            Found::Gone => InProcess::Miss,
+        }
+    }
+
+    /// The rest of a lookup, short of running the loader: a value (left in
+    /// `slot`), or the load to run. Counts the lookup.
+    pub(super) async fn begin<'a>(
+        &'a self,
+        key: &str,
+        policy: &Policy,
+        mode: Mode,
+        due_in_process: Option<Due>,
+        slot: &mut dyn Slot,
+    ) -> Begin<'a> {
         let enabled = self.inner.settings.enabled;
-        let mut slot = Typed(None);
-        // What the lookup planned; `None`: caching is off, or this call runs
-        // past the cache, and the loader runs alone.
-        let planned = if !enabled || mode == Mode::Bypass {
+        if !enabled || mode == Mode::Bypass {
             let outcome = if enabled {
                 &self.inner.counters.bypassed
             } else {
                 &self.inner.counters.misses
             };
             Counters::incr(outcome);
-            None
-        } else {
-            let touch = policy.touch(self.inner.settings.default_ttl);
-            let local = self.inner.local_for(policy, touch);
-            let mut due_in_process = None;
-            if let (Some(local), Mode::Lookup) = (local, mode) {
-                let now = now_ms();
-                let found = local.get::<T>(key, now);
-                // Over Redis, the backend's entry may still decode as `T`: only
-                // a tier that is the only store knows this is a corrupt entry.
-                if matches!(found, Kept::OtherType) && local.alone() {
-                    self.other_type_in_process(key);
-                }
-                if let Kept::Value(value, meta) = found {
-                    match self.decide_at(meta, policy, true, now) {
-                        Found::Fresh => {
-                            if let Some(ttl) = touch {
-                                local.touch(key, ttl, now);
-                            }
-                            Counters::incr(&self.inner.counters.l1_hits);
-                            return Ok(value);
-                        }
-                        Found::Due(due) => {
-                            slot.0 = Some(value);
-                            due_in_process = Some(due);
-                        }
-                        Found::Gone => {}
-                    }
-                }
-            }
-            let (keys, watch, plan) = self
-                .plan_lookup(key, policy, local, mode, due_in_process, touch, &mut slot)
-                .await;
-            match plan {
-                Plan::Answer => return Ok(slot.take()),
-                Plan::Load {
+            Counters::incr(&self.inner.counters.loads);
+            return Begin::Load(None);
+        }
+        let touch = policy.touch(self.inner.settings.default_ttl);
+        let local = self.inner.local_for(policy, touch);
+        let (keys, watch, plan) = self
+            .plan_lookup(key, policy, local, mode, due_in_process, touch, slot)
+            .await;
+        match plan {
+            Plan::Answer => Begin::Answer,
+            Plan::Load {
+                under,
+                started,
+                refresh,
+            } => {
+                Counters::incr(&self.inner.counters.loads);
+                Begin::Load(Some(Pending {
+                    keys,
+                    watch,
                     under,
                     started,
                     refresh,
-                } => Some((keys, watch, under, started, refresh)),
+                }))
             }
-        };
-        // The one place the loader runs (one copy of its future in this
-        // function's state, however the lookup got here). Its result lives
-        // in this block only: an error need not be `Send`.
-        Counters::incr(&self.inner.counters.loads);
-        let (value, (keys, watch, under, started)) = {
-            let loaded = catch_unwind(load(), mode).await;
-            let Some((keys, watch, under, started, refresh)) = planned else {
-                return loaded.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            };
-            match loaded {
-                Ok(Ok(value)) => (value, (keys, watch, under, started)),
-                Ok(Err(error)) => {
-                    // No `.await` from here.
-                    self.failed(under);
-                    return match refresh {
-                        Some(Refresh { fallback }) if self.refresh_failed(&keys, fallback) => Ok(slot.take()),
-                        Some(_) | None => Err(error),
-                    };
-                }
-                Err(panic) => {
-                    // Waiters run their own loads rather than wait for this
-                    // one; the lock, dropped while unwinding, is released in
-                    // the background.
-                    self.panicked(&under);
-                    std::panic::resume_unwind(panic);
-                }
-            }
-        };
-        if under.is_idle() {
-            // Nothing to store (the backend failed), to hand to waiters, or
-            // to release: no need to encode.
-            return Ok(value);
         }
+    }
+
+    /// A load failed (`pending`, if the lookup planned it): whether the
+    /// slot's value stands in for it.
+    pub(super) fn load_failed(&self, pending: Option<Pending<'_>>) -> bool {
+        let Some(Pending {
+            keys, under, refresh, ..
+        }) = pending
+        else {
+            return false;
+        };
+        self.failed(under);
+        match refresh {
+            Some(Refresh { fallback }) => self.refresh_failed(&keys, fallback),
+            None => false,
+        }
+    }
+
+    /// A load panicked (`pending`, if the lookup planned it).
+    pub(super) fn load_panicked(&self, pending: Option<Pending<'_>>) {
+        if let Some(pending) = pending {
+            self.panicked(&pending.under);
+        }
+    }
+
+    /// A planned load's value (in `slot`, encoded as `payload`) lands: its
+    /// waiters get it, the backend and then the in-process tier store it.
+    pub(super) async fn finish(
+        &self,
+        pending: Pending<'_>,
+        policy: &Policy,
+        payload: Option<Bytes>,
+        skip: bool,
+        slot: &mut dyn Slot,
+    ) {
+        let Pending {
+            keys,
+            watch,
+            under,
+            started,
+            ..
+        } = pending;
         let call = Call::new(&keys, policy, watch.as_ref());
-        let payload = self.encode_value(call.keys, policy, &value);
-        let skip = policy.skips(&value);
         let (kept, flight) = self.land(call, under, payload, skip, started.elapsed()).await;
         if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {
-            self.keep_in_process(watch, &value, weight, meta, policy);
+            slot.keep(self, watch, weight, meta, policy);
         }
         // Closed only now: a caller arriving before the tier had the value
         // joins this flight rather than loading again.
         drop(flight);
-        Ok(value)
     }
 
     // Logging, out of the generic flow: a `tracing` event is a good deal of
@@ -436,6 +459,35 @@ pub(super) enum Found {
     Due(Due),
     /// A value past its time: a miss.
     Gone,
+}
+
+/// What the in-process tier holds for a lookup.
+pub(super) enum InProcess {
+    /// A fresh value, in the slot.
+    Hit,
+    /// A value due for a refresh, in the slot.
+    Due(Due),
+    Miss,
+}
+
+/// What a lookup comes to before its loader runs. (Returned once per
+/// lookup and taken apart at once: boxing `Load` would only cost.)
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Begin<'a> {
+    /// The value is in the slot, and the lookup counted.
+    Answer,
+    /// Run the loader; `None`: alone, past the cache.
+    Load(Option<Pending<'a>>),
+}
+
+/// A load that a lookup planned, and what its value needs afterwards.
+pub(super) struct Pending<'a> {
+    pub(super) keys: EntryKeys,
+    /// The in-process tier's, taken before the backend was read.
+    watch: Option<Watch>,
+    pub(super) under: Under<'a>,
+    started: Instant,
+    refresh: Option<Refresh>,
 }
 
 /// A value due for a refresh.

@@ -17,7 +17,9 @@ mod write;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -30,6 +32,8 @@ use crate::flight::{Flights, Leader};
 use crate::key::storage_key;
 use crate::l1::{Local, Watch};
 use crate::scope::{self, Mode};
+use lookup::{Begin, InProcess};
+use slot::Typed;
 
 use crate::stampede::HeldLock;
 use crate::stats::Counters;
@@ -244,7 +248,50 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.lookup(key, policy, load).await
+        // The flow's generic shell: a hit in the in-process tier (a clone of
+        // a `T`), running the loader, and encoding its value. The rest,
+        // `begin` and `finish`, is compiled once rather than per function.
+        // A scope may ask otherwise: `Mode::Bypass` runs the loader alone;
+        // `Mode::Refresh` loads and stores whatever is cached.
+        let mode = scope::mode();
+        let mut slot = Typed(None);
+        let due_in_process = match self.in_process(key, policy, mode, &mut slot) {
+            InProcess::Hit => return Ok(slot.take()),
+            InProcess::Due(due) => Some(due),
+            InProcess::Miss => None,
+        };
+        let pending = match self.begin(key, policy, mode, due_in_process, &mut slot).await {
+            Begin::Answer => return Ok(slot.take()),
+            Begin::Load(pending) => pending,
+        };
+        // The one place the loader runs. Its result is handled without an
+        // `.await` until it is a value: an error need not be `Send`.
+        let load = std::pin::pin!(load());
+        let value = match (CatchUnwind { fut: load, mode }).await {
+            Ok(Ok(value)) => value,
+            Ok(Err(error)) => {
+                return if self.load_failed(pending) {
+                    Ok(slot.take())
+                } else {
+                    Err(error)
+                };
+            }
+            Err(panic) => {
+                self.load_panicked(pending);
+                std::panic::resume_unwind(panic);
+            }
+        };
+        // Nothing to store (caching is off, or the backend failed), to hand
+        // to waiters, or to release: no need to encode.
+        let pending = match pending {
+            Some(pending) if !pending.under.is_idle() => pending,
+            Some(_) | None => return Ok(value),
+        };
+        let payload = self.encode_value(&pending.keys, policy, &value);
+        let skip = policy.skips(&value);
+        slot.0 = Some(value);
+        self.finish(pending, policy, payload, skip, &mut slot).await;
+        Ok(slot.take())
     }
 
     /// Write-through: runs `load` (the function that changed the data and
@@ -532,21 +579,30 @@ async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
 /// unwinding. Under a [`bypass`](crate::bypass) or [`refresh`](crate::refresh)
 /// scope (`mode`), it runs with plain lookups: a scope applies to the calls
 /// it makes, not to the calls their loaders make.
-async fn catch_unwind<F: Future>(fut: F, mode: Mode) -> std::thread::Result<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
+///
+/// A future by hand rather than an `async fn`, which would be one more
+/// state machine compiled for every cached function.
+struct CatchUnwind<'a, F> {
+    fut: Pin<&'a mut F>,
+    mode: Mode,
+}
+
+impl<F: Future> Future for CatchUnwind<'_, F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
         // Put back below: a panic is caught before it could skip that.
-        let outer = (mode != Mode::Lookup).then(scope::lookups_only);
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+        let outer = (this.mode != Mode::Lookup).then(scope::lookups_only);
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
         if let Some(outer) = outer {
             scope::restore(outer);
         }
         match polled {
             Ok(poll) => poll.map(Ok),
-            Err(panic) => std::task::Poll::Ready(Err(panic)),
+            Err(panic) => Poll::Ready(Err(panic)),
         }
-    })
-    .await
+    }
 }
 
 impl Inner {

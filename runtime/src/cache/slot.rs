@@ -6,7 +6,7 @@
 //! so the flows are compiled once, not once per cached function.
 
 use super::Cache;
-use crate::l1::{Meta, Watch};
+use crate::l1::{Kept, Local, Meta, Watch};
 use crate::{Cacheable, Codec, Policy};
 
 /// A value of the caller's type, as far as the flows see it.
@@ -18,6 +18,10 @@ pub(super) trait Slot: Send {
     /// Keeps the slot's value, stored with `meta` and `weight` bytes
     /// encoded, in the in-process tier under `watch`.
     fn keep(&self, cache: &Cache, watch: &Watch, weight: usize, meta: Meta, policy: &Policy);
+
+    /// Takes the in-process tier's value at `key` into the slot, if it is
+    /// live at `now_ms` and of the slot's type.
+    fn take_local(&mut self, local: &Local, key: &str, now_ms: u64) -> Kept<()>;
 }
 
 /// The slot of a `T`.
@@ -32,6 +36,17 @@ impl<T: Cacheable> Slot for Typed<T> {
     fn keep(&self, cache: &Cache, watch: &Watch, weight: usize, meta: Meta, policy: &Policy) {
         if let Some(value) = &self.0 {
             cache.keep_in_process(watch, value, weight, meta, policy);
+        }
+    }
+
+    fn take_local(&mut self, local: &Local, key: &str, now_ms: u64) -> Kept<()> {
+        match local.get::<T>(key, now_ms) {
+            Kept::Value(value, meta) => {
+                self.0 = Some(value);
+                Kept::Value((), meta)
+            }
+            Kept::OtherType => Kept::OtherType,
+            Kept::Nothing => Kept::Nothing,
         }
     }
 }
