@@ -186,10 +186,13 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             }
         });
 
+    let function = function_static(sig);
     let run = boxed_if_needed(
         checked,
         quote! {
             #key_and_policy
+            #function
+            let #policy_var = #policy_var.function(&__ASIDE_FUNCTION);
             #cache_owner
             let #cache_var: &#rt::Cache = #cache;
             #call
@@ -221,8 +224,9 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     let tags = args.tags.iter().flatten().map(key_from_template);
     let (cache_owner, cache) = cache_ref(args);
     let body = user_future(checked, block);
+    let function = function_static(sig);
     let invalidate = quote! {
-        #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags).await
+        #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags, &__ASIDE_FUNCTION).await
     };
     // An `Err` is returned before any `.await`: it need not be `Send`.
     let run = if checked.returns_result {
@@ -246,6 +250,7 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     let run = boxed_if_needed(
         checked,
         quote! {
+            #function
             #cache_owner
             let __aside_cache: #rt::Cache = #rt::Cache::clone(#cache);
             let __aside_keys: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#keys),*];
@@ -258,6 +263,17 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
         #vis #sig {
             #run
         }
+    }
+}
+
+/// The `static` that the function's calls count into, named
+/// `module::path::function` (its statistics, spans and metrics).
+fn function_static(sig: &syn::Signature) -> TokenStream {
+    let name = sig.ident.to_string();
+    quote! {
+        static __ASIDE_FUNCTION: ::aside::__private::Function = ::aside::__private::Function::new(
+            ::core::concat!(::core::module_path!(), "::", #name),
+        );
     }
 }
 

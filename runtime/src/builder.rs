@@ -58,6 +58,7 @@ pub struct CacheBuilder {
     /// Redis), `Some(None)` for off.
     l1: Option<Option<L1>>,
     enabled: bool,
+    trace_keys: bool,
     /// Whether `build` fails when Redis cannot be reached.
     require_connection: bool,
     /// A client the program built itself, instead of `redis_url`.
@@ -143,6 +144,7 @@ impl CacheBuilder {
             codec: Codec::Json,
             l1: None,
             enabled: true,
+            trace_keys: false,
             require_connection: false,
             #[cfg(feature = "redis")]
             redis_client: None,
@@ -239,6 +241,23 @@ impl CacheBuilder {
     /// ```
     pub fn enabled(mut self, on: bool) -> Self {
         self.enabled = on;
+        self
+    }
+
+    /// With `true`, each call's span records its cache key in a `key` field.
+    /// Off by default: keys are unbounded in number (a trace backend may
+    /// index every value) and may hold what should not leave the process,
+    /// such as an email address. The function's name is always recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::builder().trace_keys(true).build().await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn trace_keys(mut self, on: bool) -> Self {
+        self.trace_keys = on;
         self
     }
 
@@ -502,6 +521,7 @@ impl CacheBuilder {
                 breaker_cooldown: self.breaker_cooldown,
                 codec: self.codec,
                 enabled: self.enabled,
+                trace_keys: self.trace_keys,
             },
         )
     }

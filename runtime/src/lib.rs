@@ -42,9 +42,12 @@ mod codec;
 mod entry;
 mod error;
 mod flight;
+mod function;
 mod global;
 mod key;
 mod l1;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod policy;
 mod scope;
 mod stampede;
@@ -294,13 +297,14 @@ pub use cacheable::Cacheable;
 pub use cached_entry::CachedEntry;
 pub use codec::Codec;
 pub use error::{BackendError, Error};
+pub use function::{function_stats, Function, FunctionStats};
 pub use global::{global, init};
 pub use key::KeyBuilder;
 pub use l1::L1;
 pub use policy::{Policy, DEFAULT_NEGATIVE_TTL};
 pub use scope::{bypass, refresh, with_global};
 pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
-pub use stats::Stats;
+pub use stats::{Outcome, Stats};
 
 /// What `#[cached]` expands to. Not public API: it may change in any release.
 #[doc(hidden)]
@@ -318,14 +322,19 @@ pub mod __private {
     #[cfg(not(feature = "msgpack"))]
     pub struct MessagePackNeedsTheMsgpackFeatureOfAside;
     pub use crate::{
-        global, Cache, CachedEntry, Codec, KeyBuilder, Policy, Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL,
-        DEFAULT_LOCK_WAIT, DEFAULT_STALE,
+        global, Cache, CachedEntry, Codec, Function, KeyBuilder, Policy, Stampede, DEFAULT_BETA,
+        DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE,
     };
     pub use core::convert::Infallible;
     pub use core::time::Duration;
 
     /// What `#[invalidate]` runs after its body succeeded.
-    pub async fn invalidate_after_write(cache: Cache, keys: Vec<String>, tags: Vec<String>) {
-        cache.invalidate_after_write(keys, tags).await;
+    pub async fn invalidate_after_write(
+        cache: Cache,
+        keys: Vec<String>,
+        tags: Vec<String>,
+        function: &'static Function,
+    ) {
+        cache.invalidate_after_write(keys, tags, function).await;
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::function::Function;
 use crate::stampede::{Stampede, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, MAX_JITTER};
 use crate::Codec;
 
@@ -46,6 +47,18 @@ pub struct Policy {
     l1_ttl: Option<Duration>,
     /// Values not to store.
     unless: Option<Unless>,
+    /// The function whose calls these are, for its statistics, spans and metrics.
+    function: Option<Named>,
+}
+
+/// A [`Function`], compared by identity.
+#[derive(Debug, Clone, Copy)]
+struct Named(&'static Function);
+
+impl PartialEq for Named {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
 }
 
 /// A predicate on loaded values: those it holds for are returned, not stored.
@@ -85,6 +98,7 @@ impl Policy {
             l1_off: false,
             l1_ttl: None,
             unless: None,
+            function: None,
         }
     }
 
@@ -208,6 +222,31 @@ impl Policy {
         let skip = move |value: &dyn Any| value.downcast_ref::<T>().is_some_and(&skip);
         self.unless = Some(Unless(Arc::new(skip)));
         self
+    }
+
+    /// Names the function these calls are made for: they count into its
+    /// [`stats`](Function::stats), and its name labels their spans and metrics.
+    /// `#[cached]` sets it to the annotated function's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// static PRICE: aside::Function = aside::Function::new("shop::price");
+    /// let policy = aside::Policy::new().function(&PRICE);
+    /// assert_eq!(policy.function_name(), Some("shop::price"));
+    /// ```
+    pub const fn function(mut self, function: &'static Function) -> Self {
+        self.function = Some(Named(function));
+        self
+    }
+
+    /// The name of the function set by [`function`](Self::function), if any.
+    pub fn function_name(&self) -> Option<&'static str> {
+        self.function.map(|named| named.0.name())
+    }
+
+    pub(crate) fn named(&self) -> Option<&'static Function> {
+        self.function.map(|named| named.0)
     }
 
     /// Whether `value` is to be returned without being stored.

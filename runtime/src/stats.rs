@@ -8,7 +8,7 @@ use crate::BreakerState;
 ///
 /// Every lookup through [`Cache::get_or_load`](crate::Cache::get_or_load) ends
 /// as exactly one of a hit (`hits`, of which `negative_hits` found a cached
-/// `None`), a coalesced wait on another caller's load (`coalesced`), a
+/// `None` and `stale_hits` a value past its fresh time), a coalesced wait on another caller's load (`coalesced`), a
 /// miss (`misses`), or a call that skipped the lookup on purpose
 /// (`bypassed`: under [`bypass`](crate::bypass) or [`refresh`](crate::refresh)). `loads` counts loader runs; `errors` counts backend
 /// operations that failed or timed out; `corrupt` counts stored entries that
@@ -31,6 +31,9 @@ pub struct Stats {
     pub hits: u64,
     /// Hits that found a cached negative result (`None`).
     pub negative_hits: u64,
+    /// Hits served past the value's fresh time: in `swr`'s stale window,
+    /// or under `early` while another caller refreshes it.
+    pub stale_hits: u64,
     /// Hits answered by the typed in-process tier, without the backend (a
     /// part of `hits`; the rest came from the backend).
     pub l1_hits: u64,
@@ -82,6 +85,7 @@ impl Stats {
         Stats {
             hits: self.hits.saturating_sub(earlier.hits),
             negative_hits: self.negative_hits.saturating_sub(earlier.negative_hits),
+            stale_hits: self.stale_hits.saturating_sub(earlier.stale_hits),
             l1_hits: self.l1_hits.saturating_sub(earlier.l1_hits),
             misses: self.misses.saturating_sub(earlier.misses),
             coalesced: self.coalesced.saturating_sub(earlier.coalesced),
@@ -109,11 +113,63 @@ impl Stats {
     }
 }
 
+/// What one lookup came to: exactly one of these per call of a cached
+/// function. Spans record it as their `outcome` field and metrics label by it
+/// (see [`as_str`](Outcome::as_str)).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(aside::Outcome::Stale.as_str(), "stale");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A fresh value from the cache.
+    Hit,
+    /// A cached negative result (`None`).
+    Negative,
+    /// A value past its fresh time, served while it is refreshed.
+    Stale,
+    /// Another caller's load of the same key, waited for.
+    Coalesced,
+    /// Nothing usable: the loader ran.
+    Miss,
+    /// The lookup was skipped: caching is off, or a `bypass` or `refresh` scope.
+    Bypass,
+}
+
+impl Outcome {
+    /// Every outcome, in the order above.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Hit,
+        Outcome::Negative,
+        Outcome::Stale,
+        Outcome::Coalesced,
+        Outcome::Miss,
+        Outcome::Bypass,
+    ];
+
+    /// Its name in spans and metric labels: `hit`, `negative`, `stale`,
+    /// `coalesced`, `miss` or `bypass`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Negative => "negative",
+            Outcome::Stale => "stale",
+            Outcome::Coalesced => "coalesced",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+        }
+    }
+}
+
 /// The live counters behind [`Stats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) hits: AtomicU64,
     pub(crate) negative_hits: AtomicU64,
+    pub(crate) stale_hits: AtomicU64,
     pub(crate) l1_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
@@ -129,6 +185,25 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts one lookup's outcome.
+    pub(crate) fn outcome(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Hit => &self.hits,
+            Outcome::Negative => {
+                Counters::incr(&self.hits);
+                &self.negative_hits
+            }
+            Outcome::Stale => {
+                Counters::incr(&self.hits);
+                &self.stale_hits
+            }
+            Outcome::Coalesced => &self.coalesced,
+            Outcome::Miss => &self.misses,
+            Outcome::Bypass => &self.bypassed,
+        };
+        Counters::incr(counter);
+    }
+
     pub(crate) fn incr(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
@@ -149,6 +224,7 @@ impl Counters {
         Stats {
             hits: self.hits.load(Relaxed),
             negative_hits: self.negative_hits.load(Relaxed),
+            stale_hits: self.stale_hits.load(Relaxed),
             l1_hits: self.l1_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),

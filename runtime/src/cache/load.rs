@@ -23,7 +23,7 @@ impl Cache {
     /// created) now; `None` if the backend failed.
     pub(super) async fn tokens(&self, keys: &EntryKeys) -> Option<Stamp> {
         let window = self.inner.settings.invalidation_window;
-        let tokens = self.inner.call(|b| b.tokens(keys, window)).await;
+        let tokens = self.inner.call("tokens", |b| b.tokens(keys, window)).await;
         self.inner.report(tokens)
     }
 
@@ -122,7 +122,7 @@ impl Cache {
         let unlock = lock.as_ref().map(HeldLock::token);
         let stored = self
             .inner
-            .call(|b| b.store(keys, entry, ttl, stamp.guard, unlock))
+            .call("store", |b| b.store(keys, entry, ttl, stamp.guard, unlock))
             .await;
         // Released with the store; if that failed, dropping `lock` releases
         // it in the background.

@@ -15,9 +15,10 @@ use crate::flight::{Join, Landed};
 use crate::l1::{Kept, Local, Meta, Watch};
 use crate::scope::Mode;
 use crate::stampede::recompute_early;
-use crate::stats::Counters;
+use crate::stats::{Counters, Outcome};
 use crate::tags::Stamp;
 use crate::{Policy, Stampede};
+use tracing::Span;
 
 impl Cache {
     /// A lookup in the in-process tier, before any other: a fresh value or
@@ -28,7 +29,9 @@ impl Cache {
         policy: &Policy,
         mode: Mode,
         slot: &mut dyn Slot,
+        span: &Span,
     ) -> InProcess {
+        let _entered = span.enter();
         if !self.inner.settings.enabled || mode != Mode::Lookup {
             return InProcess::Miss;
         }
@@ -42,12 +45,12 @@ impl Cache {
             // Over Redis, the backend's entry may still decode as `T`: only
             // a tier that is the only store knows this is a corrupt entry.
             Kept::OtherType if local.alone() => {
-                self.other_type_in_process(key);
+                self.other_type_in_process(key, policy);
                 return InProcess::Miss;
             }
             _ => return InProcess::Miss,
         };
-        match self.decide_at(meta, policy, true, now) {
+        match self.decide_at(meta, policy, true, now, true) {
             Found::Fresh => {
                 if let Some(ttl) = touch {
                     local.touch(key, ttl, now);
@@ -72,12 +75,8 @@ impl Cache {
     ) -> Begin<'a> {
         let enabled = self.inner.settings.enabled;
         if !enabled || mode == Mode::Bypass {
-            let outcome = if enabled {
-                &self.inner.counters.bypassed
-            } else {
-                &self.inner.counters.misses
-            };
-            Counters::incr(outcome);
+            // Caching off: each call is a miss.
+            self.count(policy, if enabled { Outcome::Bypass } else { Outcome::Miss });
             Counters::incr(&self.inner.counters.loads);
             return Begin::Load(None);
         }
@@ -107,7 +106,7 @@ impl Cache {
 
     /// A load failed (`pending`, if the lookup planned it): whether the
     /// slot's value stands in for it.
-    pub(super) fn load_failed(&self, pending: Option<Pending<'_>>) -> bool {
+    pub(super) fn load_failed(&self, pending: Option<Pending<'_>>, policy: &Policy) -> bool {
         let Some(Pending {
             keys, under, refresh, ..
         }) = pending
@@ -116,7 +115,7 @@ impl Cache {
         };
         self.failed(under);
         match refresh {
-            Some(Refresh { fallback }) => self.refresh_failed(&keys, fallback),
+            Some(Refresh { fallback }) => self.refresh_failed(&keys, policy, fallback),
             None => false,
         }
     }
@@ -159,14 +158,17 @@ impl Cache {
     // code, which would be compiled again for every cached function.
 
     /// The in-process tier, the only store, holds a value of another type.
-    fn other_type_in_process(&self, key: &str) {
-        Counters::incr(&self.inner.counters.corrupt);
+    fn other_type_in_process(&self, key: &str, policy: &Policy) {
+        self.count_corrupt(policy);
         tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
     }
 
     /// A refresh failed: whether the current value stands in (`fallback`).
-    pub(super) fn refresh_failed(&self, keys: &EntryKeys, fallback: bool) -> bool {
+    pub(super) fn refresh_failed(&self, keys: &EntryKeys, policy: &Policy, fallback: bool) -> bool {
         Counters::incr(&self.inner.counters.refresh_errors);
+        if let Some(function) = policy.named() {
+            function.refresh_failed();
+        }
         if fallback {
             let key = &keys.entry;
             tracing::warn!(key, "aside: refresh failed, keeping the current value");
@@ -191,7 +193,7 @@ impl Cache {
         if mode == Mode::Refresh {
             // Voids loads in flight (their values are older), before the
             // watch is taken and the tokens read.
-            self.start_forced(&keys).await;
+            self.start_forced(&keys, policy).await;
         }
         // Taken before the fetch: a change from here on voids what it fills.
         let watch = local.and_then(|local| local.watch(key, keys.names()));
@@ -206,9 +208,9 @@ impl Cache {
 
     /// A forced refresh ([`Mode::Refresh`]) begins: the key is invalidated,
     /// so that no load that started before can store after it.
-    async fn start_forced(&self, keys: &EntryKeys) {
-        Counters::incr(&self.inner.counters.bypassed);
-        Counters::incr(&self.inner.counters.refreshes);
+    async fn start_forced(&self, keys: &EntryKeys, policy: &Policy) {
+        self.count(policy, Outcome::Bypass);
+        self.count_refresh(policy);
         self.inner.report(self.invalidate_keys(keys).await);
     }
 
@@ -237,7 +239,9 @@ impl Cache {
             // in for the store's round trip, then come the lock, the tokens
             // and the loader.
             let started = Instant::now();
-            let fetched = self.inner.report(self.inner.call(|b| b.fetch(keys, touch)).await);
+            let fetched = self
+                .inner
+                .report(self.inner.call("fetch", |b| b.fetch(keys, touch)).await);
             match fetched
                 .as_ref()
                 .and_then(|f| self.read_into(keys, f, policy, uncounted, call.watch, slot))
@@ -252,17 +256,17 @@ impl Cache {
             // The backend is failing: no lock to wait for, no tokens to store
             // under, and no load another caller could safely share. Call through.
             if fetched.is_none() {
-                self.count_miss(&mut uncounted);
+                self.count_miss(policy, &mut uncounted);
                 return Plan::load(Under::default(), started);
             }
             if mode == Stampede::None {
-                self.count_miss(&mut uncounted);
+                self.count_miss(policy, &mut uncounted);
                 let stamp = self.tokens(keys).await;
                 return Plan::load(Under::stamped(stamp), started);
             }
             match self.inner.flights.join(&keys.entry) {
                 Join::Leader(leader) => {
-                    self.count_miss(&mut uncounted);
+                    self.count_miss(policy, &mut uncounted);
                     return match mode {
                         // Its tokens come with the lock.
                         Stampede::Lock { lock_ttl, lock_wait } => {
@@ -280,7 +284,7 @@ impl Cache {
                     // load takes longer than reading them). Without them the
                     // backend is failing: call through rather than wait.
                     let Some(stamp) = self.tokens(keys).await else {
-                        self.count_miss(&mut uncounted);
+                        self.count_miss(policy, &mut uncounted);
                         return Plan::load(Under::default(), started);
                     };
                     match self.wait(waiter).await {
@@ -290,7 +294,7 @@ impl Cache {
                         Landed::Value(payload, Some(theirs)) if theirs == stamp => {
                             if slot.decode(self.codec(policy), &payload).is_ok() {
                                 if std::mem::take(&mut uncounted) {
-                                    Counters::incr(&self.inner.counters.coalesced);
+                                    self.count(policy, Outcome::Coalesced);
                                 }
                                 return Plan::Answer;
                             }
@@ -300,7 +304,7 @@ impl Cache {
                         // by another process: look again.
                         Landed::Abandoned | Landed::Stored => continue,
                     }
-                    self.count_miss(&mut uncounted);
+                    self.count_miss(policy, &mut uncounted);
                     return Plan::load(Under::stamped(Some(stamp)), started);
                 }
             }
@@ -308,9 +312,9 @@ impl Cache {
     }
 
     /// Counts the lookup as a miss, unless its outcome was counted already.
-    fn count_miss(&self, uncounted: &mut bool) {
+    fn count_miss(&self, policy: &Policy, uncounted: &mut bool) {
         if std::mem::take(uncounted) {
-            Counters::incr(&self.inner.counters.misses);
+            self.count(policy, Outcome::Miss);
         }
     }
 
@@ -343,21 +347,24 @@ impl Cache {
         watch: Option<&Watch>,
         slot: &mut dyn Slot,
     ) -> Option<Found> {
-        let meta = self.decode(keys, fetched, count, slot)?;
+        let meta = self.decode(keys, fetched, policy, count, slot)?;
         if let Some(watch) = watch {
             let weight = fetched.entry.as_ref().map_or(0, Bytes::len);
             slot.keep(self, watch, weight, meta, policy);
         }
-        Some(self.decide(meta, policy, count))
+        Some(self.decide_at(meta, policy, count, now_ms(), false))
     }
 
-    /// What a stored value offers this read: see [`read`](Self::read).
-    pub(super) fn decide(&self, meta: Meta, policy: &Policy, count: bool) -> Found {
-        self.decide_at(meta, policy, count, now_ms())
-    }
-
-    /// [`decide`](Self::decide) at `now` (ms, aside's clock).
-    pub(super) fn decide_at(&self, meta: Meta, policy: &Policy, count: bool, now: u64) -> Found {
+    /// What a stored value offers this read at `now` (ms, aside's clock):
+    /// see [`read`](Self::read). `in_process`: the in-process tier holds it.
+    pub(super) fn decide_at(
+        &self,
+        meta: Meta,
+        policy: &Policy,
+        count: bool,
+        now: u64,
+        in_process: bool,
+    ) -> Found {
         let fresh = now < meta.fresh_until_ms;
         let (due, fallback) = match policy.stampede_mode() {
             // The backend keeps an swr entry for its stale window past the TTL.
@@ -372,7 +379,7 @@ impl Cache {
             _ => (false, true),
         };
         if count && fallback {
-            self.count_hit(meta.negative);
+            self.count_hit(policy, meta.negative, !fresh, in_process);
         }
         if due {
             Found::Due(Due {
@@ -385,10 +392,23 @@ impl Cache {
         }
     }
 
-    pub(super) fn count_hit(&self, negative: bool) {
-        Counters::incr(&self.inner.counters.hits);
-        if negative {
-            Counters::incr(&self.inner.counters.negative_hits);
+    /// Counts a hit: of a cached `None` (`negative`), past its fresh time
+    /// (`stale`), answered by the in-process tier or not.
+    pub(super) fn count_hit(&self, policy: &Policy, negative: bool, stale: bool, in_process: bool) {
+        let outcome = match (stale, negative) {
+            (true, negative) => {
+                if negative {
+                    Counters::incr(&self.inner.counters.negative_hits);
+                }
+                Outcome::Stale
+            }
+            (false, true) => Outcome::Negative,
+            (false, false) => Outcome::Hit,
+        };
+        self.count(policy, outcome);
+        if self.inner.two_tiers() {
+            let tier = if in_process { "in_process" } else { "backend" };
+            tracing::Span::current().record("tier", tier);
         }
     }
 
@@ -398,6 +418,7 @@ impl Cache {
         &self,
         keys: &EntryKeys,
         fetched: &Fetched,
+        policy: &Policy,
         count: bool,
         slot: &mut dyn Slot,
     ) -> Option<Meta> {
@@ -413,7 +434,7 @@ impl Cache {
             Ok(meta) => meta,
             Err(reason) => {
                 if count {
-                    Counters::incr(&self.inner.counters.corrupt);
+                    self.count_corrupt(policy);
                     let key = &keys.entry;
                     tracing::warn!(key, %reason, "aside: unreadable cache entry, treating it as a miss");
                 }
@@ -443,7 +464,7 @@ impl Cache {
     /// `Stampede::Lock`, whose reads draw nothing; a refresh asks
     /// [`replaced`](Self::replaced) instead.
     pub(super) async fn reread(&self, keys: &EntryKeys, policy: &Policy, slot: &mut dyn Slot) -> bool {
-        let fetched = self.inner.call(|b| b.fetch(keys, None)).await;
+        let fetched = self.inner.call("fetch", |b| b.fetch(keys, None)).await;
         let Some(fetched) = self.inner.report(fetched) else {
             return false;
         };

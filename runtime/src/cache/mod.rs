@@ -10,6 +10,7 @@
 
 mod load;
 mod lookup;
+mod observe;
 mod slot;
 mod stampede;
 mod write;
@@ -33,7 +34,9 @@ use crate::key::storage_key;
 use crate::l1::{Local, Watch};
 use crate::scope::{self, Mode};
 use lookup::{Begin, InProcess};
+use observe::{CallKind, InFlight, Loading};
 use slot::Typed;
+use tracing::{Instrument, Span};
 
 use crate::stampede::HeldLock;
 use crate::stats::Counters;
@@ -103,6 +106,8 @@ pub(crate) struct Settings {
     pub(crate) codec: Codec,
     /// Off: every call runs its loader, and nothing is stored or read.
     pub(crate) enabled: bool,
+    /// Record keys in spans.
+    pub(crate) trace_keys: bool,
 }
 
 struct Inner {
@@ -116,6 +121,8 @@ struct Inner {
     flights: Flights,
     counters: Counters,
     breaker: Breaker,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::CacheMetrics,
 }
 
 impl fmt::Debug for Cache {
@@ -143,6 +150,8 @@ impl Cache {
                 flights,
                 counters,
                 breaker,
+                #[cfg(feature = "metrics")]
+                metrics: crate::metrics::CacheMetrics::new(),
             }),
         }
     }
@@ -254,29 +263,44 @@ impl Cache {
         // A scope may ask otherwise: `Mode::Bypass` runs the loader alone;
         // `Mode::Refresh` loads and stores whatever is cached.
         let mode = scope::mode();
+        let span = self.call_span(CallKind::Lookup, key, policy);
+        let _in_flight = InFlight::enter(policy);
         let mut slot = Typed(None);
-        let due_in_process = match self.in_process(key, policy, mode, &mut slot) {
+        let due_in_process = match self.in_process(key, policy, mode, &mut slot, &span) {
             InProcess::Hit => return Ok(slot.take()),
             InProcess::Due(due) => Some(due),
             InProcess::Miss => None,
         };
-        let pending = match self.begin(key, policy, mode, due_in_process, &mut slot).await {
+        let begin = self.begin(key, policy, mode, due_in_process, &mut slot);
+        let pending = match begin.instrument(span.clone()).await {
             Begin::Answer => return Ok(slot.take()),
             Begin::Load(pending) => pending,
         };
         // The one place the loader runs. Its result is handled without an
         // `.await` until it is a value: an error need not be `Send`.
         let load = std::pin::pin!(load());
-        let value = match (CatchUnwind { fut: load, mode }).await {
-            Ok(Ok(value)) => value,
+        let loading = Loading::new(&span);
+        let value = match (CatchUnwind {
+            fut: load,
+            mode,
+            span: &loading.span,
+        })
+        .await
+        {
+            Ok(Ok(value)) => {
+                self.loaded(policy, loading, true);
+                value
+            }
             Ok(Err(error)) => {
-                return if self.load_failed(pending) {
+                self.loaded(policy, loading, false);
+                return if self.load_failed(pending, policy) {
                     Ok(slot.take())
                 } else {
                     Err(error)
                 };
             }
             Err(panic) => {
+                self.loaded(policy, loading, false);
                 self.load_panicked(pending);
                 std::panic::resume_unwind(panic);
             }
@@ -290,7 +314,9 @@ impl Cache {
         let payload = self.encode_value(&pending.keys, policy, &value);
         let skip = policy.skips(&value);
         slot.0 = Some(value);
-        self.finish(pending, policy, payload, skip, &mut slot).await;
+        self.finish(pending, policy, payload, skip, &mut slot)
+            .instrument(span)
+            .await;
         Ok(slot.take())
     }
 
@@ -477,7 +503,7 @@ impl Cache {
             return Ok(());
         }
         let namespace = &self.inner.settings.namespace;
-        let cleared = self.inner.call(|b| b.clear(namespace)).await;
+        let cleared = self.inner.call("clear", |b| b.clear(namespace)).await;
         if let Some(local) = &self.inner.local {
             local.changed_all();
         }
@@ -585,6 +611,8 @@ async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
 struct CatchUnwind<'a, F> {
     fut: Pin<&'a mut F>,
     mode: Mode,
+    /// Entered on each poll: the load's.
+    span: &'a Span,
 }
 
 impl<F: Future> Future for CatchUnwind<'_, F> {
@@ -592,6 +620,7 @@ impl<F: Future> Future for CatchUnwind<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        let _entered = this.span.enter();
         // Put back below: a panic is caught before it could skip that.
         let outer = (this.mode != Mode::Lookup).then(scope::lookups_only);
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
@@ -606,23 +635,43 @@ impl<F: Future> Future for CatchUnwind<'_, F> {
 }
 
 impl Inner {
-    /// Runs one backend operation through the circuit breaker: while it is
+    /// Runs one backend operation (`name`, for its span) through the circuit breaker: while it is
     /// open, fails at once with [`BackendError::CircuitOpen`] instead.
     async fn call<'a, T>(
         &'a self,
+        name: &'static str,
         op: impl FnOnce(&'a dyn Backend) -> BoxFuture<'a, Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
         if !self.breaker.allow() {
             Counters::incr(&self.counters.short_circuited);
+            #[cfg(feature = "metrics")]
+            self.metrics.short_circuited();
             return Err(BackendError::CircuitOpen);
         }
-        let result = op(&*self.backend).await;
-        match &result {
-            Ok(_) => self.breaker.success(),
+        // One span per round trip, under the call's: where a slow call went.
+        let span = tracing::debug_span!("aside.backend", op = name);
+        #[cfg(feature = "metrics")]
+        let started = crate::clock::Instant::now();
+        let result = op(&*self.backend).instrument(span).await;
+        let failed = match &result {
+            Ok(_) => {
+                self.breaker.success();
+                false
+            }
             // Not a failure of the backend: it answered that it cannot.
-            Err(BackendError::Unsupported(_)) => {}
-            Err(_) => self.breaker.failure(),
+            Err(BackendError::Unsupported(_)) => false,
+            Err(_) => {
+                self.breaker.failure();
+                true
+            }
+        };
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics.backend(name, started.elapsed(), failed);
+            self.metrics.breaker(self.breaker.state());
         }
+        #[cfg(not(feature = "metrics"))]
+        let _ = failed;
         result
     }
 
@@ -651,6 +700,10 @@ impl Inner {
     /// uses it. A tier that is the cache's only store is always used; one in
     /// front of Redis not for sliding entries, whose hits must push the
     /// expiry out in Redis.
+    fn two_tiers(&self) -> bool {
+        self.local.as_ref().is_some_and(|local| !local.alone())
+    }
+
     fn local_for(&self, policy: &Policy, touch: Option<Duration>) -> Option<&Local> {
         let local = self.local.as_deref()?;
         let used = local.alone() || (policy.l1_on() && touch.is_none());

@@ -5,15 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use super::lookup::{Due, Found, Plan, Refresh};
+use super::observe::LockWait;
 use super::slot::Slot;
 use super::{Cache, Call, Under};
 use crate::backend::{fresh_token, EntryKeys, LockWatch, Locked};
 use crate::clock::Instant;
 use crate::flight::{Landed, Leader, Waiter};
 use crate::stampede::{HeldLock, DEFAULT_LOCK_TTL};
-use crate::stats::Counters;
+use crate::stats::{Counters, Outcome};
+use crate::Policy;
 
 impl Cache {
     /// `Stampede::Lock` for the in-process leader: one load across processes.
@@ -38,6 +41,9 @@ impl Cache {
         // backend can give it. A release before it began is found by the
         // next poll.
         let mut watch: Option<Option<LockWatch>> = None;
+        // From the first wait to the end of the lookup.
+        let mut waiting = tracing::Span::none();
+        let mut _waited = LockWait::none();
         loop {
             match self.lock(keys, lock_ttl).await {
                 Lock::Taken(held, Locked { entry, tokens }) => {
@@ -58,13 +64,18 @@ impl Cache {
                         break;
                     }
                     if watch.is_none() {
+                        waiting = tracing::debug_span!("aside.lock_wait");
+                        _waited = LockWait::start(policy);
                         Counters::incr(&self.inner.counters.lock_waits);
                         watch = Some(self.inner.backend.watch_lock(keys).await);
                     }
                     let wait = deadline.map_or(pause, |deadline| deadline - now).min(pause);
                     match watch.as_mut().and_then(Option::as_mut) {
-                        Some(watch) => _ = tokio::time::timeout(wait, watch.released()).await,
-                        None => tokio::time::sleep(wait).await,
+                        Some(watch) => {
+                            let released = tokio::time::timeout(wait, watch.released());
+                            _ = released.instrument(waiting.clone()).await;
+                        }
+                        None => tokio::time::sleep(wait).instrument(waiting.clone()).await,
                     }
                     pause = (pause * 2).min(Duration::from_millis(50));
                     if self.reread(keys, policy, slot).await {
@@ -96,7 +107,7 @@ impl Cache {
         let keys = call.keys;
         // A load of the key is in flight in this process: serve what we have.
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
-            return self.serve(&due, count);
+            return self.serve(call.policy, &due, count);
         };
         let under = match self.lock(keys, DEFAULT_LOCK_TTL).await {
             Lock::Taken(held, Locked { entry, tokens }) => {
@@ -106,20 +117,20 @@ impl Cache {
                 if self.replaced(&tokens.fetched(entry), &due, slot) {
                     leader.land(Landed::Stored);
                     held.release().await;
-                    return self.serve(&due, count);
+                    return self.serve(call.policy, &due, count);
                 }
                 Under::stamped(Some(tokens)).locked(held)
             }
             // Another process is refreshing it.
-            Lock::Busy => return self.serve(&due, count),
-            Lock::Failed if due.fallback => return self.serve(&due, count),
+            Lock::Busy => return self.serve(call.policy, &due, count),
+            Lock::Failed if due.fallback => return self.serve(call.policy, &due, count),
             // Past its fresh time and the backend failing: call through.
             Lock::Failed => Under::default(),
         };
         if count && !due.fallback {
-            Counters::incr(&self.inner.counters.misses);
+            self.count(call.policy, Outcome::Miss);
         }
-        Counters::incr(&self.inner.counters.refreshes);
+        self.count_refresh(call.policy);
         Plan::Load {
             under: under.leading(leader),
             started,
@@ -131,16 +142,17 @@ impl Cache {
 
     /// Answers a caller who does not refresh a [`Due`] entry with its value
     /// (in the slot), counting the hit that [`read`](Self::read) left to this point.
-    pub(super) fn serve(&self, due: &Due, count: bool) -> Plan<'static> {
+    pub(super) fn serve(&self, policy: &Policy, due: &Due, count: bool) -> Plan<'static> {
         if count && !due.fallback {
-            self.count_hit(due.negative);
+            // Past its fresh time: served while another caller refreshes it.
+            self.count_hit(policy, due.negative, true, false);
         }
         Plan::Answer
     }
 
     pub(super) async fn wait(&self, waiter: Waiter) -> Landed {
         let _waiting = Counters::enter(&self.inner.counters.waiting);
-        waiter.wait().await
+        waiter.wait().instrument(tracing::debug_span!("aside.wait")).await
     }
 
     /// Tries to take the stampede lock of `keys`. The guard is armed before
@@ -151,7 +163,10 @@ impl Cache {
         let token = fresh_token();
         let held = HeldLock::new(self.clone(), keys.lock().to_owned(), token);
         let window = self.inner.settings.invalidation_window;
-        let locked = self.inner.call(|b| b.lock(keys, token, ttl, window)).await;
+        let locked = self
+            .inner
+            .call("lock", |b| b.lock(keys, token, ttl, window))
+            .await;
         match self.inner.report(locked) {
             Some(Some(locked)) => Lock::Taken(held, locked),
             Some(None) => {
@@ -200,7 +215,8 @@ impl Cache {
     /// Releases a lock taken by this cache; a failure only leaves the lock
     /// to its TTL.
     pub(crate) async fn unlock(&self, key: &str, token: u64) {
-        self.inner.report(self.inner.call(|b| b.unlock(key, token)).await);
+        self.inner
+            .report(self.inner.call("unlock", |b| b.unlock(key, token)).await);
     }
 }
 

@@ -8,14 +8,17 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::observe::CallKind;
 use super::slot::{Slot, Typed};
 use super::{detached, Cache};
 use crate::backend::EntryKeys;
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
+use crate::function::Function;
 use crate::stats::Counters;
 use crate::tags::Stamp;
 use crate::{BackendError, Cacheable, Error, Policy};
+use tracing::Instrument;
 
 impl Cache {
     /// The flow of [`Cache::put`]. Generic around the loader and the value;
@@ -31,12 +34,13 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let span = self.call_span(CallKind::Put, key, policy);
         let keys = self.inner.keys(key, policy.tags());
         // The tag tokens are read before the new value is computed, as for a load.
-        let tokens = self.tokens(&keys).await;
+        let tokens = self.tokens(&keys).instrument(span.clone()).await;
         let started = Instant::now();
         // The error need not be `Send`: returned before any `.await`.
-        let value = load().await?;
+        let value = load().instrument(span.clone()).await?;
         // A value the policy skips is not stored; the key is still
         // invalidated, since the data changed.
         let payload = (!policy.skips(&value))
@@ -53,7 +57,7 @@ impl Cache {
         };
         // Detached, so that the write's invalidation happens even if the
         // caller is cancelled now: the data has already changed.
-        detached(self.clone().write_behind(write)).await;
+        detached(self.clone().write_behind(write).instrument(span)).await;
         Ok(value)
     }
 
@@ -103,7 +107,7 @@ impl Cache {
             }
         }
         let keys = self.inner.keys(key, &[]);
-        let fetched = self.inner.call(|b| b.fetch(&keys, None)).await?;
+        let fetched = self.inner.call("fetch", |b| b.fetch(&keys, None)).await?;
         let Some(bytes) = fetched.entry else {
             return Ok(None);
         };
@@ -142,7 +146,7 @@ impl Cache {
             // which then wins: nothing to report.
             let stored = self
                 .inner
-                .call(|b| b.store(&keys, entry, ttl, guard, None))
+                .call("store", |b| b.store(&keys, entry, ttl, guard, None))
                 .await?;
             if let (true, Some(local), Some(watch), Some(meta)) = (stored, &self.inner.local, watch, meta) {
                 local.fill_encoded(&watch, (codec, Bytes::from(payload)), meta, ttl);
@@ -162,7 +166,9 @@ impl Cache {
     pub(super) async fn invalidate_keys(&self, keys: &EntryKeys) -> Result<u64, BackendError> {
         let guard = self
             .inner
-            .call(|b| b.invalidate(keys, self.inner.settings.invalidation_window))
+            .call("invalidate", |b| {
+                b.invalidate(keys, self.inner.settings.invalidation_window)
+            })
             .await;
         // After the backend: a read that starts from here on finds the
         // backend invalidated, and one that started before is voided.
@@ -173,7 +179,10 @@ impl Cache {
     /// The flow of [`Cache::invalidate_tags`].
     pub(super) async fn invalidate_tag_names<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
         let names: Vec<String> = tags.iter().map(|t| self.inner.tag_key(t.as_ref())).collect();
-        let done = self.inner.call(|b| b.invalidate_tags(&names)).await;
+        let done = self
+            .inner
+            .call("invalidate_tags", |b| b.invalidate_tags(&names))
+            .await;
         self.inner.changed(names.iter().map(String::as_str));
         Ok(done?)
     }
@@ -182,8 +191,14 @@ impl Cache {
     /// it completes even if the caller is cancelled now (the data has already
     /// changed). A failure is logged and counted but not returned: the write
     /// itself succeeded.
-    pub(crate) async fn invalidate_after_write(self, keys: Vec<String>, tags: Vec<String>) {
-        detached(async move {
+    pub(crate) async fn invalidate_after_write(
+        self,
+        keys: Vec<String>,
+        tags: Vec<String>,
+        function: &Function,
+    ) {
+        let span = tracing::debug_span!("aside.invalidate", function = function.name());
+        let write = async move {
             let mut failed = Vec::new();
             for key in &keys {
                 if let Err(error) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
@@ -200,8 +215,8 @@ impl Cache {
                 Counters::incr(&self.inner.counters.errors);
                 tracing::error!(%error, ?keys, ?tags, "aside: invalidation after a write failed; entries may be stale until their TTL");
             }
-        })
-        .await;
+        };
+        detached(write.instrument(span)).await;
     }
 }
 

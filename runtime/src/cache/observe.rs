@@ -1,0 +1,156 @@
+//! What a call tells the outside: a cache's totals, its function's
+//! statistics, a `tracing` span per call, and (with the `metrics` feature)
+//! metrics labelled by function.
+//!
+//! Spans are at `DEBUG` level (`aside=debug` in a filter): a cached call is
+//! often a hit of well under a microsecond, and an `INFO` span on each would
+//! cost more than the hit. Without a subscriber that wants them, a span is
+//! one comparison.
+
+use tracing::field::Empty;
+use tracing::Span;
+
+use super::Cache;
+use crate::clock::Instant;
+use crate::stats::{Counters, Outcome};
+use crate::Policy;
+
+/// What kind of call a span covers; its name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CallKind {
+    Lookup,
+    Put,
+}
+
+impl Cache {
+    /// The span of one call of `policy`'s function at `key` (recorded only
+    /// if the cache was built with [`trace_keys`](crate::CacheBuilder::trace_keys)).
+    pub(super) fn call_span(&self, kind: CallKind, key: &str, policy: &Policy) -> Span {
+        let function = policy.function_name().unwrap_or("");
+        let span = match kind {
+            CallKind::Lookup => tracing::debug_span!(
+                "aside.get_or_load",
+                function,
+                outcome = Empty,
+                tier = Empty,
+                load_ms = Empty,
+                key = Empty,
+            ),
+            CallKind::Put => tracing::debug_span!("aside.put", function, load_ms = Empty, key = Empty),
+        };
+        if self.inner.settings.trace_keys && !span.is_disabled() {
+            span.record("key", key);
+        }
+        span
+    }
+
+    /// Counts one lookup's outcome: in the cache's totals, its function's,
+    /// and the current span (the call's).
+    pub(super) fn count(&self, policy: &Policy, outcome: Outcome) {
+        self.inner.counters.outcome(outcome);
+        if let Some(function) = policy.named() {
+            function.outcome(outcome);
+        }
+        let span = Span::current();
+        if !span.is_disabled() {
+            span.record("outcome", outcome.as_str());
+        }
+        tracing::debug!(outcome = outcome.as_str(), "aside: lookup");
+    }
+
+    /// A stored entry did not decode (or held another type).
+    pub(super) fn count_corrupt(&self, policy: &Policy) {
+        Counters::incr(&self.inner.counters.corrupt);
+        if let Some(function) = policy.named() {
+            function.corrupt();
+        }
+    }
+
+    /// A refresh of a due value (or a forced one) begins.
+    pub(super) fn count_refresh(&self, policy: &Policy) {
+        Counters::incr(&self.inner.counters.refreshes);
+        if let Some(function) = policy.named() {
+            function.refreshed();
+        }
+    }
+
+    /// A loader ran (`loading`), and succeeded or not.
+    pub(super) fn loaded(&self, policy: &Policy, loading: Loading, ok: bool) {
+        let took = loading.started.elapsed();
+        if let Some(function) = policy.named() {
+            function.loaded(took, ok);
+        }
+        if !loading.call.is_disabled() {
+            loading.call.record("load_ms", took.as_secs_f64() * 1e3);
+        }
+    }
+}
+
+/// A call in flight: counted in its function's gauge (with the `metrics`
+/// feature) until dropped.
+pub(crate) struct InFlight {
+    #[cfg(feature = "metrics")]
+    _guard: Option<crate::metrics::InFlight>,
+}
+
+impl InFlight {
+    pub(super) fn enter(policy: &Policy) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = policy;
+        InFlight {
+            #[cfg(feature = "metrics")]
+            _guard: policy.named().map(crate::metrics::InFlight::enter),
+        }
+    }
+}
+
+/// A wait for another process's stampede lock, from its start until
+/// dropped: its function's lock-wait histogram (with the `metrics` feature).
+pub(crate) struct LockWait {
+    #[cfg(feature = "metrics")]
+    started: Option<(Instant, &'static crate::Function)>,
+}
+
+impl LockWait {
+    pub(super) fn none() -> Self {
+        LockWait {
+            #[cfg(feature = "metrics")]
+            started: None,
+        }
+    }
+
+    pub(super) fn start(policy: &Policy) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = policy;
+        LockWait {
+            #[cfg(feature = "metrics")]
+            started: policy.named().map(|function| (Instant::now(), function)),
+        }
+    }
+}
+
+impl Drop for LockWait {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        if let Some((started, function)) = self.started {
+            function.metric_lock_wait(started.elapsed());
+        }
+    }
+}
+
+/// A loader running: since when, and its span (a child of the call's).
+pub(crate) struct Loading {
+    started: Instant,
+    pub(super) span: Span,
+    call: Span,
+}
+
+impl Loading {
+    pub(super) fn new(call: &Span) -> Self {
+        Loading {
+            started: Instant::now(),
+            span: tracing::debug_span!(parent: call, "aside.load"),
+            call: call.clone(),
+        }
+    }
+}

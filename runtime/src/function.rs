@@ -1,0 +1,293 @@
+//! Statistics per cached function: what an operator asks first ("what is
+//! the hit rate of *this* function, and what does a miss cost?").
+//!
+//! Each `#[cached]`, `#[cache_put]` and `#[invalidate]` function has a
+//! `static` [`Function`] that its calls count into, whatever [`Cache`](crate::Cache)
+//! they use; [`function_stats`] lists those that have been called. The
+//! macro names it `module::path::function`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::stats::Outcome;
+
+/// A cached function, as its statistics, spans and metrics name it.
+///
+/// The attributes make one for every function they annotate; a program
+/// calling [`Cache::get_or_load`](crate::Cache::get_or_load) itself can make
+/// its own and name it in the [`Policy`](crate::Policy).
+///
+/// # Examples
+///
+/// ```
+/// use aside::{Cache, Function, Policy};
+///
+/// static USER: Function = Function::new("users::get");
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = Cache::memory();
+/// let policy = Policy::new().function(&USER);
+/// for _ in 0..3 {
+///     let _ = cache.get_or_load("user:1", &policy, || async { Ok::<_, ()>("ada".to_owned()) }).await;
+/// }
+/// let stats = USER.stats();
+/// assert_eq!((stats.name, stats.misses, stats.hits), ("users::get", 1, 2));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Function {
+    name: &'static str,
+    registered: AtomicBool,
+    counters: FunctionCounters,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: std::sync::OnceLock<crate::metrics::FunctionMetrics>,
+}
+
+/// The live counters of a [`Function`].
+#[derive(Debug)]
+struct FunctionCounters {
+    hits: AtomicU64,
+    negative_hits: AtomicU64,
+    stale_hits: AtomicU64,
+    coalesced: AtomicU64,
+    misses: AtomicU64,
+    bypassed: AtomicU64,
+    loads: AtomicU64,
+    load_errors: AtomicU64,
+    load_nanos: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_errors: AtomicU64,
+    corrupt: AtomicU64,
+}
+
+const fn zero() -> AtomicU64 {
+    AtomicU64::new(0)
+}
+
+/// The functions that have counted something, for [`function_stats`].
+static REGISTRY: Mutex<Vec<&'static Function>> = Mutex::new(Vec::new());
+
+impl Function {
+    /// A function named `name`, with nothing counted yet. For a `static`.
+    pub const fn new(name: &'static str) -> Self {
+        Function {
+            name,
+            registered: AtomicBool::new(false),
+            counters: FunctionCounters {
+                hits: zero(),
+                negative_hits: zero(),
+                stale_hits: zero(),
+                coalesced: zero(),
+                misses: zero(),
+                bypassed: zero(),
+                loads: zero(),
+                load_errors: zero(),
+                load_nanos: zero(),
+                refreshes: zero(),
+                refresh_errors: zero(),
+                corrupt: zero(),
+            },
+            #[cfg(feature = "metrics")]
+            metrics: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The function's name: `module::path::function` for an annotated one.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// A snapshot of what this function's calls did, through every cache.
+    pub fn stats(&self) -> FunctionStats {
+        let c = &self.counters;
+        FunctionStats {
+            name: self.name,
+            hits: c.hits.load(Relaxed),
+            negative_hits: c.negative_hits.load(Relaxed),
+            stale_hits: c.stale_hits.load(Relaxed),
+            coalesced: c.coalesced.load(Relaxed),
+            misses: c.misses.load(Relaxed),
+            bypassed: c.bypassed.load(Relaxed),
+            loads: c.loads.load(Relaxed),
+            load_errors: c.load_errors.load(Relaxed),
+            load_time: Duration::from_nanos(c.load_nanos.load(Relaxed)),
+            refreshes: c.refreshes.load(Relaxed),
+            refresh_errors: c.refresh_errors.load(Relaxed),
+            corrupt: c.corrupt.load(Relaxed),
+        }
+    }
+
+    /// Listed by [`function_stats`] from its first count on.
+    fn register(&'static self) {
+        if !self.registered.load(Relaxed) && !self.registered.swap(true, Relaxed) {
+            REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).push(self);
+        }
+    }
+
+    pub(crate) fn outcome(&'static self, outcome: Outcome) {
+        self.register();
+        let c = &self.counters;
+        let counter = match outcome {
+            Outcome::Hit => &c.hits,
+            Outcome::Negative => {
+                c.hits.fetch_add(1, Relaxed);
+                &c.negative_hits
+            }
+            Outcome::Stale => {
+                c.hits.fetch_add(1, Relaxed);
+                &c.stale_hits
+            }
+            Outcome::Coalesced => &c.coalesced,
+            Outcome::Miss => &c.misses,
+            Outcome::Bypass => &c.bypassed,
+        };
+        counter.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metric_outcome(outcome);
+    }
+
+    /// A loader ran for `took`, and succeeded or not.
+    pub(crate) fn loaded(&'static self, took: Duration, ok: bool) {
+        self.register();
+        let c = &self.counters;
+        c.loads.fetch_add(1, Relaxed);
+        c.load_nanos
+            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        if !ok {
+            c.load_errors.fetch_add(1, Relaxed);
+        }
+        #[cfg(feature = "metrics")]
+        self.metric_load(took, ok);
+    }
+
+    pub(crate) fn refreshed(&'static self) {
+        self.counters.refreshes.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metric_refresh(false);
+    }
+
+    pub(crate) fn refresh_failed(&'static self) {
+        self.counters.refresh_errors.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metric_refresh(true);
+    }
+
+    pub(crate) fn corrupt(&'static self) {
+        self.register();
+        self.counters.corrupt.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metric_corrupt();
+    }
+}
+
+/// A snapshot of one function's counters, from [`Function::stats`] or
+/// [`function_stats`]. The lookups add up as in [`Stats`](crate::Stats):
+/// each call is exactly one of a hit (`hits`, of which `negative_hits` found
+/// a cached `None` and `stale_hits` a value past its fresh time), coalesced,
+/// a miss, or bypassed.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// #[aside::cached(key = "square:<n>", ttl = "1m")]
+/// async fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// square(3).await;
+/// square(3).await;
+/// let stats = aside::function_stats()
+///     .into_iter()
+///     .find(|f| f.name.ends_with("::square"))
+///     .unwrap();
+/// assert_eq!((stats.calls(), stats.hits, stats.hit_ratio()), (2, 1, 0.5));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FunctionStats {
+    /// The function's name: `module::path::function`.
+    pub name: &'static str,
+    /// Calls answered from the cache, negative and stale hits included.
+    pub hits: u64,
+    /// Hits that found a cached negative result (`None`).
+    pub negative_hits: u64,
+    /// Hits served past the value's fresh time (`swr`'s stale window, or
+    /// `early` while another caller refreshes).
+    pub stale_hits: u64,
+    /// Calls that waited for another caller's load of the same key.
+    pub coalesced: u64,
+    /// Calls that found nothing usable and loaded.
+    pub misses: u64,
+    /// Calls that skipped the lookup (caching off, or a
+    /// [`bypass`](crate::bypass) or [`refresh`](crate::refresh) scope).
+    pub bypassed: u64,
+    /// Times the function's body ran as a loader (misses and refreshes).
+    pub loads: u64,
+    /// Loads that returned an error (or panicked).
+    pub load_errors: u64,
+    /// The time all those loads took.
+    pub load_time: Duration,
+    /// Refreshes of a value due for one.
+    pub refreshes: u64,
+    /// Refreshes whose load failed.
+    pub refresh_errors: u64,
+    /// Entries of this function that did not decode: read as misses.
+    pub corrupt: u64,
+}
+
+impl FunctionStats {
+    /// Every call: hits, coalesced, misses and bypassed.
+    pub fn calls(&self) -> u64 {
+        self.hits + self.coalesced + self.misses + self.bypassed
+    }
+
+    /// Hits over lookups (`hits / (hits + coalesced + misses)`), 0 when there were none.
+    pub fn hit_ratio(&self) -> f64 {
+        let lookups = self.hits + self.coalesced + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+
+    /// The mean time of a load, zero when none ran.
+    pub fn mean_load_time(&self) -> Duration {
+        match u32::try_from(self.loads) {
+            Ok(0) => Duration::ZERO,
+            Ok(loads) => self.load_time / loads,
+            Err(_) => Duration::from_nanos(
+                u64::try_from(self.load_time.as_nanos() / u128::from(self.loads)).unwrap_or(u64::MAX),
+            ),
+        }
+    }
+}
+
+/// A snapshot of every [`Function`] called so far in this process, sorted by
+/// name: statistics per function, beside a cache's totals in
+/// [`Cache::stats`](crate::Cache::stats).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// #[aside::cached(key = "double:<n>", ttl = "1m")]
+/// async fn double(n: u64) -> u64 {
+///     n * 2
+/// }
+///
+/// double(1).await;
+/// for f in aside::function_stats() {
+///     println!("{:<40} {:>6} calls {:>5.1}% hits", f.name, f.calls(), f.hit_ratio() * 100.0);
+/// }
+/// # }
+/// ```
+pub fn function_stats() -> Vec<FunctionStats> {
+    let functions = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut stats: Vec<FunctionStats> = functions.iter().map(|f| f.stats()).collect();
+    stats.sort_by_key(|f| f.name);
+    stats
+}

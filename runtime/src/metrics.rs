@@ -1,0 +1,198 @@
+//! Metrics through the [`metrics`] facade (the `metrics` feature): counters,
+//! histograms and gauges labelled by function, never by key.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `aside_calls_total` | counter | `function`, `outcome` (`hit`, `negative`, `stale`, `coalesced`, `miss`, `bypass`) |
+//! | `aside_calls_in_flight` | gauge | `function` |
+//! | `aside_load_duration_seconds` | histogram | `function` |
+//! | `aside_load_errors_total` | counter | `function` |
+//! | `aside_lock_wait_duration_seconds` | histogram | `function` |
+//! | `aside_refreshes_total`, `aside_refresh_errors_total` | counter | `function` |
+//! | `aside_corrupt_entries_total` | counter | `function` |
+//! | `aside_backend_duration_seconds` | histogram | `op` (`fetch`, `store`, `lock`, ...) |
+//! | `aside_backend_errors_total` | counter | `op` |
+//! | `aside_short_circuited_total` | counter | |
+//! | `aside_breaker_state` | gauge: 0 closed, 1 half-open, 2 open | |
+//!
+//! A function's handles are registered at its first call, and a cache's at
+//! its build: install the recorder (e.g. `metrics-exporter-prometheus`)
+//! before either, as the `metrics` crate asks of every library.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::function::Function;
+use crate::stats::Outcome;
+use crate::BreakerState;
+
+/// One function's handles.
+#[derive(Debug)]
+pub(crate) struct FunctionMetrics {
+    calls: [Counter; Outcome::ALL.len()],
+    in_flight: Gauge,
+    load_duration: Histogram,
+    load_errors: Counter,
+    lock_wait: Histogram,
+    refreshes: Counter,
+    refresh_errors: Counter,
+    corrupt: Counter,
+}
+
+impl FunctionMetrics {
+    fn new(function: &'static str) -> Self {
+        describe();
+        FunctionMetrics {
+            calls: Outcome::ALL
+                .map(|o| counter!("aside_calls_total", "function" => function, "outcome" => o.as_str())),
+            in_flight: gauge!("aside_calls_in_flight", "function" => function),
+            load_duration: histogram!("aside_load_duration_seconds", "function" => function),
+            load_errors: counter!("aside_load_errors_total", "function" => function),
+            lock_wait: histogram!("aside_lock_wait_duration_seconds", "function" => function),
+            refreshes: counter!("aside_refreshes_total", "function" => function),
+            refresh_errors: counter!("aside_refresh_errors_total", "function" => function),
+            corrupt: counter!("aside_corrupt_entries_total", "function" => function),
+        }
+    }
+}
+
+/// What a [`Function`] reports.
+impl Function {
+    fn metrics(&'static self) -> &'static FunctionMetrics {
+        self.metrics.get_or_init(|| FunctionMetrics::new(self.name()))
+    }
+
+    pub(crate) fn metric_outcome(&'static self, outcome: Outcome) {
+        let index = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.metrics().calls[index].increment(1);
+    }
+
+    pub(crate) fn metric_load(&'static self, took: Duration, ok: bool) {
+        let metrics = self.metrics();
+        metrics.load_duration.record(took);
+        if !ok {
+            metrics.load_errors.increment(1);
+        }
+    }
+
+    pub(crate) fn metric_lock_wait(&'static self, waited: Duration) {
+        self.metrics().lock_wait.record(waited);
+    }
+
+    pub(crate) fn metric_refresh(&'static self, failed: bool) {
+        let metrics = self.metrics();
+        if failed {
+            metrics.refresh_errors.increment(1);
+        } else {
+            metrics.refreshes.increment(1);
+        }
+    }
+
+    pub(crate) fn metric_corrupt(&'static self) {
+        self.metrics().corrupt.increment(1);
+    }
+}
+
+/// A call in flight, counted in its function's gauge until dropped.
+pub(crate) struct InFlight(&'static FunctionMetrics);
+
+impl InFlight {
+    pub(crate) fn enter(function: &'static Function) -> Self {
+        let metrics = function.metrics();
+        metrics.in_flight.increment(1.0);
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.decrement(1.0);
+    }
+}
+
+/// A cache's handles, registered when it is built.
+#[derive(Debug)]
+pub(crate) struct CacheMetrics {
+    short_circuited: Counter,
+    breaker: Gauge,
+}
+
+impl CacheMetrics {
+    pub(crate) fn new() -> Self {
+        describe();
+        CacheMetrics {
+            short_circuited: counter!("aside_short_circuited_total"),
+            breaker: gauge!("aside_breaker_state"),
+        }
+    }
+
+    pub(crate) fn short_circuited(&self) {
+        self.short_circuited.increment(1);
+    }
+
+    pub(crate) fn breaker(&self, state: BreakerState) {
+        self.breaker.set(match state {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        });
+    }
+
+    /// One backend round trip, `op`, took `took` and failed or not. (By
+    /// name at each call: a round trip costs far more than the lookup.)
+    pub(crate) fn backend(&self, op: &'static str, took: Duration, failed: bool) {
+        histogram!("aside_backend_duration_seconds", "op" => op).record(took);
+        if failed {
+            counter!("aside_backend_errors_total", "op" => op).increment(1);
+        }
+    }
+}
+
+/// Describes every metric once, for the exporters' help texts.
+fn describe() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        describe_counter!("aside_calls_total", "Calls of a cached function, by outcome.");
+        describe_gauge!("aside_calls_in_flight", "Calls of a cached function running now.");
+        describe_histogram!(
+            "aside_load_duration_seconds",
+            Unit::Seconds,
+            "Time the function's body took as a loader (misses and refreshes)."
+        );
+        describe_counter!(
+            "aside_load_errors_total",
+            "Loads that returned an error or panicked."
+        );
+        describe_histogram!(
+            "aside_lock_wait_duration_seconds",
+            Unit::Seconds,
+            "Time a caller waited for another process's stampede lock."
+        );
+        describe_counter!("aside_refreshes_total", "Refreshes of a value due for one.");
+        describe_counter!("aside_refresh_errors_total", "Refreshes whose load failed.");
+        describe_counter!(
+            "aside_corrupt_entries_total",
+            "Stored entries that did not decode: read as misses."
+        );
+        describe_histogram!(
+            "aside_backend_duration_seconds",
+            Unit::Seconds,
+            "Time of one round trip to the cache backend."
+        );
+        describe_counter!(
+            "aside_backend_errors_total",
+            "Backend round trips that failed or timed out."
+        );
+        describe_counter!(
+            "aside_short_circuited_total",
+            "Backend calls skipped because the breaker was open."
+        );
+        describe_gauge!(
+            "aside_breaker_state",
+            "The circuit breaker: 0 closed, 1 half-open, 2 open."
+        );
+    });
+}

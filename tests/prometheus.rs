@@ -1,0 +1,142 @@
+//! The Prometheus example (`examples/metrics_server.rs`), run as a service
+//! on a free loopback port over a private redis-server, scraped over real
+//! HTTP: per function, the outcomes add up to the calls made.
+
+#[path = "../examples/metrics_server.rs"]
+#[allow(dead_code)]
+mod server;
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use support::redis_server::RedisServer;
+
+/// One HTTP/1.1 request: the status and the body.
+async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
+}
+
+/// The samples of `metric` in a scrape, by their label set (`{...}`).
+fn samples(scrape: &str, metric: &str) -> HashMap<String, f64> {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name_labels, value) = line.rsplit_once(' ')?;
+            let (name, labels) = name_labels.split_once('{').unwrap_or((name_labels, "}"));
+            (name == metric).then(|| (format!("{{{labels}"), value.parse().unwrap()))
+        })
+        .collect()
+}
+
+/// A sample's value, 0 if it is absent.
+fn sample(samples: &HashMap<String, f64>, labels: &str) -> u64 {
+    samples.get(labels).copied().unwrap_or(0.0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scraped_outcomes_add_up_to_the_calls_of_each_function() {
+    let redis = RedisServer::start();
+    let prometheus = server::install_prometheus();
+    aside::init(redis.cache().await).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server::app(prometheus)).await });
+
+    // products: 20 misses, then 20 hits; an unknown one: a miss, then 2
+    // negative hits; 8 concurrent calls of a new one: 1 miss, the rest
+    // coalesced or hits; after a write, a miss again.
+    for round in 0..2 {
+        for id in 1..=20 {
+            let (status, body) = http(addr, "GET", &format!("/products/{id}")).await;
+            assert_eq!(status, 200, "round {round}, product {id}: {body}");
+        }
+    }
+    for _ in 0..3 {
+        assert_eq!(http(addr, "GET", "/products/5000").await.0, 404);
+    }
+    let concurrent: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(async move { http(addr, "GET", "/products/500").await.0 }))
+        .collect();
+    for call in concurrent {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(http(addr, "POST", "/products/1/touch").await.0, 204);
+    assert_eq!(http(addr, "GET", "/products/1").await.0, 200);
+    // categories: a miss, then 4 hits.
+    for _ in 0..5 {
+        assert_eq!(http(addr, "GET", "/categories/3").await.0, 200);
+    }
+
+    let (status, scrape) = http(addr, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let calls = samples(&scrape, "aside_calls_total");
+    let of = |function: &str, outcome: &str| {
+        sample(
+            &calls,
+            &format!("{{function=\"prometheus::server::{function}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    let outcomes = ["hit", "negative", "stale", "coalesced", "miss", "bypass"];
+    let total = |function: &str| outcomes.iter().map(|o| of(function, o)).sum::<u64>();
+    let report = format!("aside_calls_total: {calls:#?}");
+
+    assert_eq!(total("product"), 40 + 3 + 8 + 1, "{report}");
+    assert_eq!(of("product", "negative"), 2, "{report}");
+    // 20 first reads, the unknown id, the write's product, and one of the
+    // concurrent ones.
+    assert_eq!(of("product", "miss"), 23, "{report}");
+    assert_eq!(
+        of("product", "hit") + of("product", "coalesced"),
+        20 + 7,
+        "{report}"
+    );
+    assert_eq!((total("category"), of("category", "miss")), (5, 1), "{report}");
+    assert_eq!(of("category", "hit"), 4, "{report}");
+
+    // Every load timed: as many as there were misses.
+    let loads = samples(&scrape, "aside_load_duration_seconds_count");
+    let loads_of = |function: &str| {
+        sample(
+            &loads,
+            &format!("{{function=\"prometheus::server::{function}\"}}"),
+        )
+    };
+    assert_eq!((loads_of("product"), loads_of("category")), (23, 1), "{loads:#?}");
+    // The backend's round trips, by operation; the breaker, closed.
+    let fetches = samples(&scrape, "aside_backend_duration_seconds_count");
+    assert!(sample(&fetches, "{op=\"fetch\"}") >= 40, "{fetches:#?}");
+    assert_eq!(sample(&samples(&scrape, "aside_breaker_state"), "{}"), 0);
+    // Nothing in flight once every response is in.
+    let in_flight = samples(&scrape, "aside_calls_in_flight");
+    assert!(in_flight.values().all(|v| *v == 0.0), "{in_flight:#?}");
+    assert!(
+        scrape.contains("# HELP aside_calls_total"),
+        "described for the exporter"
+    );
+    eprintln!(
+        "{}",
+        scrape
+            .lines()
+            .filter(|l| l.contains("server::product"))
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
