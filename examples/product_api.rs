@@ -770,5 +770,21 @@ async fn main() -> Result<(), Box<dyn Error>> {
             c.errors
         );
     }
+    println!();
+    println!("per function, over the whole run (aside::function_stats()):");
+    println!("| function | calls | hit rate | misses | coalesced | loads | mean load |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for f in aside::function_stats() {
+        println!(
+            "| {} | {} | {:.1}% | {} | {} | {} | {} |",
+            f.name,
+            f.calls(),
+            f.hit_ratio() * 100.0,
+            f.misses,
+            f.coalesced,
+            f.loads,
+            ms(f.mean_load_time())
+        );
+    }
     Ok(())
 }

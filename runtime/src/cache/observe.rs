@@ -51,11 +51,11 @@ impl Cache {
         if let Some(function) = policy.named() {
             function.outcome(outcome);
         }
-        let span = Span::current();
-        if !span.is_disabled() {
-            span.record("outcome", outcome.as_str());
+        // The call's span is at `DEBUG`: below that, there is none to find.
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            Span::current().record("outcome", outcome.as_str());
+            tracing::debug!(outcome = outcome.as_str(), "aside: lookup");
         }
-        tracing::debug!(outcome = outcome.as_str(), "aside: lookup");
     }
 
     /// A stored entry did not decode (or held another type).
