@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::observe::Observed;
 use super::slot::Slot;
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Fetched};
@@ -18,7 +19,7 @@ use crate::stampede::recompute_early;
 use crate::stats::{Counters, Outcome};
 use crate::tags::Stamp;
 use crate::{Policy, Stampede};
-use tracing::Span;
+use tracing::{Instrument, Span};
 
 impl Cache {
     /// A lookup in the in-process tier, before any other: a fresh value or
@@ -66,6 +67,19 @@ impl Cache {
     /// The rest of a lookup, short of running the loader: a value (left in
     /// `slot`), or the load to run. Counts the lookup.
     pub(super) async fn begin<'a>(
+        &'a self,
+        key: &str,
+        policy: &Policy,
+        mode: Mode,
+        due_in_process: Option<Due>,
+        slot: &mut dyn Slot,
+        span: &Span,
+    ) -> Begin<'a> {
+        let begin = self.begin_in_span(key, policy, mode, due_in_process, slot);
+        begin.instrument(span.clone()).await
+    }
+
+    async fn begin_in_span<'a>(
         &'a self,
         key: &str,
         policy: &Policy,
@@ -130,6 +144,19 @@ impl Cache {
     /// A planned load's value (in `slot`, encoded as `payload`) lands: its
     /// waiters get it, the backend and then the in-process tier store it.
     pub(super) async fn finish(
+        &self,
+        pending: Pending<'_>,
+        policy: &Policy,
+        payload: Option<Bytes>,
+        skip: bool,
+        slot: &mut dyn Slot,
+        observed: Observed,
+    ) {
+        let finish = self.finish_in_span(pending, policy, payload, skip, slot);
+        finish.instrument(observed.call.clone()).await;
+    }
+
+    async fn finish_in_span(
         &self,
         pending: Pending<'_>,
         policy: &Policy,

@@ -34,7 +34,7 @@ use crate::key::storage_key;
 use crate::l1::{Local, Watch};
 use crate::scope::{self, Mode};
 use lookup::{Begin, InProcess};
-use observe::{CallKind, InFlight, Loading};
+use observe::{CallKind, Observed};
 use slot::Typed;
 use tracing::{Instrument, Span};
 
@@ -263,46 +263,46 @@ impl Cache {
         // A scope may ask otherwise: `Mode::Bypass` runs the loader alone;
         // `Mode::Refresh` loads and stores whatever is cached.
         let mode = scope::mode();
-        let span = self.call_span(CallKind::Lookup, key, policy);
-        let _in_flight = InFlight::enter(policy);
+        let mut observed = Observed::new(self.call_span(CallKind::Lookup, key, policy), policy);
         let mut slot = Typed(None);
-        let due_in_process = match self.in_process(key, policy, mode, &mut slot, &span) {
+        let due_in_process = match self.in_process(key, policy, mode, &mut slot, &observed.call) {
             InProcess::Hit => return Ok(slot.take()),
             InProcess::Due(due) => Some(due),
             InProcess::Miss => None,
         };
-        let begin = self.begin(key, policy, mode, due_in_process, &mut slot);
-        let pending = match begin.instrument(span.clone()).await {
+        let pending = match self
+            .begin(key, policy, mode, due_in_process, &mut slot, &observed.call)
+            .await
+        {
             Begin::Answer => return Ok(slot.take()),
             Begin::Load(pending) => pending,
         };
-        // The one place the loader runs. Its result is handled without an
-        // `.await` until it is a value: an error need not be `Send`.
+        // The one place the loader runs. Its result lives in this block
+        // only, and no `.await` comes before it is a value: an error need
+        // not be `Send` (`tests/ui/pass/send-futures.rs`).
         let load = std::pin::pin!(load());
-        let loading = Loading::new(&span);
-        let value = match (CatchUnwind {
-            fut: load,
-            mode,
-            span: &loading.span,
-        })
-        .await
-        {
-            Ok(Ok(value)) => {
-                self.loaded(policy, loading, true);
-                value
+        let value = {
+            let span = observed.start_load();
+            let loaded = CatchUnwind {
+                fut: load,
+                mode,
+                span,
             }
-            Ok(Err(error)) => {
-                self.loaded(policy, loading, false);
-                return if self.load_failed(pending, policy) {
-                    Ok(slot.take())
-                } else {
-                    Err(error)
-                };
-            }
-            Err(panic) => {
-                self.loaded(policy, loading, false);
-                self.load_panicked(pending);
-                std::panic::resume_unwind(panic);
+            .await;
+            self.loaded(policy, &observed, matches!(loaded, Ok(Ok(_))));
+            match loaded {
+                Ok(Ok(value)) => value,
+                Ok(Err(error)) => {
+                    return if self.load_failed(pending, policy) {
+                        Ok(slot.take())
+                    } else {
+                        Err(error)
+                    };
+                }
+                Err(panic) => {
+                    self.load_panicked(pending);
+                    std::panic::resume_unwind(panic);
+                }
             }
         };
         // Nothing to store (caching is off, or the backend failed), to hand
@@ -314,8 +314,7 @@ impl Cache {
         let payload = self.encode_value(&pending.keys, policy, &value);
         let skip = policy.skips(&value);
         slot.0 = Some(value);
-        self.finish(pending, policy, payload, skip, &mut slot)
-            .instrument(span)
+        self.finish(pending, policy, payload, skip, &mut slot, observed)
             .await;
         Ok(slot.take())
     }

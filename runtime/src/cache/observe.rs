@@ -74,14 +74,17 @@ impl Cache {
         }
     }
 
-    /// A loader ran (`loading`), and succeeded or not.
-    pub(super) fn loaded(&self, policy: &Policy, loading: Loading, ok: bool) {
-        let took = loading.started.elapsed();
+    /// The loader `observed` started ran, and succeeded or not.
+    pub(super) fn loaded(&self, policy: &Policy, observed: &Observed, ok: bool) {
+        let Some((started, _)) = &observed.load else {
+            return;
+        };
+        let took = started.elapsed();
         if let Some(function) = policy.named() {
             function.loaded(took, ok);
         }
-        if !loading.call.is_disabled() {
-            loading.call.record("load_ms", took.as_secs_f64() * 1e3);
+        if !observed.call.is_disabled() {
+            observed.call.record("load_ms", took.as_secs_f64() * 1e3);
         }
     }
 }
@@ -138,19 +141,28 @@ impl Drop for LockWait {
     }
 }
 
-/// A loader running: since when, and its span (a child of the call's).
-pub(crate) struct Loading {
-    started: Instant,
-    pub(super) span: Span,
-    call: Span,
+/// What a lookup keeps for the outside, as one value (the generic lookup
+/// holds it across its awaits; one value is less code than several): the
+/// call's span, its place in the in-flight gauge, and its load's start and
+/// span once it loads.
+pub(crate) struct Observed {
+    pub(super) call: Span,
+    load: Option<(Instant, Span)>,
+    _in_flight: InFlight,
 }
 
-impl Loading {
-    pub(super) fn new(call: &Span) -> Self {
-        Loading {
-            started: Instant::now(),
-            span: tracing::debug_span!(parent: call, "aside.load"),
-            call: call.clone(),
+impl Observed {
+    pub(super) fn new(call: Span, policy: &Policy) -> Self {
+        Observed {
+            call,
+            load: None,
+            _in_flight: InFlight::enter(policy),
         }
+    }
+
+    /// The loader starts: its span, a child of the call's.
+    pub(super) fn start_load(&mut self) -> &Span {
+        let span = tracing::debug_span!(parent: &self.call, "aside.load");
+        &self.load.insert((Instant::now(), span)).1
     }
 }
