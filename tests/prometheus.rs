@@ -9,11 +9,22 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use aside::{Cache, Function, Policy, Stampede};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use support::redis_server::RedisServer;
+
+/// The process's recorder, installed by whichever test comes first.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(server::install_prometheus).clone()
+}
 
 /// One HTTP/1.1 request: the status and the body.
 async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
@@ -53,7 +64,7 @@ fn sample(samples: &HashMap<String, f64>, labels: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scraped_outcomes_add_up_to_the_calls_of_each_function() {
     let redis = RedisServer::start();
-    let prometheus = server::install_prometheus();
+    let prometheus = prometheus();
     aside::init(redis.cache().await).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -124,8 +135,15 @@ async fn scraped_outcomes_add_up_to_the_calls_of_each_function() {
     assert!(sample(&fetches, "{op=\"fetch\"}") >= 40, "{fetches:#?}");
     assert_eq!(sample(&samples(&scrape, "aside_breaker_state"), "{}"), 0);
     // Nothing in flight once every response is in.
+    // (Another test's functions may be running meanwhile.)
     let in_flight = samples(&scrape, "aside_calls_in_flight");
-    assert!(in_flight.values().all(|v| *v == 0.0), "{in_flight:#?}");
+    let ours = in_flight
+        .iter()
+        .filter(|(labels, _)| labels.contains("prometheus::server::"));
+    assert!(
+        ours.clone().count() >= 2 && ours.clone().all(|(_, v)| *v == 0.0),
+        "{in_flight:#?}"
+    );
     assert!(
         scrape.contains("# HELP aside_calls_total"),
         "described for the exporter"
@@ -139,4 +157,95 @@ async fn scraped_outcomes_add_up_to_the_calls_of_each_function() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+static LOCKED: Function = Function::new("tests::locked");
+static REFRESHED: Function = Function::new("tests::refreshed");
+static CORRUPTED: Function = Function::new("tests::corrupted");
+
+/// The metrics that need a second process or a fault: a wait for another
+/// process's lock, a forced refresh, a corrupt entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_waits_refreshes_and_corrupt_entries_are_measured() {
+    let prometheus = prometheus();
+    let redis = RedisServer::start();
+    // Two instances: the second waits for the first's lock.
+    let (first, second): (Cache, Cache) = (redis.cache().await, redis.cache().await);
+    let locked = Policy::new()
+        .stampede(Stampede::Lock {
+            lock_ttl: Duration::from_secs(30),
+            lock_wait: Duration::from_secs(30),
+        })
+        .function(&LOCKED);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let holder = tokio::spawn({
+        let (cache, policy, release) = (first.clone(), locked.clone(), release.clone());
+        async move {
+            let load = || async move {
+                release.notified().await;
+                Ok::<_, std::io::Error>(1u32)
+            };
+            cache.get_or_load("locked", &policy, load).await.unwrap()
+        }
+    });
+    support::until("the first instance loads", || first.stats().loads == 1).await;
+    let waiter = tokio::spawn({
+        let (cache, policy) = (second.clone(), locked.clone());
+        async move {
+            let load = || async { Ok::<_, std::io::Error>(2u32) };
+            cache.get_or_load("locked", &policy, load).await.unwrap()
+        }
+    });
+    support::until("the second waits for the lock", || second.stats().lock_waits == 1).await;
+    release.notify_one();
+    assert_eq!((holder.await.unwrap(), waiter.await.unwrap()), (1, 1));
+
+    let refreshed = Policy::new().function(&REFRESHED);
+    let load = |v: u32| move || async move { Ok::<_, std::io::Error>(v) };
+    first.get_or_load("refreshed", &refreshed, load(1)).await.unwrap();
+    aside::refresh(first.get_or_load("refreshed", &refreshed, load(2)))
+        .await
+        .unwrap();
+
+    redis::cmd("SET")
+        .arg("aside:corrupted")
+        .arg("not an entry")
+        .query_async::<()>(&mut redis.raw().await)
+        .await
+        .unwrap();
+    let corrupted = Policy::new().function(&CORRUPTED);
+    assert_eq!(
+        first.get_or_load("corrupted", &corrupted, load(3)).await.unwrap(),
+        3
+    );
+
+    let scrape = prometheus.render();
+    let of = |metric: &str, function: &str| {
+        sample(
+            &samples(&scrape, metric),
+            &format!("{{function=\"tests::{function}\"}}"),
+        )
+    };
+    assert_eq!(
+        of("aside_lock_wait_duration_seconds_count", "locked"),
+        1,
+        "{scrape}"
+    );
+    assert_eq!(of("aside_refreshes_total", "refreshed"), 1, "{scrape}");
+    assert_eq!(of("aside_corrupt_entries_total", "corrupted"), 1, "{scrape}");
+    let calls = samples(&scrape, "aside_calls_total");
+    let outcome = |function: &str, outcome: &str| {
+        sample(
+            &calls,
+            &format!("{{function=\"tests::{function}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    // The waiter found the holder's value when the lock was released; it
+    // counted as a miss when it began to wait.
+    assert_eq!(
+        (outcome("locked", "miss"), outcome("refreshed", "bypass")),
+        (2, 1),
+        "{calls:#?}"
+    );
+    assert_eq!(outcome("corrupted", "miss"), 1, "{calls:#?}");
 }

@@ -221,8 +221,8 @@ pub struct FunctionStats {
     pub coalesced: u64,
     /// Calls that found nothing usable and loaded.
     pub misses: u64,
-    /// Calls that skipped the lookup (caching off, or a
-    /// [`bypass`](crate::bypass) or [`refresh`](crate::refresh) scope).
+    /// Calls that skipped the lookup on purpose: under a
+    /// [`bypass`](crate::bypass) or [`refresh`](crate::refresh) scope.
     pub bypassed: u64,
     /// Times the function's body ran as a loader (misses and refreshes).
     pub loads: u64,

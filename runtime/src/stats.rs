@@ -135,7 +135,8 @@ pub enum Outcome {
     Coalesced,
     /// Nothing usable: the loader ran.
     Miss,
-    /// The lookup was skipped: caching is off, or a `bypass` or `refresh` scope.
+    /// The lookup was skipped on purpose: a [`bypass`](crate::bypass) or
+    /// [`refresh`](crate::refresh) scope. (With caching off, each call is a miss.)
     Bypass,
 }
 

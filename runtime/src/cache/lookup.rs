@@ -89,7 +89,8 @@ impl Cache {
     ) -> Begin<'a> {
         let enabled = self.inner.settings.enabled;
         if !enabled || mode == Mode::Bypass {
-            // Caching off: each call is a miss.
+            // Past the cache on purpose (a bypass scope); with caching off,
+            // each call is a miss.
             self.count(policy, if enabled { Outcome::Bypass } else { Outcome::Miss });
             Counters::incr(&self.inner.counters.loads);
             return Begin::Load(None);
@@ -134,7 +135,9 @@ impl Cache {
         }
     }
 
-    /// A load panicked (`pending`, if the lookup planned it).
+    /// A load panicked (`pending`, if the lookup planned it): its waiters
+    /// run their own loads rather than wait for it; its lock, dropped here,
+    /// is released in the background.
     pub(super) fn load_panicked(&self, pending: Option<Pending<'_>>) {
         if let Some(pending) = pending {
             self.panicked(&pending.under);
