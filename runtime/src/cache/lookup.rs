@@ -75,20 +75,9 @@ impl Cache {
         slot: &mut dyn Slot,
         span: &Span,
     ) -> Begin<'a> {
-        let begin = self.begin_in_span(key, policy, mode, due_in_process, slot);
-        begin.instrument(span.clone()).await
-    }
-
-    async fn begin_in_span<'a>(
-        &'a self,
-        key: &str,
-        policy: &Policy,
-        mode: Mode,
-        due_in_process: Option<Due>,
-        slot: &mut dyn Slot,
-    ) -> Begin<'a> {
         let enabled = self.inner.settings.enabled;
         if !enabled || mode == Mode::Bypass {
+            let _entered = span.enter();
             // Past the cache on purpose (a bypass scope); with caching off,
             // each call is a miss.
             self.count(policy, if enabled { Outcome::Bypass } else { Outcome::Miss });
@@ -99,6 +88,7 @@ impl Cache {
         let local = self.inner.local_for(policy, touch);
         let (keys, watch, plan) = self
             .plan_lookup(key, policy, local, mode, due_in_process, touch, slot)
+            .instrument(span.clone())
             .await;
         match plan {
             Plan::Answer => Begin::Answer,
@@ -155,18 +145,6 @@ impl Cache {
         slot: &mut dyn Slot,
         observed: Observed,
     ) {
-        let finish = self.finish_in_span(pending, policy, payload, skip, slot);
-        finish.instrument(observed.call.clone()).await;
-    }
-
-    async fn finish_in_span(
-        &self,
-        pending: Pending<'_>,
-        policy: &Policy,
-        payload: Option<Bytes>,
-        skip: bool,
-        slot: &mut dyn Slot,
-    ) {
         let Pending {
             keys,
             watch,
@@ -175,7 +153,8 @@ impl Cache {
             ..
         } = pending;
         let call = Call::new(&keys, policy, watch.as_ref());
-        let (kept, flight) = self.land(call, under, payload, skip, started.elapsed()).await;
+        let land = self.land(call, under, payload, skip, started.elapsed());
+        let (kept, flight) = land.instrument(observed.call.clone()).await;
         if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {
             slot.keep(self, watch, weight, meta, policy);
         }
