@@ -29,6 +29,18 @@
 //! the cache named by `cache = ...`. Everything the cache does is in this
 //! crate and usable without the macro: see [`Cache`] for the behaviour and
 //! the README for every attribute option.
+//!
+//! Each call of a cached function counts into its [`Function`]'s statistics
+//! ([`function_stats`]) and is a `tracing` span at `DEBUG` level
+//! (`aside.get_or_load`, with the function, the [`Outcome`] and the load
+//! time). Features:
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `redis` | on | the Redis backend (`CacheBuilder::redis`) |
+//! | `tls` | off | `rediss://` URLs (rustls) |
+//! | `msgpack` | off | `Codec::MessagePack` |
+//! | `metrics` | off | counters, histograms and gauges through the `metrics` facade, labelled by function (the README lists them) |
 #![warn(missing_docs)]
 
 mod backend;
