@@ -49,6 +49,7 @@ pub struct CacheBuilder {
     op_timeout: Duration,
     connect_timeout: Duration,
     invalidation_window: Duration,
+    max_entry_size: usize,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
@@ -121,6 +122,11 @@ impl CacheBuilder {
     /// takes longer than this finds its guard gone, and its value is returned
     /// but not stored.
     pub const DEFAULT_INVALIDATION_WINDOW: Duration = Duration::from_secs(300);
+    /// The largest value stored, encoded: 1 MiB. A larger one is returned to
+    /// its caller (and its coalesced waiters) but not cached: written to a
+    /// connection that every call of the instance shares, it would hold up
+    /// the hits behind it.
+    pub const DEFAULT_MAX_ENTRY_SIZE: usize = 1 << 20;
     /// Consecutive backend failures that open the circuit breaker: 5.
     pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
     /// How long an open breaker skips the backend before probing it: 2 s.
@@ -138,6 +144,7 @@ impl CacheBuilder {
             op_timeout: Self::DEFAULT_OP_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             invalidation_window: Self::DEFAULT_INVALIDATION_WINDOW,
+            max_entry_size: Self::DEFAULT_MAX_ENTRY_SIZE,
             breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
             tls_root_certificate: None,
@@ -354,6 +361,27 @@ impl CacheBuilder {
         self
     }
 
+    /// The largest value to cache, in encoded bytes (see
+    /// [`DEFAULT_MAX_ENTRY_SIZE`](Self::DEFAULT_MAX_ENTRY_SIZE));
+    /// `usize::MAX` for no limit. A larger value is returned but not stored,
+    /// counted in [`Stats::oversized`](crate::Stats::oversized) and logged
+    /// (a warning the first time, then at debug level);
+    /// [`Cache::set`](crate::Cache::set) refuses it with [`Error::TooLarge`](crate::Error::TooLarge).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::builder().max_entry_size(1024).build().await?;
+    /// let big = "x".repeat(4096);
+    /// assert!(matches!(cache.set("big", &big, None).await, Err(aside::Error::TooLarge { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn max_entry_size(mut self, bytes: usize) -> Self {
+        self.max_entry_size = bytes;
+        self
+    }
+
     /// The TTL used when a call's policy sets none.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = ttl;
@@ -517,6 +545,7 @@ impl CacheBuilder {
                 namespace: self.namespace,
                 default_ttl: self.default_ttl,
                 invalidation_window: self.invalidation_window,
+                max_entry_size: self.max_entry_size,
                 breaker_threshold: self.breaker_threshold,
                 breaker_cooldown: self.breaker_cooldown,
                 codec: self.codec,

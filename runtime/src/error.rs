@@ -26,6 +26,15 @@ pub enum Error {
     /// A value could not be serialized in the cache's [`Codec`](crate::Codec).
     #[error("could not serialize a cached value")]
     Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// [`Cache::set`](crate::Cache::set) was given a value larger, encoded,
+    /// than [`CacheBuilder::max_entry_size`](crate::CacheBuilder::max_entry_size).
+    #[error("a value of {size} bytes encoded is larger than the cache's limit of {limit} bytes")]
+    TooLarge {
+        /// The value's size, encoded.
+        size: usize,
+        /// The limit: [`CacheBuilder::max_entry_size`](crate::CacheBuilder::max_entry_size).
+        limit: usize,
+    },
     /// [`init`](crate::init) was called after the global cache was already set or used.
     #[error("the global cache is already initialized")]
     AlreadyInitialized,

@@ -51,6 +51,9 @@ pub struct Stats {
     /// Stored entries that failed to decode (or, in process, held a value of
     /// another type) and were treated as misses.
     pub corrupt: u64,
+    /// Loaded values not cached because they were larger, encoded, than
+    /// [`CacheBuilder::max_entry_size`](crate::CacheBuilder::max_entry_size).
+    pub oversized: u64,
     /// Callers waiting right now for another caller's load (a gauge, not a counter).
     pub waiting: u64,
     /// Times a `Stampede::Lock` caller found the lock held and waited.
@@ -93,6 +96,7 @@ impl Stats {
             loads: self.loads.saturating_sub(earlier.loads),
             errors: self.errors.saturating_sub(earlier.errors),
             corrupt: self.corrupt.saturating_sub(earlier.corrupt),
+            oversized: self.oversized.saturating_sub(earlier.oversized),
             waiting: self.waiting,
             lock_waits: self.lock_waits.saturating_sub(earlier.lock_waits),
             refreshes: self.refreshes.saturating_sub(earlier.refreshes),
@@ -178,6 +182,7 @@ pub(crate) struct Counters {
     pub(crate) loads: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) corrupt: AtomicU64,
+    pub(crate) oversized: AtomicU64,
     pub(crate) waiting: AtomicU64,
     pub(crate) lock_waits: AtomicU64,
     pub(crate) refreshes: AtomicU64,
@@ -233,6 +238,7 @@ impl Counters {
             loads: self.loads.load(Relaxed),
             errors: self.errors.load(Relaxed),
             corrupt: self.corrupt.load(Relaxed),
+            oversized: self.oversized.load(Relaxed),
             waiting: self.waiting.load(Relaxed),
             lock_waits: self.lock_waits.load(Relaxed),
             refreshes: self.refreshes.load(Relaxed),

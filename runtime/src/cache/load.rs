@@ -15,6 +15,7 @@ use crate::entry::Entry;
 use crate::flight::{Landed, Leader};
 use crate::l1::{Meta, Watch};
 use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
+use crate::stats::Counters;
 use crate::tags::Stamp;
 use crate::{Codec, Policy, Stampede};
 
@@ -197,6 +198,34 @@ impl Cache {
         value: &T,
     ) -> Option<Bytes> {
         encoded(keys, self.codec(policy).encode(value))
+    }
+}
+
+impl Cache {
+    /// Whether a value encoded as `payload` is small enough to store at
+    /// `keys`; one that is not is counted and logged.
+    pub(super) fn fits(&self, keys: &EntryKeys, payload: &[u8]) -> bool {
+        let limit = self.inner.settings.max_entry_size;
+        if payload.len() <= limit {
+            return true;
+        }
+        Counters::incr(&self.inner.counters.oversized);
+        let (key, size) = (&keys.entry, payload.len());
+        if !self
+            .inner
+            .warned_oversized
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(key, size, limit, "aside: value larger than max_entry_size, returned but not cached (logged once; then at debug level)");
+        } else {
+            tracing::debug!(
+                key,
+                size,
+                limit,
+                "aside: value larger than max_entry_size, not cached"
+            );
+        }
+        false
     }
 }
 

@@ -101,6 +101,8 @@ pub(crate) struct Settings {
     pub(crate) namespace: String,
     pub(crate) default_ttl: Duration,
     pub(crate) invalidation_window: Duration,
+    /// The largest payload stored, in bytes.
+    pub(crate) max_entry_size: usize,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) codec: Codec,
@@ -121,6 +123,8 @@ struct Inner {
     flights: Flights,
     counters: Counters,
     breaker: Breaker,
+    /// Whether an oversized value was logged at warn level already.
+    warned_oversized: std::sync::atomic::AtomicBool,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::CacheMetrics,
 }
@@ -150,6 +154,7 @@ impl Cache {
                 flights,
                 counters,
                 breaker,
+                warned_oversized: Default::default(),
                 #[cfg(feature = "metrics")]
                 metrics: crate::metrics::CacheMetrics::new(),
             }),

@@ -45,7 +45,8 @@ impl Cache {
         // invalidated, since the data changed.
         let payload = (!policy.skips(&value))
             .then(|| self.encode_value(&keys, policy, &value))
-            .flatten();
+            .flatten()
+            .filter(|payload| self.fits(&keys, payload));
         let write = Write {
             keys,
             policy: policy.clone(),
@@ -129,6 +130,12 @@ impl Cache {
         let ttl = ttl.unwrap_or(self.inner.settings.default_ttl);
         let codec = self.inner.settings.codec;
         let payload = codec.encode(value).map_err(Error::Encode)?;
+        let limit = self.inner.settings.max_entry_size;
+        if payload.len() > limit {
+            Counters::incr(&self.inner.counters.oversized);
+            let size = payload.len();
+            return Err(Error::TooLarge { size, limit });
+        }
         let keys = self.inner.keys(key, &[]);
         let guard = self.invalidate_keys(&keys).await?;
         if !ttl.is_zero() {
