@@ -603,3 +603,52 @@ async fn the_attribute_passes_the_stampede_options_on() {
         "a refresh, not a miss: {stats:?}"
     );
 }
+
+/// The lock of an swr refresh lives `refresh_lock_ttl` in Redis (10 s by
+/// default): how long a refresher that dies blocks the others' refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_swr_refresh_lock_has_the_ttl_the_policy_sets() {
+    let server = support::RedisServer::start();
+    let cache = server.cache().await;
+    let mut raw = server.raw().await;
+    let ttl = Duration::from_millis(500);
+    let swr = Policy::new().ttl(ttl).stampede(Stampede::Swr {
+        stale: Duration::from_secs(3600),
+    });
+    for (key, policy, (low, high)) in [
+        ("default", swr.clone(), (8_000, 10_000)),
+        (
+            "short",
+            swr.refresh_lock_ttl(Duration::from_secs(3)),
+            (1_000, 3_000),
+        ),
+    ] {
+        let _: String = cache
+            .get_or_load(key, &policy, || async { Ok::<_, io::Error>("old".to_owned()) })
+            .await
+            .unwrap();
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await; // past the TTL: the subject of this test
+        let release = Arc::new(tokio::sync::Notify::new());
+        let loads = cache.stats().loads;
+        let refresher = tokio::spawn({
+            let (cache, policy, release) = (cache.clone(), policy.clone(), release.clone());
+            async move {
+                let load = || async move {
+                    release.notified().await;
+                    Ok::<_, io::Error>("new".to_owned())
+                };
+                cache.get_or_load(key, &policy, load).await.unwrap()
+            }
+        });
+        until("the refresh loads", || cache.stats().loads == loads + 1).await;
+        let pttl: i64 = ::redis::AsyncCommands::pttl(&mut raw, format!("aside#lock:{key}"))
+            .await
+            .unwrap();
+        assert!(
+            (low..=high).contains(&pttl),
+            "{key}: the refresh lock lives {pttl} ms"
+        );
+        release.notify_one();
+        assert_eq!(refresher.await.unwrap(), "new");
+    }
+}

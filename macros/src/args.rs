@@ -371,7 +371,7 @@ impl Args {
         only(
             self.lock_ttl.as_ref().map(|d| d.span),
             "lock_ttl",
-            &[Mode::Lock],
+            &[Mode::Lock, Mode::Swr, Mode::Early],
             errors,
         );
         only(

@@ -372,7 +372,15 @@ fn stampede(args: &Args) -> Option<TokenStream> {
         }
         Some(Mode::None) => quote!(#rt::Stampede::None),
     };
-    Some(quote!(.stampede(#chosen)))
+    // With swr and early, `lock_ttl` is the refresh lock's.
+    let refresh_lock = match mode {
+        Some(Mode::Swr | Mode::Early) => args.lock_ttl.as_ref().map(|ttl| {
+            let ttl = duration(ttl);
+            quote!(.refresh_lock_ttl(#ttl))
+        }),
+        _ => None,
+    };
+    Some(quote!(.stampede(#chosen) #refresh_lock))
 }
 
 /// `&(expr)` for `cache = expr`; else the current global cache (that of an

@@ -79,7 +79,7 @@ mod tags;
 /// | `negative_ttl` | as `ttl`; `0` turns negative caching off; not longer than `ttl` | the smaller of 60 s and `ttl` |
 /// | `tags` | a list of templates, as `key`: `tags = ["product:<id>", "category:<cat>"]`; [`Cache::invalidate_tag`] with any of them drops the entry | none |
 /// | `stampede` | `"lock"`, `"swr"`, `"early"` or `"none"`: see [`Stampede`] | `"lock"` |
-/// | `lock_ttl`, `lock_wait` | with `"lock"`: durations, as `ttl` (also `"500ms"`) | [`DEFAULT_LOCK_TTL`], [`DEFAULT_LOCK_WAIT`] |
+/// | `lock_ttl`, `lock_wait` | with `"lock"`: durations, as `ttl` (also `"500ms"`); `lock_ttl` also with `"swr"` and `"early"`, for the refresh's lock ([`Policy::refresh_lock_ttl`]) | [`DEFAULT_LOCK_TTL`], [`DEFAULT_LOCK_WAIT`] |
 /// | `stale` | with `"swr"`: how long past `ttl` the old value is served while refreshed | [`DEFAULT_STALE`] |
 /// | `beta` | with `"early"`: XFetch's β | [`DEFAULT_BETA`] |
 /// | `jitter` | spread each stored TTL by up to ± this share: `jitter = 0.1` | 0 |

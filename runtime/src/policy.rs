@@ -49,6 +49,8 @@ pub struct Policy {
     unless: Option<Unless>,
     /// The function whose calls these are, for its statistics, spans and metrics.
     function: Option<Named>,
+    /// The TTL of an swr or early refresh's lock, if not the default.
+    refresh_lock_ttl: Option<Duration>,
 }
 
 /// A [`Function`], compared by identity.
@@ -99,6 +101,7 @@ impl Policy {
             l1_ttl: None,
             unless: None,
             function: None,
+            refresh_lock_ttl: None,
         }
     }
 
@@ -132,6 +135,38 @@ impl Policy {
     pub const fn stampede(mut self, stampede: Stampede) -> Self {
         self.stampede = stampede;
         self
+    }
+
+    /// How long the lock of an [`Swr`](Stampede::Swr) or [`Early`](Stampede::Early)
+    /// refresh is held at most, if its holder dies before it stores
+    /// (default [`DEFAULT_LOCK_TTL`]). Until then, no other process refreshes
+    /// the key: callers are served the current value. Shorter recovers sooner
+    /// from a dead refresher; it should stay above the time a load takes,
+    /// or a second process may refresh meanwhile.
+    /// (`Stampede::Lock` carries its own `lock_ttl`.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aside::{Policy, Stampede};
+    ///
+    /// let policy = Policy::new()
+    ///     .stampede(Stampede::Swr { stale: Duration::from_secs(600) })
+    ///     .refresh_lock_ttl(Duration::from_secs(3));
+    /// # let _ = policy;
+    /// ```
+    pub const fn refresh_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.refresh_lock_ttl = Some(ttl);
+        self
+    }
+
+    /// The refresh lock's TTL: see [`refresh_lock_ttl`](Self::refresh_lock_ttl).
+    pub(crate) fn refresh_lock(&self) -> Duration {
+        match self.refresh_lock_ttl {
+            Some(ttl) => ttl,
+            None => DEFAULT_LOCK_TTL,
+        }
     }
 
     /// Spreads each stored TTL uniformly by up to `± jitter` of itself

@@ -14,7 +14,7 @@ use super::{Cache, Call, Under};
 use crate::backend::{fresh_token, EntryKeys, LockWatch, Locked};
 use crate::clock::Instant;
 use crate::flight::{Landed, Leader, Waiter};
-use crate::stampede::{HeldLock, DEFAULT_LOCK_TTL};
+use crate::stampede::HeldLock;
 use crate::stats::{Counters, Outcome};
 use crate::Policy;
 
@@ -109,7 +109,7 @@ impl Cache {
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
             return self.serve(call.policy, &due, count);
         };
-        let under = match self.lock(keys, DEFAULT_LOCK_TTL).await {
+        let under = match self.lock(keys, call.policy.refresh_lock()).await {
             Lock::Taken(held, Locked { entry, tokens }) => {
                 // Another caller may have finished a refresh between our read
                 // and our lock. The decision to refresh was taken once, by the

@@ -8,8 +8,8 @@ async fn swr_with_beta_and_sliding(id: u64) -> u64 {
     id
 }
 
-#[aside::cached(key = "c:<id>", stampede = "early", lock_ttl = "5s")]
-async fn early_with_lock_ttl(id: u64) -> u64 {
+#[aside::cached(key = "c:<id>", stampede = "none", lock_ttl = "5s")]
+async fn none_with_lock_ttl(id: u64) -> u64 {
     id
 }
 

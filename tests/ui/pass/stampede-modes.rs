@@ -5,12 +5,12 @@ async fn locked(id: u64) -> u64 {
     id
 }
 
-#[aside::cached(key = "swr:<id>", ttl = "5m", stampede = "swr", stale = "10m")]
+#[aside::cached(key = "swr:<id>", ttl = "5m", stampede = "swr", stale = "10m", lock_ttl = "3s")]
 async fn stale_while_revalidate(id: u64) -> Option<u64> {
     Some(id)
 }
 
-#[aside::cached(key = "early:<id>", ttl = 60, stampede = "early", beta = 1.5)]
+#[aside::cached(key = "early:<id>", ttl = 60, stampede = "early", beta = 1.5, lock_ttl = 2)]
 async fn early(id: u64) -> Result<u64, String> {
     Ok(id)
 }
