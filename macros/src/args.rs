@@ -49,6 +49,7 @@ impl Attr {
                 "l1",
                 "unless",
                 "entry",
+                "hard_timeout",
             ],
             Attr::CachePut => &[
                 "entry",
@@ -127,6 +128,8 @@ pub(crate) struct Args {
     pub(crate) lock_ttl: Option<SpannedDuration>,
     pub(crate) lock_wait: Option<SpannedDuration>,
     pub(crate) stale: Option<SpannedDuration>,
+    /// `hard_timeout = "2s"`: the load gives up with `E::from(aside::Timeout)`.
+    pub(crate) hard_timeout: Option<SpannedDuration>,
     pub(crate) beta: Option<(f64, Span)>,
     pub(crate) jitter: Option<(f64, Span)>,
     pub(crate) sliding: Option<(bool, Span)>,
@@ -242,6 +245,7 @@ impl Args {
                 "lock_ttl" => args.lock_ttl = duration(&label, &value, false, errors),
                 "lock_wait" => args.lock_wait = duration(&label, &value, true, errors),
                 "stale" => args.stale = duration(&label, &value, false, errors),
+                "hard_timeout" => args.hard_timeout = duration(&label, &value, false, errors),
                 "beta" => match number(&label, &value, errors) {
                     Some((beta, span)) if beta <= 0.0 => {
                         errors.add(span, "`beta` must be greater than zero (1.0 is the usual choice)")

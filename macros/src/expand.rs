@@ -89,6 +89,15 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         Attr::Cached | Attr::Invalidate => Ident::new("get_or_load", span),
     };
     let body = user_future(checked, block);
+    // Spanned at the option, where a missing `From<aside::Timeout>` is reported.
+    let body = match &args.hard_timeout {
+        Some(after) => {
+            let duration = duration(after);
+            let make = quote_spanned!(after.span=> <_ as ::aside::__private::FromTimeout>::from_timeout);
+            quote!(#rt::hard_timeout_with(#duration, #make, #body))
+        }
+        None => body,
+    };
     let body = quote!(move || #body);
     // The locals carry that same span where they are bound and where they
     // are used, so they resolve whatever hygiene context the return type's

@@ -156,6 +156,13 @@ pub(crate) fn check<'a>(
         Some((ret, None)) => (Some(ret), false),
         None => (None, false),
     };
+    if let (Some(timeout), Some(_), false) = (&args.hard_timeout, ret, returns_result) {
+        errors.add(
+            timeout.span,
+            "`hard_timeout` needs a function that returns `Result`: a load that times out \
+             returns `Err(E::from(aside::Timeout))`",
+        );
+    }
     // A borrowed value cannot come back out of the cache: say so here, not
     // as serde's "Deserialize is not general enough".
     if let Some(Type::Reference(reference)) = value {

@@ -65,6 +65,7 @@ mod scope;
 mod stampede;
 mod stats;
 mod tags;
+mod timeout;
 
 /// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., tags = [...], stampede = "...", ...)]`.
 ///
@@ -88,6 +89,7 @@ mod tags;
 /// | `l1` | over Redis with an in-process tier ([`CacheBuilder::l1`]): `false` to read Redis every time; `true`; or a duration, as `ttl`: kept in the tier that long at most (in memory, a shorter TTL) | `true` |
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache, or that of an enclosing [`with_global`] |
 /// | `unless` | a closure or function on the cached value (`T` of `Result<T, E>`): a value for which it holds is returned but not stored, as by [`Policy::unless`]: `unless = \|hits\| hits.is_empty()` | none |
+/// | `hard_timeout` | a duration, as `ttl`: a load that takes longer returns `Err(E::from(`[`Timeout`]`))` (see [`hard_timeout`]); the function must return `Result` with `E: From<aside::Timeout>` | none |
 /// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
 ///
 /// Beside the function, a hidden companion builds its entry (key and
@@ -317,6 +319,7 @@ pub use policy::{Policy, DEFAULT_NEGATIVE_TTL};
 pub use scope::{bypass, refresh, with_global};
 pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
 pub use stats::{Outcome, Stats};
+pub use timeout::{hard_timeout, FromTimeout, Timeout};
 
 /// What `#[cached]` expands to. Not public API: it may change in any release.
 #[doc(hidden)]
@@ -333,8 +336,9 @@ pub mod __private {
     /// See [`MSGPACK`].
     #[cfg(not(feature = "msgpack"))]
     pub struct MessagePackNeedsTheMsgpackFeatureOfAside;
+    pub use crate::timeout::hard_timeout_with;
     pub use crate::{
-        global, Cache, CachedEntry, Codec, Function, KeyBuilder, Policy, Stampede, DEFAULT_BETA,
+        global, Cache, CachedEntry, Codec, FromTimeout, Function, KeyBuilder, Policy, Stampede, DEFAULT_BETA,
         DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE,
     };
     pub use core::convert::Infallible;
