@@ -1,4 +1,4 @@
-//! After the loader ran (in `lookup`): handing its value to the waiters,
+//! After the loader ran (in `get_or_load`): handing its value to the waiters,
 //! storing it under the tokens read before it ran, in the backend and then
 //! the in-process tier.
 

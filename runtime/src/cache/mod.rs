@@ -1,12 +1,14 @@
 //! The [`Cache`] handle: cache-aside, write-through and invalidation.
 //!
-//! This file holds the handle and its public API; each flow has its own
-//! file: `lookup` (the read path: what a read finds, in the in-process tier
-//! or the backend, and running the loader), `load` (storing its value),
-//! `stampede` (locks, waits and refreshes), `write` (write-through and
-//! invalidation); `slot` holds a value of the caller's type for the flows,
-//! which are not generic. The tiers live beside: the in-process one in `crate::l1`,
-//! the backends in `crate::backend`.
+//! This file holds the handle and its public API, with the read path's
+//! generic shell (`get_or_load`: the in-process hit, running the loader,
+//! encoding its value); each flow has its own file: `lookup` (the read
+//! path: what a read finds, in the in-process tier or the backend, and what
+//! a miss does next), `load` (storing a loaded value), `stampede` (locks,
+//! waits and refreshes), `write` (write-through and invalidation),
+//! `observe` (counts and spans); `slot` holds a value of the caller's type
+//! for the flows, which are not generic. The tiers live beside: the
+//! in-process one in `crate::l1`, the backends in `crate::backend`.
 
 mod load;
 mod lookup;
