@@ -49,6 +49,15 @@ async fn a_load_past_its_hard_timeout_returns_the_functions_error_at_the_timeout
         assert_eq!(LOADS.load(SeqCst), 2);
     })
     .await;
+    let stats = aside::function_stats()
+        .into_iter()
+        .find(|f| f.name == "timeouts::report")
+        .unwrap();
+    assert_eq!(
+        (stats.timeouts, stats.load_errors, stats.loads),
+        (1, 1, 2),
+        "{stats:?}"
+    );
 }
 
 #[aside::cached(

@@ -94,7 +94,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         Some(after) => {
             let duration = duration(after);
             let make = quote_spanned!(after.span=> <_ as ::aside::__private::FromTimeout>::from_timeout);
-            quote!(#rt::hard_timeout_with(#duration, #make, #body))
+            quote!(#rt::hard_timeout_with(::core::option::Option::Some(&__ASIDE_FUNCTION), #duration, #make, #body))
         }
         None => body,
     };

@@ -59,6 +59,8 @@ struct FunctionCounters {
     refreshes: AtomicU64,
     refresh_errors: AtomicU64,
     corrupt: AtomicU64,
+    timeouts: AtomicU64,
+    oversized: AtomicU64,
 }
 
 const fn zero() -> AtomicU64 {
@@ -87,6 +89,8 @@ impl Function {
                 refreshes: zero(),
                 refresh_errors: zero(),
                 corrupt: zero(),
+                timeouts: zero(),
+                oversized: zero(),
             },
             #[cfg(feature = "metrics")]
             metrics: std::sync::OnceLock::new(),
@@ -115,6 +119,8 @@ impl Function {
             refreshes: c.refreshes.load(Relaxed),
             refresh_errors: c.refresh_errors.load(Relaxed),
             corrupt: c.corrupt.load(Relaxed),
+            timeouts: c.timeouts.load(Relaxed),
+            oversized: c.oversized.load(Relaxed),
         }
     }
 
@@ -171,6 +177,21 @@ impl Function {
         self.counters.refresh_errors.fetch_add(1, Relaxed);
         #[cfg(feature = "metrics")]
         self.metric_refresh(true);
+    }
+
+    /// A load gave up at its `hard_timeout`.
+    pub(crate) fn timed_out(&'static self) {
+        self.register();
+        self.counters.timeouts.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metric_timeout();
+    }
+
+    /// A loaded value was too large to cache.
+    pub(crate) fn oversized(&'static self) {
+        self.counters.oversized.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metric_oversized();
     }
 
     pub(crate) fn corrupt(&'static self) {
@@ -236,6 +257,10 @@ pub struct FunctionStats {
     pub refresh_errors: u64,
     /// Entries of this function that did not decode: read as misses.
     pub corrupt: u64,
+    /// Loads that gave up at the function's `hard_timeout` (also in `load_errors`).
+    pub timeouts: u64,
+    /// Loaded values too large to cache (`CacheBuilder::max_entry_size`).
+    pub oversized: u64,
 }
 
 impl FunctionStats {

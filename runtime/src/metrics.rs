@@ -10,6 +10,8 @@
 //! | `aside_lock_wait_duration_seconds` | histogram | `function` |
 //! | `aside_refreshes_total`, `aside_refresh_errors_total` | counter | `function` |
 //! | `aside_corrupt_entries_total` | counter | `function` |
+//! | `aside_load_timeouts_total` | counter | `function` (loads that gave up at `hard_timeout`) |
+//! | `aside_oversized_total` | counter | `function` (values over `max_entry_size`, not cached) |
 //! | `aside_backend_duration_seconds` | histogram | `op` (`fetch`, `store`, `lock`, ...) |
 //! | `aside_backend_errors_total` | counter | `op` |
 //! | `aside_short_circuited_total` | counter | |
@@ -40,6 +42,8 @@ pub(crate) struct FunctionMetrics {
     refreshes: Counter,
     refresh_errors: Counter,
     corrupt: Counter,
+    timeouts: Counter,
+    oversized: Counter,
 }
 
 impl FunctionMetrics {
@@ -55,6 +59,8 @@ impl FunctionMetrics {
             refreshes: counter!("aside_refreshes_total", "function" => function),
             refresh_errors: counter!("aside_refresh_errors_total", "function" => function),
             corrupt: counter!("aside_corrupt_entries_total", "function" => function),
+            timeouts: counter!("aside_load_timeouts_total", "function" => function),
+            oversized: counter!("aside_oversized_total", "function" => function),
         }
     }
 }
@@ -89,6 +95,14 @@ impl Function {
         } else {
             metrics.refreshes.increment(1);
         }
+    }
+
+    pub(crate) fn metric_timeout(&'static self) {
+        self.metrics().timeouts.increment(1);
+    }
+
+    pub(crate) fn metric_oversized(&'static self) {
+        self.metrics().oversized.increment(1);
     }
 
     pub(crate) fn metric_corrupt(&'static self) {
@@ -176,6 +190,14 @@ fn describe() {
         describe_counter!(
             "aside_corrupt_entries_total",
             "Stored entries that did not decode: read as misses."
+        );
+        describe_counter!(
+            "aside_load_timeouts_total",
+            "Loads that gave up at the function's hard_timeout."
+        );
+        describe_counter!(
+            "aside_oversized_total",
+            "Loaded values larger than max_entry_size: returned, not cached."
         );
         describe_histogram!(
             "aside_backend_duration_seconds",

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::function::Function;
+
 /// A load gave up after `hard_timeout`. A function with a `hard_timeout`
 /// returns it as its own error, `E::from(Timeout)`.
 ///
@@ -83,25 +85,34 @@ where
     E: FromTimeout,
     F: Future<Output = Result<T, E>>,
 {
-    hard_timeout_with(after, E::from_timeout, load).await
+    hard_timeout_with(None, after, E::from_timeout, load).await
 }
 
 /// [`hard_timeout`], making the error with `make`. What the attribute
 /// expands to: the bound `E: FromTimeout` is then checked once, where
 /// `make` is named, and a missing impl is one error at the option.
 #[doc(hidden)]
-pub async fn hard_timeout_with<T, E, F>(after: Duration, make: fn(Timeout) -> E, load: F) -> Result<T, E>
+pub async fn hard_timeout_with<T, E, F>(
+    function: Option<&'static Function>,
+    after: Duration,
+    make: fn(Timeout) -> E,
+    load: F,
+) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>>,
 {
     match tokio::time::timeout(after, load).await {
         Ok(result) => result,
-        Err(_elapsed) => Err(make(timed_out(after))),
+        Err(_elapsed) => Err(make(timed_out(function, after))),
     }
 }
 
-/// Logged out of the generic function.
-fn timed_out(after: Duration) -> Timeout {
-    tracing::warn!(?after, "aside: load timed out (hard_timeout)");
+/// Counted and logged out of the generic function.
+fn timed_out(function: Option<&'static Function>, after: Duration) -> Timeout {
+    if let Some(function) = function {
+        function.timed_out();
+    }
+    let function = function.map_or("", Function::name);
+    tracing::warn!(function, ?after, "aside: load timed out (hard_timeout)");
     Timeout { after }
 }

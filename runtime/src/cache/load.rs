@@ -204,12 +204,15 @@ impl Cache {
 impl Cache {
     /// Whether a value encoded as `payload` is small enough to store at
     /// `keys`; one that is not is counted and logged.
-    pub(super) fn fits(&self, keys: &EntryKeys, payload: &[u8]) -> bool {
+    pub(super) fn fits(&self, keys: &EntryKeys, policy: &Policy, payload: &[u8]) -> bool {
         let limit = self.inner.settings.max_entry_size;
         if payload.len() <= limit {
             return true;
         }
         Counters::incr(&self.inner.counters.oversized);
+        if let Some(function) = policy.named() {
+            function.oversized();
+        }
         let (key, size) = (&keys.entry, payload.len());
         if !self
             .inner

@@ -154,7 +154,10 @@ impl Cache {
         } = pending;
         let call = Call::new(&keys, policy, watch.as_ref());
         // Waiters still get a value too large to store.
-        let skip = skip || payload.as_ref().is_some_and(|payload| !self.fits(&keys, payload));
+        let skip = skip
+            || payload
+                .as_ref()
+                .is_some_and(|payload| !self.fits(&keys, policy, payload));
         let land = self.land(call, under, payload, skip, started.elapsed());
         let (kept, flight) = land.instrument(observed.call.clone()).await;
         if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {

@@ -46,7 +46,7 @@ impl Cache {
         let payload = (!policy.skips(&value))
             .then(|| self.encode_value(&keys, policy, &value))
             .flatten()
-            .filter(|payload| self.fits(&keys, payload));
+            .filter(|payload| self.fits(&keys, policy, payload));
         let write = Write {
             keys,
             policy: policy.clone(),
