@@ -180,11 +180,23 @@ impl RedisServer {
             if let Ok(Some(_exited)) = self.child.try_wait() {
                 return false;
             }
-            let pong = redis::Client::open(self.url())
+            // The server that answers on the port must be this one: another
+            // test's server may hold the port (picked by both), and our child,
+            // unable to bind, not have exited yet. Sharing a server would mix
+            // two tests' commands and keys.
+            let info = redis::Client::open(self.url())
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
-            if pong.is_ok() {
-                return true;
+                .and_then(|mut conn| redis::cmd("INFO").arg("server").query::<String>(&mut conn));
+            if let Ok(info) = info {
+                let pid = info
+                    .lines()
+                    .find_map(|line| line.strip_prefix("process_id:"))
+                    .and_then(|pid| pid.trim().parse::<u32>().ok());
+                if pid == Some(self.child.id()) {
+                    return true;
+                }
+                self.kill();
+                return false;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
