@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::stats::Outcome;
+use crate::stats::{Outcome, OutcomeCounters};
 
 /// A cached function, as its statistics, spans and metrics name it.
 ///
@@ -47,12 +47,7 @@ pub struct Function {
 /// The live counters of a [`Function`].
 #[derive(Debug)]
 struct FunctionCounters {
-    hits: AtomicU64,
-    negative_hits: AtomicU64,
-    stale_hits: AtomicU64,
-    coalesced: AtomicU64,
-    misses: AtomicU64,
-    bypassed: AtomicU64,
+    outcomes: OutcomeCounters,
     loads: AtomicU64,
     load_errors: AtomicU64,
     load_nanos: AtomicU64,
@@ -77,12 +72,7 @@ impl Function {
             name,
             registered: AtomicBool::new(false),
             counters: FunctionCounters {
-                hits: zero(),
-                negative_hits: zero(),
-                stale_hits: zero(),
-                coalesced: zero(),
-                misses: zero(),
-                bypassed: zero(),
+                outcomes: OutcomeCounters::new(),
                 loads: zero(),
                 load_errors: zero(),
                 load_nanos: zero(),
@@ -107,12 +97,12 @@ impl Function {
         let c = &self.counters;
         FunctionStats {
             name: self.name,
-            hits: c.hits.load(Relaxed),
-            negative_hits: c.negative_hits.load(Relaxed),
-            stale_hits: c.stale_hits.load(Relaxed),
-            coalesced: c.coalesced.load(Relaxed),
-            misses: c.misses.load(Relaxed),
-            bypassed: c.bypassed.load(Relaxed),
+            hits: c.outcomes.hits.load(Relaxed),
+            negative_hits: c.outcomes.negative_hits.load(Relaxed),
+            stale_hits: c.outcomes.stale_hits.load(Relaxed),
+            coalesced: c.outcomes.coalesced.load(Relaxed),
+            misses: c.outcomes.misses.load(Relaxed),
+            bypassed: c.outcomes.bypassed.load(Relaxed),
             loads: c.loads.load(Relaxed),
             load_errors: c.load_errors.load(Relaxed),
             load_time: Duration::from_nanos(c.load_nanos.load(Relaxed)),
@@ -133,22 +123,7 @@ impl Function {
 
     pub(crate) fn outcome(&'static self, outcome: Outcome) {
         self.register();
-        let c = &self.counters;
-        let counter = match outcome {
-            Outcome::Hit => &c.hits,
-            Outcome::Negative => {
-                c.hits.fetch_add(1, Relaxed);
-                &c.negative_hits
-            }
-            Outcome::Stale => {
-                c.hits.fetch_add(1, Relaxed);
-                &c.stale_hits
-            }
-            Outcome::Coalesced => &c.coalesced,
-            Outcome::Miss => &c.misses,
-            Outcome::Bypass => &c.bypassed,
-        };
-        counter.fetch_add(1, Relaxed);
+        self.counters.outcomes.count(outcome);
         #[cfg(feature = "metrics")]
         self.metric_outcome(outcome);
     }
@@ -271,12 +246,7 @@ impl FunctionStats {
 
     /// Hits over lookups (`hits / (hits + coalesced + misses)`), 0 when there were none.
     pub fn hit_ratio(&self) -> f64 {
-        let lookups = self.hits + self.coalesced + self.misses;
-        if lookups == 0 {
-            0.0
-        } else {
-            self.hits as f64 / lookups as f64
-        }
+        crate::stats::hit_ratio(self.hits, self.coalesced, self.misses)
     }
 
     /// The mean time of a load, zero when none ran.

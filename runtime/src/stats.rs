@@ -108,12 +108,63 @@ impl Stats {
 
     /// Hits over all lookups (`hits / (hits + misses + coalesced)`), 0 when there were none.
     pub fn hit_ratio(&self) -> f64 {
-        let total = self.hits + self.misses + self.coalesced;
-        if total == 0 {
-            0.0
-        } else {
-            self.hits as f64 / total as f64
+        hit_ratio(self.hits, self.coalesced, self.misses)
+    }
+}
+
+/// `hits / (hits + coalesced + misses)`, 0 when there were no lookups: the
+/// ratio of [`Stats`] and of [`FunctionStats`](crate::FunctionStats).
+pub(crate) fn hit_ratio(hits: u64, coalesced: u64, misses: u64) -> f64 {
+    let lookups = hits + coalesced + misses;
+    if lookups == 0 {
+        0.0
+    } else {
+        hits as f64 / lookups as f64
+    }
+}
+
+/// The live counters of lookups' outcomes, for a cache and for a function:
+/// each lookup counts one [`Outcome`]; negative and stale hits are hits too.
+#[derive(Debug, Default)]
+pub(crate) struct OutcomeCounters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) negative_hits: AtomicU64,
+    pub(crate) stale_hits: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
+}
+
+impl OutcomeCounters {
+    /// Nothing counted yet (for a `static`).
+    pub(crate) const fn new() -> Self {
+        OutcomeCounters {
+            hits: AtomicU64::new(0),
+            negative_hits: AtomicU64::new(0),
+            stale_hits: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            bypassed: AtomicU64::new(0),
         }
+    }
+
+    /// Counts one lookup's outcome.
+    pub(crate) fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Hit => &self.hits,
+            Outcome::Negative => {
+                Counters::incr(&self.hits);
+                &self.negative_hits
+            }
+            Outcome::Stale => {
+                Counters::incr(&self.hits);
+                &self.stale_hits
+            }
+            Outcome::Coalesced => &self.coalesced,
+            Outcome::Miss => &self.misses,
+            Outcome::Bypass => &self.bypassed,
+        };
+        Counters::incr(counter);
     }
 }
 
@@ -172,13 +223,8 @@ impl Outcome {
 /// The live counters behind [`Stats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) negative_hits: AtomicU64,
-    pub(crate) stale_hits: AtomicU64,
+    pub(crate) outcomes: OutcomeCounters,
     pub(crate) l1_hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) bypassed: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) corrupt: AtomicU64,
@@ -191,25 +237,6 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Counts one lookup's outcome.
-    pub(crate) fn outcome(&self, outcome: Outcome) {
-        let counter = match outcome {
-            Outcome::Hit => &self.hits,
-            Outcome::Negative => {
-                Counters::incr(&self.hits);
-                &self.negative_hits
-            }
-            Outcome::Stale => {
-                Counters::incr(&self.hits);
-                &self.stale_hits
-            }
-            Outcome::Coalesced => &self.coalesced,
-            Outcome::Miss => &self.misses,
-            Outcome::Bypass => &self.bypassed,
-        };
-        Counters::incr(counter);
-    }
-
     pub(crate) fn incr(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
@@ -228,13 +255,13 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> Stats {
         Stats {
-            hits: self.hits.load(Relaxed),
-            negative_hits: self.negative_hits.load(Relaxed),
-            stale_hits: self.stale_hits.load(Relaxed),
+            hits: self.outcomes.hits.load(Relaxed),
+            negative_hits: self.outcomes.negative_hits.load(Relaxed),
+            stale_hits: self.outcomes.stale_hits.load(Relaxed),
             l1_hits: self.l1_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            coalesced: self.coalesced.load(Relaxed),
-            bypassed: self.bypassed.load(Relaxed),
+            misses: self.outcomes.misses.load(Relaxed),
+            coalesced: self.outcomes.coalesced.load(Relaxed),
+            bypassed: self.outcomes.bypassed.load(Relaxed),
             loads: self.loads.load(Relaxed),
             errors: self.errors.load(Relaxed),
             corrupt: self.corrupt.load(Relaxed),

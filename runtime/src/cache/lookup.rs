@@ -412,7 +412,7 @@ impl Cache {
         let outcome = match (stale, negative) {
             (true, negative) => {
                 if negative {
-                    Counters::incr(&self.inner.counters.negative_hits);
+                    Counters::incr(&self.inner.counters.outcomes.negative_hits);
                 }
                 Outcome::Stale
             }

@@ -47,7 +47,7 @@ impl Cache {
     /// Counts one lookup's outcome: in the cache's totals, its function's,
     /// and the current span (the call's).
     pub(super) fn count(&self, policy: &Policy, outcome: Outcome) {
-        self.inner.counters.outcome(outcome);
+        self.inner.counters.outcomes.count(outcome);
         if let Some(function) = policy.named() {
             function.outcome(outcome);
         }
