@@ -50,6 +50,8 @@ impl Attr {
                 "unless",
                 "entry",
                 "hard_timeout",
+                "fail_safe",
+                "fail_safe_throttle",
             ],
             Attr::CachePut => &[
                 "entry",
@@ -130,6 +132,9 @@ pub(crate) struct Args {
     pub(crate) stale: Option<SpannedDuration>,
     /// `hard_timeout = "2s"`: the load gives up with `E::from(aside::Timeout)`.
     pub(crate) hard_timeout: Option<SpannedDuration>,
+    /// `fail_safe = "1h"`: the last good value stands in for a failed load.
+    pub(crate) fail_safe: Option<SpannedDuration>,
+    pub(crate) fail_safe_throttle: Option<SpannedDuration>,
     pub(crate) beta: Option<(f64, Span)>,
     pub(crate) jitter: Option<(f64, Span)>,
     pub(crate) sliding: Option<(bool, Span)>,
@@ -246,6 +251,8 @@ impl Args {
                 "lock_wait" => args.lock_wait = duration(&label, &value, true, errors),
                 "stale" => args.stale = duration(&label, &value, false, errors),
                 "hard_timeout" => args.hard_timeout = duration(&label, &value, false, errors),
+                "fail_safe" => args.fail_safe = duration(&label, &value, false, errors),
+                "fail_safe_throttle" => args.fail_safe_throttle = duration(&label, &value, false, errors),
                 "beta" => match number(&label, &value, errors) {
                     Some((beta, span)) if beta <= 0.0 => {
                         errors.add(span, "`beta` must be greater than zero (1.0 is the usual choice)")
@@ -319,6 +326,7 @@ impl Args {
         }
         args.check_mode(errors);
         args.check_negative_ttl(errors);
+        args.check_fail_safe(errors);
         if args.entry.is_some() {
             // The entry's policy is its #[cached] function's.
             for (label, span) in &named {
@@ -350,6 +358,23 @@ impl Args {
                     ),
                 );
             }
+        }
+    }
+
+    /// A throttle without fail-safe does nothing; nor does fail-safe on a
+    /// sliding entry, which has no fresh time to outlive.
+    fn check_fail_safe(&self, errors: &mut Errors) {
+        if let (Some(throttle), None) = (&self.fail_safe_throttle, &self.fail_safe) {
+            errors.add(
+                throttle.span,
+                "`fail_safe_throttle` only applies with `fail_safe`, which keeps values to stand in for a failed load; add `fail_safe = \"1h\"` (or how long to keep them)",
+            );
+        }
+        if let (Some(fail_safe), Some((true, _))) = (&self.fail_safe, self.sliding) {
+            errors.add(
+                fail_safe.span,
+                "`fail_safe` does not apply to a sliding entry, which has no fresh time to outlive; drop `sliding` or `fail_safe`",
+            );
         }
     }
 

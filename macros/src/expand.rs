@@ -60,6 +60,17 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         quote!(.negative_ttl(#d))
     });
     let stampede = stampede(args);
+    let fail_safe = [
+        ("fail_safe", &args.fail_safe),
+        ("fail_safe_throttle", &args.fail_safe_throttle),
+    ]
+    .into_iter()
+    .filter_map(|(name, d)| {
+        let d = d.as_ref()?;
+        let method = Ident::new(name, d.span);
+        let d = duration(d);
+        Some(quote!(.#method(#d)))
+    });
     let jitter = args
         .jitter
         .map(|(jitter, span)| quote_spanned!(span=> .jitter(#jitter)));
@@ -128,7 +139,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         .map(|skip| quote_spanned!(skip.span()=> .unless::<#value>(#skip)));
     // The options, without the tags: evaluated where the arguments are
     // still themselves (the key and tags see them by reference).
-    let options = quote!(#rt::Policy::new() #ttl #negative_ttl #stampede #jitter #sliding #codec #l1 #unless);
+    let options = quote!(#rt::Policy::new() #ttl #negative_ttl #stampede #(#fail_safe)* #jitter #sliding #codec #l1 #unless);
     let tags = quote!(#(.tag(#tags))*);
     let key_and_policy = match &args.entry {
         // The #[cached] function's key and policy; a value of another type
@@ -166,6 +177,8 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         &args.lock_ttl,
         &args.lock_wait,
         &args.stale,
+        &args.fail_safe,
+        &args.fail_safe_throttle,
     ]
     .into_iter()
     .flatten()

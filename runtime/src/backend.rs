@@ -114,6 +114,68 @@ impl Tokens {
     }
 }
 
+/// A renewal of a stored entry, for [`Backend::renew`]: its `stored_at`
+/// and `fresh_until` times, which identify the entry that was read, are
+/// replaced by new ones, and the backend keeps it `ttl` from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    was: [u8; 16],
+    now: [u8; 16],
+    /// How long the backend keeps the renewed entry.
+    pub ttl: Duration,
+}
+
+impl Renewal {
+    /// The renewal of an entry stored at `stored_at_ms` and fresh until
+    /// `fresh_until_ms`: stored at `now_ms`, fresh for `fresh`, kept `ttl`.
+    pub(crate) fn new(
+        (stored_at_ms, fresh_until_ms): (u64, u64),
+        now_ms: u64,
+        fresh: Duration,
+        ttl: Duration,
+    ) -> Self {
+        let fresh_until = now_ms.saturating_add(crate::clock::duration_ms(fresh));
+        Renewal {
+            was: crate::entry::Entry::times(stored_at_ms, fresh_until_ms),
+            now: crate::entry::Entry::times(now_ms, fresh_until),
+            ttl,
+        }
+    }
+
+    /// `entry` renewed, if it is the entry that was read; `None` otherwise.
+    ///
+    /// # Examples
+    ///
+    /// A backend that can compare and set under a lock of its own:
+    ///
+    /// ```
+    /// # fn renew(stored: &mut Option<aside::Bytes>, renewal: aside::Renewal) -> bool {
+    /// match stored.as_deref().and_then(|entry| renewal.apply(entry)) {
+    ///     Some(renewed) => {
+    ///         *stored = Some(renewed);
+    ///         true
+    ///     }
+    ///     None => false,
+    /// }
+    /// # }
+    /// ```
+    pub fn apply(&self, entry: &[u8]) -> Option<Bytes> {
+        let times = crate::entry::TIMES;
+        if entry.get(times.clone())? != self.was {
+            return None;
+        }
+        let mut renewed = entry.to_vec();
+        renewed[times].copy_from_slice(&self.now);
+        Some(Bytes::from(renewed))
+    }
+
+    /// Where in a stored entry the times are, and what they are before and
+    /// after: for a backend that rewrites them in place (Redis, in a script).
+    pub fn times(&self) -> (std::ops::Range<usize>, &[u8; 16], &[u8; 16]) {
+        (crate::entry::TIMES, &self.was, &self.now)
+    }
+}
+
 /// What [`Backend::lock`] finds once it has taken a key's lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Locked {
@@ -276,6 +338,25 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         guard: u64,
         unlock: Option<u64>,
     ) -> BoxFuture<'a, Result<bool, BackendError>>;
+
+    /// Makes the entry at `keys` fresh again as `renewal` says, if it is
+    /// still the entry that was read (neither replaced nor deleted since),
+    /// and releases the lock held with `unlock` if given, in one atomic
+    /// step. Returns whether the entry was renewed. For
+    /// [fail-safe](crate::Policy::fail_safe)'s throttle: a value that stood
+    /// in for a failed load is served as fresh for a while, in every process.
+    ///
+    /// The default is unsupported: each failed load then falls back without
+    /// the throttle.
+    fn renew<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        renewal: Renewal,
+        unlock: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let _ = (keys, renewal, unlock);
+        Box::pin(std::future::ready(Err(BackendError::Unsupported("renew"))))
+    }
 
     /// Deletes the entry and sets a fresh guard token that expires after
     /// `window`; returns the new token.

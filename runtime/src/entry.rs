@@ -31,6 +31,8 @@ const MAGIC: &[u8; 2] = b"as";
 /// Bumped whenever the layout above changes; entries of another version are misses.
 pub(crate) const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = 26;
+/// Where `stored_at` and `fresh_until` sit, which a renewal rewrites.
+pub(crate) const TIMES: std::ops::Range<usize> = 4..20;
 
 /// A decoded envelope, borrowing its payload from the stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,15 @@ impl<'a> Entry<'a> {
         }
         buf.extend_from_slice(payload);
         Some(Bytes::from(buf))
+    }
+
+    /// `stored_at` and `fresh_until` as the header holds them, for a
+    /// renewal that compares and rewrites them in place.
+    pub(crate) fn times(stored_at_ms: u64, fresh_until_ms: u64) -> [u8; 16] {
+        let mut times = [0; 16];
+        times[..8].copy_from_slice(&stored_at_ms.to_le_bytes());
+        times[8..].copy_from_slice(&fresh_until_ms.to_le_bytes());
+        times
     }
 
     /// Decodes stored bytes. Never panics, whatever the input.

@@ -9,8 +9,9 @@
 //!
 //! - leader finished with a value: waiters get [`Landed::Value`];
 //! - leader's loader returned an error or panicked: waiters get
-//!   [`Landed::Failed`] and run their own loader (the error type need not be
-//!   `Clone`, so each caller gets its own result);
+//!   [`Landed::Failed`]; they fall back on a value kept for fail-safe, or
+//!   join again, one of them retrying (the error type need not be `Clone`,
+//!   so each caller gets its own result);
 //! - leader was cancelled (its future dropped): waiters see the channel close
 //!   ([`Landed::Abandoned`]) and join again; one of them takes over.
 

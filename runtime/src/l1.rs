@@ -112,7 +112,7 @@ pub(crate) struct Meta {
 
 /// An entry: the value as its own type, and what it depends on.
 struct Held {
-    value: Box<dyn Any + Send + Sync>,
+    value: Arc<dyn Any + Send + Sync>,
     meta: Meta,
     /// Until when (aside's clock, ms) it may be served; a sliding hit moves
     /// it. (moka's own expiry, by the real clock, frees the memory.)
@@ -266,12 +266,12 @@ impl Local {
         let Ok(value) = held.codec.decode::<T>(bytes) else {
             return Kept::OtherType;
         };
-        self.now_typed(key, &held, (Box::new(value.clone()), encode_as::<T>));
+        self.now_typed(key, &held, (Arc::new(value.clone()), encode_as::<T>));
         Kept::Value(value, held.meta)
     }
 
     /// Replaces `held`, an entry kept encoded, by its value decoded.
-    fn now_typed(&self, key: &str, held: &Held, (value, encode): (Box<dyn Any + Send + Sync>, Encode)) {
+    fn now_typed(&self, key: &str, held: &Held, (value, encode): (Arc<dyn Any + Send + Sync>, Encode)) {
         let typed = Held {
             value,
             encode,
@@ -349,7 +349,7 @@ impl Local {
     ) {
         self.fill_erased(
             watch,
-            (Box::new(value.clone()), encode_as::<T>),
+            (Arc::new(value.clone()), encode_as::<T>),
             (codec, weight),
             meta,
             ttl,
@@ -360,7 +360,7 @@ impl Local {
     fn fill_erased(
         &self,
         watch: &Watch,
-        (value, encode): (Box<dyn Any + Send + Sync>, Encode),
+        (value, encode): (Arc<dyn Any + Send + Sync>, Encode),
         (codec, weight): (Codec, usize),
         meta: Meta,
         ttl: Duration,
@@ -387,7 +387,7 @@ impl Local {
     ) {
         let held = Held {
             weight: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-            value: Box::new(Encoded(bytes)),
+            value: Arc::new(Encoded(bytes)),
             meta,
             until_ms: AtomicU64::new(0),
             deps: watch.deps.clone(),
@@ -405,6 +405,34 @@ impl Local {
         let until = clock::now_ms().saturating_add(clock::duration_ms(ttl));
         held.until_ms.store(until, Ordering::Relaxed);
         self.entries.insert(watch.key.clone(), Arc::new(held));
+    }
+
+    /// Keeps the entry at `watch`'s key, stored at `was_stored_at_ms`, for
+    /// `ttl` more with `meta` (fail-safe's throttle: a value that stood in for
+    /// a failed load is fresh again), unless it was replaced or a dep of
+    /// `watch` changed since it was taken.
+    pub(crate) fn renew(&self, watch: &Watch, was_stored_at_ms: u64, meta: Meta, ttl: Duration) {
+        let ttl = self.ttl.map_or(ttl, |cap| cap.min(ttl));
+        let Some(held) = self.live(&watch.key, clock::now_ms()) else {
+            return;
+        };
+        if ttl.is_zero() || watch.changed() || held.meta.stored_at_ms != was_stored_at_ms {
+            return;
+        }
+        let until = clock::now_ms().saturating_add(clock::duration_ms(ttl));
+        let renewed = Arc::new(Held {
+            value: held.value.clone(),
+            meta,
+            until_ms: AtomicU64::new(until),
+            deps: watch.deps.clone(),
+            ..*held
+        });
+        self.entries
+            .entry_by_ref(&watch.key)
+            .and_compute_with(|entry| match entry {
+                Some(entry) if Arc::ptr_eq(entry.value(), &held) => Op::Put(renewed),
+                _ => Op::Nop,
+            });
     }
 
     /// `names` changed: every entry that depends on one is dropped.

@@ -90,6 +90,8 @@ mod timeout;
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache, or that of an enclosing [`with_global`] |
 /// | `unless` | a closure or function on the cached value (`T` of `Result<T, E>`): a value for which it holds is returned but not stored, as by [`Policy::unless`]: `unless = \|hits\| hits.is_empty()` | none |
 /// | `hard_timeout` | a duration, as `ttl`: a load that takes longer returns `Err(E::from(`[`Timeout`]`))` (see [`hard_timeout`]); the function must return `Result` with `E: From<aside::Timeout>` | none |
+/// | `fail_safe` | a duration, as `ttl`: values are kept that long past their fresh time, and the last good value is returned when a load returns an `Err` (a `hard_timeout` is one), counted as stale; see [`Policy::fail_safe`]. Not with `sliding` | none |
+/// | `fail_safe_throttle` | with `fail_safe`: a duration, as `ttl`: how long a value that stood in is served before the next attempt, in every process | [`DEFAULT_FAIL_SAFE_THROTTLE`] (30 s) |
 /// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
 ///
 /// Beside the function, a hidden companion builds its entry (key and
@@ -300,7 +302,7 @@ pub use aside_macros::invalidate;
 /// # Ok(()) }
 /// ```
 pub use aside_macros::key;
-pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Tokens};
+pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Renewal, Tokens};
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
 /// The byte buffer [`Backend`]s store, re-exported so that implementations
@@ -315,7 +317,7 @@ pub use function::{function_stats, Function, FunctionStats};
 pub use global::{global, init};
 pub use key::KeyBuilder;
 pub use l1::L1;
-pub use policy::{Policy, DEFAULT_NEGATIVE_TTL};
+pub use policy::{Policy, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_NEGATIVE_TTL};
 pub use scope::{bypass, refresh, with_global};
 pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
 pub use stats::{Outcome, Stats};

@@ -12,6 +12,11 @@ use crate::Codec;
 /// How long a `None` is kept when the function's TTL does not say otherwise.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
 
+/// How long a value served by [fail-safe](Policy::fail_safe) stands in
+/// before the loader is tried again, when
+/// [`fail_safe_throttle`](Policy::fail_safe_throttle) does not say: 30 s.
+pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(30);
+
 /// Per-call caching options: what `#[cached(ttl = ..., negative_ttl = ..., tags = [...])]`
 /// expands to, and what [`Cache::get_or_load`](crate::Cache::get_or_load) takes.
 ///
@@ -51,6 +56,10 @@ pub struct Policy {
     function: Option<Named>,
     /// The TTL of an swr or early refresh's lock, if not the default.
     refresh_lock_ttl: Option<Duration>,
+    /// How long past its fresh time a value is kept to stand in for a
+    /// failed load, if at all.
+    fail_safe: Option<Duration>,
+    fail_safe_throttle: Option<Duration>,
 }
 
 /// A [`Function`], compared by identity.
@@ -102,6 +111,8 @@ impl Policy {
             unless: None,
             function: None,
             refresh_lock_ttl: None,
+            fail_safe: None,
+            fail_safe_throttle: None,
         }
     }
 
@@ -167,6 +178,80 @@ impl Policy {
             Some(ttl) => ttl,
             None => DEFAULT_LOCK_TTL,
         }
+    }
+
+    /// Fail-safe: keeps each value `keep` past its fresh time, to stand in
+    /// for a load that fails (`#[cached(fail_safe = "1h")]`).
+    ///
+    /// A lookup past the fresh time loads as usual (under the policy's
+    /// stampede protection); if the loader returns an error (a
+    /// `hard_timeout` is one), the caller gets the last good value instead,
+    /// counted and traced as [`Outcome::Stale`](crate::Outcome::Stale). The
+    /// value is then fresh again for the [throttle](Self::fail_safe_throttle)
+    /// (default [`DEFAULT_FAIL_SAFE_THROTTLE`]), in every process sharing the
+    /// backend: a failing database sees one attempt per key per throttle,
+    /// not one per request. While the loader keeps failing, the value keeps
+    /// standing in; an invalidation still drops it at once.
+    ///
+    /// Without a value to fall back on (never loaded, or invalidated), the
+    /// error is returned. Not for sliding entries, which have no fresh time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let cache = Cache::memory();
+    /// let policy = Policy::new()
+    ///     .ttl(Duration::from_secs(60))
+    ///     .fail_safe(Duration::from_secs(3600));
+    /// let price = cache.get_or_load("price:7", &policy, || async { Ok::<u32, &str>(10) }).await;
+    /// tokio::time::advance(Duration::from_secs(61)).await;
+    /// // The database is down: the last good price stands in.
+    /// let price = cache.get_or_load("price:7", &policy, || async { Err::<u32, _>("down") }).await;
+    /// assert_eq!(price, Ok(10));
+    /// assert_eq!(cache.stats().stale_hits, 1);
+    /// # }
+    /// ```
+    pub const fn fail_safe(mut self, keep: Duration) -> Self {
+        self.fail_safe = Some(keep);
+        self
+    }
+
+    /// How long a value that stood in for a failed load is served as fresh
+    /// before the loader is tried again (`#[cached(fail_safe_throttle = "10s")]`;
+    /// default [`DEFAULT_FAIL_SAFE_THROTTLE`]). Only with
+    /// [`fail_safe`](Self::fail_safe).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = aside::Policy::new()
+    ///     .fail_safe(Duration::from_secs(3600))
+    ///     .fail_safe_throttle(Duration::from_secs(5));
+    /// # let _ = policy;
+    /// ```
+    pub const fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = Some(throttle);
+        self
+    }
+
+    /// How long past its fresh time a value is kept for fail-safe (zero
+    /// without it, and for sliding entries).
+    pub(crate) fn fail_safe_for(&self) -> Duration {
+        match self.fail_safe {
+            Some(keep) if self.touch(Duration::ZERO).is_none() => keep,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The fail-safe throttle: see [`fail_safe_throttle`](Self::fail_safe_throttle).
+    pub(crate) fn throttle(&self) -> Duration {
+        self.fail_safe_throttle.unwrap_or(DEFAULT_FAIL_SAFE_THROTTLE)
     }
 
     /// Spreads each stored TTL uniformly by up to `± jitter` of itself

@@ -32,7 +32,8 @@ pub struct Stats {
     /// Hits that found a cached negative result (`None`).
     pub negative_hits: u64,
     /// Hits served past the value's fresh time: in `swr`'s stale window,
-    /// or under `early` while another caller refreshes it.
+    /// under `early` while another caller refreshes it, or standing in for
+    /// a failed load ([fail-safe](crate::Policy::fail_safe)).
     pub stale_hits: u64,
     /// Hits answered by the typed in-process tier, without the backend (a
     /// part of `hits`; the rest came from the backend).

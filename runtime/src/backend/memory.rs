@@ -7,7 +7,7 @@ use bytes::Bytes;
 use moka::sync::Cache as Moka;
 use moka::Expiry;
 
-use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked, Tokens};
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked, Renewal, Tokens};
 use crate::{clock, BackendError};
 
 /// How many tag tokens are kept. An evicted token only turns the entries
@@ -161,6 +161,29 @@ impl Backend for MemoryBackend {
             self.release(keys.lock(), token);
         }
         Box::pin(std::future::ready(Ok(allowed)))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        renewal: Renewal,
+        unlock: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        let renewed = self
+            .entries
+            .get(&keys.entry)
+            .and_then(Timed::live_value)
+            .and_then(|stored| renewal.apply(&stored));
+        let done = renewed.is_some();
+        if let Some(entry) = renewed {
+            self.entries
+                .insert(keys.entry.clone(), Timed::new(entry, renewal.ttl));
+        }
+        if let Some(token) = unlock {
+            self.release(keys.lock(), token);
+        }
+        Box::pin(std::future::ready(Ok(done)))
     }
 
     fn invalidate<'a>(

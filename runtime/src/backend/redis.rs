@@ -24,7 +24,7 @@ use redis::Script;
 
 use tokio::sync::watch;
 
-use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Tokens};
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Renewal, Tokens};
 use crate::clock::duration_ms;
 use crate::BackendError;
 
@@ -88,6 +88,29 @@ static LOCK: LazyLock<Script> = LazyLock::new(|| {
         local entry = redis.pcall('GET', KEYS[2])
         if type(entry) == 'table' and entry.err then entry = false end
         return read_tokens(3, 3, {{entry}}, 2)"
+    ))
+});
+
+/// KEYS: entry, and the lock to release, if any. ARGV: the entry's times as
+/// read and as renewed (see [`Renewal`]), the TTL in ms, and the lock's
+/// token. The entry is rewritten only if its times are still those read.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    let times = crate::entry::TIMES;
+    let (first, last) = (times.start + 1, times.end);
+    Script::new(&format!(
+        r"
+        local renewed = 0
+        local entry = redis.pcall('GET', KEYS[1])
+        if type(entry) == 'string' and string.sub(entry, {first}, {last}) == ARGV[1] then
+            local bytes = string.sub(entry, 1, {first} - 1) .. ARGV[2] .. string.sub(entry, {last} + 1)
+            redis.call('SET', KEYS[1], bytes, 'PX', ARGV[3])
+            renewed = 1
+        end
+        if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[4] then
+            redis.call('DEL', KEYS[2])
+            redis.pcall('PUBLISH', KEYS[2], renewed)
+        end
+        return renewed"
     ))
 });
 
@@ -481,6 +504,25 @@ impl Backend for RedisBackend {
             }
             let stored: i64 = self.run_script(invocation).await?;
             Ok(stored == 1)
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        renewal: Renewal,
+        unlock: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let (_, was, now) = renewal.times();
+            let mut invocation = RENEW.prepare_invoke();
+            invocation.key(&keys.entry);
+            invocation.arg(&was[..]).arg(&now[..]).arg(px(renewal.ttl));
+            if let Some(token) = unlock {
+                invocation.key(keys.lock()).arg(token.to_string());
+            }
+            let renewed: i64 = self.run_script(invocation).await?;
+            Ok(renewed == 1)
         })
     }
 

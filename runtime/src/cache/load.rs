@@ -8,8 +8,8 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Cache, Call, Under};
-use crate::backend::EntryKeys;
-use crate::clock::now_ms;
+use crate::backend::{EntryKeys, Renewal};
+use crate::clock::{duration_ms, now_ms};
 use crate::codec::CodecError;
 use crate::entry::Entry;
 use crate::flight::{Landed, Leader};
@@ -17,7 +17,7 @@ use crate::l1::{Meta, Watch};
 use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{Codec, Policy, Stampede};
+use crate::{BackendError, Codec, Policy, Stampede};
 
 impl Cache {
     /// The tokens a load of `keys` runs under, read (and the missing ones
@@ -37,7 +37,75 @@ impl Cache {
         self.release_behind(under.lock);
     }
 
-    /// A load panicked: its waiters run their own (its lock, dropped while
+    /// A load failed, and the value kept with `meta` (in the caller's slot)
+    /// stands in for it. Its waiters are told, to fall back on theirs. With
+    /// fail-safe, the value is fresh again for the throttle: in the backend,
+    /// if it still holds that entry, in the same step as the lock's
+    /// release, in the background; then in the in-process tier.
+    pub(super) fn fall_back(
+        &self,
+        keys: EntryKeys,
+        watch: Option<Watch>,
+        under: Under<'_>,
+        meta: Meta,
+        policy: &Policy,
+    ) {
+        let Under { stamp, leader, lock } = under;
+        if let Some(leader) = leader {
+            leader.land(Landed::Failed);
+        }
+        let runtime = tokio::runtime::Handle::try_current();
+        if policy.fail_safe_for().is_zero() || runtime.is_err() {
+            return self.release_behind(lock);
+        }
+        let now = now_ms();
+        let throttle = policy.throttle();
+        let renewed = Meta {
+            stored_at_ms: now,
+            fresh_until_ms: now.saturating_add(duration_ms(throttle)),
+            ..meta
+        };
+        let local = self.inner.local.clone();
+        let kept = self.kept_for(renewed, policy);
+        let renew_local = move || {
+            if let (Some(local), Some(watch)) = (local, watch) {
+                local.renew(&watch, meta.stored_at_ms, renewed, kept);
+            }
+        };
+        // The tier is the only store, or the backend could not be read
+        // (nothing to renew there).
+        if self.inner.local.as_ref().is_some_and(|local| local.alone()) || stamp.is_none() {
+            renew_local();
+            return self.release_behind(lock);
+        }
+        let times = (meta.stored_at_ms, meta.fresh_until_ms);
+        let renewal = Renewal::new(times, now, throttle, throttle.saturating_add(kept_past(policy)));
+        let cache = self.clone();
+        let spawned = runtime.map(|runtime| {
+            runtime.spawn(async move {
+                let unlock = lock.as_ref().map(HeldLock::token);
+                let result = cache
+                    .inner
+                    .call("renew", |b| b.renew(&keys, renewal, unlock))
+                    .await;
+                // Released with the renewal; if that failed, dropping `lock`
+                // releases it in the background.
+                if let (Ok(_), Some(held)) = (&result, lock) {
+                    held.disarm();
+                }
+                if let Ok(true) = result {
+                    renew_local();
+                }
+                // Unsupported by the backend: no throttle, and no error.
+                if !matches!(result, Err(BackendError::Unsupported(_))) {
+                    cache.inner.report(result);
+                }
+            })
+        });
+        drop(spawned);
+    }
+
+    /// A load panicked: its waiters take their turns (its lock, dropped while
     /// unwinding, is released in the background).
     pub(super) fn panicked(&self, under: &Under<'_>) {
         if let Some(leader) = &under.leader {
@@ -103,12 +171,10 @@ impl Cache {
         // How long the value is fresh (in the envelope) and how long the
         // backend keeps it: longer for swr, which serves it stale meanwhile,
         // and for early, which serves it while a late refresh runs.
-        let (fresh, ttl) = match policy.stampede_mode() {
-            Stampede::Swr { stale } => (ttl, ttl.saturating_add(stale)),
-            Stampede::Early { .. } => (ttl, ttl.saturating_add(REFRESH_GRACE)),
+        let (fresh, ttl) = match policy.touch(ttl) {
             // A sliding entry's freshness is its backend TTL, which hits extend.
-            _ if policy.touch(ttl).is_some() => (Duration::MAX, ttl),
-            _ => (ttl, ttl),
+            Some(_) => (Duration::MAX, ttl),
+            None => (ttl, ttl.saturating_add(kept_past(policy))),
         };
         let key = &keys.entry;
         let Some(entry) = Entry::encode(now_ms(), fresh, load_time, &stamp.tags, (codec, payload)) else {
@@ -174,13 +240,8 @@ impl Cache {
         let kept = match policy.touch(self.inner.settings.default_ttl) {
             Some(ttl) => ttl,
             None => {
-                let past = match policy.stampede_mode() {
-                    Stampede::Swr { stale } => stale,
-                    Stampede::Early { .. } => REFRESH_GRACE,
-                    _ => Duration::ZERO,
-                };
                 let fresh = meta.fresh_until_ms.saturating_sub(now_ms());
-                Duration::from_millis(fresh).saturating_add(past)
+                Duration::from_millis(fresh).saturating_add(kept_past(policy))
             }
         };
         policy.l1_cap(kept)
@@ -230,6 +291,18 @@ impl Cache {
         }
         false
     }
+}
+
+/// How long the backend keeps an entry of `policy` past its fresh time: for
+/// swr's stale window, early's grace (a refresh that started just before
+/// expiry can still finish), and fail-safe, whichever is longest.
+fn kept_past(policy: &Policy) -> Duration {
+    let window = match policy.stampede_mode() {
+        Stampede::Swr { stale } => stale,
+        Stampede::Early { .. } => REFRESH_GRACE,
+        _ => Duration::ZERO,
+    };
+    window.max(policy.fail_safe_for())
 }
 
 /// An encoded value, or its encoder's failure logged: the same for every type.

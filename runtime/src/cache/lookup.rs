@@ -10,12 +10,13 @@ use super::observe::Observed;
 use super::slot::Slot;
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Fetched};
+use crate::clock::duration_ms;
 use crate::clock::{now_ms, Instant};
 use crate::entry::Entry;
 use crate::flight::{Join, Landed};
 use crate::l1::{Kept, Local, Meta, Watch};
 use crate::scope::Mode;
-use crate::stampede::recompute_early;
+use crate::stampede::{recompute_early, DEFAULT_LOCK_WAIT, REFRESH_GRACE};
 use crate::stats::{Counters, Outcome};
 use crate::tags::Stamp;
 use crate::{Policy, Stampede};
@@ -60,6 +61,7 @@ impl Cache {
                 InProcess::Hit
             }
             Found::Due(due) => InProcess::Due(due),
+            Found::Expired(meta) => InProcess::Expired(meta),
             Found::Gone => InProcess::Miss,
         }
     }
@@ -71,7 +73,7 @@ impl Cache {
         key: &str,
         policy: &Policy,
         mode: Mode,
-        due_in_process: Option<Due>,
+        in_process: InProcess,
         slot: &mut dyn Slot,
         span: &Span,
     ) -> Begin<'a> {
@@ -87,7 +89,7 @@ impl Cache {
         let touch = policy.touch(self.inner.settings.default_ttl);
         let local = self.inner.local_for(policy, touch);
         let (keys, watch, plan) = self
-            .plan_lookup(key, policy, local, mode, due_in_process, touch, slot)
+            .plan_lookup(key, policy, local, mode, in_process, touch, slot)
             .instrument(span.clone())
             .await;
         match plan {
@@ -96,6 +98,7 @@ impl Cache {
                 under,
                 started,
                 refresh,
+                standby,
             } => {
                 Counters::incr(&self.inner.counters.loads);
                 Begin::Load(Some(Pending {
@@ -104,33 +107,59 @@ impl Cache {
                     under,
                     started,
                     refresh,
+                    standby,
                 }))
             }
         }
     }
 
     /// A load failed (`pending`, if the lookup planned it): whether the
-    /// slot's value stands in for it.
+    /// slot's value stands in for it (the lookup is then answered, and
+    /// counted as stale if it was not yet).
     pub(super) fn load_failed(&self, pending: Option<Pending<'_>>, policy: &Policy) -> bool {
         let Some(Pending {
-            keys, under, refresh, ..
+            keys,
+            watch,
+            under,
+            refresh,
+            standby,
+            ..
         }) = pending
         else {
             return false;
         };
-        self.failed(under);
-        match refresh {
-            Some(Refresh { fallback }) => self.refresh_failed(&keys, policy, fallback),
-            None => false,
+        if refresh {
+            self.refresh_failed(&keys, policy, standby.is_some());
+        }
+        match standby {
+            Some(standby) => {
+                self.stood_in(policy, &standby);
+                self.fall_back(keys, watch, under, standby.meta, policy);
+                true
+            }
+            None => {
+                self.failed(under);
+                false
+            }
         }
     }
 
     /// A load panicked (`pending`, if the lookup planned it): its waiters
-    /// run their own loads rather than wait for it; its lock, dropped here,
+    /// take their turns rather than wait for it; its lock, dropped here,
     /// is released in the background.
-    pub(super) fn load_panicked(&self, pending: Option<Pending<'_>>) {
+    pub(super) fn load_panicked(&self, pending: Option<Pending<'_>>, policy: &Policy) {
         if let Some(pending) = pending {
             self.panicked(&pending.under);
+            if pending.standby.is_some_and(|standby| standby.uncounted) {
+                self.count(policy, Outcome::Miss);
+            }
+        }
+    }
+
+    /// Counts a lookup whose standby answered it, unless it was counted already.
+    fn stood_in(&self, policy: &Policy, standby: &Standby) {
+        if standby.uncounted {
+            self.count_hit(policy, standby.meta.negative, true, false);
         }
     }
 
@@ -150,8 +179,12 @@ impl Cache {
             watch,
             under,
             started,
+            standby,
             ..
         } = pending;
+        if standby.is_some_and(|standby| standby.uncounted) {
+            self.count(policy, Outcome::Miss);
+        }
         let call = Call::new(&keys, policy, watch.as_ref());
         // Waiters still get a value too large to store.
         let skip = skip
@@ -177,8 +210,8 @@ impl Cache {
         tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
     }
 
-    /// A refresh failed: whether the current value stands in (`fallback`).
-    pub(super) fn refresh_failed(&self, keys: &EntryKeys, policy: &Policy, fallback: bool) -> bool {
+    /// A refresh failed; the current value stands in if `fallback`.
+    pub(super) fn refresh_failed(&self, keys: &EntryKeys, policy: &Policy, fallback: bool) {
         Counters::incr(&self.inner.counters.refresh_errors);
         if let Some(function) = policy.named() {
             function.refresh_failed();
@@ -187,7 +220,6 @@ impl Cache {
             let key = &keys.entry;
             tracing::warn!(key, "aside: refresh failed, keeping the current value");
         }
-        fallback
     }
 
     /// The rest of a lookup, short of running the loader: the storage
@@ -199,7 +231,7 @@ impl Cache {
         policy: &Policy,
         local: Option<&Local>,
         mode: Mode,
-        due_in_process: Option<Due>,
+        in_process: InProcess,
         touch: Option<Duration>,
         slot: &mut dyn Slot,
     ) -> (EntryKeys, Option<Watch>, Plan<'a>) {
@@ -212,10 +244,11 @@ impl Cache {
         // Taken before the fetch: a change from here on voids what it fills.
         let watch = local.and_then(|local| local.watch(key, keys.names()));
         let call = Call::new(&keys, policy, watch.as_ref());
-        let plan = match (mode, due_in_process) {
+        let plan = match (mode, in_process) {
             (Mode::Refresh, _) => self.plan_forced(call).await,
-            (_, Some(due)) => self.plan_refresh(call, due, true, Instant::now(), slot).await,
-            (_, None) => self.plan(call, touch, slot).await,
+            (_, InProcess::Due(due)) => self.plan_refresh(call, due, true, Instant::now(), slot).await,
+            (_, InProcess::Expired(meta)) => self.plan(call, touch, Some(meta), slot).await,
+            (_, InProcess::Miss | InProcess::Hit) => self.plan(call, touch, None, slot).await,
         };
         (keys, watch, plan)
     }
@@ -236,18 +269,33 @@ impl Cache {
         Plan::Load {
             under: Under::stamped(stamp),
             started,
-            refresh: Some(Refresh { fallback: false }),
+            refresh: true,
+            standby: None,
         }
     }
 
     /// What a lookup of `call` comes to, short of the in-process tier: a
-    /// value (left in `slot`), or a load to run and under what.
-    async fn plan<'a>(&'a self, call: Call<'_>, touch: Option<Duration>, slot: &mut dyn Slot) -> Plan<'a> {
+    /// value (left in `slot`), or a load to run and under what. `expired`:
+    /// the in-process tier holds a value past its fresh time, kept for
+    /// fail-safe, which is in `slot`.
+    async fn plan<'a>(
+        &'a self,
+        call: Call<'_>,
+        touch: Option<Duration>,
+        expired: Option<Meta>,
+        slot: &mut dyn Slot,
+    ) -> Plan<'a> {
         let Call { keys, policy, .. } = call;
         // A lookup is counted once, however many times it looks again: as a
         // hit by the read that finds it, as coalesced by a wait that gets
-        // another caller's value, or as a miss when it goes on to load.
+        // another caller's value, or as a miss when it goes on to load. A
+        // lookup with a standby is counted when its load ends: as a miss,
+        // or as stale if the standby answers it.
         let mut uncounted = true;
+        let mut standby = expired.map(Standby::new);
+        // Once a load this lookup waited for failed: until when it waits
+        // for its turn behind another caller's retry rather than load.
+        let mut turns_until: Option<Instant> = None;
         loop {
             // What a load costs, for XFetch, runs from here: this fetch stands
             // in for the store's round trip, then come the lock, the tokens
@@ -264,32 +312,41 @@ impl Cache {
                 Some(Found::Due(due)) => {
                     return self.plan_refresh(call, due, uncounted, started, slot).await;
                 }
+                Some(Found::Expired(meta)) => standby = Some(Standby::new(meta)),
                 Some(Found::Gone) | None => {}
             }
             let mode = policy.stampede_mode();
             // The backend is failing: no lock to wait for, no tokens to store
             // under, and no load another caller could safely share. Call through.
             if fetched.is_none() {
-                self.count_miss(policy, &mut uncounted);
-                return Plan::load(Under::default(), started);
+                return self.miss(policy, &mut uncounted, standby, Under::default(), started);
             }
             if mode == Stampede::None {
-                self.count_miss(policy, &mut uncounted);
-                let stamp = self.tokens(keys).await;
-                return Plan::load(Under::stamped(stamp), started);
+                let under = Under::stamped(self.tokens(keys).await);
+                return self.miss(policy, &mut uncounted, standby, under, started);
             }
             match self.inner.flights.join(&keys.entry) {
                 Join::Leader(leader) => {
-                    self.count_miss(policy, &mut uncounted);
-                    return match mode {
-                        // Its tokens come with the lock.
-                        Stampede::Lock { lock_ttl, lock_wait } => {
-                            let lock = (lock_ttl, lock_wait);
-                            self.plan_locked(call, lock, leader, started, slot).await
+                    // One load across processes, under the lock: always with
+                    // `Lock`; with the other modes, for a value kept for
+                    // fail-safe, so that a failing database sees one attempt.
+                    let lock = match mode {
+                        Stampede::Lock { lock_ttl, lock_wait } => Some((lock_ttl, lock_wait)),
+                        _ if standby.is_some() => Some((policy.refresh_lock(), DEFAULT_LOCK_WAIT)),
+                        _ => None,
+                    };
+                    let Some(lock) = lock else {
+                        let under = Under::stamped(self.tokens(keys).await).leading(leader);
+                        return self.miss(policy, &mut uncounted, standby, under, started);
+                    };
+                    // Its tokens come with the lock.
+                    return match self.plan_locked(call, lock, leader, started, slot).await {
+                        Plan::Load { under, .. } => {
+                            self.miss(policy, &mut uncounted, standby, under, started)
                         }
-                        _ => {
-                            let under = Under::stamped(self.tokens(keys).await).leading(leader);
-                            Plan::load(under, started)
+                        answer => {
+                            self.count_miss(policy, &mut uncounted);
+                            answer
                         }
                     };
                 }
@@ -298,8 +355,7 @@ impl Cache {
                     // load takes longer than reading them). Without them the
                     // backend is failing: call through rather than wait.
                     let Some(stamp) = self.tokens(keys).await else {
-                        self.count_miss(policy, &mut uncounted);
-                        return Plan::load(Under::default(), started);
+                        return self.miss(policy, &mut uncounted, standby, Under::default(), started);
                     };
                     match self.wait(waiter).await {
                         // Only a load that ran under the tokens this caller
@@ -313,15 +369,59 @@ impl Cache {
                                 return Plan::Answer;
                             }
                         }
-                        Landed::Value(..) | Landed::Failed => {}
+                        // The load failed: fail-safe's value stands in, or
+                        // this caller waits for its turn behind one retry
+                        // (for `lock_wait` at most), rather than every
+                        // waiter loading from a failing database at once.
+                        Landed::Failed => {
+                            if let Some(standby) = &mut standby {
+                                standby.uncounted = std::mem::take(&mut uncounted);
+                                self.stood_in(policy, standby);
+                                return Plan::Answer;
+                            }
+                            let now = Instant::now();
+                            let until = *turns_until.get_or_insert_with(|| now + turns(mode));
+                            if now < until {
+                                continue;
+                            }
+                        }
+                        Landed::Value(..) => {}
                         // The leader was cancelled, or found the value stored
                         // by another process: look again.
                         Landed::Abandoned | Landed::Stored => continue,
                     }
-                    self.count_miss(policy, &mut uncounted);
-                    return Plan::load(Under::stamped(Some(stamp)), started);
+                    let under = Under::stamped(Some(stamp));
+                    return self.miss(policy, &mut uncounted, standby, under, started);
                 }
             }
+        }
+    }
+
+    /// A lookup that loads under `under`: counted as a miss now, or, with a
+    /// `standby`, when the load ends.
+    fn miss<'a>(
+        &self,
+        policy: &Policy,
+        uncounted: &mut bool,
+        standby: Option<Standby>,
+        under: Under<'a>,
+        started: Instant,
+    ) -> Plan<'a> {
+        let standby = match standby {
+            Some(mut standby) => {
+                standby.uncounted = std::mem::take(uncounted);
+                Some(standby)
+            }
+            None => {
+                self.count_miss(policy, uncounted);
+                None
+            }
+        };
+        Plan::Load {
+            under,
+            started,
+            refresh: false,
+            standby,
         }
     }
 
@@ -380,27 +480,32 @@ impl Cache {
         in_process: bool,
     ) -> Found {
         let fresh = now < meta.fresh_until_ms;
+        // How far past its fresh time: an entry may be kept past it for
+        // swr's stale window, early's grace, and fail-safe.
+        let past = now.saturating_sub(meta.fresh_until_ms);
+        let within = |window: Duration| past < duration_ms(window);
+        let fail_safe = policy.fail_safe_for();
         let (due, fallback) = match policy.stampede_mode() {
-            // The backend keeps an swr entry for its stale window past the TTL.
-            Stampede::Swr { .. } => (!fresh, true),
-            Stampede::Early { .. } if !fresh => (true, false),
-            Stampede::Early { beta } => {
+            Stampede::Early { beta } if fresh => {
                 let draw = rand::random();
                 let due = recompute_early(now, meta.fresh_until_ms, meta.load_time, beta, draw);
                 (due, true)
             }
-            _ if !fresh => return Found::Gone,
-            _ => (false, true),
+            _ if fresh => (false, true),
+            Stampede::Swr { stale } if within(stale) => (true, true),
+            // Served only while another caller refreshes it, unless it is
+            // kept for fail-safe.
+            Stampede::Early { .. } if within(REFRESH_GRACE) => (true, !fail_safe.is_zero()),
+            // Past any window but fail-safe's: a miss, whose load this value
+            // stands in for if it fails.
+            _ if within(fail_safe) => return Found::Expired(meta),
+            _ => return Found::Gone,
         };
         if count && fallback {
             self.count_hit(policy, meta.negative, !fresh, in_process);
         }
         if due {
-            Found::Due(Due {
-                stored_at_ms: meta.stored_at_ms,
-                negative: meta.negative,
-                fallback,
-            })
+            Found::Due(Due { meta, fallback })
         } else {
             Found::Fresh
         }
@@ -466,7 +571,7 @@ impl Cache {
         };
         let meta = entry.meta();
         let newer = Stamp::tags_match(&entry.tag_versions, &fetched.tags)
-            && meta.stored_at_ms != due.stored_at_ms
+            && meta.stored_at_ms != due.meta.stored_at_ms
             && now_ms() < meta.fresh_until_ms;
         // A payload that does not decode leaves the slot's due value, which
         // then stands in as before.
@@ -492,6 +597,9 @@ pub(super) enum Found {
     Fresh,
     /// A value to return unless this caller wins the refresh.
     Due(Due),
+    /// A value past its fresh time, kept for fail-safe: a miss, whose load
+    /// it stands in for if that fails.
+    Expired(Meta),
     /// A value past its time: a miss.
     Gone,
 }
@@ -502,6 +610,8 @@ pub(super) enum InProcess {
     Hit,
     /// A value due for a refresh, in the slot.
     Due(Due),
+    /// A value kept for fail-safe, in the slot: see [`Found::Expired`].
+    Expired(Meta),
     Miss,
 }
 
@@ -522,15 +632,36 @@ pub(super) struct Pending<'a> {
     watch: Option<Watch>,
     pub(super) under: Under<'a>,
     started: Instant,
-    refresh: Option<Refresh>,
+    /// Whether it refreshes a value (its failure is a refresh error).
+    refresh: bool,
+    /// What stands in if it fails.
+    standby: Option<Standby>,
+}
+
+/// A value that stands in for a load if it fails (in the caller's slot):
+/// one due for a refresh, or kept for fail-safe.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Standby {
+    /// What it was stored with.
+    pub(super) meta: Meta,
+    /// The lookup's outcome is counted when the load ends.
+    uncounted: bool,
+}
+
+impl Standby {
+    pub(super) fn new(meta: Meta) -> Self {
+        Standby {
+            meta,
+            uncounted: false,
+        }
+    }
 }
 
 /// A value due for a refresh.
 pub(super) struct Due {
-    /// When the entry was stored: a re-read that finds another time finds
-    /// another caller's refresh.
-    pub(super) stored_at_ms: u64,
-    pub(super) negative: bool,
+    /// What it was stored with. A re-read that finds another `stored_at`
+    /// finds another caller's refresh.
+    pub(super) meta: Meta,
     /// Whether the value may stand in for a failed refresh: yes while it is
     /// fresh (early) or stale within swr's window. An early entry past its
     /// TTL is only served while another caller refreshes it.
@@ -545,14 +676,11 @@ pub(super) enum Plan<'a> {
     Load {
         under: Under<'a>,
         started: Instant,
-        /// For a refresh: whether the slot's value stands in if it fails.
-        refresh: Option<Refresh>,
+        /// Whether it refreshes a value.
+        refresh: bool,
+        /// What stands in if it fails.
+        standby: Option<Standby>,
     },
-}
-
-/// A load that refreshes a due value.
-pub(super) struct Refresh {
-    pub(super) fallback: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -560,7 +688,17 @@ impl<'a> Plan<'a> {
         Plan::Load {
             under,
             started,
-            refresh: None,
+            refresh: false,
+            standby: None,
         }
+    }
+}
+
+/// How long a caller waits for its turn behind other callers' retries of a
+/// failed load before it loads itself: as long as it would wait for a lock.
+fn turns(mode: Stampede) -> Duration {
+    match mode {
+        Stampede::Lock { lock_wait, .. } => lock_wait,
+        _ => DEFAULT_LOCK_WAIT,
     }
 }

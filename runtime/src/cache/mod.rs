@@ -57,8 +57,12 @@ use crate::{BackendError, CacheBuilder, Cacheable, Codec, Error, Policy, Stats};
 ///   is stored under the negative TTL; an `Err` from the loader is never stored.
 /// - **Coalescing.** Concurrent misses on one key in one process run the
 ///   loader once; the other callers get the same value. If that loader fails
-///   or panics, each waiter runs its own; if its caller is cancelled, a waiter
-///   takes over.
+///   or panics, the waiters take turns: one retries while the others wait for
+///   it (for `lock_wait` at most), so a failing database never sees them all
+///   at once; if its caller is cancelled, a waiter takes over.
+/// - **Fail-safe** ([`Policy::fail_safe`]). A value kept past its fresh time
+///   stands in for a load that returns an error, and is then fresh again for
+///   a throttle, in every process.
 /// - **Invalidation that cannot lose a race.** Once [`invalidate`](Self::invalidate)
 ///   or [`invalidate_tag`](Self::invalidate_tag) has returned, no later read
 ///   returns a value whose loader started before it, in this process or any
@@ -272,13 +276,12 @@ impl Cache {
         let mode = scope::mode();
         let mut observed = Observed::new(self.call_span(CallKind::Lookup, key, policy), policy);
         let mut slot = Typed(None);
-        let due_in_process = match self.in_process(key, policy, mode, &mut slot, &observed.call) {
+        let in_process = match self.in_process(key, policy, mode, &mut slot, &observed.call) {
             InProcess::Hit => return Ok(slot.take()),
-            InProcess::Due(due) => Some(due),
-            InProcess::Miss => None,
+            found => found,
         };
         let pending = match self
-            .begin(key, policy, mode, due_in_process, &mut slot, &observed.call)
+            .begin(key, policy, mode, in_process, &mut slot, &observed.call)
             .await
         {
             Begin::Answer => return Ok(slot.take()),
@@ -307,7 +310,7 @@ impl Cache {
                     };
                 }
                 Err(panic) => {
-                    self.load_panicked(pending);
+                    self.load_panicked(pending, policy);
                     std::panic::resume_unwind(panic);
                 }
             }

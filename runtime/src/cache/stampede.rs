@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::lookup::{Due, Found, Plan, Refresh};
+use super::lookup::{Due, Found, Plan, Standby};
 use super::observe::LockWait;
 use super::slot::Slot;
 use super::{Cache, Call, Under};
@@ -134,9 +134,8 @@ impl Cache {
         Plan::Load {
             under: under.leading(leader),
             started,
-            refresh: Some(Refresh {
-                fallback: due.fallback,
-            }),
+            refresh: true,
+            standby: due.fallback.then(|| Standby::new(due.meta)),
         }
     }
 
@@ -145,7 +144,7 @@ impl Cache {
     pub(super) fn serve(&self, policy: &Policy, due: &Due, count: bool) -> Plan<'static> {
         if count && !due.fallback {
             // Past its fresh time: served while another caller refreshes it.
-            self.count_hit(policy, due.negative, true, false);
+            self.count_hit(policy, due.meta.negative, true, false);
         }
         Plan::Answer
     }
