@@ -52,6 +52,8 @@ impl Attr {
                 "hard_timeout",
                 "fail_safe",
                 "fail_safe_throttle",
+                "soft_timeout",
+                "refresh",
             ],
             Attr::CachePut => &[
                 "entry",
@@ -135,6 +137,12 @@ pub(crate) struct Args {
     /// `fail_safe = "1h"`: the last good value stands in for a failed load.
     pub(crate) fail_safe: Option<SpannedDuration>,
     pub(crate) fail_safe_throttle: Option<SpannedDuration>,
+    /// `soft_timeout = "100ms"`: past it, a fail-safe value answers while
+    /// the load finishes in the background.
+    pub(crate) soft_timeout: Option<SpannedDuration>,
+    /// `refresh = "background"` or `"inline"`: where swr's and early's
+    /// refreshes run.
+    pub(crate) refresh: Option<(Refresh, Span)>,
     pub(crate) beta: Option<(f64, Span)>,
     pub(crate) jitter: Option<(f64, Span)>,
     pub(crate) sliding: Option<(bool, Span)>,
@@ -253,6 +261,8 @@ impl Args {
                 "hard_timeout" => args.hard_timeout = duration(&label, &value, false, errors),
                 "fail_safe" => args.fail_safe = duration(&label, &value, false, errors),
                 "fail_safe_throttle" => args.fail_safe_throttle = duration(&label, &value, false, errors),
+                "soft_timeout" => args.soft_timeout = duration(&label, &value, false, errors),
+                "refresh" => args.refresh = refresh(&value, errors),
                 "beta" => match number(&label, &value, errors) {
                     Some((beta, span)) if beta <= 0.0 => {
                         errors.add(span, "`beta` must be greater than zero (1.0 is the usual choice)")
@@ -361,9 +371,21 @@ impl Args {
         }
     }
 
-    /// A throttle without fail-safe does nothing; nor does fail-safe on a
-    /// sliding entry, which has no fresh time to outlive.
+    /// A throttle or soft timeout without fail-safe does nothing; nor does
+    /// fail-safe on a sliding entry, which has no fresh time to outlive.
     fn check_fail_safe(&self, errors: &mut Errors) {
+        if let (Some(soft), None) = (&self.soft_timeout, &self.fail_safe) {
+            errors.add(
+                soft.span,
+                "`soft_timeout` returns a value kept by `fail_safe` when a load is slow; add `fail_safe = \"1h\"` (or how long to keep values)",
+            );
+        }
+        if let (Some((Refresh::Inline, _)), Some(soft)) = (self.refresh, &self.soft_timeout) {
+            errors.add(
+                soft.span,
+                "`soft_timeout` lets a slow load finish on a task of its own after its caller returned, which `refresh = \"inline\"` rules out; drop one of them",
+            );
+        }
         if let (Some(throttle), None) = (&self.fail_safe_throttle, &self.fail_safe) {
             errors.add(
                 throttle.span,
@@ -411,6 +433,14 @@ impl Args {
         );
         only(self.stale.as_ref().map(|d| d.span), "stale", &[Mode::Swr], errors);
         only(self.beta.map(|(_, s)| s), "beta", &[Mode::Early], errors);
+        if self.soft_timeout.is_none() {
+            only(
+                self.refresh.map(|(_, s)| s),
+                "refresh",
+                &[Mode::Swr, Mode::Early],
+                errors,
+            );
+        }
         only(
             self.sliding.filter(|(on, _)| *on).map(|(_, s)| s),
             "sliding",
@@ -424,6 +454,36 @@ impl Args {
         let lists = self.tags.iter().chain(&self.keys).flatten();
         self.key.iter().chain(lists)
     }
+}
+
+/// Where a refresh runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// On a task of its own: every caller gets the current value at once.
+    Background,
+    /// On the caller that wins it.
+    Inline,
+}
+
+/// `"background"` or `"inline"`.
+fn refresh(value: &Expr, errors: &mut Errors) -> Option<(Refresh, Span)> {
+    let expected = "expected \"background\" or \"inline\"";
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = value
+    else {
+        errors.add(value.span(), format!("`refresh` must be a string; {expected}"));
+        return None;
+    };
+    let refresh = match lit.value().as_str() {
+        "background" => Refresh::Background,
+        "inline" => Refresh::Inline,
+        other => {
+            errors.add(lit.span(), format!("unknown refresh {other:?}; {expected}"));
+            return None;
+        }
+    };
+    Some((refresh, lit.span()))
 }
 
 /// `"json"` or `"msgpack"`.

@@ -33,7 +33,7 @@ use syn::{Ident, ItemFn};
 use crate::args::{Args, Attr, Codec, KeyTemplate, Mode, SpannedDuration, L1};
 use crate::entry;
 use crate::template::Segment;
-use crate::validate::Checked;
+use crate::validate::{Checked, Detached};
 
 pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'_>) -> TokenStream {
     let ItemFn {
@@ -63,6 +63,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     let fail_safe = [
         ("fail_safe", &args.fail_safe),
         ("fail_safe_throttle", &args.fail_safe_throttle),
+        ("soft_timeout", &args.soft_timeout),
     ]
     .into_iter()
     .filter_map(|(name, d)| {
@@ -95,11 +96,25 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     // The call is spanned at the cached type, so that a type serde cannot
     // round-trip is reported on the return type rather than on the attribute.
     let span = value.span();
-    let method = match attr {
-        Attr::CachePut => Ident::new("put", span),
-        Attr::Cached | Attr::Invalidate => Ident::new("get_or_load", span),
+    let method = match (attr, checked.detached) {
+        (Attr::CachePut, _) => Ident::new("put", span),
+        (Attr::Cached | Attr::Invalidate, Detached::No) => Ident::new("get_or_load", span),
+        (Attr::Cached | Attr::Invalidate, _) => Ident::new("get_or_load_detached", span),
     };
-    let body = user_future(checked, block);
+    let body = match checked.detached {
+        // The load owns a clone of `self`; the body sees `&` it, under
+        // another name (`self` cannot be rebound).
+        Detached::CloningSelf => {
+            let stmts = &block.stmts;
+            let stmts = rename_self(quote!(#(#stmts)*));
+            let body = body_tokens(
+                checked.ret,
+                quote!(let __aside_self = &__aside_owned_self; #stmts),
+            );
+            quote!(async move #body)
+        }
+        Detached::No | Detached::Owned => user_future(checked, block),
+    };
     // Spanned at the option, where a missing `From<aside::Timeout>` is reported.
     let body = match &args.hard_timeout {
         Some(after) => {
@@ -109,7 +124,19 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         }
         None => body,
     };
-    let body = quote!(move || #body);
+    let body = match checked.detached {
+        Detached::CloningSelf => {
+            // Spanned at the option, where a receiver that cannot be cloned
+            // into the refresh is reported.
+            let at = args.refresh.map_or_else(Span::call_site, |(_, span)| span);
+            let clone = quote_spanned!(at=> ::aside::__private::owned_receiver::<Self>);
+            quote! {{
+                let __aside_owned_self = #clone(self);
+                move || #body
+            }}
+        }
+        Detached::No | Detached::Owned => quote!(move || #body),
+    };
     // The locals carry that same span where they are bound and where they
     // are used, so they resolve whatever hygiene context the return type's
     // tokens come from (a `macro_rules!` passing `$ret:ty` has its own).
@@ -179,6 +206,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         &args.stale,
         &args.fail_safe,
         &args.fail_safe_throttle,
+        &args.soft_timeout,
     ]
     .into_iter()
     .flatten()
@@ -327,8 +355,13 @@ fn boxed_if_needed(checked: &Checked<'_>, run: TokenStream) -> TokenStream {
 /// its block: a block `{ n }` as the tail of ours would draw the
 /// `unused_braces` lint on the user's function.
 fn body_block(ret: Option<&syn::Type>, block: &syn::Block) -> TokenStream {
-    let ret = ret.map_or_else(|| quote!(()), |ret| quote!(#ret));
     let stmts = &block.stmts;
+    body_tokens(ret, quote!(#(#stmts)*))
+}
+
+/// [`body_block`] of statements given as tokens.
+fn body_tokens(ret: Option<&syn::Type>, stmts: TokenStream) -> TokenStream {
+    let ret = ret.map_or_else(|| quote!(()), |ret| quote!(#ret));
     quote! {
         {
             #[allow(
@@ -340,9 +373,33 @@ fn body_block(ret: Option<&syn::Type>, block: &syn::Block) -> TokenStream {
                 let __aside_fake_return: #ret = loop {};
                 return __aside_fake_return;
             }
-            #(#stmts)*
+            #stmts
         }
     }
+}
+
+/// `tokens` with each `self` (the receiver, not a `self::` path) renamed
+/// `__aside_self`, at the same span.
+fn rename_self(tokens: TokenStream) -> TokenStream {
+    use proc_macro2::{Group, TokenTree};
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let path_follows =
+        |at: usize| matches!(tokens.get(at + 1), Some(TokenTree::Punct(p)) if p.as_char() == ':');
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(at, token)| match token {
+            TokenTree::Ident(ident) if ident == "self" && !path_follows(at) => {
+                TokenTree::Ident(Ident::new("__aside_self", ident.span()))
+            }
+            TokenTree::Group(group) => {
+                let mut renamed = Group::new(group.delimiter(), rename_self(group.stream()));
+                renamed.set_span(group.span());
+                TokenTree::Group(renamed)
+            }
+            other => other.clone(),
+        })
+        .collect()
 }
 
 /// `Duration::from_millis(n)` for a literal; the expression itself, typed

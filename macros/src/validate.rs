@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
-use crate::args::{Args, Attr, Errors};
+use crate::args::{Args, Attr, Errors, Mode, Refresh};
 use crate::template::Segment;
 
 /// What the expansion needs from the signature.
@@ -26,6 +26,30 @@ pub(crate) struct Checked<'a> {
     /// Whether `#[async_trait]` made the function return its body as a
     /// boxed future (`ret` is then that future's output).
     pub(crate) boxed: bool,
+    /// Whether the body's future is made `'static`, to run on a task of its
+    /// own (a refresh in the background, a load past `soft_timeout`).
+    pub(crate) detached: Detached,
+}
+
+/// Whether a `#[cached]` function's loads may run on a task of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detached {
+    No,
+    /// Its arguments are owned: the body's future is `'static` as it is.
+    Owned,
+    /// A `&self` method: `self` is cloned into the load.
+    CloningSelf,
+}
+
+/// Whether a function's future can be made `'static`.
+enum Detach {
+    /// A free function whose arguments are all owned.
+    Owned,
+    /// A `&self` method whose other arguments are owned: with `self` cloned
+    /// into the load.
+    Receiver,
+    /// No: where, and why.
+    Borrowed(Span, String),
 }
 
 /// Checks `func` and the templates of `args` against it.
@@ -195,6 +219,10 @@ pub(crate) fn check<'a>(
     };
     used.extend(default_key.iter().map(String::as_str));
     arg_types.retain(|(arg, _)| used.iter().any(|used| *arg == used));
+    let detached = match attr {
+        Attr::Cached => detached(args, detach(sig, boxed.is_some()), errors),
+        Attr::CachePut | Attr::Invalidate => Detached::No,
+    };
     Some(Checked {
         key_args: named,
         entry_args: arg_types,
@@ -202,7 +230,111 @@ pub(crate) fn check<'a>(
         value,
         returns_result,
         boxed: boxed.is_some(),
+        detached,
     })
+}
+
+/// Whether a `#[cached]` function's loads run on a task of their own: what
+/// `refresh` asks, or by default, an swr or early refresh where the future
+/// can be made `'static` as it is; `soft_timeout` needs it.
+fn detached(args: &Args, detach: Detach, errors: &mut Errors) -> Detached {
+    let refreshes = matches!(args.stampede, Some((Mode::Swr | Mode::Early, _)));
+    let soft = args.soft_timeout.as_ref().map(|soft| soft.span);
+    match (args.refresh, detach) {
+        (Some((Refresh::Inline, _)), _) => Detached::No,
+        (Some((Refresh::Background, _)), Detach::Owned) => Detached::Owned,
+        (Some((Refresh::Background, _)), Detach::Receiver) => Detached::CloningSelf,
+        (Some((Refresh::Background, span)), Detach::Borrowed(at, why)) => {
+            errors.add(
+                span,
+                "`refresh = \"background\"` runs the refresh on a task of its own, which cannot borrow from its caller",
+            );
+            errors.add(at, why);
+            Detached::No
+        }
+        (None, Detach::Owned) if refreshes || soft.is_some() => Detached::Owned,
+        (None, Detach::Receiver) => {
+            if let Some(soft) = soft {
+                errors.add(
+                    soft,
+                    "`soft_timeout` lets a slow load finish on a task of its own, which cannot borrow `&self`; \
+                     add `refresh = \"background\"`, which clones `self` into it (an `Arc`-backed handle)",
+                );
+            }
+            Detached::No
+        }
+        (None, Detach::Borrowed(at, why)) => {
+            if let Some(soft) = soft {
+                errors.add(
+                    soft,
+                    "`soft_timeout` lets a slow load finish on a task of its own, which cannot borrow from its caller",
+                );
+                errors.add(at, why);
+            }
+            Detached::No
+        }
+        (None, Detach::Owned) => Detached::No,
+    }
+}
+
+/// Whether the future of a function with `sig` can be made `'static`: only
+/// by what its signature says, as a macro sees it.
+fn detach(sig: &syn::Signature, boxed: bool) -> Detach {
+    if boxed {
+        let why = "under `#[async_trait]` the body is a boxed future that borrows the arguments";
+        return Detach::Borrowed(Span::call_site(), why.to_owned());
+    }
+    if let Some(param) = sig.generics.params.first() {
+        let why = "a generic function's arguments may borrow";
+        return Detach::Borrowed(param.span(), why.to_owned());
+    }
+    let mut receiver = false;
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(_) => receiver = true,
+            FnArg::Typed(typed) => {
+                if let Some(span) = borrowed(quote::ToTokens::to_token_stream(&*typed.ty)) {
+                    let arg = quote::ToTokens::to_token_stream(&*typed.pat);
+                    let why = format!(
+                        "`{arg}` is borrowed; take it owned (`String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`)"
+                    );
+                    return Detach::Borrowed(span, why);
+                }
+            }
+        }
+    }
+    if receiver {
+        Detach::Receiver
+    } else {
+        Detach::Owned
+    }
+}
+
+/// Where a type borrows: a reference or lifetime other than `'static`, or
+/// an `impl Trait`.
+fn borrowed(tokens: proc_macro2::TokenStream) -> Option<Span> {
+    use proc_macro2::TokenTree;
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    let is_static = |at: usize| {
+        matches!(
+            (tokens.get(at), tokens.get(at + 1)),
+            (Some(TokenTree::Punct(tick)), Some(TokenTree::Ident(name))) if tick.as_char() == '\'' && name == "static"
+        )
+    };
+    for (at, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Punct(amp) if amp.as_char() == '&' && !is_static(at + 1) => return Some(amp.span()),
+            TokenTree::Punct(tick) if tick.as_char() == '\'' && !is_static(at) => return Some(tick.span()),
+            TokenTree::Ident(name) if name == "impl" => return Some(name.span()),
+            TokenTree::Group(group) => {
+                if let Some(span) = borrowed(group.stream()) {
+                    return Some(span);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn check_placeholders(

@@ -16,7 +16,7 @@
 //!   ([`Landed::Abandoned`]) and join again; one of them takes over.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -46,18 +46,22 @@ enum State {
 /// The flights in progress, by full key.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, watch::Receiver<State>>>,
+    map: Arc<Map>,
 }
 
+/// The flights' receivers, by key: shared with each leader, which may
+/// outlive the caller that started it (a load on a task of its own).
+type Map = Mutex<HashMap<String, watch::Receiver<State>>>;
+
 /// The caller's role in the load of one key.
-pub(crate) enum Join<'a> {
-    Leader(Leader<'a>),
+pub(crate) enum Join {
+    Leader(Leader),
     Waiter(Waiter),
 }
 
 impl Flights {
     /// Joins the flight for `key`, starting one if there is none.
-    pub(crate) fn join<'a>(&'a self, key: &str) -> Join<'a> {
+    pub(crate) fn join(&self, key: &str) -> Join {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(rx) = map.get(key) {
             return Join::Waiter(Waiter(rx.clone()));
@@ -65,14 +69,14 @@ impl Flights {
         let (tx, rx) = watch::channel(State::Loading);
         map.insert(key.to_owned(), rx);
         Join::Leader(Leader {
-            flights: self,
+            map: self.map.clone(),
             key: key.to_owned(),
             tx,
         })
     }
 
     /// Leads a new flight for `key`, unless one is in progress.
-    pub(crate) fn try_lead<'a>(&'a self, key: &str) -> Option<Leader<'a>> {
+    pub(crate) fn try_lead(&self, key: &str) -> Option<Leader> {
         match self.join(key) {
             Join::Leader(leader) => Some(leader),
             Join::Waiter(_) => None,
@@ -86,13 +90,13 @@ impl Flights {
 }
 
 /// The guard of the caller that runs the load. Dropping it ends the flight.
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
+pub(crate) struct Leader {
+    map: Arc<Map>,
     key: String,
     tx: watch::Sender<State>,
 }
 
-impl Leader<'_> {
+impl Leader {
     /// Tells the waiters how the load ended. The flight stays joinable (and
     /// new joiners get this result at once) until the guard is dropped.
     pub(crate) fn land(&self, landed: Landed) {
@@ -100,9 +104,9 @@ impl Leader<'_> {
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
-        let mut map = self.flights.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.remove(&self.key);
     }
 }
@@ -126,14 +130,14 @@ impl Waiter {
 mod tests {
     use super::*;
 
-    fn leader(join: Join<'_>) -> Leader<'_> {
+    fn leader(join: Join) -> Leader {
         match join {
             Join::Leader(l) => l,
             Join::Waiter(_) => panic!("expected to lead"),
         }
     }
 
-    fn waiter(join: Join<'_>) -> Waiter {
+    fn waiter(join: Join) -> Waiter {
         match join {
             Join::Waiter(w) => w,
             Join::Leader(_) => panic!("expected to wait"),

@@ -346,6 +346,22 @@ pub mod __private {
     pub use core::convert::Infallible;
     pub use core::time::Duration;
 
+    /// A receiver that `refresh = "background"` clones into the refresh.
+    #[diagnostic::on_unimplemented(
+        message = "`refresh = \"background\"` clones `self` into a refresh on a task of its own, so `{Self}` must be `Clone + Send + Sync + 'static`",
+        label = "`{Self}` is not `Clone + Send + Sync + 'static`",
+        note = "an `Arc`-backed handle is (`#[derive(Clone)]` on a struct of `Arc`s and pools); or use `refresh = \"inline\"`"
+    )]
+    pub trait OwnedReceiver: Clone + Send + Sync + 'static {}
+
+    #[diagnostic::do_not_recommend]
+    impl<S: Clone + Send + Sync + 'static> OwnedReceiver for S {}
+
+    /// What `refresh = "background"` on a `&self` method clones `self` with.
+    pub fn owned_receiver<S: OwnedReceiver>(receiver: &S) -> S {
+        receiver.clone()
+    }
+
     /// What `#[invalidate]` runs after its body succeeded.
     pub async fn invalidate_after_write(
         cache: Cache,

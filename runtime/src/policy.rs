@@ -60,6 +60,8 @@ pub struct Policy {
     /// failed load, if at all.
     fail_safe: Option<Duration>,
     fail_safe_throttle: Option<Duration>,
+    /// How long a caller waits for a load that a kept value stands in for.
+    soft_timeout: Option<Duration>,
 }
 
 /// A [`Function`], compared by identity.
@@ -113,6 +115,7 @@ impl Policy {
             refresh_lock_ttl: None,
             fail_safe: None,
             fail_safe_throttle: None,
+            soft_timeout: None,
         }
     }
 
@@ -238,6 +241,41 @@ impl Policy {
     pub const fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
         self.fail_safe_throttle = Some(throttle);
         self
+    }
+
+    /// Soft timeout: when a load runs while a value kept for
+    /// [fail-safe](Self::fail_safe) stands by, the caller waits `after` at
+    /// most, then gets that value (counted as stale); the load finishes on
+    /// a task of its own and stores its value when it lands
+    /// (`#[cached(soft_timeout = "100ms")]`). Callers waiting for that load,
+    /// in this process or for its lock in another, get the kept value after
+    /// `after` too.
+    ///
+    /// Only a loader that can run on a task of its own can outlast its
+    /// caller: it applies to [`Cache::get_or_load_detached`](crate::Cache::get_or_load_detached),
+    /// not to [`get_or_load`](crate::Cache::get_or_load). Without a kept
+    /// value (the first load, or after an invalidation), the caller waits
+    /// for the load; bound that with `hard_timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let policy = aside::Policy::new()
+    ///     .ttl(Duration::from_secs(60))
+    ///     .fail_safe(Duration::from_secs(3600))
+    ///     .soft_timeout(Duration::from_millis(100));
+    /// # let _ = policy;
+    /// ```
+    pub const fn soft_timeout(mut self, after: Duration) -> Self {
+        self.soft_timeout = Some(after);
+        self
+    }
+
+    /// The soft timeout, if fail-safe keeps values for it to serve.
+    pub(crate) fn soft_timeout_after(&self) -> Option<Duration> {
+        self.soft_timeout.filter(|_| !self.fail_safe_for().is_zero())
     }
 
     /// How long past its fresh time a value is kept for fail-safe (zero

@@ -30,7 +30,7 @@ impl Cache {
 
     /// A load failed: its waiters run their own, and its lock is released
     /// in the background.
-    pub(super) fn failed(&self, under: Under<'_>) {
+    pub(super) fn failed(&self, under: Under) {
         if let Some(leader) = &under.leader {
             leader.land(Landed::Failed);
         }
@@ -46,7 +46,7 @@ impl Cache {
         &self,
         keys: EntryKeys,
         watch: Option<Watch>,
-        under: Under<'_>,
+        under: Under,
         meta: Meta,
         policy: &Policy,
     ) {
@@ -107,7 +107,7 @@ impl Cache {
 
     /// A load panicked: its waiters take their turns (its lock, dropped while
     /// unwinding, is released in the background).
-    pub(super) fn panicked(&self, under: &Under<'_>) {
+    pub(super) fn panicked(&self, under: &Under) {
         if let Some(leader) = &under.leader {
             leader.land(Landed::Failed);
         }
@@ -117,14 +117,14 @@ impl Cache {
     /// waiters and stores it, unless `skip`. Returns what the in-process
     /// tier may keep (the stored entry's meta and weight), and the flight,
     /// to be closed once the tier has it.
-    pub(super) async fn land<'a>(
+    pub(super) async fn land(
         &self,
         call: Call<'_>,
-        under: Under<'a>,
+        under: Under,
         payload: Option<Bytes>,
         skip: bool,
         load_time: Duration,
-    ) -> (Option<(Meta, usize)>, Option<Leader<'a>>) {
+    ) -> (Option<(Meta, usize)>, Option<Leader>) {
         let Call { keys, policy, .. } = call;
         let Under { stamp, leader, lock } = under;
         let Some(payload) = payload else {

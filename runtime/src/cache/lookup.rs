@@ -68,15 +68,15 @@ impl Cache {
 
     /// The rest of a lookup, short of running the loader: a value (left in
     /// `slot`), or the load to run. Counts the lookup.
-    pub(super) async fn begin<'a>(
-        &'a self,
+    pub(super) async fn begin(
+        &self,
         key: &str,
         policy: &Policy,
-        mode: Mode,
+        (mode, detach): (Mode, bool),
         in_process: InProcess,
         slot: &mut dyn Slot,
         span: &Span,
-    ) -> Begin<'a> {
+    ) -> Begin {
         let enabled = self.inner.settings.enabled;
         if !enabled || mode == Mode::Bypass {
             let _entered = span.enter();
@@ -89,11 +89,12 @@ impl Cache {
         let touch = policy.touch(self.inner.settings.default_ttl);
         let local = self.inner.local_for(policy, touch);
         let (keys, watch, plan) = self
-            .plan_lookup(key, policy, local, mode, in_process, touch, slot)
+            .plan_lookup(key, policy, local, (mode, detach), in_process, touch, slot)
             .instrument(span.clone())
             .await;
         match plan {
-            Plan::Answer => Begin::Answer,
+            // `plan` turns a standby's answer into `Answer`, counted.
+            Plan::Answer | Plan::Standby => Begin::Answer,
             Plan::Load {
                 under,
                 started,
@@ -116,7 +117,7 @@ impl Cache {
     /// A load failed (`pending`, if the lookup planned it): whether the
     /// slot's value stands in for it (the lookup is then answered, and
     /// counted as stale if it was not yet).
-    pub(super) fn load_failed(&self, pending: Option<Pending<'_>>, policy: &Policy) -> bool {
+    pub(super) fn load_failed(&self, pending: Option<Pending>, policy: &Policy) -> bool {
         let Some(Pending {
             keys,
             watch,
@@ -128,7 +129,7 @@ impl Cache {
         else {
             return false;
         };
-        if refresh {
+        if refresh != Refresh::No {
             self.refresh_failed(&keys, policy, standby.is_some());
         }
         match standby {
@@ -147,12 +148,54 @@ impl Cache {
     /// A load panicked (`pending`, if the lookup planned it): its waiters
     /// take their turns rather than wait for it; its lock, dropped here,
     /// is released in the background.
-    pub(super) fn load_panicked(&self, pending: Option<Pending<'_>>, policy: &Policy) {
+    pub(super) fn load_panicked(&self, pending: Option<Pending>, policy: &Policy) {
         if let Some(pending) = pending {
             self.panicked(&pending.under);
             if pending.standby.is_some_and(|standby| standby.uncounted) {
                 self.count(policy, Outcome::Miss);
             }
+        }
+    }
+
+    /// Whether `pending` (of a lookup that may detach its load) runs on a
+    /// task of its own, and if so how long
+    /// its caller waits for it: a refresh with a value to serve not at all;
+    /// a load that a value kept for fail-safe stands in for, `soft_timeout`.
+    /// The caller then counts its own lookup.
+    pub(super) fn detachable(&self, pending: &mut Pending, policy: &Policy) -> Option<Option<SoftWait>> {
+        // A value due for a refresh is served while it runs, as it is to
+        // everyone else.
+        if pending.refresh == Refresh::Due {
+            return Some(None);
+        }
+        let standby = pending.standby.as_mut()?;
+        let after = policy.soft_timeout_after()?;
+        let wait = SoftWait {
+            after,
+            standby: *standby,
+        };
+        standby.uncounted = false;
+        Some(Some(wait))
+    }
+
+    /// A detached load (see [`detachable`](Self::detachable)) failed or panicked.
+    pub(super) fn detached_failed(&self, pending: Pending, policy: &Policy, panicked: bool) {
+        if panicked {
+            let key = &pending.keys.entry;
+            tracing::error!(key, "aside: a load running in the background panicked");
+            self.load_panicked(Some(pending), policy);
+        } else {
+            self.load_failed(Some(pending), policy);
+        }
+    }
+
+    /// The caller of a load detached after `wait.after` got the loaded
+    /// value (`fresh`) or its standby: counts its lookup.
+    pub(super) fn soft_waited(&self, policy: &Policy, wait: &SoftWait, fresh: bool) {
+        if !fresh {
+            self.stood_in(policy, &wait.standby);
+        } else if wait.standby.uncounted {
+            self.count(policy, Outcome::Miss);
         }
     }
 
@@ -167,7 +210,7 @@ impl Cache {
     /// waiters get it, the backend and then the in-process tier store it.
     pub(super) async fn finish(
         &self,
-        pending: Pending<'_>,
+        pending: Pending,
         policy: &Policy,
         payload: Option<Bytes>,
         skip: bool,
@@ -225,16 +268,16 @@ impl Cache {
     /// The rest of a lookup, short of running the loader: the storage
     /// names, the in-process tier's watch, and the plan.
     #[allow(clippy::too_many_arguments)]
-    async fn plan_lookup<'a>(
-        &'a self,
+    async fn plan_lookup(
+        &self,
         key: &str,
         policy: &Policy,
         local: Option<&Local>,
-        mode: Mode,
+        (mode, detach): (Mode, bool),
         in_process: InProcess,
         touch: Option<Duration>,
         slot: &mut dyn Slot,
-    ) -> (EntryKeys, Option<Watch>, Plan<'a>) {
+    ) -> (EntryKeys, Option<Watch>, Plan) {
         let keys = self.inner.keys(key, policy.tags());
         if mode == Mode::Refresh {
             // Voids loads in flight (their values are older), before the
@@ -243,7 +286,10 @@ impl Cache {
         }
         // Taken before the fetch: a change from here on voids what it fills.
         let watch = local.and_then(|local| local.watch(key, keys.names()));
-        let call = Call::new(&keys, policy, watch.as_ref());
+        let call = Call {
+            detach,
+            ..Call::new(&keys, policy, watch.as_ref())
+        };
         let plan = match (mode, in_process) {
             (Mode::Refresh, _) => self.plan_forced(call).await,
             (_, InProcess::Due(due)) => self.plan_refresh(call, due, true, Instant::now(), slot).await,
@@ -263,13 +309,13 @@ impl Cache {
 
     /// A forced refresh's load, under the tokens read now. Its failure is
     /// a refresh error, with nothing to fall back on.
-    async fn plan_forced<'a>(&'a self, call: Call<'_>) -> Plan<'a> {
+    async fn plan_forced(&self, call: Call<'_>) -> Plan {
         let started = Instant::now();
         let stamp = self.tokens(call.keys).await;
         Plan::Load {
             under: Under::stamped(stamp),
             started,
-            refresh: true,
+            refresh: Refresh::Forced,
             standby: None,
         }
     }
@@ -278,13 +324,13 @@ impl Cache {
     /// value (left in `slot`), or a load to run and under what. `expired`:
     /// the in-process tier holds a value past its fresh time, kept for
     /// fail-safe, which is in `slot`.
-    async fn plan<'a>(
-        &'a self,
+    async fn plan(
+        &self,
         call: Call<'_>,
         touch: Option<Duration>,
         expired: Option<Meta>,
         slot: &mut dyn Slot,
-    ) -> Plan<'a> {
+    ) -> Plan {
         let Call { keys, policy, .. } = call;
         // A lookup is counted once, however many times it looks again: as a
         // hit by the read that finds it, as coalesced by a wait that gets
@@ -340,13 +386,15 @@ impl Cache {
                         return self.miss(policy, &mut uncounted, standby, under, started);
                     };
                     // Its tokens come with the lock.
-                    return match self.plan_locked(call, lock, leader, started, slot).await {
+                    let soft = standby.and(policy.soft_timeout_after());
+                    return match self.plan_locked(call, lock, leader, started, soft, slot).await {
                         Plan::Load { under, .. } => {
                             self.miss(policy, &mut uncounted, standby, under, started)
                         }
-                        answer => {
+                        Plan::Standby => self.serve_standby(policy, &mut uncounted, standby),
+                        Plan::Answer => {
                             self.count_miss(policy, &mut uncounted);
-                            answer
+                            Plan::Answer
                         }
                     };
                 }
@@ -357,7 +405,13 @@ impl Cache {
                     let Some(stamp) = self.tokens(keys).await else {
                         return self.miss(policy, &mut uncounted, standby, Under::default(), started);
                     };
-                    match self.wait(waiter).await {
+                    // With a soft timeout and a value standing by, not
+                    // longer than the timeout.
+                    let soft = standby.and(policy.soft_timeout_after());
+                    let Some(landed) = self.wait_at_most(waiter, soft).await else {
+                        return self.serve_standby(policy, &mut uncounted, standby);
+                    };
+                    match landed {
                         // Only a load that ran under the tokens this caller
                         // read: one that began before an invalidation this
                         // caller has seen is not for it.
@@ -374,10 +428,8 @@ impl Cache {
                         // (for `lock_wait` at most), rather than every
                         // waiter loading from a failing database at once.
                         Landed::Failed => {
-                            if let Some(standby) = &mut standby {
-                                standby.uncounted = std::mem::take(&mut uncounted);
-                                self.stood_in(policy, standby);
-                                return Plan::Answer;
+                            if standby.is_some() {
+                                return self.serve_standby(policy, &mut uncounted, standby);
                             }
                             let now = Instant::now();
                             let until = *turns_until.get_or_insert_with(|| now + turns(mode));
@@ -397,16 +449,26 @@ impl Cache {
         }
     }
 
+    /// A lookup answered by its `standby` (in the slot), counted as stale
+    /// unless it was counted already.
+    fn serve_standby(&self, policy: &Policy, uncounted: &mut bool, standby: Option<Standby>) -> Plan {
+        if let Some(mut standby) = standby {
+            standby.uncounted = std::mem::take(uncounted);
+            self.stood_in(policy, &standby);
+        }
+        Plan::Answer
+    }
+
     /// A lookup that loads under `under`: counted as a miss now, or, with a
     /// `standby`, when the load ends.
-    fn miss<'a>(
+    fn miss(
         &self,
         policy: &Policy,
         uncounted: &mut bool,
         standby: Option<Standby>,
-        under: Under<'a>,
+        under: Under,
         started: Instant,
-    ) -> Plan<'a> {
+    ) -> Plan {
         let standby = match standby {
             Some(mut standby) => {
                 standby.uncounted = std::mem::take(uncounted);
@@ -420,7 +482,7 @@ impl Cache {
         Plan::Load {
             under,
             started,
-            refresh: false,
+            refresh: Refresh::No,
             standby,
         }
     }
@@ -618,24 +680,31 @@ pub(super) enum InProcess {
 /// What a lookup comes to before its loader runs. (Returned once per
 /// lookup and taken apart at once: boxing `Load` would only cost.)
 #[allow(clippy::large_enum_variant)]
-pub(super) enum Begin<'a> {
+pub(super) enum Begin {
     /// The value is in the slot, and the lookup counted.
     Answer,
     /// Run the loader; `None`: alone, past the cache.
-    Load(Option<Pending<'a>>),
+    Load(Option<Pending>),
 }
 
 /// A load that a lookup planned, and what its value needs afterwards.
-pub(super) struct Pending<'a> {
+pub(super) struct Pending {
     pub(super) keys: EntryKeys,
     /// The in-process tier's, taken before the backend was read.
     watch: Option<Watch>,
-    pub(super) under: Under<'a>,
+    pub(super) under: Under,
     started: Instant,
     /// Whether it refreshes a value (its failure is a refresh error).
-    refresh: bool,
+    refresh: Refresh,
     /// What stands in if it fails.
     standby: Option<Standby>,
+}
+
+/// How long a caller waits for its load running on a task of its own before
+/// its standby answers.
+pub(super) struct SoftWait {
+    pub(super) after: Duration,
+    standby: Standby,
 }
 
 /// A value that stands in for a load if it fails (in the caller's slot):
@@ -669,29 +738,42 @@ pub(super) struct Due {
 }
 
 /// What a lookup comes to, before its loader (if any) runs.
-pub(super) enum Plan<'a> {
+pub(super) enum Plan {
     /// The value is in the slot, and the lookup counted.
     Answer,
+    /// The lookup's standby answers it: a soft timeout passed while it
+    /// waited (from [`plan_locked`](Cache::plan_locked) only; not counted).
+    Standby,
     /// Run the loader under `under`; its cost runs from `started`.
     Load {
-        under: Under<'a>,
+        under: Under,
         started: Instant,
         /// Whether it refreshes a value.
-        refresh: bool,
+        refresh: Refresh,
         /// What stands in if it fails.
         standby: Option<Standby>,
     },
 }
 
-impl<'a> Plan<'a> {
-    pub(super) fn load(under: Under<'a>, started: Instant) -> Self {
+impl Plan {
+    pub(super) fn load(under: Under, started: Instant) -> Self {
         Plan::Load {
             under,
             started,
-            refresh: false,
+            refresh: Refresh::No,
             standby: None,
         }
     }
+}
+
+/// Whether a load refreshes a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refresh {
+    No,
+    /// Under [`refresh`](crate::refresh): nothing in the slot.
+    Forced,
+    /// A value due for a refresh, which is in the slot.
+    Due,
 }
 
 /// How long a caller waits for its turn behind other callers' retries of a

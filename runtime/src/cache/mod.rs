@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::backend::{Backend, BoxFuture, EntryKeys};
 use crate::breaker::Breaker;
@@ -35,7 +35,7 @@ use crate::flight::{Flights, Leader};
 use crate::key::storage_key;
 use crate::l1::{Local, Watch};
 use crate::scope::{self, Mode};
-use lookup::{Begin, InProcess};
+use lookup::{Begin, InProcess, Pending, SoftWait};
 use observe::{CallKind, Observed};
 use slot::Typed;
 use tracing::{Instrument, Span};
@@ -262,11 +262,80 @@ impl Cache {
     /// assert_eq!(cache.stats().negative_hits, 1);
     /// # }
     /// ```
-    pub async fn get_or_load<T, E, F, Fut>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
+    pub fn get_or_load<'s, 'k, 'p, T, E, F, Fut>(
+        &'s self,
+        key: &'k str,
+        policy: &'p Policy,
+        load: F,
+    ) -> impl Future<Output = Result<T, E>> + use<'s, 'k, 'p, T, E, F, Fut>
     where
         T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
+    {
+        self.run::<T, E, F, Fut, Inline>(key, policy, load)
+    }
+
+    /// [`get_or_load`](Self::get_or_load) for a loader that can run on a
+    /// task of its own (`Send + 'static`), so that nobody waits for it:
+    ///
+    /// - A refresh ([`Stampede::Swr`](crate::Stampede::Swr), [`Stampede::Early`](crate::Stampede::Early))
+    ///   runs in the background, and the caller that wins it gets the
+    ///   current value at once, as every other caller does. The refresh is
+    ///   still one across processes, and still loses to an invalidation.
+    /// - With [`Policy::soft_timeout`], a load that a value kept for
+    ///   [fail-safe](Policy::fail_safe) stands in for returns that value
+    ///   once the timeout passes, and finishes in the background, storing
+    ///   its value when it lands.
+    ///
+    /// `#[cached]` calls it where the function's future can be made
+    /// `'static`: see its `refresh` option. Outside a Tokio runtime, it
+    /// runs inline, as `get_or_load` does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use aside::{Cache, Policy, Stampede};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let cache = Cache::memory();
+    /// let policy = Policy::new()
+    ///     .ttl(Duration::from_secs(60))
+    ///     .stampede(Stampede::Swr { stale: Duration::from_secs(600) });
+    /// let load = |price: u32| move || async move { Ok::<u32, ()>(price) };
+    /// let _ = cache.get_or_load_detached("price:7", &policy, load(10)).await;
+    /// tokio::time::advance(Duration::from_secs(61)).await;
+    /// // Due for a refresh: this caller gets the current price at once...
+    /// assert_eq!(cache.get_or_load_detached("price:7", &policy, load(11)).await, Ok(10));
+    /// // ...while the refresh runs on a task of its own.
+    /// tokio::task::yield_now().await;
+    /// assert_eq!(cache.get_or_load_detached("price:7", &policy, load(12)).await, Ok(11));
+    /// # }
+    /// ```
+    pub fn get_or_load_detached<'s, 'k, 'p, T, E, F, Fut>(
+        &'s self,
+        key: &'k str,
+        policy: &'p Policy,
+        load: F,
+    ) -> impl Future<Output = Result<T, E>> + use<'s, 'k, 'p, T, E, F, Fut>
+    where
+        T: Cacheable,
+        E: 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        self.run::<T, E, F, Fut, Detachable>(key, policy, load)
+    }
+
+    /// The read path's generic shell, for a loader that runs inline only
+    /// or may also run on a task of its own (`D`).
+    async fn run<T, E, F, Fut, D>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        D: Detach<T, F>,
     {
         // The flow's generic shell: a hit in the in-process tier (a clone of
         // a `T`), running the loader, and encoding its value. The rest,
@@ -280,25 +349,34 @@ impl Cache {
             InProcess::Hit => return Ok(slot.take()),
             found => found,
         };
-        let pending = match self
-            .begin(key, policy, mode, in_process, &mut slot, &observed.call)
+        // Detached only inside a Tokio runtime, which runs the task.
+        let detach = D::DETACHABLE && tokio::runtime::Handle::try_current().is_ok();
+        let mut pending = match self
+            .begin(key, policy, (mode, detach), in_process, &mut slot, &observed.call)
             .await
         {
             Begin::Answer => return Ok(slot.take()),
             Begin::Load(pending) => pending,
         };
-        // The one place the loader runs. Its result lives in this block
-        // only, and no `.await` comes before it is a value: an error need
-        // not be `Send` (`tests/ui/pass/send-futures.rs`).
-        let load = std::pin::pin!(load());
+        // A load that a value stands by for may run on a task of its own:
+        // a refresh nobody waits for, or one that outlasts `soft_timeout`.
+        if detach {
+            if let Some(wait) = pending.as_mut().and_then(|p| self.detachable(p, policy)) {
+                let pending = pending.expect("a detachable load was planned");
+                let landed = D::detach(load, self, policy, pending, &observed);
+                return Ok(match wait {
+                    None => slot.take(),
+                    Some(wait) => self.await_detached(policy, wait, landed, slot).await,
+                });
+            }
+        }
+        // The one place the loader runs inline. Its result lives in this
+        // block only, and no `.await` comes before it is a value: an error
+        // need not be `Send` (`tests/ui/pass/send-futures.rs`).
+        let fut = std::pin::pin!(load());
         let value = {
             let span = observed.start_load();
-            let loaded = CatchUnwind {
-                fut: load,
-                mode,
-                span,
-            }
-            .await;
+            let loaded = CatchUnwind { fut, mode, span }.await;
             self.loaded(policy, &observed, matches!(loaded, Ok(Ok(_))));
             match loaded {
                 Ok(Ok(value)) => value,
@@ -315,18 +393,48 @@ impl Cache {
                 }
             }
         };
+        Ok(self.complete(pending, policy, value, observed).await)
+    }
+
+    /// Waits `wait.after` at most for a detached load's value; its standby,
+    /// in `slot`, otherwise.
+    async fn await_detached<T>(
+        &self,
+        policy: &Policy,
+        wait: SoftWait,
+        landed: oneshot::Receiver<T>,
+        slot: Typed<T>,
+    ) -> T {
+        let landed = tokio::time::timeout(wait.after, landed).await;
+        let fresh = matches!(landed, Ok(Ok(_)));
+        self.soft_waited(policy, &wait, fresh);
+        match landed {
+            Ok(Ok(value)) => value,
+            _ => slot.take(),
+        }
+    }
+
+    /// A loaded `value` lands as `pending` says: its waiters get it, and
+    /// the backend and the in-process tier store it.
+    async fn complete<T: Cacheable>(
+        &self,
+        pending: Option<Pending>,
+        policy: &Policy,
+        value: T,
+        observed: Observed,
+    ) -> T {
         // Nothing to store (caching is off, or the backend failed), to hand
         // to waiters, or to release: no need to encode.
         let pending = match pending {
             Some(pending) if !pending.under.is_idle() => pending,
-            Some(_) | None => return Ok(value),
+            Some(_) | None => return value,
         };
         let payload = self.encode_value(&pending.keys, policy, &value);
         let skip = policy.skips(&value);
-        slot.0 = Some(value);
+        let mut slot = Typed(Some(value));
         self.finish(pending, policy, payload, skip, &mut slot, observed)
             .await;
-        Ok(slot.take())
+        slot.take()
     }
 
     /// Write-through: runs `load` (the function that changed the data and
@@ -545,13 +653,13 @@ impl Cache {
 /// the backend failed, nothing is stored), the in-process flight it lands,
 /// and the backend lock its store releases.
 #[derive(Default)]
-struct Under<'a> {
+struct Under {
     stamp: Option<Stamp>,
-    leader: Option<Leader<'a>>,
+    leader: Option<Leader>,
     lock: Option<HeldLock>,
 }
 
-impl<'a> Under<'a> {
+impl Under {
     /// Nothing to store under, land or release: a load the backend
     /// failed to prepare.
     fn is_idle(&self) -> bool {
@@ -565,7 +673,7 @@ impl<'a> Under<'a> {
         }
     }
 
-    fn leading(self, leader: Leader<'a>) -> Self {
+    fn leading(self, leader: Leader) -> Self {
         Under {
             leader: Some(leader),
             ..self
@@ -580,18 +688,25 @@ impl<'a> Under<'a> {
     }
 }
 
-/// One lookup: its storage names, its policy, and the in-process tier's
-/// watch that its fills need (none without the tier).
+/// One lookup: its storage names, its policy, the in-process tier's watch
+/// that its fills need (none without the tier), and whether its load may run
+/// on a task of its own (see [`Cache::get_or_load_detached`]).
 #[derive(Clone, Copy)]
 struct Call<'a> {
     keys: &'a EntryKeys,
     policy: &'a Policy,
     watch: Option<&'a Watch>,
+    detach: bool,
 }
 
 impl<'a> Call<'a> {
     fn new(keys: &'a EntryKeys, policy: &'a Policy, watch: Option<&'a Watch>) -> Self {
-        Call { keys, policy, watch }
+        Call {
+            keys,
+            policy,
+            watch,
+            detach: false,
+        }
     }
 }
 
@@ -640,6 +755,81 @@ impl<F: Future> Future for CatchUnwind<'_, F> {
             Ok(poll) => poll.map(Ok),
             Err(panic) => Poll::Ready(Err(panic)),
         }
+    }
+}
+
+/// Whether a lookup's loader `F` may also run on a task of its own. (A
+/// type parameter of [`Cache::run`] rather than a trait of the loader: the
+/// lookup's future then holds no associated type, which would keep rustc
+/// from proving it `Send`.)
+trait Detach<T, F> {
+    /// Whether [`detach`](Self::detach) may be called.
+    const DETACHABLE: bool;
+
+    /// Runs `load` on a task of its own, landing its value as `pending`
+    /// says; the value is also sent on the receiver. Only if `DETACHABLE`.
+    fn detach(
+        load: F,
+        cache: &Cache,
+        policy: &Policy,
+        pending: Pending,
+        caller: &Observed,
+    ) -> oneshot::Receiver<T>;
+}
+
+/// Loaders run where their caller does.
+enum Inline {}
+
+impl<T, F> Detach<T, F> for Inline {
+    const DETACHABLE: bool = false;
+
+    fn detach(_: F, _: &Cache, _: &Policy, _: Pending, _: &Observed) -> oneshot::Receiver<T> {
+        unreachable!("an inline loader is never detached")
+    }
+}
+
+/// Loaders that can also run on a task of their own.
+enum Detachable {}
+
+impl<T, E, F, Fut> Detach<T, F> for Detachable
+where
+    T: Cacheable,
+    E: 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    const DETACHABLE: bool = true;
+
+    fn detach(
+        load: F,
+        cache: &Cache,
+        policy: &Policy,
+        pending: Pending,
+        caller: &Observed,
+    ) -> oneshot::Receiver<T> {
+        let (sent, landed) = oneshot::channel();
+        let (cache, policy) = (cache.clone(), policy.clone());
+        let mut observed = Observed::detached(caller);
+        let span = observed.call.clone();
+        let job = async move {
+            let fut = std::pin::pin!(load());
+            // In a block: the error need not be `Send`.
+            let value = {
+                let span = observed.start_load();
+                let mode = Mode::Lookup;
+                let loaded = CatchUnwind { fut, mode, span }.await;
+                cache.loaded(&policy, &observed, matches!(loaded, Ok(Ok(_))));
+                match loaded {
+                    Ok(Ok(value)) => value,
+                    Ok(Err(_)) => return cache.detached_failed(pending, &policy, false),
+                    Err(_) => return cache.detached_failed(pending, &policy, true),
+                }
+            };
+            let value = cache.complete(Some(pending), &policy, value, observed).await;
+            let _ = sent.send(value);
+        };
+        tokio::spawn(job.instrument(span));
+        landed
     }
 }
 

@@ -97,6 +97,14 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
+    /// Not a call: a load on a task of its own.
+    fn none() -> Self {
+        InFlight {
+            #[cfg(feature = "metrics")]
+            _guard: None,
+        }
+    }
+
     pub(super) fn enter(policy: &Policy) -> Self {
         #[cfg(not(feature = "metrics"))]
         let _ = policy;
@@ -157,6 +165,16 @@ impl Observed {
             call,
             load: None,
             _in_flight: InFlight::enter(policy),
+        }
+    }
+
+    /// What a load that runs on a task of its own keeps, started by the
+    /// call `caller`: a span of its own, a child of the caller's.
+    pub(super) fn detached(caller: &Observed) -> Self {
+        Observed {
+            call: tracing::debug_span!(parent: &caller.call, "aside.background"),
+            load: None,
+            _in_flight: InFlight::none(),
         }
     }
 

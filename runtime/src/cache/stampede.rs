@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::lookup::{Due, Found, Plan, Standby};
+use super::lookup::{Due, Found, Plan, Refresh, Standby};
 use super::observe::LockWait;
 use super::slot::Slot;
 use super::{Cache, Call, Under};
@@ -24,18 +24,22 @@ impl Cache {
     /// the same round trip) and loads, its store releasing the lock; or waits
     /// for the holder's value (told of its release where the backend can,
     /// polling with backoff as the fallback). Past `lock_wait`, or if
-    /// the backend fails, loads without the lock rather than fail.
-    pub(super) async fn plan_locked<'a>(
-        &'a self,
+    /// the backend fails, loads without the lock rather than fail. With
+    /// `soft` (a soft timeout, and a value in `slot` that stands by), past
+    /// it, answers with that value instead: [`Plan::Standby`].
+    pub(super) async fn plan_locked(
+        &self,
         call: Call<'_>,
         (lock_ttl, lock_wait): (Duration, Duration),
-        leader: Leader<'a>,
+        leader: Leader,
         started: Instant,
+        soft: Option<Duration>,
         slot: &mut dyn Slot,
-    ) -> Plan<'a> {
+    ) -> Plan {
         let Call { keys, policy, .. } = call;
         // A `lock_wait` too large to add to now means: wait as long as it takes.
-        let deadline = Instant::now().checked_add(lock_wait);
+        let wait = soft.map_or(lock_wait, |soft| soft.min(lock_wait));
+        let deadline = Instant::now().checked_add(wait);
         let mut pause = Duration::from_millis(2);
         // Started at the first wait: word of the holder's release, where the
         // backend can give it. A release before it began is found by the
@@ -61,6 +65,9 @@ impl Cache {
                 Lock::Busy => {
                     let now = Instant::now();
                     if deadline.is_some_and(|deadline| now >= deadline) {
+                        if soft.is_some() {
+                            return Plan::Standby;
+                        }
                         break;
                     }
                     if watch.is_none() {
@@ -96,14 +103,14 @@ impl Cache {
     /// everyone else gets the current value at once. If the reload fails,
     /// the current value is returned where [`Due::fallback`] allows it, and
     /// the error otherwise (see [`Refresh`]).
-    pub(super) async fn plan_refresh<'a>(
-        &'a self,
+    pub(super) async fn plan_refresh(
+        &self,
         call: Call<'_>,
         due: Due,
         count: bool,
         started: Instant,
         slot: &mut dyn Slot,
-    ) -> Plan<'a> {
+    ) -> Plan {
         let keys = call.keys;
         // A load of the key is in flight in this process: serve what we have.
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
@@ -127,21 +134,26 @@ impl Cache {
             // Past its fresh time and the backend failing: call through.
             Lock::Failed => Under::default(),
         };
+        // Past its fresh time: a miss, if this caller waits for the load;
+        // if the load runs on a task of its own, it is served the value.
         if count && !due.fallback {
-            self.count(call.policy, Outcome::Miss);
+            match call.detach {
+                true => self.count_hit(call.policy, due.meta.negative, true, false),
+                false => self.count(call.policy, Outcome::Miss),
+            }
         }
         self.count_refresh(call.policy);
         Plan::Load {
             under: under.leading(leader),
             started,
-            refresh: true,
+            refresh: Refresh::Due,
             standby: due.fallback.then(|| Standby::new(due.meta)),
         }
     }
 
     /// Answers a caller who does not refresh a [`Due`] entry with its value
     /// (in the slot), counting the hit that [`read`](Self::read) left to this point.
-    pub(super) fn serve(&self, policy: &Policy, due: &Due, count: bool) -> Plan<'static> {
+    pub(super) fn serve(&self, policy: &Policy, due: &Due, count: bool) -> Plan {
         if count && !due.fallback {
             // Past its fresh time: served while another caller refreshes it.
             self.count_hit(policy, due.meta.negative, true, false);
@@ -149,9 +161,14 @@ impl Cache {
         Plan::Answer
     }
 
-    pub(super) async fn wait(&self, waiter: Waiter) -> Landed {
+    /// Waits for the flight `waiter` joined: for `at_most`, if given.
+    pub(super) async fn wait_at_most(&self, waiter: Waiter, at_most: Option<Duration>) -> Option<Landed> {
         let _waiting = Counters::enter(&self.inner.counters.waiting);
-        waiter.wait().instrument(tracing::debug_span!("aside.wait")).await
+        let landed = waiter.wait().instrument(tracing::debug_span!("aside.wait"));
+        match at_most {
+            Some(limit) => tokio::time::timeout(limit, landed).await.ok(),
+            None => Some(landed.await),
+        }
     }
 
     /// Tries to take the stampede lock of `keys`. The guard is armed before

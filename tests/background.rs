@@ -1,0 +1,241 @@
+//! Loads nobody waits for (`Cache::get_or_load_detached`): a refresh runs on
+//! a task of its own while every caller gets the current value; a load that
+//! outlasts `soft_timeout` while a fail-safe value stands by finishes in the
+//! background and stores its value when it lands.
+
+#[macro_use]
+mod support;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aside::{Cache, Policy, Stampede};
+use support::{bounded, Kind, TestCache};
+use tokio::sync::Notify;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const TTL: Duration = Duration::from_millis(50);
+
+/// A loader whose runs are counted and which, while `gate` is set, waits
+/// for it to be released.
+#[derive(Clone, Default)]
+struct Db {
+    runs: Arc<AtomicU64>,
+    /// Loads that finished.
+    done: Arc<AtomicU64>,
+    gate: Option<Arc<Notify>>,
+}
+
+impl Db {
+    fn gated() -> (Db, Arc<Notify>) {
+        let gate = Arc::new(Notify::new());
+        let db = Db {
+            gate: Some(gate.clone()),
+            ..Db::default()
+        };
+        (db, gate)
+    }
+
+    fn load(
+        &self,
+        value: io::Result<u32>,
+    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<u32>> + Send>>
+           + Send
+           + 'static {
+        let db = self.clone();
+        move || {
+            Box::pin(async move {
+                db.runs.fetch_add(1, SeqCst);
+                if let Some(gate) = &db.gate {
+                    gate.notified().await;
+                }
+                db.done.fetch_add(1, SeqCst);
+                value
+            })
+        }
+    }
+}
+
+/// Past the fresh time (and any jitter); on the memory tests' paused clock, at once.
+async fn expire() {
+    tokio::time::sleep(TTL * 3).await;
+}
+
+/// Calls until the cache answers `want` (a background load landing).
+async fn until_value(cache: &Cache, policy: &Policy, want: u32) {
+    let never = Db::default();
+    bounded("the background load's value", Duration::from_secs(10), async {
+        loop {
+            let got = cache
+                .get_or_load_detached("k", policy, never.load(Err(io::Error::other("unused"))))
+                .await;
+            if got.as_ref().ok() == Some(&want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
+
+async fn refresh_in_background(kind: Kind, stampede: Stampede) {
+    let cache = TestCache::new(kind).await;
+    let policy = Policy::new().ttl(TTL).stampede(stampede);
+    let db = Db::default();
+    assert_eq!(
+        cache
+            .get_or_load_detached("k", &policy, db.load(Ok(1)))
+            .await
+            .unwrap(),
+        1
+    );
+    expire().await;
+    let (slow, release) = Db::gated();
+    let before = cache.stats();
+    // The refresh's loader is held until released: the caller that won the
+    // refresh returns without it, and so does everyone else.
+    for _ in 0..5 {
+        let got = bounded(
+            "a caller during the refresh",
+            Duration::from_secs(10),
+            cache.get_or_load_detached("k", &policy, slow.load(Ok(2))),
+        )
+        .await;
+        assert_eq!(got.unwrap(), 1, "the current value, at once");
+    }
+    assert_eq!(slow.done.load(SeqCst), 0, "nobody waited for the refresh");
+    release.notify_one();
+    until_value(&cache, &policy, 2).await;
+    let stats = cache.stats().since(&before);
+    assert_eq!(slow.runs.load(SeqCst), 1, "one refresh: {stats:?}");
+    assert_eq!((stats.refreshes, stats.misses), (1, 0), "{stats:?}");
+}
+
+async fn an_swr_refresh_runs_in_the_background(kind: Kind) {
+    let stale = Duration::from_secs(600);
+    refresh_in_background(kind, Stampede::Swr { stale }).await;
+}
+
+async fn an_early_refresh_runs_in_the_background(kind: Kind) {
+    // Past the TTL, early serves the current value while one caller refreshes.
+    refresh_in_background(kind, Stampede::Early { beta: 1.0 }).await;
+}
+
+/// A refresh running when the key is invalidated does not store its value.
+async fn a_background_refresh_loses_to_an_invalidation(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let policy = Policy::new().ttl(TTL).stampede(Stampede::Swr { stale: HOUR });
+    let db = Db::default();
+    let _ = cache.get_or_load_detached("k", &policy, db.load(Ok(1))).await;
+    expire().await;
+    let (slow, release) = Db::gated();
+    assert_eq!(
+        cache
+            .get_or_load_detached("k", &policy, slow.load(Ok(2)))
+            .await
+            .unwrap(),
+        1
+    );
+    bounded("the refresh to start", Duration::from_secs(10), async {
+        while slow.runs.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    cache.invalidate("k").await.unwrap();
+    release.notify_one();
+    bounded("the refresh to end", Duration::from_secs(10), async {
+        while slow.done.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let fresh = cache.get_or_load_detached("k", &policy, db.load(Ok(3))).await;
+    assert_eq!(
+        fresh.unwrap(),
+        3,
+        "the refresh that began before the invalidation was not kept"
+    );
+}
+
+/// A background refresh that fails keeps the current value, counted.
+async fn a_failed_background_refresh_keeps_the_value(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let policy = Policy::new().ttl(TTL).stampede(Stampede::Swr { stale: HOUR });
+    let db = Db::default();
+    let _ = cache.get_or_load_detached("k", &policy, db.load(Ok(1))).await;
+    expire().await;
+    let failing = db.load(Err(io::Error::other("database down")));
+    assert_eq!(
+        cache.get_or_load_detached("k", &policy, failing).await.unwrap(),
+        1
+    );
+    bounded("the refresh to fail", Duration::from_secs(10), async {
+        while cache.stats().refresh_errors == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let again = cache
+        .get_or_load_detached("k", &policy, Db::default().load(Ok(2)))
+        .await;
+    assert!(matches!(again, Ok(1 | 2)), "{again:?}");
+}
+
+/// The slow database: with `soft_timeout = 100ms` and fail-safe,
+/// callers get the kept value after the timeout while the load goes on, and
+/// the load's value is stored when it lands.
+async fn a_slow_load_is_served_stale_after_the_soft_timeout_then_stored(kind: Kind) {
+    const SOFT: Duration = Duration::from_millis(100);
+    let cache = TestCache::new(kind).await;
+    let policy = Policy::new().ttl(TTL).fail_safe(HOUR).soft_timeout(SOFT);
+    let _ = cache
+        .get_or_load_detached("k", &policy, Db::default().load(Ok(1)))
+        .await;
+    expire().await;
+    let (slow, release) = Db::gated();
+    let other = cache.another().await;
+    let before = cache.stats();
+    // Eight callers at once over two instances: one loads (held until
+    // released), every one gets the kept value once the timeout passes.
+    let callers: Vec<_> = (0..8)
+        .map(|i| {
+            let cache = if i % 2 == 0 {
+                cache.cache.clone()
+            } else {
+                other.clone()
+            };
+            let (policy, slow) = (policy.clone(), slow.clone());
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let got = cache.get_or_load_detached("k", &policy, slow.load(Ok(2))).await;
+                (got.unwrap(), started.elapsed())
+            })
+        })
+        .collect();
+    let mut waits = Vec::new();
+    for caller in callers {
+        let (value, waited) = bounded("a caller", Duration::from_secs(10), caller)
+            .await
+            .unwrap();
+        assert_eq!(value, 1, "the kept value");
+        waits.push(waited);
+    }
+    assert_eq!(slow.done.load(SeqCst), 0, "no caller waited for the load itself");
+    assert_eq!(slow.runs.load(SeqCst), 1, "one load across both instances");
+    let stats = cache.stats().since(&before);
+    assert!(stats.stale_hits >= 1, "{stats:?}");
+    eprintln!("soft timeout {SOFT:?}: callers answered after {waits:?}");
+    release.notify_one();
+    until_value(&cache, &policy, 2).await;
+}
+
+on_both_backends!(
+    an_swr_refresh_runs_in_the_background,
+    an_early_refresh_runs_in_the_background,
+    a_background_refresh_loses_to_an_invalidation,
+    a_failed_background_refresh_keeps_the_value,
+    a_slow_load_is_served_stale_after_the_soft_timeout_then_stored,
+);
