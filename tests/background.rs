@@ -221,6 +221,7 @@ async fn a_slow_load_is_served_stale_after_the_soft_timeout_then_stored(kind: Ki
             .await
             .unwrap();
         assert_eq!(value, 1, "the kept value");
+        assert!(waited >= SOFT, "answered before the timeout: {waited:?}");
         waits.push(waited);
     }
     assert_eq!(slow.done.load(SeqCst), 0, "no caller waited for the load itself");

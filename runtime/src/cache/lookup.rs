@@ -101,7 +101,10 @@ impl Cache {
                 refresh,
                 standby,
             } => {
-                Counters::incr(&self.inner.counters.loads);
+                // A refresh yet to take its lock counts its load once it has.
+                if !matches!(refresh, Refresh::Unlocked(_)) {
+                    Counters::incr(&self.inner.counters.loads);
+                }
                 Begin::Load(Some(Pending {
                     keys,
                     watch,
@@ -129,7 +132,7 @@ impl Cache {
         else {
             return false;
         };
-        if refresh != Refresh::No {
+        if !matches!(refresh, Refresh::No) {
             self.refresh_failed(&keys, policy, standby.is_some());
         }
         match standby {
@@ -165,7 +168,7 @@ impl Cache {
     pub(super) fn detachable(&self, pending: &mut Pending, policy: &Policy) -> Option<Option<SoftWait>> {
         // A value due for a refresh is served while it runs, as it is to
         // everyone else.
-        if pending.refresh == Refresh::Due {
+        if matches!(pending.refresh, Refresh::Due | Refresh::Unlocked(_)) {
             return Some(None);
         }
         let standby = pending.standby.as_mut()?;
@@ -342,6 +345,15 @@ impl Cache {
         // Once a load this lookup waited for failed: until when it waits
         // for its turn behind another caller's retry rather than load.
         let mut turns_until: Option<Instant> = None;
+        // With a soft timeout and a value standing by: until when this
+        // lookup waits for a load, however many it waits for.
+        let mut soft_until: Option<Instant> = None;
+        let mut soft = |standby: &Option<Standby>| {
+            let after = standby.and(policy.soft_timeout_after())?;
+            let now = Instant::now();
+            let until = *soft_until.get_or_insert(now + after);
+            Some(until.saturating_duration_since(now))
+        };
         loop {
             // What a load costs, for XFetch, runs from here: this fetch stands
             // in for the store's round trip, then come the lock, the tokens
@@ -386,7 +398,7 @@ impl Cache {
                         return self.miss(policy, &mut uncounted, standby, under, started);
                     };
                     // Its tokens come with the lock.
-                    let soft = standby.and(policy.soft_timeout_after());
+                    let soft = soft(&standby);
                     return match self.plan_locked(call, lock, leader, started, soft, slot).await {
                         Plan::Load { under, .. } => {
                             self.miss(policy, &mut uncounted, standby, under, started)
@@ -407,8 +419,7 @@ impl Cache {
                     };
                     // With a soft timeout and a value standing by, not
                     // longer than the timeout.
-                    let soft = standby.and(policy.soft_timeout_after());
-                    let Some(landed) = self.wait_at_most(waiter, soft).await else {
+                    let Some(landed) = self.wait_at_most(waiter, soft(&standby)).await else {
                         return self.serve_standby(policy, &mut uncounted, standby);
                     };
                     match landed {
@@ -695,7 +706,7 @@ pub(super) struct Pending {
     pub(super) under: Under,
     started: Instant,
     /// Whether it refreshes a value (its failure is a refresh error).
-    refresh: Refresh,
+    pub(super) refresh: Refresh,
     /// What stands in if it fails.
     standby: Option<Standby>,
 }
@@ -727,6 +738,7 @@ impl Standby {
 }
 
 /// A value due for a refresh.
+#[derive(Clone, Copy)]
 pub(super) struct Due {
     /// What it was stored with. A re-read that finds another `stored_at`
     /// finds another caller's refresh.
@@ -738,6 +750,8 @@ pub(super) struct Due {
 }
 
 /// What a lookup comes to, before its loader (if any) runs.
+// Returned once per lookup and taken apart at once: boxing `Load` would only cost.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Plan {
     /// The value is in the slot, and the lookup counted.
     Answer,
@@ -767,13 +781,17 @@ impl Plan {
 }
 
 /// Whether a load refreshes a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(super) enum Refresh {
     No,
     /// Under [`refresh`](crate::refresh): nothing in the slot.
     Forced,
     /// A value due for a refresh, which is in the slot.
     Due,
+    /// The same, refreshed on a task of its own, which takes the refresh
+    /// lock first (see [`Cache::lock_refresh`]): its caller is answered
+    /// without waiting even for that.
+    Unlocked(Due),
 }
 
 /// How long a caller waits for its turn behind other callers' retries of a

@@ -812,6 +812,13 @@ where
         let mut observed = Observed::detached(caller);
         let span = observed.call.clone();
         let job = async move {
+            let mut pending = pending;
+            if !cache
+                .lock_refresh(&mut pending, &policy, &mut Typed::<T>(None))
+                .await
+            {
+                return;
+            }
             let fut = std::pin::pin!(load());
             // In a block: the error need not be `Send`.
             let value = {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::lookup::{Due, Found, Plan, Refresh, Standby};
+use super::lookup::{Due, Found, Pending, Plan, Refresh, Standby};
 use super::observe::LockWait;
 use super::slot::Slot;
 use super::{Cache, Call, Under};
@@ -116,6 +116,19 @@ impl Cache {
         let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
             return self.serve(call.policy, &due, count);
         };
+        // Refreshed on a task of its own, which takes the lock: this caller
+        // is served now, after one round trip, as a hit is.
+        if call.detach {
+            if count && !due.fallback {
+                self.count_hit(call.policy, due.meta.negative, true, false);
+            }
+            return Plan::Load {
+                under: Under::default().leading(leader),
+                started,
+                refresh: Refresh::Unlocked(due),
+                standby: due.fallback.then(|| Standby::new(due.meta)),
+            };
+        }
         let under = match self.lock(keys, call.policy.refresh_lock()).await {
             Lock::Taken(held, Locked { entry, tokens }) => {
                 // Another caller may have finished a refresh between our read
@@ -134,13 +147,9 @@ impl Cache {
             // Past its fresh time and the backend failing: call through.
             Lock::Failed => Under::default(),
         };
-        // Past its fresh time: a miss, if this caller waits for the load;
-        // if the load runs on a task of its own, it is served the value.
+        // Past its fresh time, and this caller waits for the load: a miss.
         if count && !due.fallback {
-            match call.detach {
-                true => self.count_hit(call.policy, due.meta.negative, true, false),
-                false => self.count(call.policy, Outcome::Miss),
-            }
+            self.count(call.policy, Outcome::Miss);
         }
         self.count_refresh(call.policy);
         Plan::Load {
@@ -149,6 +158,40 @@ impl Cache {
             refresh: Refresh::Due,
             standby: due.fallback.then(|| Standby::new(due.meta)),
         }
+    }
+
+    /// A refresh planned without its lock ([`Refresh::Unlocked`]), on the
+    /// task that runs it: takes the lock, as [`plan_refresh`](Self::plan_refresh)
+    /// does. Whether to load: not if another process holds the lock or has
+    /// replaced the value (its decoding is left in `slot`), nor if the
+    /// backend fails.
+    pub(super) async fn lock_refresh(
+        &self,
+        pending: &mut Pending,
+        policy: &Policy,
+        slot: &mut dyn Slot,
+    ) -> bool {
+        let Refresh::Unlocked(due) = pending.refresh else {
+            return true;
+        };
+        let Lock::Taken(held, Locked { entry, tokens }) =
+            self.lock(&pending.keys, policy.refresh_lock()).await
+        else {
+            return false;
+        };
+        if self.replaced(&tokens.fetched(entry), &due, slot) {
+            if let Some(leader) = &pending.under.leader {
+                leader.land(Landed::Stored);
+            }
+            held.release().await;
+            return false;
+        }
+        pending.under.stamp = Some(tokens);
+        pending.under.lock = Some(held);
+        pending.refresh = Refresh::Due;
+        Counters::incr(&self.inner.counters.loads);
+        self.count_refresh(policy);
+        true
     }
 
     /// Answers a caller who does not refresh a [`Due`] entry with its value
