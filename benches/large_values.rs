@@ -1,8 +1,9 @@
 //! Small hits on one instance while another task of it caches 20 MB values,
 //! against a private redis-server: with no entry-size limit, and with the
 //! default limit (`CacheBuilder::DEFAULT_MAX_ENTRY_SIZE`, 1 MiB), which
-//! returns such values without writing them. The baseline is the same hits
-//! with no writer.
+//! returns such values without writing them; and with no limit but
+//! `compress_above(64 KiB)` (the values, one letter repeated, compress
+//! about 250 times). The baseline is the same hits with no writer.
 //!
 //! Run with `cargo bench --bench large_values`; it prints p50, p99 and the
 //! worst small hit for each case, and their ratios to the baseline.
@@ -78,10 +79,20 @@ fn main() {
             .unwrap()
     };
     let (unlimited, limited) = (build(usize::MAX), build(CacheBuilder::DEFAULT_MAX_ENTRY_SIZE));
+    let compressed = rt
+        .block_on(
+            Cache::builder()
+                .redis(server.url())
+                .max_entry_size(usize::MAX)
+                .compress_above(64 << 10)
+                .build(),
+        )
+        .unwrap();
     let cases = [
         ("no writer (baseline)", &limited, false),
         ("20 MB writes, no limit", &unlimited, true),
         ("20 MB writes, default 1 MiB limit", &limited, true),
+        ("20 MB writes, no limit, compressed above 64 KiB", &compressed, true),
     ];
     let measured: Vec<_> = cases
         .iter()

@@ -124,3 +124,59 @@ async fn writes_over_the_limit_are_refused_or_not_stored() {
         assert_eq!(cache.stats().oversized, 2, "{kind}");
     }
 }
+
+/// `compress_above`: a large value is stored compressed (smaller in Redis),
+/// read back by any reader, and a reader whose limit is below its size
+/// treats it as a corrupt entry (a miss) rather than inflate it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_are_stored_compressed_and_read_by_any_reader() {
+    let server = RedisServer::start();
+    let writer = Cache::builder()
+        .redis(server.url())
+        .compress_above(1024)
+        .build()
+        .await
+        .unwrap();
+    let document: Vec<String> = (0..2_000).map(|i| format!("line {}", i % 10)).collect();
+    let encoded = serde_json::to_vec(&document).unwrap().len();
+    let policy = Policy::new().ttl(Duration::from_secs(600));
+    let load = |value: Vec<String>| move || async move { Ok::<_, io::Error>(value) };
+    let got = writer
+        .get_or_load("doc", &policy, load(document.clone()))
+        .await
+        .unwrap();
+    assert_eq!(got, document);
+    let mut raw = server.raw().await;
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg("aside:doc")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        stored.len() * 4 < encoded,
+        "{} bytes stored for {encoded}",
+        stored.len()
+    );
+    // Another process without compression reads it: a hit.
+    let reader = server.cache().await;
+    let read = reader
+        .get_or_load("doc", &policy, load(Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(read, document);
+    assert_eq!(reader.stats().hits, 1);
+    // A reader whose limit is below the value's size does not inflate it:
+    // a corrupt entry, a miss, and its own load.
+    let small = Cache::builder()
+        .redis(server.url())
+        .max_entry_size(1024)
+        .build()
+        .await
+        .unwrap();
+    let read = small
+        .get_or_load("doc", &policy, load(vec!["fresh".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(read, ["fresh"]);
+    assert_eq!((small.stats().corrupt, small.stats().hits), (1, 0));
+}

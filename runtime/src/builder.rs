@@ -50,6 +50,7 @@ pub struct CacheBuilder {
     connect_timeout: Duration,
     invalidation_window: Duration,
     max_entry_size: usize,
+    compress_above: Option<usize>,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
     /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
@@ -145,6 +146,7 @@ impl CacheBuilder {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             invalidation_window: Self::DEFAULT_INVALIDATION_WINDOW,
             max_entry_size: Self::DEFAULT_MAX_ENTRY_SIZE,
+            compress_above: None,
             breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
             tls_root_certificate: None,
@@ -382,6 +384,33 @@ impl CacheBuilder {
         self
     }
 
+    /// Compresses each value whose encoded size is above `bytes` (LZ4, at
+    /// hundreds of MB/s), when that makes it smaller; off by default. The
+    /// entry records it, so any reader decompresses it, whatever its own
+    /// setting; a reader inflates a value only up to its
+    /// [`max_entry_size`](Self::max_entry_size), so a damaged or hostile
+    /// entry cannot make it allocate more (such an entry is a miss, counted
+    /// as corrupt). Values of 64 bytes or less are never compressed.
+    ///
+    /// Worth it for large, repetitive values (JSON documents, lists), which
+    /// then cost less Redis memory and network; `max_entry_size` still
+    /// applies to the size before compression.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::builder().compress_above(4096).build().await?;
+    /// let report = "line\n".repeat(10_000);
+    /// cache.set("report", &report, None).await?;
+    /// assert_eq!(cache.get::<String>("report").await?, Some(report));
+    /// # Ok(()) }
+    /// ```
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = Some(bytes);
+        self
+    }
+
     /// The TTL used when a call's policy sets none.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = ttl;
@@ -546,6 +575,7 @@ impl CacheBuilder {
                 default_ttl: self.default_ttl,
                 invalidation_window: self.invalidation_window,
                 max_entry_size: self.max_entry_size,
+                compress_above: self.compress_above,
                 breaker_threshold: self.breaker_threshold,
                 breaker_cooldown: self.breaker_cooldown,
                 codec: self.codec,

@@ -5,7 +5,9 @@
 //! offset  size  field
 //! 0       2     magic b"as"
 //! 2       1     format version (FORMAT_VERSION)
-//! 3       1     codec (0 JSON, 1 MessagePack; see Codec)
+//! 3       1     codec (0 JSON, 1 MessagePack; see Codec), plus 0x80 if
+//!               the payload is LZ4-compressed (a block, its size first as
+//!               u32 LE; see CacheBuilder::compress_above)
 //! 4       8     stored_at, ms since the Unix epoch (u64 LE)
 //! 12      8     fresh_until, ms since the Unix epoch (u64 LE)
 //! 20      4     load_time, µs the loader took (u32 LE, saturating)
@@ -20,6 +22,8 @@
 //! does not decode is a [`DecodeError`]: the caller treats it as a miss.
 
 use std::time::Duration;
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 
@@ -42,8 +46,16 @@ pub(crate) struct Entry<'a> {
     pub(crate) load_time: Duration,
     pub(crate) tag_versions: Vec<u64>,
     pub(crate) codec: Codec,
+    /// Whether `payload` is compressed: read it with [`value`](Self::value).
+    compressed: bool,
     pub(crate) payload: &'a [u8],
 }
+
+/// The codec byte's flag for an LZ4-compressed payload.
+const COMPRESSED: u8 = 0x80;
+/// Payloads shorter than this are never compressed: too small to gain, and
+/// a negative entry (`null`) stays readable from its bytes.
+pub(crate) const MIN_COMPRESSED: usize = 64;
 
 /// Why stored bytes are not a usable entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,11 +68,34 @@ pub(crate) enum DecodeError {
     Version(u8),
     #[error("entry is in codec {0}, which this build does not know")]
     Codec(u8),
+    #[error("entry's value is {size} bytes uncompressed, more than the {limit} allowed")]
+    TooLarge { size: usize, limit: usize },
+    #[error("entry's compressed value does not decompress")]
+    Compression,
 }
 
 impl<'a> Entry<'a> {
     pub(crate) fn is_negative(&self) -> bool {
-        self.codec.is_null(self.payload)
+        !self.compressed && self.codec.is_null(self.payload)
+    }
+
+    /// The value's bytes in its codec: the payload, decompressed if it was
+    /// compressed, and then only if it is at most `limit` bytes (a corrupt
+    /// or hostile entry cannot make a reader allocate more).
+    pub(crate) fn value(&self, limit: usize) -> Result<Cow<'a, [u8]>, DecodeError> {
+        if !self.compressed {
+            return Ok(Cow::Borrowed(self.payload));
+        }
+        let (size, block) = self
+            .payload
+            .split_first_chunk::<4>()
+            .ok_or(DecodeError::Truncated)?;
+        let size = u32::from_le_bytes(*size) as usize;
+        if size > limit {
+            return Err(DecodeError::TooLarge { size, limit });
+        }
+        let value = lz4_flex::block::decompress(block, size).map_err(|_| DecodeError::Compression)?;
+        Ok(Cow::Owned(value))
     }
 
     /// What the in-process tier keeps beside the decoded value.
@@ -86,12 +121,22 @@ impl<'a> Entry<'a> {
         load_time: Duration,
         tag_versions: &[u64],
         (codec, payload): (Codec, &[u8]),
+        compress_above: Option<usize>,
     ) -> Option<Bytes> {
         let tags = u16::try_from(tag_versions.len()).ok()?;
+        // Compressed above the threshold, if that makes it smaller.
+        let compressed = compress_above
+            .filter(|&above| payload.len() > above.max(MIN_COMPRESSED - 1))
+            .map(|_| lz4_flex::block::compress_prepend_size(payload))
+            .filter(|compressed| compressed.len() < payload.len());
+        let (flag, payload) = match &compressed {
+            Some(compressed) => (COMPRESSED, &compressed[..]),
+            None => (0, payload),
+        };
         let mut buf = Vec::with_capacity(HEADER_LEN + 8 * tag_versions.len() + payload.len());
         buf.extend_from_slice(MAGIC);
         buf.push(FORMAT_VERSION);
-        buf.push(codec.id());
+        buf.push(codec.id() | flag);
         buf.extend_from_slice(&now_ms.to_le_bytes());
         buf.extend_from_slice(&now_ms.saturating_add(duration_ms(ttl)).to_le_bytes());
         let load_us = u32::try_from(load_time.as_micros()).unwrap_or(u32::MAX);
@@ -122,7 +167,9 @@ impl<'a> Entry<'a> {
         if header[2] != FORMAT_VERSION {
             return Err(DecodeError::Version(header[2]));
         }
-        let codec = Codec::from_id(header[3]).ok_or(DecodeError::Codec(header[3]))?;
+        let compressed = header[3] & COMPRESSED != 0;
+        let id = header[3] & !COMPRESSED;
+        let codec = Codec::from_id(id).ok_or(DecodeError::Codec(id))?;
         let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
         let load_us = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes"));
         let tags = usize::from(u16::from_le_bytes(header[24..26].try_into().expect("2 bytes")));
@@ -138,6 +185,7 @@ impl<'a> Entry<'a> {
             load_time: Duration::from_micros(u64::from(load_us)),
             tag_versions,
             codec,
+            compressed,
             payload: &bytes[payload_at..],
         })
     }
@@ -155,6 +203,7 @@ mod tests {
             Duration::from_micros(1500),
             &[7, 9],
             (Codec::Json, b"{\"a\":1}"),
+            None,
         )
         .unwrap();
         let entry = Entry::decode(&bytes).unwrap();
@@ -170,6 +219,52 @@ mod tests {
     }
 
     #[test]
+    fn payloads_above_the_threshold_are_compressed_and_read_back() {
+        let large =
+            br#"{"name":"lamp","tags":["a","a","a","a","a","a","a","a","a","a","a","a","a","a"]}"#.repeat(20);
+        for (threshold, compressed) in [(None, false), (Some(100), true), (Some(large.len()), false)] {
+            let bytes = Entry::encode(
+                0,
+                Duration::from_secs(1),
+                Duration::ZERO,
+                &[],
+                (Codec::Json, &large),
+                threshold,
+            )
+            .unwrap();
+            let entry = Entry::decode(&bytes).unwrap();
+            assert_eq!(entry.compressed, compressed, "{threshold:?}");
+            assert_eq!(bytes.len() < large.len(), compressed);
+            assert_eq!(&*entry.value(large.len()).unwrap(), &large[..]);
+            assert!(!entry.is_negative());
+        }
+        // A reader with a lower limit refuses to inflate it (a hostile
+        // entry may claim any size).
+        let bytes = Entry::encode(
+            0,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &[],
+            (Codec::Json, &large),
+            Some(0),
+        )
+        .unwrap();
+        let entry = Entry::decode(&bytes).unwrap();
+        assert!(matches!(entry.value(100), Err(DecodeError::TooLarge { .. })));
+        // A small payload, `null` among them, is never compressed.
+        let bytes = Entry::encode(
+            0,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            &[],
+            (Codec::Json, b"null"),
+            Some(0),
+        )
+        .unwrap();
+        assert!(Entry::decode(&bytes).unwrap().is_negative());
+    }
+
+    #[test]
     fn null_payload_is_negative() {
         let bytes = Entry::encode(
             0,
@@ -177,6 +272,7 @@ mod tests {
             Duration::ZERO,
             &[],
             (Codec::Json, b"null"),
+            None,
         )
         .unwrap();
         assert!(Entry::decode(&bytes).unwrap().is_negative());
@@ -190,7 +286,8 @@ mod tests {
             Duration::from_secs(1),
             Duration::ZERO,
             &tags,
-            (Codec::Json, b"1")
+            (Codec::Json, b"1"),
+            None,
         )
         .is_none());
     }
@@ -206,6 +303,7 @@ mod tests {
                 Duration::ZERO,
                 &[],
                 (Codec::Json, b"1"),
+                None,
             )
             .unwrap()
             .to_vec();
@@ -223,6 +321,7 @@ mod tests {
             Duration::ZERO,
             &[1, 2, 3],
             (Codec::Json, b"[1,2]"),
+            None,
         )
         .unwrap();
         for end in 0..full.len() {
@@ -250,6 +349,7 @@ mod tests {
                         Duration::from_micros(load.into()),
                         &tags,
                         (Codec::Json, &payload),
+                        None,
                     )
                     .unwrap()
                     .to_vec()
@@ -282,7 +382,24 @@ mod tests {
 
             #[test]
             fn any_bytes_decode_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-                let _ = Entry::decode(&bytes);
+                if let Ok(entry) = Entry::decode(&bytes) {
+                    let _ = entry.value(1 << 20);
+                }
+            }
+
+            #[test]
+            fn damaged_compressed_values_fail_without_panicking(
+                value in proptest::collection::vec(any::<u8>(), 64..512),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let bytes = Entry::encode(0, Duration::from_secs(1), Duration::ZERO, &[], (Codec::Json, &value), Some(0)).unwrap();
+                let mut damaged = bytes.to_vec();
+                let at = at.index(damaged.len());
+                damaged[at] = byte;
+                if let Ok(entry) = Entry::decode(&damaged) {
+                    let _ = entry.value(1 << 20);
+                }
             }
 
             #[test]
@@ -309,7 +426,7 @@ mod tests {
                 tags in proptest::collection::vec(any::<u64>(), 0..8),
                 payload in proptest::collection::vec(any::<u8>(), 0..64),
             ) {
-                let bytes = Entry::encode(now, Duration::from_millis(ttl_ms), Duration::ZERO, &tags, (Codec::Json, &payload)).unwrap();
+                let bytes = Entry::encode(now, Duration::from_millis(ttl_ms), Duration::ZERO, &tags, (Codec::Json, &payload), None).unwrap();
                 let entry = Entry::decode(&bytes).unwrap();
                 prop_assert_eq!(entry.stored_at_ms, now);
                 prop_assert_eq!(entry.fresh_until_ms, now + ttl_ms);

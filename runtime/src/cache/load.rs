@@ -177,7 +177,15 @@ impl Cache {
             None => (ttl, ttl.saturating_add(kept_past(policy))),
         };
         let key = &keys.entry;
-        let Some(entry) = Entry::encode(now_ms(), fresh, load_time, &stamp.tags, (codec, payload)) else {
+        let compress = self.inner.settings.compress_above;
+        let Some(entry) = Entry::encode(
+            now_ms(),
+            fresh,
+            load_time,
+            &stamp.tags,
+            (codec, payload),
+            compress,
+        ) else {
             tracing::warn!(
                 key,
                 tags = stamp.tags.len(),

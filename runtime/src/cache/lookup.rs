@@ -619,7 +619,8 @@ impl Cache {
             if !Stamp::tags_match(&entry.tag_versions, &fetched.tags) {
                 return Ok(None);
             }
-            slot.decode(entry.codec, entry.payload)?;
+            let value = entry.value(self.inner.settings.max_entry_size);
+            slot.decode(entry.codec, &value.map_err(|e| e.to_string())?)?;
             Ok(Some(entry.meta()))
         });
         match decoded {
@@ -648,7 +649,11 @@ impl Cache {
             && now_ms() < meta.fresh_until_ms;
         // A payload that does not decode leaves the slot's due value, which
         // then stands in as before.
-        newer && slot.decode(entry.codec, entry.payload).is_ok()
+        let limit = self.inner.settings.max_entry_size;
+        newer
+            && entry
+                .value(limit)
+                .is_ok_and(|value| slot.decode(entry.codec, &value).is_ok())
     }
 
     /// Reads `keys` again, uncounted (the lookup was counted already):

@@ -107,8 +107,10 @@ pub(crate) struct Settings {
     pub(crate) namespace: String,
     pub(crate) default_ttl: Duration,
     pub(crate) invalidation_window: Duration,
-    /// The largest payload stored, in bytes.
+    /// The largest payload stored, in bytes (and inflated, compressed).
     pub(crate) max_entry_size: usize,
+    /// Payloads larger than this are stored compressed.
+    pub(crate) compress_above: Option<usize>,
     pub(crate) breaker_threshold: u32,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) codec: Codec,

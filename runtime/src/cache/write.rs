@@ -114,7 +114,8 @@ impl Cache {
         };
         match Entry::decode(&bytes) {
             Ok(entry) if entry.is_fresh(now_ms()) && entry.tag_versions.is_empty() => {
-                Ok(entry.codec.decode(entry.payload).ok())
+                let value = entry.value(self.inner.settings.max_entry_size).ok();
+                Ok(value.and_then(|value| entry.codec.decode(&value).ok()))
             }
             _ => Ok(None),
         }
@@ -139,7 +140,9 @@ impl Cache {
         let keys = self.inner.keys(key, &[]);
         let guard = self.invalidate_keys(&keys).await?;
         if !ttl.is_zero() {
-            let Some(entry) = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], (codec, &payload)) else {
+            let compress = self.inner.settings.compress_above;
+            let Some(entry) = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], (codec, &payload), compress)
+            else {
                 unreachable!("an entry without tags always encodes")
             };
             let meta = Entry::decode(&entry).ok().map(|entry| entry.meta());
