@@ -92,7 +92,11 @@ fn main() {
         ("no writer (baseline)", &limited, false),
         ("20 MB writes, no limit", &unlimited, true),
         ("20 MB writes, default 1 MiB limit", &limited, true),
-        ("20 MB writes, no limit, compressed above 64 KiB", &compressed, true),
+        (
+            "20 MB writes, no limit, compressed above 64 KiB",
+            &compressed,
+            true,
+        ),
     ];
     let measured: Vec<_> = cases
         .iter()

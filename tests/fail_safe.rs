@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aside::{Cache, Policy};
+use aside::{Cache, Policy, Stampede};
 use support::{bounded, until, Kind, RedisServer, TestCache};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -184,9 +184,14 @@ async fn waiters_of_a_failing_load_take_turns(kind: Kind) {
             runs.clone(),
             release.clone(),
         );
+        // Waiting as long as it takes (a `lock_wait` too large to add to now).
+        let policy = Policy::new().stampede(Stampede::Lock {
+            lock_ttl: aside::DEFAULT_LOCK_TTL,
+            lock_wait: Duration::MAX,
+        });
         tokio::spawn(async move {
             cache
-                .get_or_load("k", &Policy::new(), || async move {
+                .get_or_load("k", &policy, || async move {
                     let now = running.fetch_add(1, SeqCst) + 1;
                     most.fetch_max(now, SeqCst);
                     if runs.fetch_add(1, SeqCst) == 0 {

@@ -107,10 +107,14 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         Detached::CloningSelf => {
             let stmts = &block.stmts;
             let stmts = rename_self(quote!(#(#stmts)*));
-            let body = body_tokens(
-                checked.ret,
-                quote!(let __aside_self = &__aside_owned_self; #stmts),
+            // At the receiver's span, as its uses are: they resolve in the
+            // context the function's tokens come from.
+            let at = receiver_span(sig);
+            let (this, owned) = (
+                Ident::new("__aside_self", at),
+                Ident::new("__aside_owned_self", at),
             );
+            let body = body_tokens(checked.ret, quote!(let #this = &#owned; #stmts));
             quote!(async move #body)
         }
         Detached::No | Detached::Owned => user_future(checked, block),
@@ -130,8 +134,10 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             // into the refresh is reported.
             let at = args.refresh.map_or_else(Span::call_site, |(_, span)| span);
             let clone = quote_spanned!(at=> ::aside::__private::owned_receiver::<Self>);
+            let receiver = sig.receiver().map(|receiver| receiver.self_token);
+            let owned = Ident::new("__aside_owned_self", receiver_span(sig));
             quote! {{
-                let __aside_owned_self = #clone(self);
+                let #owned = #clone(#receiver);
                 move || #body
             }}
         }
@@ -376,6 +382,12 @@ fn body_tokens(ret: Option<&syn::Type>, stmts: TokenStream) -> TokenStream {
             #stmts
         }
     }
+}
+
+/// Where the method's `self` was written.
+fn receiver_span(sig: &syn::Signature) -> Span {
+    sig.receiver()
+        .map_or_else(Span::call_site, |receiver| receiver.self_token.span)
 }
 
 /// `tokens` with each `self` (the receiver, not a `self::` path) renamed

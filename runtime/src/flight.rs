@@ -29,8 +29,11 @@ pub(crate) enum Landed {
     /// The encoded payload of the loaded value, and the tokens the load
     /// ran under (`None` if the backend could not be read).
     Value(Bytes, Option<Stamp>),
-    /// The loader returned an error, produced a value that is not cached, or panicked.
+    /// The loader returned an error or panicked.
     Failed,
+    /// The loader succeeded, but its value could not be shared (it does not
+    /// encode): each waiter loads its own.
+    Unshared,
     /// The leader was cancelled before it finished.
     Abandoned,
     /// The leader found the value stored by another process: read it.

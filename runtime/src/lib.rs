@@ -69,7 +69,9 @@ mod timeout;
 
 /// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., tags = [...], stampede = "...", ...)]`.
 ///
-/// The function becomes a call of [`Cache::get_or_load`]: look the key up,
+/// The function becomes a call of [`Cache::get_or_load`] (or of
+/// [`Cache::get_or_load_detached`], where its loads may run on a task of
+/// their own: see `refresh`): look the key up,
 /// return a hit, otherwise run the body once (concurrent callers in the process
 /// share that run), store its value, return it.
 ///
@@ -92,6 +94,8 @@ mod timeout;
 /// | `hard_timeout` | a duration, as `ttl`: a load that takes longer returns `Err(E::from(`[`Timeout`]`))` (see [`hard_timeout`]); the function must return `Result` with `E: From<aside::Timeout>` | none |
 /// | `fail_safe` | a duration, as `ttl`: values are kept that long past their fresh time, and the last good value is returned when a load returns an `Err` (a `hard_timeout` is one), counted as stale; see [`Policy::fail_safe`]. Not with `sliding` | none |
 /// | `fail_safe_throttle` | with `fail_safe`: a duration, as `ttl`: how long a value that stood in is served before the next attempt, in every process | [`DEFAULT_FAIL_SAFE_THROTTLE`] (30 s) |
+/// | `soft_timeout` | with `fail_safe`: a duration, as `ttl`: past it, a load that a kept value stands by for returns that value, and finishes on a task of its own ([`Policy::soft_timeout`]). Needs a future that can be made `'static`, as `refresh = "background"` does | none |
+/// | `refresh` | with `"swr"` or `"early"`: `"background"` runs each refresh on a task of its own, so nobody waits for it ([`Cache::get_or_load_detached`]); `"inline"` runs it on the caller that wins it. `"background"` needs owned arguments (a borrowed one is a compile error naming it); on a `&self` method it clones `self` into the refresh (`Self: Clone + Send + Sync + 'static`). A type that borrows through an elided lifetime (`Query` for `Query<'a>`) is not seen as borrowed: write `refresh = "inline"` | `"background"` for a free function whose arguments are all owned (its body must be `Send`), `"inline"` otherwise |
 /// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
 ///
 /// Beside the function, a hidden companion builds its entry (key and

@@ -252,8 +252,11 @@ impl Policy {
     /// `after` too.
     ///
     /// Only a loader that can run on a task of its own can outlast its
-    /// caller: it applies to [`Cache::get_or_load_detached`](crate::Cache::get_or_load_detached),
-    /// not to [`get_or_load`](crate::Cache::get_or_load). Without a kept
+    /// caller: the caller that runs the load stops waiting for it only under
+    /// [`Cache::get_or_load_detached`](crate::Cache::get_or_load_detached);
+    /// under [`get_or_load`](crate::Cache::get_or_load) it waits for its
+    /// load, and only the callers waiting for that one get the kept value
+    /// after `after`. Without a kept
     /// value (the first load, or after an invalidation), the caller waits
     /// for the load; bound that with `hard_timeout`.
     ///

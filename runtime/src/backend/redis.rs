@@ -11,6 +11,7 @@
 //! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
 //! | invalidate tags | `MSET tag token ...` |
 //! | unlock | a script: `DEL lock` if it still holds the token |
+//! | renew | a script: rewrite the entry's times if they are still those read (fail-safe's throttle); release the caller's lock, if any |
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -329,7 +330,7 @@ impl RedisBackend {
                 // Loaded up front so that the first use of each is one round
                 // trip too (the redis crate loads a script the server does
                 // not know by itself, as it must after a lazy start).
-                for script in [&*GUARDED_SET, &*TOKENS, &*LOCK, &*UNLOCK] {
+                for script in [&*GUARDED_SET, &*TOKENS, &*LOCK, &*UNLOCK, &*RENEW] {
                     bounded(connect_timeout, script.prepare_invoke().load_async(&mut conn)).await?;
                 }
                 conn

@@ -28,8 +28,8 @@ impl Cache {
         self.inner.report(tokens)
     }
 
-    /// A load failed: its waiters run their own, and its lock is released
-    /// in the background.
+    /// A load failed: its waiters take turns, and its lock is released in
+    /// the background.
     pub(super) fn failed(&self, under: Under) {
         if let Some(leader) = &under.leader {
             leader.land(Landed::Failed);
@@ -55,10 +55,11 @@ impl Cache {
             leader.land(Landed::Failed);
         }
         let runtime = tokio::runtime::Handle::try_current();
-        if policy.fail_safe_for().is_zero() || runtime.is_err() {
+        let now = now_ms();
+        // A value still fresh (an early refresh that failed) keeps its time.
+        if policy.fail_safe_for().is_zero() || runtime.is_err() || now < meta.fresh_until_ms {
             return self.release_behind(lock);
         }
-        let now = now_ms();
         let throttle = policy.throttle();
         let renewed = Meta {
             stored_at_ms: now,
@@ -129,7 +130,7 @@ impl Cache {
         let Under { stamp, leader, lock } = under;
         let Some(payload) = payload else {
             if let Some(leader) = &leader {
-                leader.land(Landed::Failed);
+                leader.land(Landed::Unshared);
             }
             return (release(lock).await, leader);
         };

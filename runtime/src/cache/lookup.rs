@@ -172,7 +172,11 @@ impl Cache {
             return Some(None);
         }
         let standby = pending.standby.as_mut()?;
-        let after = policy.soft_timeout_after()?;
+        // What is left of it, if this lookup waited already.
+        let after = match standby.soft_until {
+            Some(until) => until.saturating_duration_since(Instant::now()),
+            None => policy.soft_timeout_after()?,
+        };
         let wait = SoftWait {
             after,
             standby: *standby,
@@ -198,6 +202,14 @@ impl Cache {
         if !fresh {
             self.stood_in(policy, &wait.standby);
         } else if wait.standby.uncounted {
+            self.count(policy, Outcome::Miss);
+        }
+    }
+
+    /// A load succeeded with nothing to store it under (the backend failed):
+    /// its lookup, if not counted yet, was a miss.
+    pub(super) fn loaded_idle(&self, pending: Pending, policy: &Policy) {
+        if pending.standby.is_some_and(|standby| standby.uncounted) {
             self.count(policy, Outcome::Miss);
         }
     }
@@ -344,14 +356,16 @@ impl Cache {
         let mut standby = expired.map(Standby::new);
         // Once a load this lookup waited for failed: until when it waits
         // for its turn behind another caller's retry rather than load.
-        let mut turns_until: Option<Instant> = None;
+        let mut turns_until: Option<Option<Instant>> = None;
         // With a soft timeout and a value standing by: until when this
         // lookup waits for a load, however many it waits for.
         let mut soft_until: Option<Instant> = None;
-        let mut soft = |standby: &Option<Standby>| {
-            let after = standby.and(policy.soft_timeout_after())?;
+        let mut soft = |standby: &mut Option<Standby>| {
+            let after = policy.soft_timeout_after()?;
+            let standby = standby.as_mut()?;
             let now = Instant::now();
-            let until = *soft_until.get_or_insert(now + after);
+            let until = *soft_until.get_or_insert(now.checked_add(after)?);
+            standby.soft_until = Some(until);
             Some(until.saturating_duration_since(now))
         };
         loop {
@@ -371,7 +385,14 @@ impl Cache {
                     return self.plan_refresh(call, due, uncounted, started, slot).await;
                 }
                 Some(Found::Expired(meta)) => standby = Some(Standby::new(meta)),
-                Some(Found::Gone) | None => {}
+                // The backend, where it holds the values, has no usable
+                // entry: nothing stands in (not even what the in-process
+                // tier still holds before word of an invalidation reaches it).
+                Some(Found::Gone) | None => {
+                    if fetched.is_some() && !self.inner.local.as_ref().is_some_and(|local| local.alone()) {
+                        standby = None;
+                    }
+                }
             }
             let mode = policy.stampede_mode();
             // The backend is failing: no lock to wait for, no tokens to store
@@ -398,7 +419,7 @@ impl Cache {
                         return self.miss(policy, &mut uncounted, standby, under, started);
                     };
                     // Its tokens come with the lock.
-                    let soft = soft(&standby);
+                    let soft = soft(&mut standby);
                     return match self.plan_locked(call, lock, leader, started, soft, slot).await {
                         Plan::Load { under, .. } => {
                             self.miss(policy, &mut uncounted, standby, under, started)
@@ -419,7 +440,7 @@ impl Cache {
                     };
                     // With a soft timeout and a value standing by, not
                     // longer than the timeout.
-                    let Some(landed) = self.wait_at_most(waiter, soft(&standby)).await else {
+                    let Some(landed) = self.wait_at_most(waiter, soft(&mut standby)).await else {
                         return self.serve_standby(policy, &mut uncounted, standby);
                     };
                     match landed {
@@ -442,13 +463,14 @@ impl Cache {
                             if standby.is_some() {
                                 return self.serve_standby(policy, &mut uncounted, standby);
                             }
+                            // A wait too long to add to now: as long as it takes.
                             let now = Instant::now();
-                            let until = *turns_until.get_or_insert_with(|| now + turns(mode));
-                            if now < until {
+                            let until = *turns_until.get_or_insert_with(|| now.checked_add(turns(mode)));
+                            if until.is_none_or(|until| now < until) {
                                 continue;
                             }
                         }
-                        Landed::Value(..) => {}
+                        Landed::Value(..) | Landed::Unshared => {}
                         // The leader was cancelled, or found the value stored
                         // by another process: look again.
                         Landed::Abandoned | Landed::Stored => continue,
@@ -731,6 +753,8 @@ pub(super) struct Standby {
     pub(super) meta: Meta,
     /// The lookup's outcome is counted when the load ends.
     uncounted: bool,
+    /// With a soft timeout: until when the lookup waits, once it began to.
+    soft_until: Option<Instant>,
 }
 
 impl Standby {
@@ -738,6 +762,7 @@ impl Standby {
         Standby {
             meta,
             uncounted: false,
+            soft_until: None,
         }
     }
 }

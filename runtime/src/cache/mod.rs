@@ -429,7 +429,11 @@ impl Cache {
         // to waiters, or to release: no need to encode.
         let pending = match pending {
             Some(pending) if !pending.under.is_idle() => pending,
-            Some(_) | None => return value,
+            Some(idle) => {
+                self.loaded_idle(idle, policy);
+                return value;
+            }
+            None => return value,
         };
         let payload = self.encode_value(&pending.keys, policy, &value);
         let skip = policy.skips(&value);
@@ -837,7 +841,8 @@ where
             let value = cache.complete(Some(pending), &policy, value, observed).await;
             let _ = sent.send(value);
         };
-        tokio::spawn(job.instrument(span));
+        // Nested cached calls in the load see the caller's `with_global` cache.
+        tokio::spawn(scope::carried(job).instrument(span));
         landed
     }
 }
