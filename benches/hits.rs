@@ -21,6 +21,7 @@
 //! hits); the table is printed at the end.
 
 mod criterion_means;
+mod latency;
 mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use aside::{Cache, Codec, Policy, Stampede};
 use criterion::Criterion;
+use latency::runtime;
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 use tokio::runtime::Runtime;
@@ -253,11 +255,7 @@ struct Row {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let server = RedisServer::start();
     let cache = rt.block_on(server.cache());
     let raw = rt.block_on(server.raw());

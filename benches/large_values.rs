@@ -8,6 +8,7 @@
 //! Run with `cargo bench --bench large_values`; it prints p50, p99 and the
 //! worst small hit for each case, and their ratios to the baseline.
 
+mod latency;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aside::{Cache, CacheBuilder, Policy};
+use latency::{at, runtime, under_cargo_test};
 use support::RedisServer;
 
 const HITS: usize = 20_000;
@@ -60,19 +62,11 @@ async fn small_hits(cache: &Cache, writer: bool) -> Vec<Duration> {
     latencies
 }
 
-fn at(latencies: &[Duration], share: f64) -> Duration {
-    latencies[((latencies.len() as f64 * share) as usize).min(latencies.len() - 1)]
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches`: nothing to compare.
+    if under_cargo_test() {
+        return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let server = RedisServer::start();
     let build = |limit: usize| {
         rt.block_on(Cache::builder().redis(server.url()).max_entry_size(limit).build())

@@ -12,6 +12,7 @@
 //! their p99 over the baseline's p99 (the target: at most 2) and their
 //! worst over the baseline's worst.
 
+mod latency;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aside::{Cache, Policy, Stampede};
+use latency::{at, runtime, under_cargo_test};
 use support::RedisServer;
 
 const CALLERS: usize = 4;
@@ -105,19 +107,11 @@ async fn calls(cache: &Cache, case: Case, key: &str) -> Measured {
     measured
 }
 
-fn at(latencies: &[Duration], share: f64) -> Duration {
-    latencies[((latencies.len() as f64 * share) as usize).min(latencies.len() - 1)]
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches`: nothing to compare.
+    if under_cargo_test() {
+        return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let server = RedisServer::start();
     let cache = rt.block_on(Cache::builder().redis(server.url()).build()).unwrap();
     let cases = [

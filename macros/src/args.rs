@@ -467,67 +467,54 @@ pub(crate) enum Refresh {
 
 /// `"background"` or `"inline"`.
 fn refresh(value: &Expr, errors: &mut Errors) -> Option<(Refresh, Span)> {
+    let choices = [("background", Refresh::Background), ("inline", Refresh::Inline)];
     let expected = "expected \"background\" or \"inline\"";
-    let Expr::Lit(ExprLit {
-        lit: Lit::Str(lit), ..
-    }) = value
-    else {
-        errors.add(value.span(), format!("`refresh` must be a string; {expected}"));
-        return None;
-    };
-    let refresh = match lit.value().as_str() {
-        "background" => Refresh::Background,
-        "inline" => Refresh::Inline,
-        other => {
-            errors.add(lit.span(), format!("unknown refresh {other:?}; {expected}"));
-            return None;
-        }
-    };
-    Some((refresh, lit.span()))
+    one_of(("refresh", "refresh"), &choices, expected, value, errors)
 }
 
 /// `"json"` or `"msgpack"`.
 fn codec(value: &Expr, errors: &mut Errors) -> Option<(Codec, Span)> {
+    let choices = [("json", Codec::Json), ("msgpack", Codec::MessagePack)];
     let expected = "expected \"json\" or \"msgpack\"";
-    let Expr::Lit(ExprLit {
-        lit: Lit::Str(lit), ..
-    }) = value
-    else {
-        errors.add(value.span(), format!("`codec` must be a string; {expected}"));
-        return None;
-    };
-    let codec = match lit.value().as_str() {
-        "json" => Codec::Json,
-        "msgpack" => Codec::MessagePack,
-        other => {
-            errors.add(lit.span(), format!("unknown codec {other:?}; {expected}"));
-            return None;
-        }
-    };
-    Some((codec, lit.span()))
+    one_of(("codec", "codec"), &choices, expected, value, errors)
 }
 
 /// `"lock"`, `"swr"`, `"early"` or `"none"`.
 fn mode(value: &Expr, errors: &mut Errors) -> Option<(Mode, Span)> {
+    let choices = [
+        ("lock", Mode::Lock),
+        ("swr", Mode::Swr),
+        ("early", Mode::Early),
+        ("none", Mode::None),
+    ];
     let expected = "expected one of: \"lock\", \"swr\", \"early\", \"none\"";
+    one_of(("stampede", "stampede mode"), &choices, expected, value, errors)
+}
+
+/// The option `name` (its values called `what` in errors) as one of
+/// `choices`, given as a string literal.
+fn one_of<T: Copy>(
+    (name, what): (&str, &str),
+    choices: &[(&str, T)],
+    expected: &str,
+    value: &Expr,
+    errors: &mut Errors,
+) -> Option<(T, Span)> {
     let Expr::Lit(ExprLit {
         lit: Lit::Str(lit), ..
     }) = value
     else {
-        errors.add(value.span(), format!("`stampede` must be a string; {expected}"));
+        errors.add(value.span(), format!("`{name}` must be a string; {expected}"));
         return None;
     };
-    let mode = match lit.value().as_str() {
-        "lock" => Mode::Lock,
-        "swr" => Mode::Swr,
-        "early" => Mode::Early,
-        "none" => Mode::None,
-        other => {
-            errors.add(lit.span(), format!("unknown stampede mode {other:?}; {expected}"));
-            return None;
+    let given = lit.value();
+    match choices.iter().find(|(choice, _)| *choice == given) {
+        Some(&(_, chosen)) => Some((chosen, lit.span())),
+        None => {
+            errors.add(lit.span(), format!("unknown {what} {given:?}; {expected}"));
+            None
         }
-    };
-    Some((mode, lit.span()))
+    }
 }
 
 impl Mode {
