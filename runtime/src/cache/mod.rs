@@ -362,14 +362,13 @@ impl Cache {
         };
         // A load that a value stands by for may run on a task of its own:
         // a refresh nobody waits for, or one that outlasts `soft_timeout`.
-        if detach {
+        // `D::DETACHABLE` first, a constant: for an inline loader this
+        // branch is not compiled at all.
+        if D::DETACHABLE && detach {
             if let Some(wait) = pending.as_mut().and_then(|p| self.detachable(p, policy)) {
                 let pending = pending.expect("a detachable load was planned");
-                let landed = D::detach(load, self, policy, pending, &observed);
-                return Ok(match wait {
-                    None => slot.take(),
-                    Some(wait) => self.await_detached(policy, wait, landed, slot).await,
-                });
+                let caller = (&observed, wait, slot);
+                return Ok(D::detach(load, self, policy, pending, caller).await);
             }
         }
         // The one place the loader runs inline. Its result lives in this
@@ -773,15 +772,22 @@ trait Detach<T, F> {
     const DETACHABLE: bool;
 
     /// Runs `load` on a task of its own, landing its value as `pending`
-    /// says; the value is also sent on the receiver. Only if `DETACHABLE`.
-    fn detach(
+    /// says; answers its caller (who observed the call) with the standby
+    /// in its slot at once, or after waiting at most its soft wait for the
+    /// loaded value. Only if `DETACHABLE`. (A boxed future: the lookup's
+    /// own holds none of its state, and an inline loader compiles none.)
+    fn detach<'a>(
         load: F,
-        cache: &Cache,
-        policy: &Policy,
+        cache: &'a Cache,
+        policy: &'a Policy,
         pending: Pending,
-        caller: &Observed,
-    ) -> oneshot::Receiver<T>;
+        caller: Caller<'_, T>,
+    ) -> BoxFuture<'a, T>;
 }
+
+/// The caller of a detached load: what it observed, how long it waits for
+/// the load, and its standby.
+type Caller<'c, T> = (&'c Observed, Option<SoftWait>, Typed<T>);
 
 /// Loaders run where their caller does.
 enum Inline {}
@@ -789,7 +795,7 @@ enum Inline {}
 impl<T, F> Detach<T, F> for Inline {
     const DETACHABLE: bool = false;
 
-    fn detach(_: F, _: &Cache, _: &Policy, _: Pending, _: &Observed) -> oneshot::Receiver<T> {
+    fn detach<'a>(_: F, _: &'a Cache, _: &'a Policy, _: Pending, _: Caller<'_, T>) -> BoxFuture<'a, T> {
         unreachable!("an inline loader is never detached")
     }
 }
@@ -806,14 +812,20 @@ where
 {
     const DETACHABLE: bool = true;
 
-    fn detach(
+    fn detach<'a>(
         load: F,
-        cache: &Cache,
-        policy: &Policy,
+        cache: &'a Cache,
+        policy: &'a Policy,
         pending: Pending,
-        caller: &Observed,
-    ) -> oneshot::Receiver<T> {
+        (caller, wait, slot): Caller<'_, T>,
+    ) -> BoxFuture<'a, T> {
         let (sent, landed) = oneshot::channel();
+        let answer = async move {
+            match wait {
+                None => slot.take(),
+                Some(wait) => cache.await_detached(policy, wait, landed, slot).await,
+            }
+        };
         let (cache, policy) = (cache.clone(), policy.clone());
         let mut observed = Observed::detached(caller);
         let span = observed.call.clone();
@@ -843,7 +855,7 @@ where
         };
         // Nested cached calls in the load see the caller's `with_global` cache.
         tokio::spawn(scope::carried(job).instrument(span));
-        landed
+        Box::pin(answer)
     }
 }
 
