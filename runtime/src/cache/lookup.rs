@@ -1,6 +1,6 @@
 //! The read path: what a read finds (fresh, due for a refresh, or nothing),
 //! in the in-process tier or the backend, and what a miss does next. Its
-//! generic shell, which runs the loader, is [`Cache::get_or_load`].
+//! generic shell, which runs the loader, is `Cache::run`.
 
 use std::time::Duration;
 

@@ -1,8 +1,9 @@
 //! The [`Cache`] handle: cache-aside, write-through and invalidation.
 //!
 //! This file holds the handle and its public API, with the read path's
-//! generic shell (`get_or_load`: the in-process hit, running the loader,
-//! encoding its value); each flow has its own file: `lookup` (the read
+//! generic shell (`run`, behind `get_or_load` and `get_or_load_detached`:
+//! the in-process hit, running the loader inline or on a task of its own
+//! (`Detach`), encoding its value); each flow has its own file: `lookup` (the read
 //! path: what a read finds, in the in-process tier or the backend, and what
 //! a miss does next), `load` (storing a loaded value), `stampede` (locks,
 //! waits and refreshes), `write` (write-through and invalidation),
