@@ -1,0 +1,247 @@
+//! A throwaway Redis Cluster owned by one test binary: six `redis-server`
+//! processes (3 masters, 3 replicas) on free loopback ports, persistence off,
+//! a short `cluster-node-timeout`, joined by `redis-cli --cluster create`;
+//! killed and cleaned up on drop. Never touches a server it did not start.
+
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node may be unreachable before the cluster fails it over.
+pub const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+pub struct Node {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, joins them as 3 masters with a replica each, and
+    /// waits until every node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    ///
+    /// If `redis-server` or `redis-cli` is not installed (with how to install
+    /// them), or the cluster does not form within 30 s.
+    pub fn start() -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!("aside-cluster-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("create a directory for the cluster's node files");
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        while cluster.nodes.len() < 6 {
+            let port = cluster_port();
+            let mut node = Node {
+                child: spawn(port, &cluster.dir),
+                port,
+            };
+            // A port taken again before the server bound it: try another.
+            if node.wait_ready() {
+                cluster.nodes.push(node);
+            }
+        }
+        cluster.create();
+        cluster.wait_ok(Duration::from_secs(30));
+        cluster.wait_synced(Duration::from_secs(30));
+        cluster
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .collect()
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// `CLUSTER INFO` of the node on `port`, if it answers.
+    pub fn info(port: u16) -> Option<String> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut conn).ok()
+    }
+
+    fn create(&self) {
+        let mut command = Command::new("redis-cli");
+        command.arg("--cluster").arg("create");
+        for node in &self.nodes {
+            command.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let output = command
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output();
+        match output {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => panic!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+                "redis-cli is not installed, and the Redis Cluster tests need it. Install it \
+                 (Debian/Ubuntu: `apt-get install redis-server`, which brings redis-tools), \
+                 or run `scripts/test`, which does."
+            ),
+            Err(e) => panic!("could not run redis-cli: {e}"),
+        }
+    }
+
+    /// Waits until every replica has synced with its master (so that it
+    /// can take over from it).
+    fn wait_synced(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let replication = |port: u16| -> Option<String> {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+            let mut conn = client
+                .get_connection_with_timeout(Duration::from_millis(500))
+                .ok()?;
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut conn)
+                .ok()
+        };
+        loop {
+            let synced = self.nodes.iter().all(|node| {
+                replication(node.port).is_some_and(|info| {
+                    info.contains("role:master")
+                        || info.lines().any(|line| line.trim() == "master_link_status:up")
+                })
+            });
+            if synced {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replicas did not sync within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_ok(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let ok = self.nodes.iter().all(|node| {
+                Self::info(node.port)
+                    .is_some_and(|info| info.lines().any(|line| line.trim() == "cluster_state:ok"))
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach cluster_state:ok within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Node {
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`) to the node's process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_exited)) = self.child.try_wait() {
+                return false;
+            }
+            // The server on the port must be this one (see RedisServer).
+            let info = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut conn| redis::cmd("INFO").arg("server").query::<String>(&mut conn));
+            if let Ok(info) = info {
+                let pid = info
+                    .lines()
+                    .find_map(|line| line.strip_prefix("process_id:"))
+                    .and_then(|pid| pid.trim().parse::<u32>().ok());
+                if pid == Some(self.child.id()) {
+                    return true;
+                }
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server on port {} did not answer within 10 s", self.port);
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            // SIGKILL works on stopped processes too.
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// A free port whose cluster bus port (10000 above it) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    let spawned = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        .args(["--cluster-node-timeout", &NODE_TIMEOUT.as_millis().to_string()])
+        // A replica may take over however long ago it last heard its master,
+        // and syncs at once (the default waits 5 s for more replicas).
+        .args(["--cluster-replica-validity-factor", "0"])
+        .args(["--repl-diskless-sync-delay", "0"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+            "redis-server is not installed, and the Redis tests need it. Install it \
+             (Debian/Ubuntu: `apt-get install redis-server`), or run `scripts/test`, which does."
+        ),
+        Err(e) => panic!("could not start redis-server: {e}"),
+    }
+}
