@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::redis_server::{free_port, spawn_server, wait_ready};
+
 /// How long a node may be unreachable before the cluster fails it over.
 pub const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -164,30 +166,7 @@ impl Node {
     }
 
     fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_exited)) = self.child.try_wait() {
-                return false;
-            }
-            // The server on the port must be this one (see RedisServer).
-            let info = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut conn| redis::cmd("INFO").arg("server").query::<String>(&mut conn));
-            if let Ok(info) = info {
-                let pid = info
-                    .lines()
-                    .find_map(|line| line.strip_prefix("process_id:"))
-                    .and_then(|pid| pid.trim().parse::<u32>().ok());
-                if pid == Some(self.child.id()) {
-                    return true;
-                }
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server on port {} did not answer within 10 s", self.port);
+        wait_ready(&mut self.child, self.port)
     }
 }
 
@@ -202,13 +181,6 @@ impl Drop for RedisCluster {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
-}
-
 /// A free port whose cluster bus port (10000 above it) is free too.
 fn cluster_port() -> u16 {
     loop {
@@ -220,28 +192,17 @@ fn cluster_port() -> u16 {
 }
 
 fn spawn(port: u16, dir: &std::path::Path) -> Child {
-    let spawned = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--cluster-enabled", "yes"])
-        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-        .args(["--cluster-node-timeout", &NODE_TIMEOUT.as_millis().to_string()])
-        // A replica may take over however long ago it last heard its master,
-        // and syncs at once (the default waits 5 s for more replicas).
-        .args(["--cluster-replica-validity-factor", "0"])
-        .args(["--repl-diskless-sync-delay", "0"])
-        .arg("--dir")
-        .arg(dir)
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match spawned {
-        Ok(child) => child,
-        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
-            "redis-server is not installed, and the Redis tests need it. Install it \
-             (Debian/Ubuntu: `apt-get install redis-server`), or run `scripts/test`, which does."
-        ),
-        Err(e) => panic!("could not start redis-server: {e}"),
-    }
+    spawn_server(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(["--cluster-node-timeout", &NODE_TIMEOUT.as_millis().to_string()])
+            // A replica may take over however long ago it last heard its
+            // master, and syncs at once (the default waits 5 s for more).
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(dir),
+    )
 }

@@ -175,35 +175,7 @@ impl RedisServer {
     }
 
     fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_exited)) = self.child.try_wait() {
-                return false;
-            }
-            // The server that answers on the port must be this one: another
-            // test's server may hold the port (picked by both), and our child,
-            // unable to bind, not have exited yet. Sharing a server would mix
-            // two tests' commands and keys.
-            let info = redis::Client::open(self.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut conn| redis::cmd("INFO").arg("server").query::<String>(&mut conn));
-            if let Ok(info) = info {
-                let pid = info
-                    .lines()
-                    .find_map(|line| line.strip_prefix("process_id:"))
-                    .and_then(|pid| pid.trim().parse::<u32>().ok());
-                if pid == Some(self.child.id()) {
-                    return true;
-                }
-                self.kill();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!(
-            "redis-server on port {} did not answer PING within 10 s",
-            self.port
-        );
+        wait_ready(&mut self.child, self.port)
     }
 }
 
@@ -217,7 +189,69 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// Waits until `child`, a `redis-server` started on `port`, answers there;
+/// `false` if it exited, or another server holds the port (`child` is then
+/// killed).
+///
+/// # Panics
+///
+/// If nothing answers within 10 s.
+pub fn wait_ready(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_exited)) = child.try_wait() {
+            return false;
+        }
+        // The server that answers on the port must be this one: another
+        // test's server may hold the port (picked by both), and our child,
+        // unable to bind, not have exited yet. Sharing a server would mix
+        // two tests' commands and keys.
+        if let Some(ours) = answers_as(port, child.id()) {
+            if !ours {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            return ours;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("redis-server on port {port} did not answer PING within 10 s");
+}
+
+/// Whether the server answering on `port` is the process `pid`; `None`
+/// while nothing answers there.
+pub fn answers_as(port: u16, pid: u32) -> Option<bool> {
+    let info = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .and_then(|mut conn| redis::cmd("INFO").arg("server").query::<String>(&mut conn))
+        .ok()?;
+    let answering = info
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse::<u32>().ok());
+    Some(answering == Some(pid))
+}
+
+/// `command` (a `redis-server`, with its arguments) started, persistence
+/// off and its output discarded.
+pub fn spawn_server(command: &mut Command) -> Child {
+    let spawned = command
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+            "redis-server is not installed, and the Redis tests need it. Install it \
+             (Debian/Ubuntu: `apt-get install redis-server`), or run `scripts/test`, which does."
+        ),
+        Err(e) => panic!("could not start redis-server: {e}"),
+    }
+}
+
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a loopback port")
@@ -238,20 +272,7 @@ fn spawn(port: u16, tls: Option<&Tls>) -> Child {
             .arg("--tls-ca-cert-file")
             .arg(file("ca.crt"));
     }
-    let spawned = command
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match spawned {
-        Ok(child) => child,
-        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
-            "redis-server is not installed, and the Redis tests need it. Install it \
-             (Debian/Ubuntu: `apt-get install redis-server`), or run `scripts/test`, which does."
-        ),
-        Err(e) => panic!("could not start redis-server: {e}"),
-    }
+    spawn_server(&mut command)
 }
 
 /// A CA, and a server certificate for 127.0.0.1 signed by it, in `dir`.
