@@ -167,8 +167,8 @@ impl Cache {
     /// The caller then counts its own lookup.
     pub(super) fn detachable(&self, pending: &mut Pending, policy: &Policy) -> Option<Option<SoftWait>> {
         // A value due for a refresh is served while it runs, as it is to
-        // everyone else.
-        if matches!(pending.refresh, Refresh::Due | Refresh::Unlocked(_)) {
+        // everyone else (a lookup that may detach plans it unlocked).
+        if matches!(pending.refresh, Refresh::Unlocked(_)) {
             return Some(None);
         }
         let standby = pending.standby.as_mut()?;
