@@ -154,7 +154,7 @@ async fn rediss_connects_to_a_server_signed_by_the_given_ca() {
     let stats = cache.stats();
     assert_eq!((runs, stats.hits, stats.errors), (1, 1, 0), "{stats:?}");
     let stored: Option<Vec<u8>> = redis::cmd("GET")
-        .arg("aside:k")
+        .arg("aside:{k}")
         .query_async(&mut server.raw().await)
         .await
         .unwrap();

@@ -148,7 +148,7 @@ async fn large_values_are_stored_compressed_and_read_by_any_reader() {
     assert_eq!(got, document);
     let mut raw = server.raw().await;
     let stored: Vec<u8> = redis::cmd("GET")
-        .arg("aside:doc")
+        .arg("aside:{doc}")
         .query_async(&mut raw)
         .await
         .unwrap();

@@ -265,7 +265,7 @@ async fn a_panicking_loader_leaves_no_waiter_hanging_and_no_lock_behind() {
     let waiters: Vec<_> = (0..100).map(|_| call()).collect();
     until("100 callers wait on it", || cache.stats().waiting == 100).await;
     let mut raw = server.raw().await;
-    let lock_key = "aside#lock:doomed";
+    let lock_key = "aside#lock:{doomed}";
     let exists = |raw: &mut redis::aio::MultiplexedConnection| {
         let mut raw = raw.clone();
         async move {
@@ -318,7 +318,7 @@ async fn corrupt_entries_written_into_redis_are_misses_and_are_repaired() {
     let reference = {
         cache.set("reference", &5u64, None).await.unwrap();
         redis::cmd("GET")
-            .arg("aside:reference")
+            .arg("aside:{reference}")
             .query_async::<Vec<u8>>(&mut raw)
             .await
             .unwrap()
@@ -339,7 +339,7 @@ async fn corrupt_entries_written_into_redis_are_misses_and_are_repaired() {
         // that changed shape reads the same way.
         cache.set("other", &"five", None).await.unwrap();
         redis::cmd("GET")
-            .arg("aside:other")
+            .arg("aside:{other}")
             .query_async::<Vec<u8>>(&mut raw)
             .await
             .unwrap()
@@ -361,7 +361,7 @@ async fn corrupt_entries_written_into_redis_are_misses_and_are_repaired() {
     for (i, (what, bytes)) in cases.iter().enumerate() {
         let key = format!("entry{i}");
         redis::cmd("SET")
-            .arg(format!("aside:{key}"))
+            .arg(format!("aside:{{{key}}}"))
             .arg(bytes.as_slice())
             .query_async::<()>(&mut raw)
             .await
@@ -385,7 +385,7 @@ async fn corrupt_entries_written_into_redis_are_misses_and_are_repaired() {
     }
     // A key holding another Redis type (a hash) reads as nothing and is replaced.
     redis::cmd("HSET")
-        .arg("aside:hash")
+        .arg("aside:{hash}")
         .arg("f")
         .arg("v")
         .query_async::<()>(&mut raw)

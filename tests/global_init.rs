@@ -27,7 +27,7 @@ async fn cached_functions_use_the_initialised_cache() {
         "stored in the initialised cache"
     );
     let mut raw = server.raw().await;
-    let exists: bool = redis::AsyncCommands::exists(&mut raw, "app:double:4")
+    let exists: bool = redis::AsyncCommands::exists(&mut raw, "app:{double:4}")
         .await
         .unwrap();
     assert!(exists, "under its namespace, in Redis");

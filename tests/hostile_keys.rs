@@ -41,6 +41,12 @@ fn hostile() -> Vec<String> {
         "\\:".into(),
         "#sha256=".into(),
         "x#tag:y".into(),
+        // Redis Cluster hash tags.
+        "{".into(),
+        "}".into(),
+        "{}".into(),
+        "}{".into(),
+        "a}b{c}".into(),
         mb.clone(),
         // Differs from the one before only past the part a long key keeps.
         format!("{mb}b"),
@@ -114,9 +120,32 @@ async fn separators_in_values_cannot_shift_between_arguments(kind: Kind) {
     assert_eq!(runs.load(SeqCst), pairs.len() as u64);
 }
 
+/// Keys and tags that would break a Redis Cluster hash tag (empty, braces,
+/// a leading `}`) go through every script: on a cluster, one that touched
+/// two slots would fail with `CROSSSLOT` and count as a backend error.
+async fn keys_made_of_braces_load_hit_and_invalidate(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let keys = ["", "}", "{", "{}", "}{", "}a{b}", "a}b{c}", "{a}"];
+    let policy = aside::Policy::new().tag("}").tag("{t}").tag("");
+    for (i, key) in keys.iter().enumerate() {
+        let loaded = cache.get_or_load(key, &policy, || async move { Ok::<_, io::Error>(i) });
+        assert_eq!(loaded.await.unwrap(), i);
+        let hit = cache.get_or_load(key, &policy, || async { Ok::<_, io::Error>(usize::MAX) });
+        assert_eq!(hit.await.unwrap(), i, "a hit for {key:?}");
+    }
+    cache.invalidate(keys[1]).await.unwrap();
+    let reloaded = cache.get_or_load(keys[1], &policy, || async { Ok::<_, io::Error>(100) });
+    assert_eq!(reloaded.await.unwrap(), 100);
+    cache.invalidate_tag("}").await.unwrap();
+    let reloaded = cache.get_or_load(keys[2], &policy, || async { Ok::<_, io::Error>(200) });
+    assert_eq!(reloaded.await.unwrap(), 200);
+    assert_eq!(cache.stats().errors, 0, "no backend operation failed");
+}
+
 on_both_backends!(
     every_distinct_argument_gets_its_own_entry,
     separators_in_values_cannot_shift_between_arguments,
+    keys_made_of_braces_load_hit_and_invalidate,
 );
 
 #[tokio::test]

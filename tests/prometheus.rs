@@ -208,7 +208,7 @@ async fn lock_waits_refreshes_and_corrupt_entries_are_measured() {
         .unwrap();
 
     redis::cmd("SET")
-        .arg("aside:corrupted")
+        .arg("aside:{corrupted}")
         .arg("not an entry")
         .query_async::<()>(&mut redis.raw().await)
         .await

@@ -84,7 +84,7 @@ async fn a_miss_is_a_read_and_a_guarded_write_under_the_namespace() {
     assert_eq!(delta(&before, &after), expected);
 
     let mut raw = server.raw().await;
-    let pttl: i64 = raw.pttl("shop:product:1").await.unwrap();
+    let pttl: i64 = raw.pttl("shop:{product:1}").await.unwrap();
     assert!(
         (85_000..=90_000).contains(&pttl),
         "stored with the policy's TTL in ms, got PTTL {pttl}"
@@ -115,7 +115,7 @@ async fn corrupt_bytes_are_a_counted_miss_and_are_repaired() {
     ];
     for (i, bytes) in garbage.iter().enumerate() {
         let key = format!("k{i}");
-        let _: () = raw.set(format!("aside:{key}"), *bytes).await.unwrap();
+        let _: () = raw.set(format!("aside:{{{key}}}"), *bytes).await.unwrap();
         let got: u32 = cache
             .get_or_load(&key, &Policy::new(), || load(&runs, 7))
             .await
@@ -279,10 +279,10 @@ async fn tokens_live_under_the_namespace_with_the_documented_lifetimes() {
     keys.sort();
     assert_eq!(
         keys,
-        ["shop#guard:product:1", "shop#tag:category:7"],
+        ["shop#guard:{product:1}", "shop#tag:category:7"],
         "the entry is gone, two tokens remain"
     );
-    let guard_ttl: i64 = raw.pttl("shop#guard:product:1").await.unwrap();
+    let guard_ttl: i64 = raw.pttl("shop#guard:{product:1}").await.unwrap();
     assert!(
         (110_000..=120_000).contains(&guard_ttl),
         "a guard lives for the invalidation window: {guard_ttl}"
@@ -316,7 +316,7 @@ async fn an_evicted_guard_refuses_the_slow_load_rather_than_accepting_it() {
     started.notified().await;
     cache.invalidate("k").await.unwrap();
     // Redis evicts the guard (volatile-* policies evict keys with a TTL first).
-    let _: () = server.raw().await.del("aside#guard:k").await.unwrap();
+    let _: () = server.raw().await.del("aside#guard:{k}").await.unwrap();
     release.notify_one();
     assert_eq!(slow.await.unwrap().unwrap(), "old");
     let next: String = cache
@@ -357,7 +357,7 @@ async fn a_lock_release_is_published_to_its_waiters() {
     let cache = server.cache().await;
     let client = redis::Client::open(server.url()).unwrap();
     let (mut sink, mut messages) = client.get_async_pubsub().await.unwrap().split();
-    sink.subscribe(&["aside#lock:stored", "aside#lock:failed"])
+    sink.subscribe(&["aside#lock:{stored}", "aside#lock:{failed}"])
         .await
         .unwrap();
 
@@ -367,7 +367,7 @@ async fn a_lock_release_is_published_to_its_waiters() {
         .await
         .unwrap();
     let message = next_message(&mut messages).await;
-    assert_eq!(message.get_channel_name(), "aside#lock:stored");
+    assert_eq!(message.get_channel_name(), "aside#lock:{stored}");
     assert_eq!(message.get_payload::<u32>().unwrap(), 1, "stored");
 
     let failed: io::Result<u32> = cache
@@ -377,7 +377,7 @@ async fn a_lock_release_is_published_to_its_waiters() {
         .await;
     assert!(failed.is_err());
     let message = next_message(&mut messages).await;
-    assert_eq!(message.get_channel_name(), "aside#lock:failed");
+    assert_eq!(message.get_channel_name(), "aside#lock:{failed}");
     assert_eq!(
         message.get_payload::<u32>().unwrap(),
         0,
@@ -420,7 +420,7 @@ async fn lock_waiters_subscribe_while_they_wait_and_unsubscribe_after() {
         async move {
             let (_, n): (String, u32) = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
-                .arg("aside#lock:k")
+                .arg("aside#lock:{k}")
                 .query_async(&mut raw)
                 .await
                 .unwrap();
@@ -498,7 +498,7 @@ async fn a_client_the_program_built_is_used_as_given() {
     }
     assert_eq!(runs.load(SeqCst), 1, "stored in that Redis, then a hit");
     let stored: Option<Vec<u8>> = redis::cmd("GET")
-        .arg("aside:k")
+        .arg("aside:{k}")
         .query_async(&mut server.raw().await)
         .await
         .unwrap();
@@ -530,7 +530,7 @@ async fn a_connection_the_program_shares_is_used_as_given() {
     let stats = cache.stats();
     assert_eq!((stats.hits, stats.l1_hits), (2, 0), "{stats:?}");
     let stored: Option<Vec<u8>> = redis::cmd("GET")
-        .arg("aside:k")
+        .arg("aside:{k}")
         .query_async(&mut shared.clone())
         .await
         .unwrap();

@@ -27,17 +27,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// backend only reads and writes them. The guard's and the lock's names are
 /// built when first asked for: a hit needs neither.
 ///
+/// The key is written as a Redis Cluster hash tag, `{key}`, in the entry's,
+/// the guard's and the lock's names, so that the three live in one slot and
+/// a script may touch them together. A tag's token has a name of its own,
+/// without a hash tag: tags spread over the cluster's slots. On a single
+/// node the braces mean nothing.
+///
 /// # Examples
 ///
 /// ```
 /// let keys = aside::EntryKeys::new("shop", "product:1", vec!["shop#tag:category:7".into()]);
-/// assert_eq!(keys.entry, "shop:product:1");
-/// assert_eq!(keys.guard(), "shop#guard:product:1");
-/// assert_eq!(keys.lock(), "shop#lock:product:1");
+/// assert_eq!(keys.entry, "shop:{product:1}");
+/// assert_eq!(keys.guard(), "shop#guard:{product:1}");
+/// assert_eq!(keys.lock(), "shop#lock:{product:1}");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryKeys {
-    /// Where the encoded entry is stored: `{namespace}:{key}`.
+    /// Where the encoded entry is stored: `{namespace}:{{key}}`.
     pub entry: String,
     /// Where each tag's current token is stored.
     pub tags: Vec<String>,
@@ -50,9 +56,13 @@ pub struct EntryKeys {
 impl EntryKeys {
     /// The names for `key` (already shortened to a storage key) under
     /// `namespace`, with the tags' token names as given.
+    ///
+    /// The three names share a slot as long as `namespace` has no `{` or `}`
+    /// and `key` is not empty and does not start with `}` (the cache
+    /// ensures both).
     pub fn new(namespace: &str, key: &str, tags: Vec<String>) -> Self {
         EntryKeys {
-            entry: format!("{namespace}:{key}"),
+            entry: format!("{namespace}:{{{key}}}"),
             tags,
             namespace: namespace.len(),
             guard: OnceLock::new(),
@@ -61,12 +71,12 @@ impl EntryKeys {
     }
 
     /// Where the key's guard token is stored (present for a while after the
-    /// key was loaded, written or invalidated): `{namespace}#guard:{key}`.
+    /// key was loaded, written or invalidated): `{namespace}#guard:{{key}}`.
     pub fn guard(&self) -> &str {
         self.guard.get_or_init(|| self.derived("guard"))
     }
 
-    /// Where the key's stampede lock is taken: `{namespace}#lock:{key}`.
+    /// Where the key's stampede lock is taken: `{namespace}#lock:{{key}}`.
     pub fn lock(&self) -> &str {
         self.lock.get_or_init(|| self.derived("lock"))
     }
@@ -77,6 +87,7 @@ impl EntryKeys {
     }
 
     fn derived(&self, kind: &str) -> String {
+        // The key, in its braces.
         let (namespace, key) = (&self.entry[..self.namespace], &self.entry[self.namespace + 1..]);
         format!("{namespace}#{kind}:{key}")
     }
@@ -408,4 +419,33 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 /// wherever 0 stands for "none".
 pub(crate) fn fresh_token() -> u64 {
     rand::random::<u64>().max(1)
+}
+
+#[cfg(all(test, feature = "cluster"))]
+mod tests {
+    use proptest::prelude::*;
+    use redis::cluster_routing::Slot;
+
+    use super::EntryKeys;
+    use crate::key::storage_key;
+
+    proptest! {
+        /// Whatever the key, braces and all, a script that touches an
+        /// entry, its guard and its lock touches one slot.
+        #[test]
+        fn an_entry_its_guard_and_its_lock_share_a_slot(key in "[}{a:]{0,6}") {
+            let keys = EntryKeys::new("ns", &storage_key(&key), Vec::new());
+            let slot = Slot::for_key(&keys.entry);
+            prop_assert_eq!(Slot::for_key(keys.guard()), slot);
+            prop_assert_eq!(Slot::for_key(keys.lock()), slot);
+        }
+    }
+
+    #[test]
+    fn tags_spread_over_slots() {
+        let slots: std::collections::HashSet<_> = (0..100)
+            .map(|i| Slot::for_key(format!("ns#tag:product:{i}")))
+            .collect();
+        assert!(slots.len() > 90, "{} slots for 100 tags", slots.len());
+    }
 }

@@ -43,6 +43,9 @@ use crate::{Cache, Codec, Error, L1};
 #[derive(Clone)]
 pub struct CacheBuilder {
     redis_url: Option<String>,
+    /// The seed nodes of a Redis Cluster, instead of `redis_url`.
+    #[cfg(feature = "cluster")]
+    redis_cluster: Option<Vec<String>>,
     memory_capacity: u64,
     namespace: String,
     default_ttl: Duration,
@@ -74,8 +77,10 @@ pub struct CacheBuilder {
 impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut f = f.debug_struct("CacheBuilder");
-        f.field("redis_url", &self.redis_url.as_ref().map(|_| "set"))
-            .field("memory_capacity", &self.memory_capacity)
+        f.field("redis_url", &self.redis_url.as_ref().map(|_| "set"));
+        #[cfg(feature = "cluster")]
+        f.field("redis_cluster", &self.redis_cluster.as_ref().map(Vec::len));
+        f.field("memory_capacity", &self.memory_capacity)
             .field("namespace", &self.namespace)
             .field("default_ttl", &self.default_ttl)
             .field("op_timeout", &self.op_timeout)
@@ -139,6 +144,8 @@ impl CacheBuilder {
     pub fn new() -> Self {
         CacheBuilder {
             redis_url: None,
+            #[cfg(feature = "cluster")]
+            redis_cluster: None,
             memory_capacity: Self::DEFAULT_MEMORY_CAPACITY,
             namespace: Self::DEFAULT_NAMESPACE.to_owned(),
             default_ttl: Self::DEFAULT_TTL,
@@ -330,6 +337,35 @@ impl CacheBuilder {
         self
     }
 
+    #[cfg(feature = "cluster")]
+    /// Use a Redis Cluster instead of the in-memory backend, found through
+    /// any of `urls` (some of its nodes: the others are discovered). Each URL
+    /// is as for [`redis`](Self::redis), and all give the same credentials
+    /// and scheme (`rediss://` for TLS); Unix sockets cannot be used.
+    /// Available with the `cluster` feature.
+    ///
+    /// An entry, its guard and its lock share a hash slot; each tag's token
+    /// has its own (see the README's "Running on Redis Cluster").
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::builder()
+    ///     .redis_cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn redis_cluster<I>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.redis_cluster = Some(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Bound the in-memory cache to about `bytes` of keys and values, each
     /// value weighed by its encoded size.
     pub fn memory_capacity(mut self, bytes: u64) -> Self {
@@ -338,7 +374,19 @@ impl CacheBuilder {
     }
 
     /// Prefix every key with `namespace` and a `:`, so that several
-    /// applications can share one Redis.
+    /// applications can share one Redis. It may not contain `#` (aside's own
+    /// names follow the namespace with it) or `{` and `}` (which would
+    /// change the keys' Redis Cluster hash tags): [`build`](Self::build)
+    /// refuses it with [`Error::Config`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let refused = aside::Cache::builder().namespace("shop{eu}").build().await;
+    /// assert!(matches!(refused, Err(aside::Error::Config(_))));
+    /// # }
+    /// ```
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
@@ -480,8 +528,15 @@ impl CacheBuilder {
                 "op_timeout and connect_timeout must be greater than zero".into(),
             ));
         }
+        if let Some(c) = self.namespace.chars().find(|c| matches!(c, '#' | '{' | '}')) {
+            return Err(Error::Config(format!("the namespace may not contain `{c}`")));
+        }
         if !self.enabled {
             return Ok(self.build_memory());
+        }
+        #[cfg(feature = "cluster")]
+        if let Some(urls) = self.redis_cluster.clone() {
+            return self.build_cluster(urls).await;
         }
         #[cfg(feature = "redis")]
         if self.redis_url.is_some() || self.redis_client.is_some() || self.redis_connection.is_some() {
@@ -528,6 +583,41 @@ impl CacheBuilder {
             (None, _) => {}
         }
         Ok(self.build_tiers(Arc::new(backend), local))
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn build_cluster(self, urls: Vec<String>) -> Result<Cache, Error> {
+        let invalid = |e: redis::RedisError| Error::Config(format!("invalid Redis Cluster URL: {e}"));
+        if self.redis_url.is_some() || self.redis_client.is_some() || self.redis_connection.is_some() {
+            return Err(Error::Config(
+                "a cache uses either a Redis Cluster or a single Redis, not both".into(),
+            ));
+        }
+        // One client per seed, for the pub/sub connection; they also check
+        // each URL (and install the TLS provider).
+        let pubsub = urls
+            .iter()
+            .map(|url| self.client(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cluster = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str));
+        #[cfg(feature = "tls")]
+        if let Some(root) = &self.tls_root_certificate {
+            cluster = cluster.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            });
+        }
+        let client = cluster.build().map_err(invalid)?;
+        let (connect, op) = (self.connect_timeout, self.op_timeout);
+        let backend = RedisBackend::connect_cluster(client, pubsub, connect, op, self.require_connection)
+            .await
+            .map_err(Error::Connect)?;
+        if self.l1.flatten().is_some() {
+            tracing::warn!(
+                "aside: the in-process tier is not kept coherent over a Redis Cluster yet; it is off"
+            );
+        }
+        Ok(self.build_tiers(Arc::new(backend), None))
     }
 
     #[cfg(feature = "redis")]

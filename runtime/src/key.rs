@@ -74,14 +74,20 @@ impl KeyBuilder {
 ///
 /// Distinct keys keep distinct names: a shortened name ends in the digest of
 /// its whole key, and a name kept as it is never contains the mark.
+///
+/// A name is never empty and never starts with `}`, so that `{name}` is a
+/// Redis Cluster hash tag of the name (see [`EntryKeys`](crate::EntryKeys)):
+/// an empty key, or one that starts with `}`, is stored as its digest alone.
 pub(crate) fn storage_key(key: &str) -> Cow<'_, str> {
     shorten(key, MAX_KEY_LEN, KEPT_PREFIX)
 }
 
 fn shorten(key: &str, max: usize, kept: usize) -> Cow<'_, str> {
-    if key.len() <= max && !key.contains(DIGEST_MARK) {
+    let tag_breaking = key.is_empty() || key.starts_with('}');
+    if key.len() <= max && !key.contains(DIGEST_MARK) && !tag_breaking {
         return Cow::Borrowed(key);
     }
+    let kept = if tag_breaking { 0 } else { kept };
     let mut cut = kept.min(key.len());
     while !key.is_char_boundary(cut) {
         cut -= 1;
@@ -187,7 +193,7 @@ mod tests {
 
         /// Words that matter to shortening: the mark, a multibyte character.
         fn long_or_marked() -> impl Strategy<Value = String> {
-            proptest::collection::vec(prop_oneof!["a", "é", ":", DIGEST_MARK], 0..12)
+            proptest::collection::vec(prop_oneof!["a", "é", ":", "}", DIGEST_MARK], 0..12)
                 .prop_map(|words| words.concat())
         }
 
@@ -224,6 +230,19 @@ mod tests {
             #[test]
             fn stored_names_are_bounded(key in ".{0,400}") {
                 prop_assert!(storage_key(&key).len() <= MAX_KEY_LEN);
+            }
+
+            /// `{name}` is always a hash tag whose content is not empty.
+            #[test]
+            fn stored_names_make_hash_tags(key in "[}{a]{0,4}") {
+                let name = storage_key(&key);
+                prop_assert!(!name.is_empty() && !name.starts_with('}'), "{:?}", name);
+            }
+
+            #[test]
+            fn tag_breaking_keys_keep_distinct_names(a in "[}{a#]{0,4}", b in "[}{a#]{0,4}") {
+                prop_assume!(a != b);
+                prop_assert_ne!(storage_key(&a), storage_key(&b));
             }
         }
     }

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use aside::Cache;
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 /// Which backend a behaviour test runs against.
@@ -20,6 +21,9 @@ pub enum Kind {
     Redis,
     /// Redis behind a typed in-process tier, kept coherent by client tracking.
     Tiered,
+    /// A Redis Cluster of 3 masters with a replica each, shared by the
+    /// tests of a binary: each test has a namespace of its own.
+    Cluster,
 }
 
 impl Kind {
@@ -34,6 +38,8 @@ pub struct TestCache {
     pub cache: Cache,
     pub server: Option<RedisServer>,
     pub kind: Kind,
+    /// On the shared cluster, the test's own namespace.
+    namespace: Option<String>,
 }
 
 impl std::ops::Deref for TestCache {
@@ -51,6 +57,7 @@ impl TestCache {
                 cache: Cache::memory(),
                 server: None,
                 kind,
+                namespace: None,
             },
             Kind::Redis | Kind::Tiered => {
                 let server = RedisServer::start();
@@ -59,6 +66,16 @@ impl TestCache {
                     cache,
                     server: Some(server),
                     kind,
+                    namespace: None,
+                }
+            }
+            Kind::Cluster => {
+                let namespace = RedisCluster::namespace();
+                TestCache {
+                    cache: RedisCluster::shared().cache(&namespace).await,
+                    server: None,
+                    kind,
+                    namespace: Some(namespace),
                 }
             }
         }
@@ -67,9 +84,10 @@ impl TestCache {
     /// Another cache on the same storage: for Redis a second connection
     /// (another "process"), for memory a clone.
     pub async fn another(&self) -> Cache {
-        match &self.server {
-            Some(server) => server.cache_of(self.kind).await,
-            None => self.cache.clone(),
+        match (&self.server, &self.namespace) {
+            (Some(server), _) => server.cache_of(self.kind).await,
+            (None, Some(namespace)) => RedisCluster::shared().cache(namespace).await,
+            (None, None) => self.cache.clone(),
         }
     }
 
@@ -99,14 +117,15 @@ pub async fn bounded<T>(what: &str, limit: Duration, fut: impl Future<Output = T
     }
 }
 
-/// Generates `memory::$name`, `redis::$name` and `tiered::$name` tests from
-/// `async fn $name(kind: Kind)`.
+/// Generates `memory::$name`, `redis::$name`, `tiered::$name` and
+/// `cluster::$name` tests from `async fn $name(kind: Kind)`.
 ///
 /// The memory tests run on tokio's paused clock: time moves only when every
 /// task waits on a timer, so sleeps, TTLs and loads take no real time, and a
 /// busy machine cannot stretch one of them past another. The Redis tests run
 /// in real time on two worker threads (Redis expires keys by its own clock);
-/// the tiered ones put the typed in-process tier in front of Redis.
+/// the tiered ones put the typed in-process tier in front of Redis; the
+/// cluster ones share one Redis Cluster per test binary.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -131,6 +150,14 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::support::Kind::Tiered).await
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Kind::Cluster).await
                 }
             )*
         }

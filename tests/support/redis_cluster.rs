@@ -1,13 +1,18 @@
-//! A throwaway Redis Cluster owned by one test binary: six `redis-server`
-//! processes (3 masters, 3 replicas) on free loopback ports, persistence off,
-//! a short `cluster-node-timeout`, joined by `redis-cli --cluster create`;
-//! killed and cleaned up on drop. Never touches a server it did not start.
+//! A throwaway Redis Cluster: six `redis-server` processes (3 masters, 3
+//! replicas) on free loopback ports, persistence off, a short
+//! `cluster-node-timeout`, joined by `redis-cli --cluster create`; killed and
+//! cleaned up on drop, or, for the one a test binary shares, when the binary
+//! exits. Never touches a server it did not start.
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use aside::Cache;
 
 use super::redis_server::{free_port, spawn_server, wait_ready};
 
@@ -17,6 +22,10 @@ pub const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
 pub struct RedisCluster {
     nodes: Vec<Node>,
     dir: PathBuf,
+    /// For the shared cluster: the pipe whose closing, when the test binary
+    /// exits however it exits, makes a watchdog process kill the nodes (a
+    /// static is never dropped).
+    watchdog: Option<Mutex<(Child, Option<ChildStdin>)>>,
 }
 
 pub struct Node {
@@ -38,6 +47,7 @@ impl RedisCluster {
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             dir,
+            watchdog: None,
         };
         while cluster.nodes.len() < 6 {
             let port = cluster_port();
@@ -54,6 +64,52 @@ impl RedisCluster {
         cluster.wait_ok(Duration::from_secs(30));
         cluster.wait_synced(Duration::from_secs(30));
         cluster
+    }
+
+    /// The cluster the tests of this binary share (started by the first),
+    /// each under a namespace of its own ([`namespace`](Self::namespace)).
+    /// Tests that stop or kill nodes start their own instead.
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let mut cluster = RedisCluster::start();
+            cluster.watch_exit();
+            cluster
+        })
+    }
+
+    /// A namespace no other test of this binary uses.
+    pub fn namespace() -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A cache on this cluster under `namespace`.
+    pub async fn cache(&self, namespace: &str) -> Cache {
+        Cache::builder()
+            .redis_cluster(self.urls())
+            .namespace(namespace)
+            .build()
+            .await
+            .expect("connect to the test cluster")
+    }
+
+    /// Starts a process that kills the nodes and removes their directory
+    /// once this process's end of its stdin closes: at exit, or on a crash.
+    fn watch_exit(&mut self) {
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(r#"read _; dir="$1"; shift; kill -9 "$@" 2>/dev/null; sleep 0.2; rm -rf "$dir""#)
+            .arg("watchdog")
+            .arg(&self.dir)
+            .args(self.nodes.iter().map(|node| node.child.id().to_string()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the cluster's watchdog (sh)");
+        let stdin = watchdog.stdin.take();
+        self.watchdog = Some(Mutex::new((watchdog, stdin)));
     }
 
     /// `redis://127.0.0.1:PORT` of every node.

@@ -902,9 +902,10 @@ impl Inner {
     }
 
     /// The storage names for `key` and `tags` (each shortened past
-    /// [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN) bytes). Entries live at `{ns}:{key}`;
+    /// [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN) bytes). Entries live at `{ns}:{{key}}`;
     /// aside's own tokens at `{ns}#...`, which no entry name can equal
-    /// (the namespace may not contain `#`).
+    /// (the namespace may not contain `#`, nor braces, which would move the
+    /// hash tag).
     fn keys(&self, key: &str, tags: &[String]) -> EntryKeys {
         let tags = tags.iter().map(|tag| self.tag_key(tag)).collect();
         EntryKeys::new(&self.settings.namespace, &storage_key(key), tags)

@@ -1,0 +1,557 @@
+//! Redis, through the `redis` crate: one node behind an auto-reconnecting
+//! `ConnectionManager`, or a Redis Cluster behind its `ClusterConnection`
+//! (feature `cluster`).
+//!
+//! Each operation is one round trip of latency, and nothing uses `KEYS` or
+//! `SCAN`:
+//!
+//! | operation | commands |
+//! |---|---|
+//! | fetch | `GET entry`, or `MGET entry tag...` (pipelined with `PEXPIRE entry` for sliding expiry) |
+//! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones |
+//! | lock | a script: `SET lock token NX PX ttl`; if taken, `GET` the entry and the tokens as above |
+//! | store | a script: compare the guard, then `SET entry ... PX`; release the caller's lock, if any |
+//! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
+//! | invalidate tags | `MSET tag token ...` |
+//! | unlock | a script: `DEL lock` if it still holds the token |
+//! | renew | a script: rewrite the entry's times if they are still those read (fail-safe's throttle); release the caller's lock, if any |
+//!
+//! On a cluster, an entry, its guard and its lock share a slot (see
+//! [`EntryKeys`]), but each tag's token has its own. No script or
+//! transaction touches two slots there: a read or a token script that
+//! involves tags is split into the part on the entry's slot and one part
+//! per tag, sent together, so that it still costs one round trip of
+//! latency (`MGET` and `MSET` the `redis` crate splits by slot itself).
+//! Why reading those parts at slightly different times can only cost
+//! misses, never serve a stale value, is in [`crate::tags`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+
+use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Renewal, Tokens};
+use crate::clock::duration_ms;
+use crate::BackendError;
+use releases::Releases;
+use scripts::{GUARDED_SET, LOCK, RENEW, TAG_TOKEN, TOKENS, UNLOCK};
+
+#[cfg(feature = "cluster")]
+mod cluster;
+mod releases;
+mod scripts;
+
+/// What a [`RedisBackend`] sends its commands over: one node, or a cluster.
+pub(crate) trait Link: ConnectionLike + Clone + Send + Sync + 'static {
+    /// Whether keys of different slots may be on different nodes: then no
+    /// script, pipeline or transaction may span slots.
+    const CLUSTER: bool;
+
+    /// The nodes whose keys a `SCAN` must visit, as `query_on` names them:
+    /// `None` for the one node, each master's address on a cluster.
+    fn scanned_nodes(&mut self) -> impl Future<Output = redis::RedisResult<Vec<Option<Node>>>> + Send;
+
+    /// Sends `cmd` to `node` (`None`: where its keys route), for commands
+    /// whose state is a node's own, such as a `SCAN` cursor.
+    fn query_on<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        node: Option<&Node>,
+    ) -> impl Future<Output = redis::RedisResult<T>> + Send;
+}
+
+/// One cluster node's address: host and port.
+pub(crate) type Node = (String, u16);
+
+impl Link for ConnectionManager {
+    const CLUSTER: bool = false;
+
+    async fn scanned_nodes(&mut self) -> redis::RedisResult<Vec<Option<Node>>> {
+        Ok(vec![None])
+    }
+
+    async fn query_on<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        _: Option<&Node>,
+    ) -> redis::RedisResult<T> {
+        cmd.query_async(self).await
+    }
+}
+
+/// The longest pause between two reconnection attempts.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// A Redis server (or cluster) reached through one multiplexed,
+/// self-reconnecting connection, and a pub/sub connection for lock releases.
+#[derive(Clone)]
+pub(crate) struct RedisBackend<C = ConnectionManager> {
+    conn: C,
+    op_timeout: Duration,
+    releases: Releases,
+}
+
+impl<C> std::fmt::Debug for RedisBackend<C> {
+    // The connection's Debug output includes the client's connection info;
+    // print nothing that could carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects to `client`, waiting at most `connect_timeout` for the first
+    /// connection. If Redis cannot be reached (refused, unreachable, timed
+    /// out) and `required` is false, returns a backend that connects in the
+    /// background instead: its calls fail until then, and the cache calls
+    /// through. Anything Redis itself refused (a wrong password, a missing
+    /// right, a certificate it cannot verify) is an error either way.
+    pub(crate) async fn connect(
+        client: redis::Client,
+        connect_timeout: Duration,
+        op_timeout: Duration,
+        required: bool,
+    ) -> Result<Self, BackendError> {
+        // After a lost connection the manager reconnects by itself, with
+        // exponential backoff; capping the pause at RECONNECT_MAX_DELAY means
+        // a restarted server is found within about that long, however long
+        // it was down.
+        let config = ConnectionManagerConfig::new()
+            .set_max_delay(RECONNECT_MAX_DELAY)
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(op_timeout));
+        // The manager retries a failed first connection with backoff; probe
+        // once first so that a wrong address or password is known at once
+        // rather than after `connect_timeout`. The probe connection is dropped.
+        let probe = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(op_timeout));
+        let probed = bounded(
+            connect_timeout,
+            client.get_multiplexed_async_connection_with_config(&probe),
+        )
+        .await;
+        let conn = match probed {
+            Ok(_) => {
+                let mut conn = bounded(
+                    connect_timeout,
+                    ConnectionManager::new_with_config(client.clone(), config),
+                )
+                .await?;
+                // Loaded up front so that the first use of each is one round
+                // trip too (the redis crate loads a script the server does
+                // not know by itself, as it must after a lazy start).
+                preload(&mut conn, connect_timeout).await?;
+                conn
+            }
+            Err(error) if !required && unreachable(&error, tls(&client)) => {
+                tracing::warn!(
+                    %error,
+                    "aside: Redis cannot be reached at start-up; calls run their functions until it can, \
+                     and the cache connects in the background"
+                );
+                ConnectionManager::new_lazy_with_config(client.clone(), config)?
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Self::over(conn, Some(client), op_timeout))
+    }
+
+    /// A backend over a connection the program made. Without its client,
+    /// lock waiters poll rather than being told of releases.
+    pub(crate) fn over(conn: ConnectionManager, client: Option<redis::Client>, op_timeout: Duration) -> Self {
+        RedisBackend {
+            conn,
+            op_timeout,
+            releases: Releases::new(client.into_iter().collect(), op_timeout),
+        }
+    }
+}
+
+/// Loads every script, so that the first use of each is one round trip too
+/// (the redis crate loads a script the server does not know by itself, as
+/// it must after a lazy start or a failover).
+async fn preload(conn: &mut impl Link, limit: Duration) -> Result<(), BackendError> {
+    for script in [&*GUARDED_SET, &*TOKENS, &*TAG_TOKEN, &*LOCK, &*UNLOCK, &*RENEW] {
+        bounded(limit, script.prepare_invoke().load_async(conn)).await?;
+    }
+    Ok(())
+}
+
+impl<C: Link> RedisBackend<C> {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        bounded(self.op_timeout, cmd.query_async(&mut conn)).await
+    }
+
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        bounded(self.op_timeout, invocation.invoke_async(&mut conn)).await
+    }
+}
+
+/// Whether a failed connection attempt says only that Redis is not there
+/// (yet): refused, reset, timed out, no route to its host, no address for
+/// its name. Not: an answer from Redis (authentication, rights). Over TLS,
+/// an I/O error may be a certificate that cannot be verified, which no
+/// waiting mends: only a refusal, a drop or a timeout counts there.
+fn unreachable(error: &BackendError, tls: bool) -> bool {
+    match error {
+        BackendError::Timeout(_) => true,
+        BackendError::Redis(error) => {
+            error.is_timeout()
+                || error.is_connection_refusal()
+                || error.is_connection_dropped()
+                || (error.is_io_error() && !tls)
+        }
+        BackendError::CircuitOpen | BackendError::Unsupported(_) => false,
+    }
+}
+
+/// Whether `client` connects over TLS.
+fn tls(client: &redis::Client) -> bool {
+    matches!(
+        client.get_connection_info().addr(),
+        redis::ConnectionAddr::TcpTls { .. }
+    )
+}
+
+/// Runs a Redis future with a hard deadline, on top of the connection's own
+/// response timeout (which does not cover waiting for a reconnect).
+async fn bounded<T>(
+    limit: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => Ok(result?),
+        Err(_elapsed) => Err(BackendError::Timeout(limit)),
+    }
+}
+
+/// A duration as Redis's `PX` takes it: whole milliseconds, at least 1
+/// (Redis refuses 0).
+fn px(d: Duration) -> u64 {
+    duration_ms(d).max(1)
+}
+
+/// The guard's token, then the tags', as the token scripts return them: only
+/// numbers. A 0 for anything else never matches a fresh token, so it can only
+/// cost a miss.
+fn tokens_from(mut tokens: impl Iterator<Item = Option<u64>>) -> Tokens {
+    let guard = tokens.next().flatten().unwrap_or(0);
+    Tokens {
+        guard,
+        tags: tokens.map(|t| t.unwrap_or(0)).collect(),
+    }
+}
+
+/// A token as stored: decimal text. Anything else reads as no token.
+fn parse_token(raw: Option<&[u8]>) -> Option<u64> {
+    std::str::from_utf8(raw?).ok()?.parse().ok()
+}
+
+impl<C: Link> RedisBackend<C> {
+    /// The entry at `name`: another type there (which `MGET` reads as nil)
+    /// is no entry, and the store will replace it.
+    async fn entry(&self, name: &str) -> Result<Option<Bytes>, BackendError> {
+        match self.query::<Option<Bytes>>(redis::cmd("GET").arg(name)).await {
+            Err(BackendError::Redis(e)) if e.code() == Some("WRONGTYPE") => Ok(None),
+            entry => entry,
+        }
+    }
+
+    /// A fetch whose parts are on different slots: the entry (and its
+    /// sliding expiry) on its own, and the tags' tokens, sent together.
+    async fn fetch_apart(&self, keys: &EntryKeys, touch: Option<Duration>) -> Result<Fetched, BackendError> {
+        let entry = async {
+            let Some(ttl) = touch else {
+                return self.entry(&keys.entry).await;
+            };
+            let mut pipe = redis::pipe();
+            pipe.cmd("MGET").arg(&keys.entry);
+            pipe.cmd("PEXPIRE").arg(&keys.entry).arg(px(ttl)).ignore();
+            let mut conn = self.conn.clone();
+            let ((entry,),): ((Option<Vec<u8>>,),) =
+                bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
+            Ok(entry.map(Bytes::from))
+        };
+        let tags = async {
+            if keys.tags.is_empty() {
+                return Ok(Vec::new());
+            }
+            let tokens: Vec<Option<Vec<u8>>> = self.query(redis::cmd("MGET").arg(&keys.tags)).await?;
+            Ok(tokens.iter().map(|t| parse_token(t.as_deref())).collect())
+        };
+        let (entry, tags) = tokio::try_join!(entry, tags)?;
+        Ok(Fetched { entry, tags })
+    }
+
+    /// Each tag's token, created where missing: one script per tag, sent
+    /// together (on a cluster, tags live in slots of their own).
+    async fn tag_tokens(&self, tags: &[String]) -> Result<Vec<u64>, BackendError> {
+        let each = tags.iter().map(|tag| async move {
+            let mut invocation = TAG_TOKEN.prepare_invoke();
+            invocation.key(tag).arg(fresh_token().to_string());
+            let token: Option<Vec<u8>> = self.run_script(invocation).await?;
+            Ok::<_, BackendError>(parse_token(token.as_deref()).unwrap_or(0))
+        });
+        futures_util::future::try_join_all(each).await
+    }
+}
+
+impl<C: Link> Backend for RedisBackend<C> {
+    fn fetch<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        touch: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Fetched, BackendError>> {
+        Box::pin(async move {
+            // The common hit is one plain GET: no pipeline, no array reply.
+            if keys.tags.is_empty() && touch.is_none() {
+                return Ok(Fetched {
+                    entry: self.entry(&keys.entry).await?,
+                    tags: Vec::new(),
+                });
+            }
+            if C::CLUSTER {
+                return self.fetch_apart(keys, touch).await;
+            }
+            let mut mget = redis::cmd("MGET");
+            mget.arg(&keys.entry).arg(&keys.tags);
+            let values: Vec<Option<Vec<u8>>> = match touch {
+                // A tagged hit: one plain MGET, no pipeline either.
+                None => self.query(&mget).await?,
+                Some(ttl) => {
+                    let mut pipe = redis::pipe();
+                    pipe.add_command(mget);
+                    pipe.cmd("PEXPIRE").arg(&keys.entry).arg(px(ttl)).ignore();
+                    let mut conn = self.conn.clone();
+                    let (values,) = bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
+                    values
+                }
+            };
+            let mut values = values.into_iter();
+            let entry = values.next().flatten().map(Bytes::from);
+            let tags = values.map(|v| parse_token(v.as_deref())).collect();
+            Ok(Fetched { entry, tags })
+        })
+    }
+
+    fn tokens<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
+        Box::pin(async move {
+            let apart = C::CLUSTER && !keys.tags.is_empty();
+            let guard = async {
+                let mut invocation = TOKENS.prepare_invoke();
+                invocation.arg(px(window));
+                invocation.key(keys.guard()).arg(fresh_token().to_string());
+                if !apart {
+                    for tag in &keys.tags {
+                        invocation.key(tag).arg(fresh_token().to_string());
+                    }
+                }
+                let tokens: Vec<Option<Vec<u8>>> = self.run_script(invocation).await?;
+                Ok(tokens_from(tokens.iter().map(|t| parse_token(t.as_deref()))))
+            };
+            if !apart {
+                return guard.await;
+            }
+            let (mut tokens, tags) = tokio::try_join!(guard, self.tag_tokens(&keys.tags))?;
+            tokens.tags = tags;
+            Ok(tokens)
+        })
+    }
+
+    fn store<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        entry: Bytes,
+        ttl: Duration,
+        guard: u64,
+        unlock: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let mut invocation = GUARDED_SET.prepare_invoke();
+            invocation.key(&keys.entry).key(keys.guard());
+            invocation.arg(&entry[..]).arg(px(ttl)).arg(guard.to_string());
+            if let Some(token) = unlock {
+                invocation.key(keys.lock()).arg(token.to_string());
+            }
+            let stored: i64 = self.run_script(invocation).await?;
+            Ok(stored == 1)
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        renewal: Renewal,
+        unlock: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let (_, was, now) = renewal.times();
+            let mut invocation = RENEW.prepare_invoke();
+            invocation.key(&keys.entry);
+            invocation.arg(&was[..]).arg(&now[..]).arg(px(renewal.ttl));
+            if let Some(token) = unlock {
+                invocation.key(keys.lock()).arg(token.to_string());
+            }
+            let renewed: i64 = self.run_script(invocation).await?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn invalidate<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<u64, BackendError>> {
+        Box::pin(async move {
+            let token = fresh_token();
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .set(keys.guard(), token.to_string())
+                .arg("PX")
+                .arg(px(window))
+                .ignore()
+                .del(&keys.entry)
+                .ignore();
+            let mut conn = self.conn.clone();
+            bounded(self.op_timeout, pipe.query_async::<()>(&mut conn)).await?;
+            Ok(token)
+        })
+    }
+
+    fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            if tags.is_empty() {
+                return Ok(());
+            }
+            // On a cluster the redis crate splits this by slot, and answers
+            // once every part is acknowledged.
+            let mut cmd = redis::cmd("MSET");
+            for tag in tags {
+                cmd.arg(tag).arg(fresh_token().to_string());
+            }
+            self.query::<()>(&cmd).await
+        })
+    }
+
+    fn lock<'a>(
+        &'a self,
+        keys: &'a EntryKeys,
+        token: u64,
+        ttl: Duration,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
+        Box::pin(async move {
+            let apart = C::CLUSTER && !keys.tags.is_empty();
+            let locked = async {
+                let mut invocation = LOCK.prepare_invoke();
+                invocation.key(keys.lock()).key(&keys.entry);
+                invocation.arg(token.to_string()).arg(px(ttl)).arg(px(window));
+                invocation.key(keys.guard()).arg(fresh_token().to_string());
+                if !apart {
+                    for tag in &keys.tags {
+                        invocation.key(tag).arg(fresh_token().to_string());
+                    }
+                }
+                let Some(reply): Option<Vec<Option<Vec<u8>>>> = self.run_script(invocation).await? else {
+                    return Ok(None);
+                };
+                let mut reply = reply.into_iter();
+                let entry = reply.next().flatten().map(Bytes::from);
+                Ok(Some(Locked {
+                    entry,
+                    tokens: tokens_from(reply.map(|t| parse_token(t.as_deref()))),
+                }))
+            };
+            if !apart {
+                return locked.await;
+            }
+            // The tags' tokens are read whether or not the lock is taken:
+            // the two go together, and a token read for nothing is harmless.
+            let (locked, tags) = tokio::try_join!(locked, self.tag_tokens(&keys.tags))?;
+            Ok(locked.map(|mut locked| {
+                locked.tokens.tags = tags;
+                locked
+            }))
+        })
+    }
+
+    fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut invocation = UNLOCK.prepare_invoke();
+            invocation.key(key).arg(token.to_string());
+            self.run_script::<i64>(invocation).await?;
+            Ok(())
+        })
+    }
+
+    fn watch_lock<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Option<LockWatch>> {
+        Box::pin(self.releases.watch(keys.lock()))
+    }
+
+    fn clear<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            // SCAN never blocks the server; each batch is one round trip,
+            // bounded by the operation timeout. Guards go too, so a load
+            // that started before cannot store after (its guard is gone).
+            // A cluster is scanned master by master: a cursor is a node's.
+            let lock_prefix = format!("{namespace}#lock:");
+            let mut conn = self.conn.clone();
+            let nodes = bounded(self.op_timeout, conn.scanned_nodes()).await?;
+            for node in &nodes {
+                for kind in [":", "#"] {
+                    let pattern = format!("{}{kind}*", glob_escaped(namespace));
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let mut scan = redis::cmd("SCAN");
+                        scan.arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(CLEAR_BATCH);
+                        let (next, mut names): (u64, Vec<Vec<u8>>) =
+                            bounded(self.op_timeout, conn.query_on(&scan, node.as_ref())).await?;
+                        // Locks stay with their holders, whose stores the
+                        // guards' deletion already refuses.
+                        names.retain(|name| !name.starts_with(lock_prefix.as_bytes()));
+                        if !names.is_empty() {
+                            self.query::<()>(redis::cmd("UNLINK").arg(&names)).await?;
+                        }
+                        cursor = next;
+                        if cursor == 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// How many names one `SCAN` of [`Backend::clear`] asks for.
+const CLEAR_BATCH: usize = 1_000;
+
+/// `text` as a `SCAN MATCH` pattern that matches only itself.
+fn glob_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}

@@ -1,0 +1,121 @@
+//! The Lua scripts of the Redis backend.
+//!
+//! On a cluster, each is invoked with the keys of one slot only: an entry,
+//! its guard and its lock (TOKENS and LOCK then without tags), or one tag's
+//! token (TAG_TOKEN).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// KEYS: entry, guard, and the lock to release, if any. ARGV: bytes, ttl in
+/// ms, the expected guard, and the lock's token. A missing guard (GET gives
+/// false) never equals it. The lock is released whether or not the entry
+/// was written.
+pub(super) static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local stored = 0
+        if redis.call('GET', KEYS[2]) == ARGV[3] then
+            redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+            stored = 1
+        end
+        if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[4] then
+            redis.call('DEL', KEYS[3])
+            -- pcall: a user without the right to publish (Redis 7 ACLs
+            -- allow no channel by default) still stores; waiters poll.
+            redis.pcall('PUBLISH', KEYS[3], stored)
+        end
+        return stored",
+    )
+});
+
+/// Reads the tokens at KEYS[first..] into `out` from `out_at` on, giving each
+/// missing one (or one that is not a number, which no reader could match
+/// anyway) the fresh token at ARGV[i + 1]; the first, the guard, lives for
+/// ARGV[window] ms, the tags' indefinitely. Shared by TOKENS and LOCK.
+const READ_TOKENS: &str = r"
+    local function read_tokens(first, window, out, out_at)
+        for i = first, #KEYS do
+            local token = redis.call('GET', KEYS[i])
+            if not token or not tonumber(token) then
+                token = ARGV[i + 1]
+                if i == first then
+                    redis.call('SET', KEYS[i], token, 'PX', ARGV[window])
+                else
+                    redis.call('SET', KEYS[i], token)
+                end
+            end
+            out[out_at + i - first] = token
+        end
+        return out
+    end";
+
+/// KEYS: the guard, then the tag tokens. ARGV: the guard's lifetime in ms,
+/// then a fresh token for each key.
+pub(super) static TOKENS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{READ_TOKENS}\n return read_tokens(1, 1, {{}}, 1)")));
+
+/// KEYS: a tag's token. ARGV: a fresh token. Returns the token, giving the
+/// tag the fresh one if it has none (or one that is not a number).
+pub(super) static TAG_TOKEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local token = redis.call('GET', KEYS[1])
+        if not token or not tonumber(token) then
+            token = ARGV[1]
+            redis.call('SET', KEYS[1], token)
+        end
+        return token",
+    )
+});
+
+/// KEYS: the lock, the entry, the guard, then the tag tokens. ARGV: the
+/// lock's token, its TTL in ms, the guard's lifetime in ms, then a fresh
+/// token for the guard and each tag. Returns nil if the lock is held, else
+/// the entry (nil if absent), the guard and the tag tokens.
+pub(super) static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{READ_TOKENS}
+        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+        -- Another type at the entry's key reads as no entry, as MGET has it.
+        local entry = redis.pcall('GET', KEYS[2])
+        if type(entry) == 'table' and entry.err then entry = false end
+        return read_tokens(3, 3, {{entry}}, 2)"
+    ))
+});
+
+/// KEYS: entry, and the lock to release, if any. ARGV: the entry's times as
+/// read and as renewed (see [`Renewal`](crate::Renewal)), the TTL in ms, and the lock's
+/// token. The entry is rewritten only if its times are still those read.
+pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    let times = crate::entry::TIMES;
+    let (first, last) = (times.start + 1, times.end);
+    Script::new(&format!(
+        r"
+        local renewed = 0
+        local entry = redis.pcall('GET', KEYS[1])
+        if type(entry) == 'string' and string.sub(entry, {first}, {last}) == ARGV[1] then
+            local bytes = string.sub(entry, 1, {first} - 1) .. ARGV[2] .. string.sub(entry, {last} + 1)
+            redis.call('SET', KEYS[1], bytes, 'PX', ARGV[3])
+            renewed = 1
+        end
+        if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[4] then
+            redis.call('DEL', KEYS[2])
+            redis.pcall('PUBLISH', KEYS[2], renewed)
+        end
+        return renewed"
+    ))
+});
+
+/// KEYS: the lock. ARGV: the owner's token. Compare-and-delete, and word
+/// to the waiters (see [`Releases`](super::releases::Releases)).
+pub(super) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        redis.call('DEL', KEYS[1])
+        redis.pcall('PUBLISH', KEYS[1], 0)
+        return 1",
+    )
+});
