@@ -405,6 +405,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Box::pin(std::future::ready(None))
     }
 
+    /// The state of the backend's own circuit breakers, for a backend that
+    /// keeps one per node (a Redis Cluster: a node that hangs is skipped
+    /// while the others serve): the worst of them. Such a backend fails an
+    /// operation on a node whose breaker is open with
+    /// [`BackendError::CircuitOpen`], which the cache counts as
+    /// short-circuited rather than as a failure. `None` (the default): the
+    /// cache's own breaker, in front of the whole backend, is the only one.
+    fn breaker(&self) -> Option<crate::BreakerState> {
+        None
+    }
+
     /// Deletes every entry and token of `namespace` (the names
     /// `{namespace}:...` and `{namespace}#...`), so that every entry becomes
     /// a miss and no load that started before can store. The default:

@@ -47,15 +47,24 @@ pub(crate) struct Breaker {
     state: Mutex<State>,
     threshold: u32,
     cooldown: Duration,
+    /// What the breaker guards, for its log lines: empty for the whole
+    /// backend, a node's address for one of a Redis Cluster's.
+    node: String,
 }
 
 impl Breaker {
     pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self::for_node(threshold, cooldown, String::new())
+    }
+
+    /// A breaker for one node of a backend that keeps one per node.
+    pub(crate) fn for_node(threshold: u32, cooldown: Duration, node: String) -> Self {
         Breaker {
             healthy: AtomicBool::new(true),
             state: Mutex::new(State::Closed { failures: 0 }),
             threshold,
             cooldown,
+            node,
         }
     }
 
@@ -70,7 +79,7 @@ impl Breaker {
             State::Closed { .. } => true,
             State::Open { until } if now >= until => {
                 *state = State::HalfOpen { probe_since: now };
-                tracing::info!("aside: cache backend circuit half-open, probing");
+                tracing::info!(node = %self.node, "aside: cache backend circuit half-open, probing");
                 true
             }
             // A probe that never answered: send another.
@@ -89,7 +98,7 @@ impl Breaker {
         }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !matches!(*state, State::Closed { .. }) {
-            tracing::info!("aside: cache backend answered, circuit closed");
+            tracing::info!(node = %self.node, "aside: cache backend answered, circuit closed");
         }
         *state = State::Closed { failures: 0 };
         self.healthy.store(true, Relaxed);
@@ -120,6 +129,7 @@ impl Breaker {
             let cooldown = self.cooldown;
             tracing::warn!(
                 ?cooldown,
+                node = %self.node,
                 "aside: cache backend failing, circuit open: calling loaders directly"
             );
         }

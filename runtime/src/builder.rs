@@ -586,7 +586,7 @@ impl CacheBuilder {
     }
 
     #[cfg(feature = "cluster")]
-    async fn build_cluster(self, urls: Vec<String>) -> Result<Cache, Error> {
+    async fn build_cluster(mut self, urls: Vec<String>) -> Result<Cache, Error> {
         let invalid = |e: redis::RedisError| Error::Config(format!("invalid Redis Cluster URL: {e}"));
         if self.redis_url.is_some() || self.redis_client.is_some() || self.redis_connection.is_some() {
             return Err(Error::Config(
@@ -599,19 +599,25 @@ impl CacheBuilder {
             .iter()
             .map(|url| self.client(url))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut cluster = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str));
+        let cluster = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str));
         #[cfg(feature = "tls")]
-        if let Some(root) = &self.tls_root_certificate {
-            cluster = cluster.certs(redis::TlsCertificates {
+        let cluster = match &self.tls_root_certificate {
+            Some(root) => cluster.certs(redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(root.clone()),
-            });
-        }
+            }),
+            None => cluster,
+        };
         let client = cluster.build().map_err(invalid)?;
-        let (connect, op) = (self.connect_timeout, self.op_timeout);
-        let backend = RedisBackend::connect_cluster(client, pubsub, connect, op, self.require_connection)
-            .await
-            .map_err(Error::Connect)?;
+        let timeouts = (self.connect_timeout, self.op_timeout);
+        // A breaker per node, in the backend, instead of the cache's for the
+        // whole cluster: a node that hangs does not stop the others.
+        let breaker = (self.breaker_threshold, self.breaker_cooldown);
+        self.breaker_threshold = 0;
+        let backend =
+            RedisBackend::connect_cluster(client, pubsub, timeouts, breaker, self.require_connection)
+                .await
+                .map_err(Error::Connect)?;
         if self.l1.flatten().is_some() {
             tracing::warn!(
                 "aside: the in-process tier is not kept coherent over a Redis Cluster yet; it is off"

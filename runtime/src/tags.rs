@@ -23,6 +23,36 @@
 //! recorded one: losing tokens costs misses and refused stores, never stale
 //! reads. In particular a load that outlives its guard (the invalidation
 //! window) is returned but not stored.
+//!
+//! ## On a Redis Cluster: reads that are not atomic
+//!
+//! An entry and its guard share a slot, so the guarded store and the key's
+//! invalidation stay atomic. A tag's token lives in a slot of its own, so a
+//! read of an entry and its tags' tokens is several reads, one per slot,
+//! answered at slightly different moments. That can cost a miss, never serve
+//! a stale value:
+//!
+//! - A tag invalidation that completed before the read began (every node
+//!   acknowledged its new token) is seen by the read of that token, whenever
+//!   it lands: the token read returns the new token, which no entry stored
+//!   before it can carry.
+//! - Tokens are random and never reused, so a token read is either one an
+//!   entry recorded or not; there is no "older but equal" value.
+//! - An entry records its tags' tokens as they were *before* its load began.
+//!   If the entry is read after a reload that followed an invalidation, but
+//!   the token before that invalidation landed, the two do not match: a
+//!   miss. If the entry is read before and the token after, they do not
+//!   match either: a miss. A match needs the token that the entry's load
+//!   began under to be current when the token is read, and then no
+//!   invalidation completed between the load's start and the read, so the
+//!   value is as fresh as a single atomic read would have allowed.
+//!
+//! The token scripts of a miss are split the same way: the guard with the
+//! entry (and, under the stampede lock, with the lock), each tag's token on
+//! its own, sent together. The load runs only once every part has
+//! answered, so every token it records was read before it began.
+//! `tests/invalidation.rs` runs its barrier races (an invalidation landing
+//! while a load runs) on a real cluster too.
 
 /// The tokens a load ran under: the key's guard and its tags' tokens, read
 /// before the loader started (what [`Backend::tokens`](crate::Backend::tokens)

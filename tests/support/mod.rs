@@ -4,6 +4,7 @@
 
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod traffic;
 
 use std::future::Future;
 use std::time::Duration;

@@ -124,6 +124,81 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// The node on `port`.
+    pub fn node(&self, port: u16) -> &Node {
+        self.nodes
+            .iter()
+            .find(|node| node.port == port)
+            .expect("a node of this cluster")
+    }
+
+    /// The port of the master that serves the key `name`, as the first
+    /// node that answers sees it.
+    pub fn master_of(&self, name: &str) -> u16 {
+        self.nodes
+            .iter()
+            .find_map(|node| {
+                let mut conn = connect(node.port)?;
+                let slot: i64 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(name)
+                    .query(&mut conn)
+                    .ok()?;
+                let ranges: Vec<(i64, i64, (String, i64))> = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query::<Vec<redis::Value>>(&mut conn)
+                    .ok()?
+                    .into_iter()
+                    .filter_map(|range| {
+                        let redis::Value::Array(parts) = range else {
+                            return None;
+                        };
+                        let start = redis::from_redis_value(parts.first()?.clone()).ok()?;
+                        let end = redis::from_redis_value(parts.get(1)?.clone()).ok()?;
+                        let redis::Value::Array(master) = parts.get(2)? else {
+                            return None;
+                        };
+                        let host = redis::from_redis_value(master.first()?.clone()).ok()?;
+                        let port = redis::from_redis_value(master.get(1)?.clone()).ok()?;
+                        Some((start, end, (host, port)))
+                    })
+                    .collect();
+                let (_, _, (_, port)) = ranges
+                    .iter()
+                    .find(|(start, end, _)| (*start..=*end).contains(&slot))?;
+                u16::try_from(*port).ok()
+            })
+            .expect("a node answers with the slot's master")
+    }
+
+    /// The cluster id of the node on `port`.
+    pub fn id(port: u16) -> String {
+        let mut conn = connect(port).expect("the node answers");
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut conn)
+            .expect("CLUSTER MYID")
+    }
+
+    /// Moves `slots` slots from the master on `from` to the master on `to`,
+    /// with their keys (`redis-cli --cluster reshard`: clients see `MOVED`
+    /// and `ASK` while it runs). Blocks until done.
+    pub fn reshard(&self, from: u16, to: u16, slots: u32) {
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &Self::id(from), "--cluster-to", &Self::id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster reshard");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// `CLUSTER INFO` of the node on `port`, if it answers.
     pub fn info(port: u16) -> Option<String> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
@@ -235,6 +310,16 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A connection to the node on `port`, if it answers within 500 ms.
+fn connect(port: u16) -> Option<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let conn = client
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()?;
+    conn.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    Some(conn)
 }
 
 /// A free port whose cluster bus port (10000 above it) is free too.

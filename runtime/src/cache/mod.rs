@@ -44,7 +44,7 @@ use tracing::{Instrument, Span};
 use crate::stampede::HeldLock;
 use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{BackendError, CacheBuilder, Cacheable, Codec, Error, Policy, Stats};
+use crate::{BackendError, BreakerState, CacheBuilder, Cacheable, Codec, Error, Policy, Stats};
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
 /// and its counters. Clones share everything.
@@ -235,7 +235,7 @@ impl Cache {
     /// circuit breaker's state.
     pub fn stats(&self) -> Stats {
         let mut stats = self.inner.counters.snapshot();
-        stats.breaker = self.inner.breaker.state();
+        stats.breaker = self.inner.breaker_state();
         stats
     }
 
@@ -861,6 +861,12 @@ where
 }
 
 impl Inner {
+    /// The breaker's state: the backend's own (the worst of a cluster's
+    /// nodes), or the cache's in front of it.
+    fn breaker_state(&self) -> BreakerState {
+        self.backend.breaker().unwrap_or_else(|| self.breaker.state())
+    }
+
     /// Runs one backend operation (`name`, for its span) through the circuit breaker: while it is
     /// open, fails at once with [`BackendError::CircuitOpen`] instead.
     async fn call<'a, T>(
@@ -886,6 +892,14 @@ impl Inner {
             }
             // Not a failure of the backend: it answered that it cannot.
             Err(BackendError::Unsupported(_)) => false,
+            // One of the backend's own breakers (a cluster node's) is open:
+            // short-circuited there, and not the whole backend's failure.
+            Err(BackendError::CircuitOpen) => {
+                Counters::incr(&self.counters.short_circuited);
+                #[cfg(feature = "metrics")]
+                self.metrics.short_circuited();
+                false
+            }
             Err(_) => {
                 self.breaker.failure();
                 true
@@ -894,7 +908,7 @@ impl Inner {
         #[cfg(feature = "metrics")]
         {
             self.metrics.backend(name, started.elapsed(), failed);
-            self.metrics.breaker(self.breaker.state());
+            self.metrics.breaker(self.breaker_state());
         }
         #[cfg(not(feature = "metrics"))]
         let _ = failed;

@@ -5,6 +5,7 @@
 //! refreshes its slot map when the cluster changes (a failover, a
 //! migration), retrying within the operation timeout.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::cluster::ClusterClient;
@@ -13,19 +14,18 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Value;
 
 use super::{bounded, preload, unreachable, Link, Node, RedisBackend};
-use crate::BackendError;
+use crate::breaker::Breaker;
+use crate::{BackendError, BreakerState};
 
 impl Link for ClusterConnection {
     const CLUSTER: bool = true;
 
     async fn scanned_nodes(&mut self) -> redis::RedisResult<Vec<Option<Node>>> {
-        let slots = self
-            .route_command(
-                redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            )
-            .await?;
-        let mut masters = masters(&slots);
+        let slots = cluster_slots(self).await?;
+        let Value::Array(ranges) = &slots else {
+            return Ok(Vec::new());
+        };
+        let mut masters: Vec<Node> = ranges.iter().filter_map(master).collect();
         masters.sort();
         masters.dedup();
         Ok(masters.into_iter().map(Some).collect())
@@ -50,41 +50,16 @@ impl Link for ClusterConnection {
     }
 }
 
-/// The master of each slot range in a `CLUSTER SLOTS` reply: each range
-/// is `[start, end, [host, port, id, ...], replicas...]`.
-fn masters(slots: &Value) -> Vec<Node> {
-    let Value::Array(ranges) = slots else {
-        return Vec::new();
-    };
-    ranges
-        .iter()
-        .filter_map(|range| {
-            let Value::Array(range) = range else { return None };
-            let Value::Array(master) = range.get(2)? else {
-                return None;
-            };
-            let host = match master.first()? {
-                Value::BulkString(host) => String::from_utf8(host.clone()).ok()?,
-                Value::SimpleString(host) => host.clone(),
-                _ => return None,
-            };
-            let Value::Int(port) = master.get(1)? else {
-                return None;
-            };
-            Some((host, u16::try_from(*port).ok()?))
-        })
-        .collect()
-}
-
 impl RedisBackend<ClusterConnection> {
     /// Connects to the cluster that `client` names, as
     /// [`RedisBackend::connect`] does to one node; `pubsub` are clients for
-    /// the nodes named at start-up, over which lock releases are told.
+    /// the nodes named at start-up, over which lock releases are told;
+    /// `breaker` is each node's circuit breaker's threshold and cool-down.
     pub(crate) async fn connect_cluster(
         client: ClusterClient,
         pubsub: Vec<redis::Client>,
-        connect_timeout: Duration,
-        op_timeout: Duration,
+        (connect_timeout, op_timeout): (Duration, Duration),
+        breaker: (u32, Duration),
         required: bool,
     ) -> Result<Self, BackendError> {
         let config = redis::cluster::ClusterConfig::new()
@@ -111,10 +86,260 @@ impl RedisBackend<ClusterConnection> {
             }
             Err(error) => return Err(error),
         };
+        let nodes = Arc::new(Nodes::new(breaker.0, breaker.1));
+        Nodes::follow(&nodes, conn.clone(), op_timeout).await;
         Ok(RedisBackend {
             conn,
             op_timeout,
             releases: super::releases::Releases::new(pubsub, op_timeout),
+            nodes: Some(nodes),
         })
+    }
+}
+
+/// How many hash slots a Redis Cluster has.
+const SLOTS: usize = 16_384;
+/// How often the slot map is read again, to follow failovers and moved
+/// slots.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// Which node serves each slot, and a circuit breaker per node: a node that
+/// hangs or dies is skipped on its own, while the others keep serving.
+///
+/// Read from `CLUSTER SLOTS` at start-up and every [`REFRESH`]; a node's
+/// breaker outlives the refresh as long as the node serves slots. The
+/// `redis` crate keeps its own map for routing; this one only tells whose
+/// breaker a command answers to, so a stale entry costs a breaker's
+/// accuracy for a second, never a misrouted command.
+pub(crate) struct Nodes {
+    map: RwLock<Arc<SlotMap>>,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+#[derive(Default)]
+struct SlotMap {
+    /// Per slot, an index into `nodes`; `None` until known.
+    owner: Vec<Option<u16>>,
+    nodes: Vec<(Node, Arc<Breaker>)>,
+}
+
+impl Nodes {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Nodes {
+            map: RwLock::new(Arc::new(SlotMap::default())),
+            threshold,
+            cooldown,
+        }
+    }
+
+    fn map(&self) -> Arc<SlotMap> {
+        self.map.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The breaker of the node that serves `name`, if known.
+    pub(crate) fn breaker(&self, name: &str) -> Option<Arc<Breaker>> {
+        let map = self.map();
+        let node = (*map.owner.get(slot(name))?)?;
+        Some(map.nodes.get(usize::from(node))?.1.clone())
+    }
+
+    /// `names` grouped by the node that serves them (as indices into
+    /// `names`): one group per node, all in one if the map is not known.
+    pub(crate) fn by_node(&self, names: &[String]) -> Vec<Vec<usize>> {
+        let map = self.map();
+        let mut groups: Vec<(Option<u16>, Vec<usize>)> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let node = map.owner.get(slot(name)).copied().flatten();
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((node, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
+    }
+
+    /// The worst state among the nodes' breakers.
+    pub(crate) fn worst(&self) -> BreakerState {
+        let states = self
+            .map()
+            .nodes
+            .iter()
+            .map(|(_, breaker)| breaker.state())
+            .collect::<Vec<_>>();
+        [BreakerState::Open, BreakerState::HalfOpen]
+            .into_iter()
+            .find(|worst| states.contains(worst))
+            .unwrap_or(BreakerState::Closed)
+    }
+
+    /// Takes in a `CLUSTER SLOTS` reply.
+    fn update(&self, slots: &Value) {
+        let Value::Array(ranges) = slots else { return };
+        let old = self.map();
+        let mut map = SlotMap {
+            owner: vec![None; SLOTS],
+            nodes: Vec::new(),
+        };
+        for range in ranges {
+            let (Some((start, end)), Some(node)) = (span(range), master(range)) else {
+                continue;
+            };
+            let index = match map.nodes.iter().position(|(n, _)| *n == node) {
+                Some(index) => index,
+                None => {
+                    let breaker = old.nodes.iter().find(|(n, _)| *n == node).map_or_else(
+                        || {
+                            let label = format!("{}:{}", node.0, node.1);
+                            Arc::new(Breaker::for_node(self.threshold, self.cooldown, label))
+                        },
+                        |(_, breaker)| breaker.clone(),
+                    );
+                    map.nodes.push((node, breaker));
+                    map.nodes.len() - 1
+                }
+            };
+            let index = u16::try_from(index).ok();
+            for owner in map.owner.iter_mut().take(end + 1).skip(start) {
+                *owner = index;
+            }
+        }
+        *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(map);
+    }
+
+    /// Reads the slot map now, then every [`REFRESH`] until `nodes` is
+    /// dropped.
+    async fn follow(nodes: &Arc<Nodes>, mut conn: ClusterConnection, limit: Duration) {
+        let read = move |mut conn: ClusterConnection| async move {
+            let slots = bounded(limit, cluster_slots(&mut conn)).await;
+            (conn, slots)
+        };
+        let (back, slots) = read(conn).await;
+        conn = back;
+        if let Ok(slots) = slots {
+            nodes.update(&slots);
+        }
+        let nodes = Arc::downgrade(nodes);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH).await;
+                if nodes.strong_count() == 0 {
+                    return;
+                }
+                let (back, slots) = read(conn).await;
+                conn = back;
+                match (nodes.upgrade(), slots) {
+                    (Some(nodes), Ok(slots)) => nodes.update(&slots),
+                    (Some(_), Err(_)) => {}
+                    (None, _) => return,
+                }
+            }
+        });
+    }
+}
+
+async fn cluster_slots(conn: &mut ClusterConnection) -> redis::RedisResult<Value> {
+    conn.route_command(
+        redis::cmd("CLUSTER").arg("SLOTS").clone(),
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+    )
+    .await
+}
+
+/// A slot range's first and last slot.
+fn span(range: &Value) -> Option<(usize, usize)> {
+    let Value::Array(range) = range else { return None };
+    let (Value::Int(start), Value::Int(end)) = (range.first()?, range.get(1)?) else {
+        return None;
+    };
+    let (start, end) = (usize::try_from(*start).ok()?, usize::try_from(*end).ok()?);
+    (start <= end && end < SLOTS).then_some((start, end))
+}
+
+/// A slot range's master: `[start, end, [host, port, id, ...], replicas...]`.
+fn master(range: &Value) -> Option<Node> {
+    let Value::Array(range) = range else { return None };
+    let Value::Array(master) = range.get(2)? else {
+        return None;
+    };
+    let host = match master.first()? {
+        Value::BulkString(host) => String::from_utf8(host.clone()).ok()?,
+        Value::SimpleString(host) => host.clone(),
+        _ => return None,
+    };
+    let Value::Int(port) = master.get(1)? else {
+        return None;
+    };
+    Some((host, u16::try_from(*port).ok()?))
+}
+
+/// The hash slot of a key: CRC16 of its hash tag (the text between the
+/// first `{` and the next `}`, if not empty), or of the whole key.
+fn slot(name: &str) -> usize {
+    let name = name.as_bytes();
+    let tag = name.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = name[open + 1..].iter().position(|&b| b == b'}')?;
+        Some(&name[open + 1..open + 1 + close]).filter(|tag| !tag.is_empty())
+    });
+    usize::from(crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(name))) % SLOTS
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::cluster_routing::Slot;
+
+    use super::{slot, Nodes, SLOTS};
+
+    #[test]
+    fn slots_are_the_redis_crates() {
+        for name in [
+            "",
+            "a",
+            "{a}b",
+            "a{b}c",
+            "{}a",
+            "a{}",
+            "}{a}",
+            "{a",
+            "x}{y}",
+            "ns:{product:1}",
+            "日本{語}",
+        ] {
+            let want = Slot::new(u16::try_from(slot(name)).unwrap()).unwrap();
+            assert_eq!(Slot::for_key(name), want, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_grouped_by_the_node_of_their_slot() {
+        let nodes = Nodes::new(5, std::time::Duration::from_secs(1));
+        let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        assert_eq!(
+            nodes.by_node(&names),
+            vec![vec![0, 1, 2, 3]],
+            "no map yet: one group"
+        );
+        let half = i64::try_from(SLOTS / 2).unwrap();
+        let range = |start: i64, end: i64, port: i64| {
+            redis::Value::Array(vec![
+                redis::Value::Int(start),
+                redis::Value::Int(end),
+                redis::Value::Array(vec![
+                    redis::Value::BulkString(b"127.0.0.1".to_vec()),
+                    redis::Value::Int(port),
+                ]),
+            ])
+        };
+        nodes.update(&redis::Value::Array(vec![
+            range(0, half - 1, 7000),
+            range(half, half * 2 - 1, 7001),
+        ]));
+        let low = |name: &str| slot(name) < SLOTS / 2;
+        let groups = nodes.by_node(&names);
+        for group in &groups {
+            let side = low(&names[group[0]]);
+            assert!(group.iter().all(|&i| low(&names[i]) == side), "{groups:?}");
+        }
+        assert!(nodes.breaker("a").is_some());
     }
 }

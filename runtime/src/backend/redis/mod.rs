@@ -90,6 +90,9 @@ pub(crate) struct RedisBackend<C = ConnectionManager> {
     conn: C,
     op_timeout: Duration,
     releases: Releases,
+    /// On a cluster: the slot map and a circuit breaker per node.
+    #[cfg(feature = "cluster")]
+    nodes: Option<std::sync::Arc<cluster::Nodes>>,
 }
 
 impl<C> std::fmt::Debug for RedisBackend<C> {
@@ -167,6 +170,8 @@ impl RedisBackend {
             conn,
             op_timeout,
             releases: Releases::new(client.into_iter().collect(), op_timeout),
+            #[cfg(feature = "cluster")]
+            nodes: None,
         }
     }
 }
@@ -257,6 +262,41 @@ fn parse_token(raw: Option<&[u8]>) -> Option<u64> {
 }
 
 impl<C: Link> RedisBackend<C> {
+    /// Runs one part of an operation, whose keys are on the node that serves
+    /// `name`: on a cluster, through that node's circuit breaker (open, it
+    /// fails the part at once with [`BackendError::CircuitOpen`]).
+    async fn part<T>(
+        &self,
+        name: &str,
+        part: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        #[cfg(feature = "cluster")]
+        if let Some(breaker) = self.nodes.as_ref().and_then(|nodes| nodes.breaker(name)) {
+            if !breaker.allow() {
+                return Err(BackendError::CircuitOpen);
+            }
+            let result = part.await;
+            match &result {
+                Ok(_) => breaker.success(),
+                Err(BackendError::Unsupported(_)) => {}
+                Err(_) => breaker.failure(),
+            }
+            return result;
+        }
+        let _ = name;
+        part.await
+    }
+
+    /// `names` grouped by the node that serves them, as indices: one group
+    /// on a single node.
+    fn by_node(&self, names: &[String]) -> Vec<Vec<usize>> {
+        #[cfg(feature = "cluster")]
+        if let Some(nodes) = &self.nodes {
+            return nodes.by_node(names);
+        }
+        vec![(0..names.len()).collect()]
+    }
+
     /// The entry at `name`: another type there (which `MGET` reads as nil)
     /// is no entry, and the store will replace it.
     async fn entry(&self, name: &str) -> Result<Option<Bytes>, BackendError> {
@@ -295,11 +335,13 @@ impl<C: Link> RedisBackend<C> {
     /// Each tag's token, created where missing: one script per tag, sent
     /// together (on a cluster, tags live in slots of their own).
     async fn tag_tokens(&self, tags: &[String]) -> Result<Vec<u64>, BackendError> {
-        let each = tags.iter().map(|tag| async move {
-            let mut invocation = TAG_TOKEN.prepare_invoke();
-            invocation.key(tag).arg(fresh_token().to_string());
-            let token: Option<Vec<u8>> = self.run_script(invocation).await?;
-            Ok::<_, BackendError>(parse_token(token.as_deref()).unwrap_or(0))
+        let each = tags.iter().map(|tag| {
+            self.part(tag, async move {
+                let mut invocation = TAG_TOKEN.prepare_invoke();
+                invocation.key(tag).arg(fresh_token().to_string());
+                let token: Option<Vec<u8>> = self.run_script(invocation).await?;
+                Ok(parse_token(token.as_deref()).unwrap_or(0))
+            })
         });
         futures_util::future::try_join_all(each).await
     }
@@ -315,7 +357,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             // The common hit is one plain GET: no pipeline, no array reply.
             if keys.tags.is_empty() && touch.is_none() {
                 return Ok(Fetched {
-                    entry: self.entry(&keys.entry).await?,
+                    entry: self.part(&keys.entry, self.entry(&keys.entry)).await?,
                     tags: Vec::new(),
                 });
             }
@@ -350,7 +392,7 @@ impl<C: Link> Backend for RedisBackend<C> {
     ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
         Box::pin(async move {
             let apart = C::CLUSTER && !keys.tags.is_empty();
-            let guard = async {
+            let guard = self.part(keys.guard(), async {
                 let mut invocation = TOKENS.prepare_invoke();
                 invocation.arg(px(window));
                 invocation.key(keys.guard()).arg(fresh_token().to_string());
@@ -361,7 +403,7 @@ impl<C: Link> Backend for RedisBackend<C> {
                 }
                 let tokens: Vec<Option<Vec<u8>>> = self.run_script(invocation).await?;
                 Ok(tokens_from(tokens.iter().map(|t| parse_token(t.as_deref()))))
-            };
+            });
             if !apart {
                 return guard.await;
             }
@@ -386,7 +428,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             if let Some(token) = unlock {
                 invocation.key(keys.lock()).arg(token.to_string());
             }
-            let stored: i64 = self.run_script(invocation).await?;
+            let stored: i64 = self.part(&keys.entry, self.run_script(invocation)).await?;
             Ok(stored == 1)
         })
     }
@@ -405,7 +447,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             if let Some(token) = unlock {
                 invocation.key(keys.lock()).arg(token.to_string());
             }
-            let renewed: i64 = self.run_script(invocation).await?;
+            let renewed: i64 = self.part(&keys.entry, self.run_script(invocation)).await?;
             Ok(renewed == 1)
         })
     }
@@ -426,7 +468,8 @@ impl<C: Link> Backend for RedisBackend<C> {
                 .del(&keys.entry)
                 .ignore();
             let mut conn = self.conn.clone();
-            bounded(self.op_timeout, pipe.query_async::<()>(&mut conn)).await?;
+            let invalidated = bounded(self.op_timeout, pipe.query_async::<()>(&mut conn));
+            self.part(&keys.entry, invalidated).await?;
             Ok(token)
         })
     }
@@ -436,13 +479,17 @@ impl<C: Link> Backend for RedisBackend<C> {
             if tags.is_empty() {
                 return Ok(());
             }
-            // On a cluster the redis crate splits this by slot, and answers
-            // once every part is acknowledged.
-            let mut cmd = redis::cmd("MSET");
-            for tag in tags {
-                cmd.arg(tag).arg(fresh_token().to_string());
-            }
-            self.query::<()>(&cmd).await
+            // One MSET per node (the redis crate splits each by slot), done
+            // once every node has acknowledged its part.
+            let parts = self.by_node(tags).into_iter().map(|group| {
+                let mut cmd = redis::cmd("MSET");
+                for &i in &group {
+                    cmd.arg(&tags[i]).arg(fresh_token().to_string());
+                }
+                self.part(&tags[group[0]], async move { self.query::<()>(&cmd).await })
+            });
+            futures_util::future::try_join_all(parts).await?;
+            Ok(())
         })
     }
 
@@ -455,7 +502,7 @@ impl<C: Link> Backend for RedisBackend<C> {
     ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
         Box::pin(async move {
             let apart = C::CLUSTER && !keys.tags.is_empty();
-            let locked = async {
+            let locked = self.part(&keys.entry, async {
                 let mut invocation = LOCK.prepare_invoke();
                 invocation.key(keys.lock()).key(&keys.entry);
                 invocation.arg(token.to_string()).arg(px(ttl)).arg(px(window));
@@ -474,7 +521,7 @@ impl<C: Link> Backend for RedisBackend<C> {
                     entry,
                     tokens: tokens_from(reply.map(|t| parse_token(t.as_deref()))),
                 }))
-            };
+            });
             if !apart {
                 return locked.await;
             }
@@ -492,13 +539,21 @@ impl<C: Link> Backend for RedisBackend<C> {
         Box::pin(async move {
             let mut invocation = UNLOCK.prepare_invoke();
             invocation.key(key).arg(token.to_string());
-            self.run_script::<i64>(invocation).await?;
+            self.part(key, self.run_script::<i64>(invocation)).await?;
             Ok(())
         })
     }
 
     fn watch_lock<'a>(&'a self, keys: &'a EntryKeys) -> BoxFuture<'a, Option<LockWatch>> {
         Box::pin(self.releases.watch(keys.lock()))
+    }
+
+    fn breaker(&self) -> Option<crate::BreakerState> {
+        #[cfg(feature = "cluster")]
+        if let Some(nodes) = &self.nodes {
+            return Some(nodes.worst());
+        }
+        None
     }
 
     fn clear<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {

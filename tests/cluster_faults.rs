@@ -1,0 +1,156 @@
+//! Fault injection on a Redis Cluster (3 masters with a replica each, a 1 s
+//! node timeout), under 32 callers over 64 keys: a master dies, slots move,
+//! a master hangs. The promise is the single node's: no call fails or
+//! returns a wrong value because of the cache. On a cluster, a fault on one
+//! node also leaves the others serving.
+
+mod support;
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use aside::{BreakerState, Cache, CacheBuilder};
+use support::traffic::{Traffic, KEYS};
+use support::{until, RedisCluster};
+
+async fn cache_on(cluster: &RedisCluster) -> Cache {
+    Cache::builder()
+        .redis_cluster(cluster.urls())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The storage name of the traffic's key for `id`.
+fn entry(id: u64) -> String {
+    format!("aside:{{item:{id}}}")
+}
+
+/// A key of the traffic's that the master on `port` does not serve.
+fn elsewhere(cluster: &RedisCluster, port: u16) -> u64 {
+    (0..KEYS)
+        .find(|&id| cluster.master_of(&entry(id)) != port)
+        .expect("the 64 keys spread over the masters")
+}
+
+/// Waits until `cache` has `id`'s entry, as a hit, and returns how long
+/// that took.
+async fn until_hit(cache: &Cache, id: u64, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if cache.get::<u64>(&format!("item:{id}")).await.ok().flatten() == Some(id * 3) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "no hit on item:{id} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_fails_over_with_no_failed_call_and_hits_resume() {
+    let cluster = RedisCluster::start();
+    let cache = cache_on(&cluster).await;
+    let traffic = Traffic::start(&cache);
+    traffic.run_for(Duration::from_secs(1)).await;
+    let figures = traffic.seen.figures(&cache);
+    assert!(cache.stats().hits > 0, "warmed up: {figures}");
+
+    let victim = cluster.master_of(&entry(0));
+    let other = elsewhere(&cluster, victim);
+    cluster.node(victim).signal("KILL");
+    let killed = Instant::now();
+    // While the victim's slots have no master, the others serve hits.
+    let other_took = until_hit(&cache, other, Duration::from_secs(1)).await;
+    let resumed = until_hit(&cache, 0, Duration::from_secs(30)).await;
+    traffic.run_for(Duration::from_secs(1)).await;
+    let seen = traffic.stop().await;
+
+    let figures = seen.figures(&cache);
+    assert_eq!(seen.errors.load(SeqCst), 0, "{figures}");
+    assert_eq!(seen.wrong.load(SeqCst), 0, "{figures}");
+    assert_ne!(cluster.master_of(&entry(0)), victim, "the replica took over");
+    eprintln!(
+        "master killed: a key on another master hit {other_took:?} after the kill; hits on the \
+         moved slots resumed {resumed:?} after it ({:?} in all); {figures}",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_moving_under_load_cost_no_failed_call() {
+    let cluster = RedisCluster::start();
+    let cache = cache_on(&cluster).await;
+    let traffic = Traffic::start(&cache);
+    traffic.run_for(Duration::from_secs(1)).await;
+
+    // A third of the slots, with their keys, go from the master of
+    // item:0 to another master, then back: the callers meet MOVED and ASK.
+    let from = cluster.master_of(&entry(0));
+    let to = cluster.master_of(&entry(elsewhere(&cluster, from)));
+    let moving = Instant::now();
+    let cluster = std::sync::Arc::new(cluster);
+    let mover = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        mover.reshard(from, to, 5_461);
+        assert_ne!(mover.master_of(&entry(0)), from, "item:0's slot moved");
+        mover.reshard(to, from, 2_000);
+    })
+    .await
+    .expect("the reshard ran");
+    let moved_in = moving.elapsed();
+    traffic.run_for(Duration::from_millis(500)).await;
+    let seen = traffic.stop().await;
+
+    let figures = seen.figures(&cache);
+    assert_eq!(seen.errors.load(SeqCst), 0, "{figures}");
+    assert_eq!(seen.wrong.load(SeqCst), 0, "{figures}");
+    assert!(cache.stats().hits > 0, "{figures}");
+    eprintln!("7,461 slots moved under load in {moved_in:?}; {figures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_master_is_skipped_by_its_own_breaker_while_the_others_serve() {
+    let cluster = RedisCluster::start();
+    let cache = cache_on(&cluster).await;
+    let traffic = Traffic::start(&cache);
+    traffic.run_for(Duration::from_secs(1)).await;
+
+    let hung = cluster.master_of(&entry(0));
+    let other = elsewhere(&cluster, hung);
+    cluster.node(hung).signal("STOP");
+    until("the hung master's breaker opens", || {
+        cache.stats().breaker == BreakerState::Open
+    })
+    .await;
+    // The other masters' breakers stay closed: their keys are hits, each
+    // answered in one round trip, not after a timeout.
+    let mut worst_other = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let got = cache.get::<u64>(&format!("item:{other}")).await;
+        worst_other = worst_other.max(started.elapsed());
+        assert_eq!(got.ok().flatten(), Some(other * 3), "a hit on another master");
+    }
+    let short_circuited = cache.stats().short_circuited;
+    cluster.node(hung).signal("CONT");
+    until_hit(&cache, 0, Duration::from_secs(30)).await;
+    traffic.run_for(Duration::from_millis(500)).await;
+    let seen = traffic.stop().await;
+
+    let figures = seen.figures(&cache);
+    // A call waits for at most one timed-out operation, then runs its 2 ms
+    // loader; the slack for a busy 2-core machine stays below a second timeout.
+    let bound = 2 * CacheBuilder::DEFAULT_OP_TIMEOUT;
+    assert!(seen.worst() < bound, "a call took {bound:?} or more: {figures}");
+    assert!(
+        worst_other < CacheBuilder::DEFAULT_OP_TIMEOUT,
+        "a hit on another master took {worst_other:?}: {figures}"
+    );
+    assert_eq!(seen.errors.load(SeqCst), 0, "{figures}");
+    assert_eq!(seen.wrong.load(SeqCst), 0, "{figures}");
+    assert!(
+        short_circuited > 0,
+        "the open breaker skipped the node: {figures}"
+    );
+    eprintln!("master stopped: hits on another master took at most {worst_other:?}; {figures}");
+}
