@@ -184,6 +184,9 @@ impl RedisCluster {
     /// with their keys (`redis-cli --cluster reshard`: clients see `MOVED`
     /// and `ASK` while it runs). Blocks until done.
     pub fn reshard(&self, from: u16, to: u16, slots: u32) {
+        // redis-cli refuses to start while the nodes disagree about the
+        // configuration, as they do for a moment after a reshard.
+        self.wait_agreed(from, Duration::from_secs(30));
         let output = Command::new("redis-cli")
             .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
             .args(["--cluster-from", &Self::id(from), "--cluster-to", &Self::id(to)])
@@ -231,6 +234,28 @@ impl RedisCluster {
                  or run `scripts/test`, which does."
             ),
             Err(e) => panic!("could not run redis-cli: {e}"),
+        }
+    }
+
+    /// Waits until `redis-cli --cluster check` (through the node on `port`)
+    /// finds the nodes agreeing about the configuration.
+    fn wait_agreed(&self, port: u16, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let output = Command::new("redis-cli")
+                .args(["--cluster", "check", &format!("127.0.0.1:{port}")])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run redis-cli --cluster check");
+            let report = String::from_utf8_lossy(&output.stdout);
+            if output.status.success() && !report.contains("[ERR]") && !report.contains("[WARNING]") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes did not agree within {limit:?}: {report}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
