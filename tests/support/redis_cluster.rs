@@ -211,11 +211,10 @@ impl RedisCluster {
 
     /// `CLUSTER INFO` of the node on `port`, if it answers.
     pub fn info(port: u16) -> Option<String> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_millis(500))
-            .ok()?;
-        redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut conn).ok()
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query::<String>(&mut connect(port)?)
+            .ok()
     }
 
     fn create(&self) {
@@ -247,73 +246,65 @@ impl RedisCluster {
     /// Waits until `redis-cli --cluster check` (through the node on `port`)
     /// finds the nodes agreeing about the configuration.
     fn wait_agreed(&self, port: u16, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
+        poll(limit, || {
             let output = Command::new("redis-cli")
                 .args(["--cluster", "check", &format!("127.0.0.1:{port}")])
                 .stdin(Stdio::null())
                 .output()
                 .expect("run redis-cli --cluster check");
             let report = String::from_utf8_lossy(&output.stdout);
-            if output.status.success() && !report.contains("[ERR]") && !report.contains("[WARNING]") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the nodes did not agree within {limit:?}: {report}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            let agreed =
+                output.status.success() && !report.contains("[ERR]") && !report.contains("[WARNING]");
+            agreed
+                .then_some(())
+                .ok_or_else(|| format!("the nodes did not agree: {report}"))
+        });
     }
 
     /// Waits until every replica has synced with its master (so that it
     /// can take over from it).
     fn wait_synced(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
         let replication = |port: u16| -> Option<String> {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-            let mut conn = client
-                .get_connection_with_timeout(Duration::from_millis(500))
-                .ok()?;
             redis::cmd("INFO")
                 .arg("replication")
-                .query::<String>(&mut conn)
+                .query::<String>(&mut connect(port)?)
                 .ok()
         };
-        loop {
+        poll(limit, || {
             let synced = self.nodes.iter().all(|node| {
                 replication(node.port).is_some_and(|info| {
                     info.contains("role:master")
                         || info.lines().any(|line| line.trim() == "master_link_status:up")
                 })
             });
-            if synced {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the replicas did not sync within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            synced
+                .then_some(())
+                .ok_or_else(|| "the replicas did not sync".to_owned())
+        });
     }
 
     fn wait_ok(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
+        poll(limit, || {
             let ok = self.nodes.iter().all(|node| {
                 Self::info(node.port)
                     .is_some_and(|info| info.lines().any(|line| line.trim() == "cluster_state:ok"))
             });
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not reach cluster_state:ok within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            ok.then_some(())
+                .ok_or_else(|| "the cluster did not reach cluster_state:ok".to_owned())
+        });
+    }
+}
+
+/// Checks every 50 ms until `check` passes; panics with its last complaint
+/// if it has not within `limit`.
+fn poll(limit: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(complaint) => assert!(Instant::now() < deadline, "{complaint} within {limit:?}"),
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

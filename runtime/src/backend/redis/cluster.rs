@@ -210,13 +210,7 @@ impl Nodes {
     /// Reads the slot map now, then every [`REFRESH`] until `nodes` is
     /// dropped.
     async fn follow(nodes: &Arc<Nodes>, mut conn: ClusterConnection, limit: Duration) {
-        let read = move |mut conn: ClusterConnection| async move {
-            let slots = bounded(limit, cluster_slots(&mut conn)).await;
-            (conn, slots)
-        };
-        let (back, slots) = read(conn).await;
-        conn = back;
-        if let Ok(slots) = slots {
+        if let Ok(slots) = bounded(limit, cluster_slots(&mut conn)).await {
             nodes.update(&slots);
         }
         let nodes = Arc::downgrade(nodes);
@@ -226,12 +220,10 @@ impl Nodes {
                 if nodes.strong_count() == 0 {
                     return;
                 }
-                let (back, slots) = read(conn).await;
-                conn = back;
-                match (nodes.upgrade(), slots) {
-                    (Some(nodes), Ok(slots)) => nodes.update(&slots),
-                    (Some(_), Err(_)) => {}
-                    (None, _) => return,
+                let slots = bounded(limit, cluster_slots(&mut conn)).await;
+                let Some(nodes) = nodes.upgrade() else { return };
+                if let Ok(slots) = slots {
+                    nodes.update(&slots);
                 }
             }
         });
