@@ -9,7 +9,8 @@ mod support;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use aside::{BreakerState, Cache, CacheBuilder};
+use aside::{BreakerState, Cache, CacheBuilder, L1};
+use support::coherence::{assert_within_bound, policy, propagation, report, settle_within, KEY};
 use support::traffic::{Traffic, KEYS};
 use support::{until, RedisCluster};
 
@@ -153,4 +154,82 @@ async fn a_hung_master_is_skipped_by_its_own_breaker_while_the_others_serve() {
         "the open breaker skipped the node: {figures}"
     );
     eprintln!("master stopped: hits on another master took at most {worst_other:?}; {figures}");
+}
+
+/// In-process tiers over a cluster whose master dies: a tier is trusted only
+/// while it tracks every master, so from the kill until the replica has
+/// taken over (and tracks) the tiers are bypassed, and no read is stale
+/// past the propagation bound; then they answer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_leaves_in_process_tiers_nothing_stale() {
+    let cluster = RedisCluster::start();
+    // The entry's master dies. The tags live on the other two, so that no
+    // invalidation is lost with it (replication is asynchronous: an
+    // invalidation it had acknowledged could be undone by the failover,
+    // which the README states and no cache can prevent).
+    let victim = cluster.master_of(&format!("aside:{{{KEY}}}"));
+    let mut tags: Vec<String> = Vec::new();
+    let mut masters = vec![victim];
+    for i in 0.. {
+        let tag = format!("category:{i}");
+        let master = cluster.master_of(&format!("aside#tag:{tag}"));
+        if !masters.contains(&master) {
+            masters.push(master);
+            tags.push(tag);
+        }
+        if tags.len() == 2 {
+            break;
+        }
+    }
+    let made = std::sync::Mutex::new(Vec::new());
+    let tiered = || async {
+        let cache = Cache::builder()
+            .redis_cluster(cluster.urls())
+            .l1(L1::default())
+            .build()
+            .await
+            .unwrap();
+        made.lock().unwrap().push(cache.clone());
+        cache
+    };
+    let l1_hits = || -> u64 { made.lock().unwrap().iter().map(|c| c.stats().l1_hits).sum() };
+    let took = std::sync::Mutex::new(None);
+    let kill = async {
+        cluster.node(victim).signal("KILL");
+        let killed = Instant::now();
+        poll_until("the replica takes over", Duration::from_secs(30), || {
+            cluster.master_of(&format!("aside:{{{KEY}}}")) != victim
+        })
+        .await;
+        let failed_over = killed.elapsed();
+        let hits = l1_hits();
+        poll_until("the tiers answer again", Duration::from_secs(30), || {
+            l1_hits() > hits
+        })
+        .await;
+        *took.lock().unwrap() = Some((failed_over, killed.elapsed()));
+    };
+    let (lags, instances) = propagation(tiered, &tags, 1_000, kill).await;
+    report("master killed under tiered readers", &lags);
+    assert_within_bound(&lags);
+    for cache in &instances {
+        settle_within(cache, KEY, &policy(&tags), Duration::from_secs(30)).await;
+    }
+    let (failed_over, answered) = took.lock().unwrap().expect("the kill ran");
+    eprintln!(
+        "master killed: the replica took over {failed_over:?} after the kill, and the tiers \
+         answered again {answered:?} after it"
+    );
+}
+
+/// Checks `condition` every 10 ms until it holds, for at most `limit`.
+async fn poll_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

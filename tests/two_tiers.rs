@@ -5,53 +5,14 @@
 mod support;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aside::{Cache, Policy, L1};
-use support::{bounded, RedisServer};
-use tokio::time::Instant;
-
-/// How long another process's change may take to reach an in-process tier.
-/// A push crosses loopback in well under a millisecond; the margin is for a
-/// 2-core machine whose cores are both busy.
-const PROPAGATION_BOUND: Duration = Duration::from_millis(100);
+use support::coherence::{assert_within_bound, propagation, report, settle, KEY, PROPAGATION_BOUND};
+use support::{bounded, RedisCluster, RedisServer};
 
 async fn tiered(server: &RedisServer) -> Cache {
     server.cache_of(support::Kind::Tiered).await
-}
-
-/// Reads `key` until the in-process tier answers with a copy that no push of
-/// this cache's own write can still drop; bounded. (Call it on a key no
-/// other cache writes meanwhile, right after that key's last write, if any,
-/// was made through `settle` itself.)
-///
-/// The copy a load fills is dropped when the push of the load's own write
-/// arrives, at a time no test controls. A read answered by Redis after that
-/// load shows the push was handled (the copy it dropped is gone), and the
-/// copy that read filled depends on nothing written since.
-async fn settle(cache: &Cache, key: &str, policy: &Policy) {
-    bounded("a stable copy in process", Duration::from_secs(5), async {
-        let mut own_write_pending = false;
-        loop {
-            let before = cache.stats();
-            let _: u64 = cache
-                .get_or_load(key, policy, || async { Ok::<_, io::Error>(1) })
-                .await
-                .unwrap();
-            let read = cache.stats().since(&before);
-            if read.loads > 0 {
-                own_write_pending = true;
-            } else if read.l1_hits == 0 {
-                own_write_pending = false;
-            } else if !own_write_pending {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,118 +72,13 @@ async fn own_writes_are_seen_at_once() {
     assert_eq!(cache.get_or_load("product:1", &policy, load(5)).await.unwrap(), 4);
 }
 
-/// What one read saw: when it started, and the version it returned.
-struct Read {
-    started: Instant,
-    version: u64,
-}
-
-/// When each version's invalidation had returned: `done[v]` for version v.
-struct Writes {
-    done: Mutex<Vec<Instant>>,
-}
-
-/// Readers on `instances` (8 tasks each, 32 in all) read one tagged key while
-/// a writer bumps the version in the "database" and invalidates the tag,
-/// `writes` times. With `disrupt`, runs it once the writes are half done.
-/// Returns each stale read's lag: how long after the invalidation it missed
-/// had returned the read started.
-async fn propagation(
-    server: &RedisServer,
-    writes: u64,
-    disrupt: impl std::future::Future<Output = ()>,
-) -> (Vec<Duration>, Vec<Cache>) {
-    let mut instances = Vec::new();
-    for _ in 0..4 {
-        instances.push(tiered(server).await);
-    }
-    let writer = tiered(server).await;
-    let policy = Policy::new().ttl(Duration::from_secs(3600)).tag("category:7");
-    let database = Arc::new(AtomicU64::new(0));
-    let writes_done = Arc::new(Writes {
-        done: Mutex::new(vec![Instant::now()]),
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    for cache in &instances {
-        settle(cache, "product:1", &policy).await;
-    }
-
-    let readers: Vec<_> = (0..32)
-        .map(|i| {
-            let cache = instances[i % instances.len()].clone();
-            let (policy, database, stop) = (policy.clone(), database.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut reads = Vec::new();
-                while !stop.load(SeqCst) {
-                    let started = Instant::now();
-                    let database = database.clone();
-                    let version: u64 = cache
-                        .get_or_load("product:1", &policy, || async move {
-                            Ok::<_, io::Error>(database.load(SeqCst))
-                        })
-                        .await
-                        .unwrap();
-                    reads.push(Read { started, version });
-                    tokio::task::yield_now().await;
-                }
-                reads
-            })
-        })
-        .collect();
-
-    let writing = {
-        let (database, writes_done) = (database.clone(), writes_done.clone());
-        async move {
-            for version in 1..=writes {
-                database.store(version, SeqCst);
-                writer.invalidate_tag("category:7").await.unwrap();
-                writes_done.done.lock().unwrap().push(Instant::now());
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
-    let disrupting = async {
-        tokio::time::sleep(Duration::from_millis(5 * writes / 2)).await;
-        disrupt.await;
-    };
-    tokio::join!(writing, disrupting);
-    // Let the readers see the last write.
-    tokio::time::sleep(PROPAGATION_BOUND).await;
-    stop.store(true, SeqCst);
-
-    let done = writes_done.done.lock().unwrap().clone();
-    let mut lags = Vec::new();
-    for reader in readers {
-        for read in reader.await.unwrap() {
-            // The newest write whose invalidation had returned when the read began.
-            let newest = done.partition_point(|&at| at <= read.started) as u64 - 1;
-            if read.version < newest {
-                lags.push(read.started - done[read.version as usize + 1]);
-            }
-        }
-    }
-    lags.sort();
-    (lags, instances)
-}
-
-fn report(what: &str, lags: &[Duration]) {
-    let at = |q: f64| lags.get(((lags.len() as f64 * q) as usize).min(lags.len().saturating_sub(1)));
-    println!(
-        "{what}: {} stale reads; lag p50 {:?}, p99 {:?}, max {:?}",
-        lags.len(),
-        at(0.5),
-        at(0.99),
-        lags.last()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_change_reaches_every_tier_within_the_bound() {
     let server = RedisServer::start();
-    let (lags, instances) = propagation(&server, 100, async {}).await;
+    let tags = ["category:7".to_owned()];
+    let (lags, instances) = propagation(|| tiered(&server), &tags, 100, async {}).await;
     report("propagation", &lags);
-    let late = lags.iter().filter(|&&lag| lag > PROPAGATION_BOUND).count();
-    assert_eq!(late, 0, "reads stale past {PROPAGATION_BOUND:?}: {lags:?}");
+    assert_within_bound(&lags);
     // The tier did answer most reads in between.
     let l1_hits: u64 = instances.iter().map(|c| c.stats().l1_hits).sum();
     assert!(l1_hits > 0);
@@ -262,18 +118,13 @@ async fn a_killed_tracking_connection_serves_nothing_stale() {
                 .unwrap();
         }
     };
-    let (lags, instances) = propagation(&server, 100, kill).await;
+    let tags = ["category:7".to_owned()];
+    let (lags, instances) = propagation(|| tiered(&server), &tags, 100, kill).await;
     report("tracking killed midway", &lags);
-    let late = lags.iter().filter(|&&lag| lag > PROPAGATION_BOUND).count();
-    assert_eq!(late, 0, "reads stale past {PROPAGATION_BOUND:?}: {lags:?}");
+    assert_within_bound(&lags);
     // Tracking came back: the tier answers again.
     for cache in &instances {
-        settle(
-            cache,
-            "product:1",
-            &Policy::new().ttl(Duration::from_secs(3600)).tag("category:7"),
-        )
-        .await;
+        settle(cache, KEY, &support::coherence::policy(&tags)).await;
     }
 }
 
@@ -452,4 +303,61 @@ async fn in_memory_set_get_and_loads_share_the_tier() {
     assert_eq!(n, 5);
     cache.invalidate("n").await.unwrap();
     assert_eq!(cache.get::<u32>("n").await.unwrap(), None);
+}
+
+/// Over a Redis Cluster each master pushes the changes to its own keys: the
+/// tier tracks every master, and is trusted only while all of them track.
+mod cluster {
+    use super::*;
+
+    /// One tag per master: the tag tokens of `namespace` spread over all of
+    /// them.
+    fn tags_on_every_master(cluster: &RedisCluster, namespace: &str) -> Vec<String> {
+        let mut masters = Vec::new();
+        let mut tags = Vec::new();
+        for i in 0.. {
+            let tag = format!("category:{i}");
+            let master = cluster.master_of(&format!("{namespace}#tag:{tag}"));
+            if !masters.contains(&master) {
+                masters.push(master);
+                tags.push(tag);
+            }
+            if masters.len() == 3 {
+                break;
+            }
+        }
+        tags
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hits_stay_in_process() {
+        let cluster = RedisCluster::shared();
+        let namespace = RedisCluster::namespace();
+        let cache = cluster.tiered_cache(&namespace).await;
+        let policy = support::coherence::policy(&tags_on_every_master(cluster, &namespace));
+        settle(&cache, KEY, &policy).await;
+        let before = cache.stats();
+        for _ in 0..100 {
+            let value: u64 = cache
+                .get_or_load(KEY, &policy, || async { Err(io::Error::other("not called")) })
+                .await
+                .unwrap();
+            assert_eq!(value, 1);
+        }
+        let stats = cache.stats().since(&before);
+        assert_eq!((stats.hits, stats.l1_hits, stats.misses), (100, 100, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invalidations_from_every_master_reach_the_tier() {
+        let cluster = RedisCluster::shared();
+        let namespace = RedisCluster::namespace();
+        let tags = tags_on_every_master(cluster, &namespace);
+        let tiered = || cluster.tiered_cache(&namespace);
+        let (lags, instances) = propagation(tiered, &tags, 150, async {}).await;
+        report("propagation over a cluster", &lags);
+        assert_within_bound(&lags);
+        let l1_hits: u64 = instances.iter().map(|c| c.stats().l1_hits).sum();
+        assert!(l1_hits > 0, "the tier answered reads in between");
+    }
 }

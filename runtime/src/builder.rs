@@ -286,7 +286,9 @@ impl CacheBuilder {
     /// of its own): a change to an entry or to one of its tags, by any
     /// process, drops the entry from every process's tier within the push
     /// latency; while tracking is down the tier is flushed and bypassed.
-    /// Off by default over Redis.
+    /// Over a Redis Cluster, the same with a tracking connection per master:
+    /// the tier is trusted only while all of them track. Off by default over
+    /// Redis.
     ///
     /// Without Redis, the tier is the cache's only store of values, bounded
     /// by [`memory_capacity`](Self::memory_capacity) unless given another
@@ -570,9 +572,7 @@ impl CacheBuilder {
             // Without tracking (a Redis before 6, or a user not allowed
             // `CLIENT TRACKING`), the tier stays bypassed: slower, never stale.
             (Some(tier), Some(client)) => {
-                if let Err(error) = tracking::track(client, &self.namespace, tier, connect, op).await {
-                    tracing::warn!(%error, "aside: no Redis client tracking; the in-process tier is bypassed");
-                }
+                tracking::track(client, &self.namespace, tier, (connect, op)).await;
             }
             (Some(_), None) => {
                 tracing::warn!(
@@ -615,15 +615,14 @@ impl CacheBuilder {
         let breaker = (self.breaker_threshold, self.breaker_cooldown);
         self.breaker_threshold = 0;
         let backend =
-            RedisBackend::connect_cluster(client, pubsub, timeouts, breaker, self.require_connection)
+            RedisBackend::connect_cluster(client, pubsub.clone(), timeouts, breaker, self.require_connection)
                 .await
                 .map_err(Error::Connect)?;
-        if self.l1.flatten().is_some() {
-            tracing::warn!(
-                "aside: the in-process tier is not kept coherent over a Redis Cluster yet; it is off"
-            );
+        let local = self.l1.flatten().map(|l1| Arc::new(Local::new(l1, false)));
+        if let (Some(tier), Some(seed), Some(masters)) = (&local, pubsub.first(), backend.masters()) {
+            tracking::track_cluster(seed, masters, &self.namespace, tier, timeouts).await;
         }
-        Ok(self.build_tiers(Arc::new(backend), None))
+        Ok(self.build_tiers(Arc::new(backend), local))
     }
 
     #[cfg(feature = "redis")]

@@ -197,9 +197,6 @@ struct Deps {
     /// Whether this tier can vouch for what it holds; false while coherence
     /// is lost, when no watch is handed out.
     healthy: bool,
-    /// Bumped when coherence is lost: a restore that started before is void.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    epoch: u64,
     by_name: HashMap<String, Weak<Dep>>,
     /// Names registered since dead ones were last swept out, and how many
     /// were left then: the next sweep comes after as many more (at least
@@ -228,7 +225,6 @@ impl Local {
             entries,
             deps: Mutex::new(Deps {
                 healthy: alone,
-                epoch: 0,
                 by_name: HashMap::new(),
                 since_sweep: 0,
                 left_by_sweep: 0,
@@ -465,27 +461,16 @@ impl Local {
     pub(crate) fn lost(&self) {
         let mut deps = self.deps();
         deps.healthy = false;
-        deps.epoch += 1;
         deps.flag_all();
         drop(deps);
         self.entries.invalidate_all();
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    /// The epoch to hand to [`restored`](Self::restored) once coherence is
-    /// established again.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.deps().epoch
-    }
-
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    /// Coherence holds again, as of a moment when the epoch was `epoch`;
-    /// void if it was lost again since.
-    pub(crate) fn restored(&self, epoch: u64) {
-        let mut deps = self.deps();
-        if deps.epoch == epoch {
-            deps.healthy = true;
-        }
+    /// Coherence holds again. The caller (the tracking coordinator) orders
+    /// this after every loss it follows.
+    pub(crate) fn restored(&self) {
+        self.deps().healthy = true;
     }
 
     /// Whether the tier is in use (coherence holds).
@@ -588,7 +573,6 @@ mod tests {
         let local = Local::new(L1::default(), true);
         filled(&local, "k", &["ns:k"], 1);
         let in_flight = local.watch("j", ["ns:j"].into_iter()).unwrap();
-        let epoch = local.epoch();
         local.lost();
         assert!(!local.healthy());
         assert!(local.get::<u32>("k", clock::now_ms()).value().is_none());
@@ -596,10 +580,7 @@ mod tests {
         // A fill whose read began before the loss is void.
         local.fill(&in_flight, &2u32, (Codec::Json, 4), meta(), MINUTE);
         assert!(local.get::<u32>("j", clock::now_ms()).value().is_none());
-        // A restore begun before the loss does not count.
-        local.restored(epoch);
-        assert!(!local.healthy());
-        local.restored(local.epoch());
+        local.restored();
         assert!(local.healthy());
         filled(&local, "k", &["ns:k"], 3);
         assert_eq!(local.get::<u32>("k", clock::now_ms()).value(), Some(3));

@@ -2,6 +2,7 @@
 //! caches on either backend.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod coherence;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod traffic;

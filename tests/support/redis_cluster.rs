@@ -92,13 +92,23 @@ impl RedisCluster {
     /// 250 ms, which turns a lock into a call-through (the fault tests,
     /// `cluster_faults.rs`, check the timeouts with the defaults).
     pub async fn cache(&self, namespace: &str) -> Cache {
+        Self::built(self.builder(namespace)).await
+    }
+
+    /// As [`cache`](Self::cache), behind the typed in-process tier.
+    pub async fn tiered_cache(&self, namespace: &str) -> Cache {
+        Self::built(self.builder(namespace).l1(aside::L1::default())).await
+    }
+
+    fn builder(&self, namespace: &str) -> aside::CacheBuilder {
         Cache::builder()
             .redis_cluster(self.urls())
             .op_timeout(Duration::from_secs(2))
             .namespace(namespace)
-            .build()
-            .await
-            .expect("connect to the test cluster")
+    }
+
+    async fn built(builder: aside::CacheBuilder) -> Cache {
+        builder.build().await.expect("connect to the test cluster")
     }
 
     /// Starts a process that kills the nodes and removes their directory

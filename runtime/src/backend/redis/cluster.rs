@@ -12,6 +12,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Value;
+use tokio::sync::watch;
 
 use super::{bounded, preload, unreachable, Link, Node, RedisBackend};
 use crate::breaker::Breaker;
@@ -95,6 +96,11 @@ impl RedisBackend<ClusterConnection> {
             nodes: Some(nodes),
         })
     }
+
+    /// The masters that serve slots, as they change.
+    pub(crate) fn masters(&self) -> Option<watch::Receiver<Vec<Node>>> {
+        self.nodes.as_ref().map(|nodes| nodes.masters())
+    }
 }
 
 /// How many hash slots a Redis Cluster has.
@@ -113,6 +119,9 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// accuracy for a second, never a misrouted command.
 pub(crate) struct Nodes {
     map: RwLock<Arc<SlotMap>>,
+    /// The masters that serve slots, sorted: followed by the in-process
+    /// tier's tracking.
+    masters: watch::Sender<Vec<Node>>,
     threshold: u32,
     cooldown: Duration,
 }
@@ -128,6 +137,7 @@ impl Nodes {
     pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
         Nodes {
             map: RwLock::new(Arc::new(SlotMap::default())),
+            masters: watch::Sender::new(Vec::new()),
             threshold,
             cooldown,
         }
@@ -204,7 +214,19 @@ impl Nodes {
                 *owner = index;
             }
         }
+        let mut masters: Vec<Node> = map.nodes.iter().map(|(node, _)| node.clone()).collect();
+        masters.sort();
         *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(map);
+        self.masters.send_if_modified(|old| {
+            let changed = *old != masters;
+            *old = masters;
+            changed
+        });
+    }
+
+    /// The masters that serve slots, as the map changes.
+    pub(crate) fn masters(&self) -> watch::Receiver<Vec<Node>> {
+        self.masters.subscribe()
     }
 
     /// Reads the slot map now, then every [`REFRESH`] until `nodes` is
