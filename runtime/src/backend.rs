@@ -329,6 +329,24 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         touch: Option<Duration>,
     ) -> BoxFuture<'a, Result<Fetched, BackendError>>;
 
+    /// Reads several entries and their tags' tokens, as [`fetch`](Self::fetch)
+    /// does each, answering in the order of `keys`: for a batch lookup, in
+    /// one round trip where the backend can. The default fetches them one
+    /// after another.
+    fn fetch_many<'a>(
+        &'a self,
+        keys: &'a [EntryKeys],
+        touch: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Fetched>, BackendError>> {
+        Box::pin(async move {
+            let mut fetched = Vec::with_capacity(keys.len());
+            for keys in keys {
+                fetched.push(self.fetch(keys, touch).await?);
+            }
+            Ok(fetched)
+        })
+    }
+
     /// Returns the guard's and the tags' tokens, creating the missing ones;
     /// a created guard expires after `window`. One round trip.
     fn tokens<'a>(

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::batch;
 use super::observe::Observed;
 use super::slot::Slot;
 use super::{Cache, Call, Under};
@@ -373,9 +374,13 @@ impl Cache {
             // in for the store's round trip, then come the lock, the tokens
             // and the loader.
             let started = Instant::now();
-            let fetched = self
-                .inner
-                .report(self.inner.call("fetch", |b| b.fetch(keys, touch)).await);
+            // In a batch, read with the batch's other elements.
+            let fetched = match batch::read(keys, touch) {
+                Some(read) => read.await,
+                None => self
+                    .inner
+                    .report(self.inner.call("fetch", |b| b.fetch(keys, touch)).await),
+            };
             match fetched
                 .as_ref()
                 .and_then(|f| self.read_into(keys, f, policy, uncounted, call.watch, slot))

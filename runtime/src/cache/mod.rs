@@ -11,6 +11,7 @@
 //! for the flows, which are not generic. The tiers live beside: the
 //! in-process one in `crate::l1`, the backends in `crate::backend`.
 
+mod batch;
 mod load;
 mod lookup;
 mod observe;

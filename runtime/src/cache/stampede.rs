@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use super::batch;
 use super::lookup::{Due, Found, Pending, Plan, Refresh, Standby};
 use super::observe::LockWait;
 use super::slot::Slot;
@@ -48,6 +49,8 @@ impl Cache {
         // From the first wait to the end of the lookup.
         let mut waiting = tracing::Span::none();
         let mut _waited = LockWait::none();
+        // In a batch, a wait for another's lock lets the batch go on.
+        let mut _parked = None;
         loop {
             match self.lock(keys, lock_ttl).await {
                 Lock::Taken(held, Locked { entry, tokens }) => {
@@ -73,6 +76,7 @@ impl Cache {
                     if watch.is_none() {
                         waiting = tracing::debug_span!("aside.lock_wait");
                         _waited = LockWait::start(policy);
+                        _parked = Some(batch::Waiting::enter());
                         Counters::incr(&self.inner.counters.lock_waits);
                         watch = Some(self.inner.backend.watch_lock(keys).await);
                     }
@@ -207,6 +211,7 @@ impl Cache {
     /// Waits for the flight `waiter` joined: for `at_most`, if given.
     pub(super) async fn wait_at_most(&self, waiter: Waiter, at_most: Option<Duration>) -> Option<Landed> {
         let _waiting = Counters::enter(&self.inner.counters.waiting);
+        let _parked = batch::Waiting::enter();
         let landed = waiter.wait().instrument(tracing::debug_span!("aside.wait"));
         match at_most {
             Some(limit) => tokio::time::timeout(limit, landed).await.ok(),

@@ -25,6 +25,7 @@
 //! Why reading those parts at slightly different times can only cost
 //! misses, never serve a stale value, is in [`crate::tags`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -332,6 +333,61 @@ impl<C: Link> RedisBackend<C> {
         Ok(Fetched { entry, tags })
     }
 
+    /// The values at `names` (nil for a missing key or another type): one
+    /// `MGET` on a single node; on a cluster one per node, sent together,
+    /// each through its node's breaker. With `touch`, `(ttl, n)`, the first
+    /// `n` names' expiries are pushed out to `ttl` from now.
+    async fn read_all(
+        &self,
+        names: &[String],
+        touch: Option<(Duration, usize)>,
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let groups = self.by_node(names);
+        let each = groups.iter().map(|group| {
+            let mut mget = redis::cmd("MGET");
+            for &i in group {
+                mget.arg(&names[i]);
+            }
+            let touched = touch.map(|(ttl, n)| (ttl, group.iter().filter(move |&&i| i < n)));
+            self.part(&names[group[0]], async move {
+                let Some((ttl, touched)) = touched else {
+                    return self.query::<Vec<Option<Vec<u8>>>>(&mget).await;
+                };
+                let expire = |i: usize| {
+                    let mut cmd = redis::cmd("PEXPIRE");
+                    cmd.arg(&names[i]).arg(px(ttl));
+                    cmd
+                };
+                if C::CLUSTER {
+                    // A pipeline on a cluster keeps to one slot: each on its own.
+                    let expiries = touched.map(|&i| {
+                        let cmd = expire(i);
+                        async move { self.query::<()>(&cmd).await }
+                    });
+                    let (values, _) =
+                        tokio::try_join!(self.query(&mget), futures_util::future::try_join_all(expiries))?;
+                    return Ok(values);
+                }
+                let mut pipe = redis::pipe();
+                pipe.add_command(mget);
+                for &i in touched {
+                    pipe.add_command(expire(i)).ignore();
+                }
+                let mut conn = self.conn.clone();
+                let (values,) = bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
+                Ok(values)
+            })
+        });
+        let parts = futures_util::future::try_join_all(each).await?;
+        let mut values = vec![None; names.len()];
+        for (group, part) in groups.iter().zip(parts) {
+            for (&i, value) in group.iter().zip(part) {
+                values[i] = value;
+            }
+        }
+        Ok(values)
+    }
+
     /// Each tag's token, created where missing: one script per tag, sent
     /// together (on a cluster, tags live in slots of their own).
     async fn tag_tokens(&self, tags: &[String]) -> Result<Vec<u64>, BackendError> {
@@ -382,6 +438,34 @@ impl<C: Link> Backend for RedisBackend<C> {
             let entry = values.next().flatten().map(Bytes::from);
             let tags = values.map(|v| parse_token(v.as_deref())).collect();
             Ok(Fetched { entry, tags })
+        })
+    }
+
+    fn fetch_many<'a>(
+        &'a self,
+        keys: &'a [EntryKeys],
+        touch: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<Fetched>, BackendError>> {
+        Box::pin(async move {
+            // The entries, then each tag once: one MGET (per node, on a cluster).
+            let mut names: Vec<String> = keys.iter().map(|keys| keys.entry.clone()).collect();
+            let mut tag_at: HashMap<&str, usize> = HashMap::new();
+            for tag in keys.iter().flat_map(|keys| &keys.tags) {
+                tag_at.entry(tag).or_insert_with(|| {
+                    names.push(tag.clone());
+                    names.len() - 1
+                });
+            }
+            let values = self.read_all(&names, touch.map(|ttl| (ttl, keys.len()))).await?;
+            let token = |tag: &String| parse_token(values[tag_at[tag.as_str()]].as_deref());
+            Ok(keys
+                .iter()
+                .zip(&values)
+                .map(|(keys, entry)| Fetched {
+                    entry: entry.clone().map(Bytes::from),
+                    tags: keys.tags.iter().map(token).collect(),
+                })
+                .collect())
         })
     }
 

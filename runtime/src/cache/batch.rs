@@ -1,0 +1,339 @@
+//! Batch loads: many keys, one round trip for the lookup, one call of the
+//! loader for what is missing.
+//!
+//! A batch runs the single-key flow for each of its keys, concurrently, in
+//! the caller's task: every guarantee of that flow holds per element
+//! (coalescing with other callers, stampede modes, tags and their races,
+//! negative caching, fail-safe). What the elements share goes through the
+//! batch: their reads become one [`Backend::fetch_many`](crate::Backend::fetch_many),
+//! and their loads one call of the loader. Each happens once every element
+//! still running is *parked*: at a read, at a load, or waiting for another
+//! caller's load of its key (in this process, or another's lock). So two
+//! overlapping batches never wait for each other: each loads what it leads
+//! and waits for the rest, and an element whose wait ends without a value
+//! (the other load failed, or `lock_wait` ran out) joins a later round of
+//! loads.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::backend::{EntryKeys, Fetched};
+use crate::{Cache, Cacheable, Policy};
+
+tokio::task_local! {
+    /// The batch an element's flow belongs to, while it runs.
+    static MEMBER: Arc<Shared>;
+}
+
+/// What the elements of one batch share, whatever their value type.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    /// Wakes the batch's driver after any change.
+    changed: Notify,
+}
+
+/// A read an element parked for: its storage names, and where the answer
+/// goes (`None`: the backend failed, and said so once, for the batch).
+pub(super) struct Read {
+    keys: EntryKeys,
+    touch: Option<Duration>,
+    answer: oneshot::Sender<Option<Fetched>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Elements whose flow has not ended.
+    running: usize,
+    /// Of those, how many are parked (reading, loading or waiting).
+    parked: usize,
+    reads: Vec<Read>,
+    loads: usize,
+}
+
+/// What the driver does next.
+pub(super) enum Next {
+    /// Every element has ended.
+    Done,
+    /// Read these, in one round trip.
+    Read(Vec<Read>),
+    /// Call the loader with the ids parked at their loads.
+    Load,
+}
+
+impl Shared {
+    pub(super) fn new(elements: usize) -> Arc<Self> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                running: elements,
+                ..State::default()
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.state());
+        self.changed.notify_one();
+    }
+
+    /// Runs one element's flow as a member of this batch; counts it ended
+    /// when it ends (or is dropped).
+    pub(super) async fn run<F: Future>(self: &Arc<Self>, flow: F) -> F::Output {
+        struct Ended<'a>(&'a Shared);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                self.0.update(|state| state.running -= 1);
+            }
+        }
+        let _ended = Ended(self);
+        MEMBER.scope(self.clone(), flow).await
+    }
+
+    /// An element parks at its load; the driver calls the loader once all
+    /// are parked.
+    fn park_load(&self) {
+        self.update(|state| {
+            state.loads += 1;
+            state.parked += 1;
+        });
+    }
+
+    /// Waits until every running element is parked, and says what to do:
+    /// reads first (their answers may make loads unnecessary), then loads.
+    pub(super) async fn next(&self) -> Next {
+        loop {
+            let notified = self.changed.notified();
+            {
+                let mut state = self.state();
+                if state.running == 0 {
+                    return Next::Done;
+                }
+                if state.parked == state.running {
+                    if !state.reads.is_empty() {
+                        let reads = std::mem::take(&mut state.reads);
+                        state.parked -= reads.len();
+                        return Next::Read(reads);
+                    }
+                    if state.loads > 0 {
+                        state.parked -= state.loads;
+                        state.loads = 0;
+                        return Next::Load;
+                    }
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// If the current flow is an element of a batch: its read of `keys`,
+/// answered with the batch's other reads in one round trip.
+pub(super) fn read(
+    keys: &EntryKeys,
+    touch: Option<Duration>,
+) -> Option<impl Future<Output = Option<Fetched>>> {
+    let shared = MEMBER.try_with(Arc::clone).ok()?;
+    let (answer, answered) = oneshot::channel();
+    shared.update(|state| {
+        state.reads.push(Read {
+            keys: keys.clone(),
+            touch,
+            answer,
+        });
+        state.parked += 1;
+    });
+    Some(async move { answered.await.ok().flatten() })
+}
+
+/// Marks the current flow, if an element of a batch, as waiting for another
+/// caller's load until dropped: the batch's own reads and loads go on
+/// without it.
+pub(super) struct Waiting(Option<Arc<Shared>>);
+
+impl Waiting {
+    pub(super) fn enter() -> Self {
+        let shared = MEMBER.try_with(Arc::clone).ok();
+        if let Some(shared) = &shared {
+            shared.update(|state| state.parked += 1);
+        }
+        Waiting(shared)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.0 {
+            shared.update(|state| state.parked -= 1);
+        }
+    }
+}
+
+/// An element's load, failed with the batch's loader (whose error the batch
+/// returns).
+#[derive(Debug)]
+pub(super) struct Failed;
+
+impl Cache {
+    /// Looks up many keys at once, and loads the missing ones with one call
+    /// of `load`: the batch form of [`get_or_load`](Self::get_or_load), as
+    /// `#[aside::cached_batch]` uses it.
+    ///
+    /// - `entry` gives each id's key and policy: the key the single-item
+    ///   function uses, so that both share entries. (`T` is kept as an
+    ///   `Option<T>`, as `#[cached]` on a function returning `Option<T>`
+    ///   keeps it: `None` for an id the loader left out.)
+    /// - The ids are deduplicated; the order of `ids` does not matter.
+    /// - Every entry, and every tag token they need, is read in one round
+    ///   trip (split by node on a cluster, concurrently).
+    /// - `load` is called with the ids that missed, once: a value in its map
+    ///   is cached under its id's key; an id it leaves out is cached as
+    ///   absent (under the negative TTL) and is absent from the result; an
+    ///   id it returns but was not asked for is ignored.
+    /// - Each id is coalesced with every other caller of its key in this
+    ///   process (a single call, another batch), and with
+    ///   [`Stampede::Lock`](crate::Stampede::Lock) across processes: an id
+    ///   that another caller is loading is waited for, not loaded again. An
+    ///   id whose wait ends without a value (that load failed, or
+    ///   `lock_wait` ran out) is loaded by a second call of `load`, with the
+    ///   other such ids.
+    /// - If `load` fails, its error is returned and nothing from that call is
+    ///   cached, unless [fail-safe](Policy::fail_safe) has a value standing
+    ///   in for every id it was to load. A failing backend is called
+    ///   through, as for one key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+    /// let cache = Cache::memory();
+    /// let entry = |id: &u64| (format!("product:{id}"), Policy::new().tag(format!("product:{id}")));
+    /// let load = |ids: Vec<u64>| async move {
+    ///     // One query for all of them; product 3 does not exist.
+    ///     Ok::<_, std::io::Error>(ids.into_iter().filter(|&id| id != 3).map(|id| (id, id * 10)).collect())
+    /// };
+    /// let found: HashMap<u64, u64> = cache.get_or_load_batch([1, 2, 3], entry, load).await?;
+    /// assert_eq!(found, HashMap::from([(1, 10), (2, 20)]));
+    /// // All three are cached now, product 3 as absent.
+    /// let again: HashMap<u64, u64> = cache
+    ///     .get_or_load_batch([3, 2, 1], entry, |_| async { Err(std::io::Error::other("not called")) })
+    ///     .await?;
+    /// assert_eq!(again, found);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_load_batch<Id, T, E, F, Fut>(
+        &self,
+        ids: impl IntoIterator<Item = Id>,
+        entry: impl Fn(&Id) -> (String, Policy),
+        mut load: F,
+    ) -> Result<HashMap<Id, T>, E>
+    where
+        Id: Eq + Hash + Clone,
+        T: Cacheable,
+        F: FnMut(Vec<Id>) -> Fut,
+        Fut: Future<Output = Result<HashMap<Id, T>, E>>,
+    {
+        let mut seen = HashSet::new();
+        let ids: Vec<Id> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        drop(seen);
+        let entries: Vec<(String, Policy)> = ids.iter().map(&entry).collect();
+        let shared = Shared::new(ids.len());
+        type Waiter<T> = oneshot::Sender<Result<Option<T>, Failed>>;
+        let parked: Mutex<Vec<(usize, Waiter<T>)>> = Mutex::new(Vec::new());
+        let elements = entries.iter().enumerate().map(|(index, (key, policy))| {
+            let (shared, parked) = (&shared, &parked);
+            let load = move || async move {
+                let (waiter, answer) = oneshot::channel();
+                parked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((index, waiter));
+                shared.park_load();
+                answer.await.unwrap_or(Err(Failed))
+            };
+            shared.run(self.get_or_load::<Option<T>, Failed, _, _>(key, policy, load))
+        });
+        let driver = async {
+            let mut error = None;
+            loop {
+                match shared.next().await {
+                    Next::Done => return error,
+                    Next::Read(reads) => self.read_batch(reads).await,
+                    Next::Load => {
+                        let waiters =
+                            std::mem::take(&mut *parked.lock().unwrap_or_else(PoisonError::into_inner));
+                        let asked = waiters.iter().map(|(index, _)| ids[*index].clone()).collect();
+                        match load(asked).await {
+                            Ok(mut found) => {
+                                for (index, waiter) in waiters {
+                                    let _ = waiter.send(Ok(found.remove(&ids[index])));
+                                }
+                            }
+                            Err(e) => {
+                                error = Some(e);
+                                for (_, waiter) in waiters {
+                                    let _ = waiter.send(Err(Failed));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let (results, error) = tokio::join!(futures_util::future::join_all(elements), driver);
+        let mut found = HashMap::with_capacity(ids.len());
+        for (id, result) in ids.into_iter().zip(results) {
+            match result {
+                Ok(Some(value)) => {
+                    found.insert(id, value);
+                }
+                Ok(None) => {}
+                Err(Failed) => {
+                    if let Some(error) = error {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The batch's parked reads, in one round trip per sliding expiry (all
+    /// of a batch's elements usually share one).
+    async fn read_batch(&self, reads: Vec<Read>) {
+        let mut reads = reads;
+        while let Some(touch) = reads.first().map(|read| read.touch) {
+            let (now, later): (Vec<Read>, Vec<Read>) =
+                reads.into_iter().partition(|read| read.touch == touch);
+            reads = later;
+            let (keys, answers): (Vec<EntryKeys>, Vec<_>) =
+                now.into_iter().map(|read| (read.keys, read.answer)).unzip();
+            let fetched = self
+                .inner
+                .report(self.inner.call("fetch", |b| b.fetch_many(&keys, touch)).await);
+            match fetched {
+                Some(fetched) if fetched.len() == answers.len() => {
+                    for (answer, fetched) in answers.into_iter().zip(fetched) {
+                        let _ = answer.send(Some(fetched));
+                    }
+                }
+                _ => {
+                    for answer in answers {
+                        let _ = answer.send(None);
+                    }
+                }
+            }
+        }
+    }
+}
