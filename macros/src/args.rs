@@ -16,6 +16,7 @@ use crate::template::{self, Segment};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Attr {
     Cached,
+    CachedBatch,
     CachePut,
     Invalidate,
 }
@@ -24,6 +25,7 @@ impl Attr {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Attr::Cached => "#[cached]",
+            Attr::CachedBatch => "#[cached_batch]",
             Attr::CachePut => "#[cache_put]",
             Attr::Invalidate => "#[invalidate]",
         }
@@ -55,6 +57,24 @@ impl Attr {
                 "soft_timeout",
                 "refresh",
             ],
+            Attr::CachedBatch => &[
+                "key",
+                "each",
+                "ttl",
+                "negative_ttl",
+                "tags",
+                "cache",
+                "stampede",
+                "lock_ttl",
+                "lock_wait",
+                "stale",
+                "beta",
+                "jitter",
+                "codec",
+                "l1",
+                "fail_safe",
+                "fail_safe_throttle",
+            ],
             Attr::CachePut => &[
                 "entry",
                 "key",
@@ -74,7 +94,17 @@ impl Attr {
     /// a clear error rather than an "unknown option".
     fn elsewhere(self) -> &'static [&'static str] {
         match self {
-            Attr::Cached | Attr::CachePut => &["keys", "entries"],
+            Attr::Cached | Attr::CachePut => &["keys", "entries", "each"],
+            Attr::CachedBatch => &[
+                "keys",
+                "entries",
+                "entry",
+                "unless",
+                "sliding",
+                "hard_timeout",
+                "soft_timeout",
+                "refresh",
+            ],
             Attr::Invalidate => &["key", "ttl", "entry"],
         }
     }
@@ -157,6 +187,8 @@ pub(crate) struct Args {
     pub(crate) entry: Option<TokenStream>,
     /// `#[invalidate(entries = [f(x), self.g(y)])]`: the companion calls.
     pub(crate) entries: Option<Vec<TokenStream>>,
+    /// `#[cached_batch(each = "id")]`: the name of one id in the templates.
+    pub(crate) each: Option<Ident>,
 }
 
 /// An `l1 = ...`: whether the function uses the in-process tier, and for
@@ -248,6 +280,7 @@ impl Args {
             named.push((label.clone(), name.span()));
             match label.as_str() {
                 "key" => args.key = key_template("`key`", &value, errors),
+                "each" => args.each = each(&value, errors),
                 "ttl" => args.ttl = duration(&label, &value, false, errors),
                 "negative_ttl" => args.negative_ttl = duration(&label, &value, true, errors),
                 "tags" => args.tags = template_list(&label, &value, errors),
@@ -466,6 +499,23 @@ pub(crate) enum Refresh {
 }
 
 /// `"background"` or `"inline"`.
+/// `each = "id"`: a name, as a placeholder would be written.
+fn each(value: &Expr, errors: &mut Errors) -> Option<Ident> {
+    if let Expr::Lit(ExprLit {
+        lit: Lit::Str(text), ..
+    }) = value
+    {
+        if let Ok(name) = syn::parse_str::<Ident>(&text.value()) {
+            return Some(Ident::new(&name.to_string(), text.span()));
+        }
+    }
+    errors.add(
+        value.span(),
+        "`each` names one id of the batch in the templates, as a string: `each = \"id\"` for `key = \"product:<id>\"`",
+    );
+    None
+}
+
 fn refresh(value: &Expr, errors: &mut Errors) -> Option<(Refresh, Span)> {
     let choices = [("background", Refresh::Background), ("inline", Refresh::Inline)];
     let expected = "expected \"background\" or \"inline\"";

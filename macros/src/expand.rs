@@ -51,46 +51,6 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         Some(template) => key_from_template(template),
         None => default_key(sig, &checked.key_args),
     };
-    let ttl = args.ttl.as_ref().map(|d| {
-        let d = duration(d);
-        quote!(.ttl(#d))
-    });
-    let negative_ttl = args.negative_ttl.as_ref().map(|d| {
-        let d = duration(d);
-        quote!(.negative_ttl(#d))
-    });
-    let stampede = stampede(args);
-    let fail_safe = [
-        ("fail_safe", &args.fail_safe),
-        ("fail_safe_throttle", &args.fail_safe_throttle),
-        ("soft_timeout", &args.soft_timeout),
-    ]
-    .into_iter()
-    .filter_map(|(name, d)| {
-        let d = d.as_ref()?;
-        let method = Ident::new(name, d.span);
-        let d = duration(d);
-        Some(quote!(.#method(#d)))
-    });
-    let jitter = args
-        .jitter
-        .map(|(jitter, span)| quote_spanned!(span=> .jitter(#jitter)));
-    let sliding = args
-        .sliding
-        .map(|(sliding, span)| quote_spanned!(span=> .sliding(#sliding)));
-    let codec = args.codec.map(|(codec, span)| match codec {
-        Codec::Json => quote_spanned!(span=> .codec(#rt::Codec::Json)),
-        // A const that is a `Codec` only with aside's `msgpack` feature.
-        Codec::MessagePack => quote_spanned!(span=> .codec(#rt::MSGPACK)),
-    });
-    let l1 = args.l1.as_ref().map(|&(ref l1, span)| match l1 {
-        L1::On => quote_spanned!(span=> .l1(true)),
-        L1::Off => quote_spanned!(span=> .l1(false)),
-        L1::Ttl(ttl) => {
-            let ttl = duration(ttl);
-            quote_spanned!(span=> .l1_ttl(#ttl))
-        }
-    });
     let tags = args.tags.iter().flatten().map(key_from_template);
     let (cache_owner, cache) = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
@@ -100,6 +60,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         (Attr::CachePut, _) => Ident::new("put", span),
         (Attr::Cached | Attr::Invalidate, Detached::No) => Ident::new("get_or_load", span),
         (Attr::Cached | Attr::Invalidate, _) => Ident::new("get_or_load_detached", span),
+        (Attr::CachedBatch, _) => unreachable!("#[cached_batch] expands in batch.rs"),
     };
     let body = match checked.detached {
         // The load owns a clone of `self`; the body sees `&` it, under
@@ -165,14 +126,9 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         }
     };
 
-    // Typed by the cached value, so that the closure's argument needs no annotation.
-    let unless = args
-        .unless
-        .as_ref()
-        .map(|skip| quote_spanned!(skip.span()=> .unless::<#value>(#skip)));
     // The options, without the tags: evaluated where the arguments are
     // still themselves (the key and tags see them by reference).
-    let options = quote!(#rt::Policy::new() #ttl #negative_ttl #stampede #(#fail_safe)* #jitter #sliding #codec #l1 #unless);
+    let options = policy_options(args, value);
     let tags = quote!(#(.tag(#tags))*);
     let key_and_policy = match &args.entry {
         // The #[cached] function's key and policy; a value of another type
@@ -263,6 +219,58 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     }
 }
 
+/// `Policy::new()` with the options of `args`, without the key and tags.
+/// `unless` is typed by `value`, the cached value, so that its closure's
+/// argument needs no annotation.
+pub(crate) fn policy_options(args: &Args, value: &syn::Type) -> TokenStream {
+    let rt = quote!(::aside::__private);
+    let ttl = args.ttl.as_ref().map(|d| {
+        let d = duration(d);
+        quote!(.ttl(#d))
+    });
+    let negative_ttl = args.negative_ttl.as_ref().map(|d| {
+        let d = duration(d);
+        quote!(.negative_ttl(#d))
+    });
+    let stampede = stampede(args);
+    let fail_safe = [
+        ("fail_safe", &args.fail_safe),
+        ("fail_safe_throttle", &args.fail_safe_throttle),
+        ("soft_timeout", &args.soft_timeout),
+    ]
+    .into_iter()
+    .filter_map(|(name, d)| {
+        let d = d.as_ref()?;
+        let method = Ident::new(name, d.span);
+        let d = duration(d);
+        Some(quote!(.#method(#d)))
+    });
+    let jitter = args
+        .jitter
+        .map(|(jitter, span)| quote_spanned!(span=> .jitter(#jitter)));
+    let sliding = args
+        .sliding
+        .map(|(sliding, span)| quote_spanned!(span=> .sliding(#sliding)));
+    let codec = args.codec.map(|(codec, span)| match codec {
+        Codec::Json => quote_spanned!(span=> .codec(#rt::Codec::Json)),
+        // A const that is a `Codec` only with aside's `msgpack` feature.
+        Codec::MessagePack => quote_spanned!(span=> .codec(#rt::MSGPACK)),
+    });
+    let l1 = args.l1.as_ref().map(|&(ref l1, span)| match l1 {
+        L1::On => quote_spanned!(span=> .l1(true)),
+        L1::Off => quote_spanned!(span=> .l1(false)),
+        L1::Ttl(ttl) => {
+            let ttl = duration(ttl);
+            quote_spanned!(span=> .l1_ttl(#ttl))
+        }
+    });
+    let unless = args
+        .unless
+        .as_ref()
+        .map(|skip| quote_spanned!(skip.span()=> .unless::<#value>(#skip)));
+    quote!(#rt::Policy::new() #ttl #negative_ttl #stampede #(#fail_safe)* #jitter #sliding #codec #l1 #unless)
+}
+
 /// `#[invalidate]`: the cache handle, keys and tags are taken from the
 /// arguments first (the body may consume or mutate them), the body runs, then,
 /// on success, they are invalidated.
@@ -324,7 +332,7 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
 
 /// The `static` that the function's calls count into, named
 /// `module::path::function` (its statistics, spans and metrics).
-fn function_static(sig: &syn::Signature) -> TokenStream {
+pub(crate) fn function_static(sig: &syn::Signature) -> TokenStream {
     let name = sig.ident.to_string();
     quote! {
         static __ASIDE_FUNCTION: ::aside::__private::Function = ::aside::__private::Function::new(
@@ -366,7 +374,7 @@ fn body_block(ret: Option<&syn::Type>, block: &syn::Block) -> TokenStream {
 }
 
 /// [`body_block`] of statements given as tokens.
-fn body_tokens(ret: Option<&syn::Type>, stmts: TokenStream) -> TokenStream {
+pub(crate) fn body_tokens(ret: Option<&syn::Type>, stmts: TokenStream) -> TokenStream {
     let ret = ret.map_or_else(|| quote!(()), |ret| quote!(#ret));
     quote! {
         {
@@ -477,7 +485,7 @@ fn stampede(args: &Args) -> Option<TokenStream> {
 /// `&(expr)` for `cache = expr`; else the current global cache (that of an
 /// enclosing `aside::with_global`, or the process's), with the statement
 /// that holds it.
-fn cache_ref(args: &Args) -> (Option<TokenStream>, TokenStream) {
+pub(crate) fn cache_ref(args: &Args) -> (Option<TokenStream>, TokenStream) {
     match &args.cache {
         Some(expr) => (None, quote_spanned!(expr.span()=> &(#expr))),
         None => (

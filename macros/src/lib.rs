@@ -3,6 +3,7 @@
 //! validation and a call into `aside`'s runtime.
 
 mod args;
+mod batch;
 mod entry;
 mod expand;
 mod template;
@@ -18,6 +19,12 @@ use crate::args::{Args, Attr, Errors};
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     run(Attr::Cached, args, item)
+}
+
+/// The attribute behind `aside::cached_batch`, where its options are documented.
+#[proc_macro_attribute]
+pub fn cached_batch(args: TokenStream, item: TokenStream) -> TokenStream {
+    run(Attr::CachedBatch, args, item)
 }
 
 /// The attribute behind `aside::cache_put`, where its options are documented.
@@ -63,17 +70,27 @@ fn run(attr: Attr, args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let mut errors = Errors::default();
     let args = Args::parse(attr, args.into(), &mut errors);
+    if attr == Attr::CachedBatch {
+        let checked = batch::check(&func, &args, &mut errors);
+        return match (errors.finish(), checked) {
+            (Ok(()), Some(checked)) => batch::expand(&args, &func, &checked).into(),
+            (result, _) => unchanged(result, item),
+        };
+    }
     let checked = validate::check(attr, &func, &args, &mut errors);
     match (errors.finish(), checked) {
         (Ok(()), Some(checked)) => match attr {
             Attr::Cached | Attr::CachePut => expand::cached(attr, &args, &func, &checked).into(),
+            Attr::CachedBatch => unreachable!("expanded above"),
             Attr::Invalidate => expand::invalidate(&args, &func, &checked).into(),
         },
-        (result, _) => {
-            // Give the function back unchanged beside the errors, so that the
-            // rest of the crate (and the IDE) still sees it.
-            let errors = result.err().map(|e| e.to_compile_error());
-            quote!(#errors #item).into()
-        }
+        (result, _) => unchanged(result, item),
     }
+}
+
+/// The function unchanged beside the errors, so that the rest of the crate
+/// (and the IDE) still sees it.
+fn unchanged(result: Result<(), syn::Error>, item: proc_macro2::TokenStream) -> TokenStream {
+    let errors = result.err().map(|e| e.to_compile_error());
+    quote!(#errors #item).into()
 }

@@ -76,51 +76,12 @@ pub(crate) fn check<'a>(
             ),
         );
     }
-    let mut has_self = false;
-    let mut named = Vec::new();
-    let mut arg_types = Vec::new();
-    let mut unnamed = Vec::new();
-    for input in &sig.inputs {
-        match input {
-            FnArg::Receiver(receiver) => {
-                has_self = true;
-                let problem = match (&receiver.reference, &receiver.mutability, &receiver.colon_token) {
-                    (Some(_), None, None) => None,
-                    // `#[invalidate]` always runs the body, so it may mutate.
-                    (Some(_), Some(_), None) if attr == Attr::Invalidate => None,
-                    (Some(_), Some(mutability), None) => Some((mutability.span, "`&mut self`")),
-                    (None, _, None) => Some((receiver.self_token.span, "`self` by value")),
-                    (_, _, Some(_)) => Some((receiver.self_token.span, "a typed `self`")),
-                };
-                if let Some((span, what)) = problem {
-                    let reason = match attr {
-                        Attr::Cached => {
-                            "a cached call may skip the body, so the body must not consume or mutate `self`"
-                        }
-                        Attr::CachePut | Attr::Invalidate => {
-                            "the cache is reached through `self` after the body ran"
-                        }
-                    };
-                    let allowed = if attr == Attr::Invalidate {
-                        "`&self` or `&mut self`"
-                    } else {
-                        "`&self`"
-                    };
-                    errors.add(
-                        span,
-                        format!("{name} methods must take {allowed}, not {what}: {reason}"),
-                    );
-                }
-            }
-            FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(pat) if pat.subpat.is_none() => {
-                    named.push(&pat.ident);
-                    arg_types.push((&pat.ident, &*typed.ty));
-                }
-                other => unnamed.push(other.span()),
-            },
-        }
-    }
+    let Inputs {
+        has_self,
+        mut named,
+        mut arg_types,
+        unnamed,
+    } = inputs(attr, sig, errors);
     for template in args.templates() {
         check_placeholders(template.lit.span(), &template.segments, &named, has_self, errors);
     }
@@ -221,7 +182,7 @@ pub(crate) fn check<'a>(
     arg_types.retain(|(arg, _)| used.iter().any(|used| *arg == used));
     let detached = match attr {
         Attr::Cached => detached(args, detach(sig, boxed.is_some()), errors),
-        Attr::CachePut | Attr::Invalidate => Detached::No,
+        Attr::CachedBatch | Attr::CachePut | Attr::Invalidate => Detached::No,
     };
     Some(Checked {
         key_args: named,
@@ -232,6 +193,72 @@ pub(crate) fn check<'a>(
         boxed: boxed.is_some(),
         detached,
     })
+}
+
+/// A function's arguments, as the attributes see them.
+pub(crate) struct Inputs<'a> {
+    /// Whether it is a method; a receiver other than `&self` (`&mut self`
+    /// for `#[invalidate]`) is an error.
+    pub(crate) has_self: bool,
+    pub(crate) named: Vec<&'a Ident>,
+    pub(crate) arg_types: Vec<(&'a Ident, &'a Type)>,
+    /// Where arguments without a plain name (patterns) are.
+    pub(crate) unnamed: Vec<Span>,
+}
+
+pub(crate) fn inputs<'a>(attr: Attr, sig: &'a syn::Signature, errors: &mut Errors) -> Inputs<'a> {
+    let name = attr.name();
+    let mut has_self = false;
+    let mut named = Vec::new();
+    let mut arg_types = Vec::new();
+    let mut unnamed = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => {
+                has_self = true;
+                let problem = match (&receiver.reference, &receiver.mutability, &receiver.colon_token) {
+                    (Some(_), None, None) => None,
+                    // `#[invalidate]` always runs the body, so it may mutate.
+                    (Some(_), Some(_), None) if attr == Attr::Invalidate => None,
+                    (Some(_), Some(mutability), None) => Some((mutability.span, "`&mut self`")),
+                    (None, _, None) => Some((receiver.self_token.span, "`self` by value")),
+                    (_, _, Some(_)) => Some((receiver.self_token.span, "a typed `self`")),
+                };
+                if let Some((span, what)) = problem {
+                    let reason = match attr {
+                        Attr::Cached | Attr::CachedBatch => {
+                            "a cached call may skip the body, so the body must not consume or mutate `self`"
+                        }
+                        Attr::CachePut | Attr::Invalidate => {
+                            "the cache is reached through `self` after the body ran"
+                        }
+                    };
+                    let allowed = if attr == Attr::Invalidate {
+                        "`&self` or `&mut self`"
+                    } else {
+                        "`&self`"
+                    };
+                    errors.add(
+                        span,
+                        format!("{name} methods must take {allowed}, not {what}: {reason}"),
+                    );
+                }
+            }
+            FnArg::Typed(typed) => match &*typed.pat {
+                Pat::Ident(pat) if pat.subpat.is_none() => {
+                    named.push(&pat.ident);
+                    arg_types.push((&pat.ident, &*typed.ty));
+                }
+                other => unnamed.push(other.span()),
+            },
+        }
+    }
+    Inputs {
+        has_self,
+        named,
+        arg_types,
+        unnamed,
+    }
 }
 
 /// Whether a `#[cached]` function's loads run on a task of their own: what
@@ -337,7 +364,7 @@ fn borrowed(tokens: proc_macro2::TokenStream) -> Option<Span> {
     None
 }
 
-fn check_placeholders(
+pub(crate) fn check_placeholders(
     span: Span,
     segments: &[Segment],
     named: &[&Ident],
@@ -404,7 +431,7 @@ fn boxed_future_output(ty: &Type) -> Option<&Type> {
 }
 
 /// `A` if `ty` is written `name<A, ...>` (any path ending in `name`).
-fn only_type_argument<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+pub(crate) fn only_type_argument<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
     let Type::Path(path) = ty else { return None };
     let last = path.path.segments.last()?;
     let PathArguments::AngleBracketed(args) = &last.arguments else {

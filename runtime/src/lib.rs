@@ -159,6 +159,66 @@ mod timeout;
 #[doc(inline)]
 pub use aside_macros::cached;
 
+/// Caches a batch load: `#[aside::cached_batch(key = "...", ...)]` on an
+/// `async fn` that takes a batch of ids (`&[T]` or `Vec<T>`) and returns
+/// what it found, `HashMap<T, V>` or `Result<HashMap<T, V>, E>`.
+///
+/// The function becomes a call of [`Cache::get_or_load_batch`]: every id's
+/// entry (and every tag token) is read in one round trip, and the body runs
+/// once, with only the ids that missed, deduplicated; each value it returns
+/// is cached under its id's key, and an id it leaves out is cached as absent
+/// (under `negative_ttl`). The result holds the ids found, whatever their
+/// order or repeats in the input.
+///
+/// - `key` and `tags` are templates of **one** id: `<id>` for an argument
+///   `ids` (the batch's name without its final `s`), or the name given by
+///   `each = "..."`. The key is the one the single-item `#[cached]` function
+///   writes, so that both share entries: a batch and a `#[cached]` function
+///   returning `Option<V>` with the same template read and write the same
+///   entries. Other arguments may appear in the templates too
+///   (`<tenant>:product:<id>`, `<self.tenant>`).
+/// - The other options are `#[cached]`'s, for each id: `ttl`,
+///   `negative_ttl`, `cache`, `stampede` (with `lock_ttl`, `lock_wait`,
+///   `stale`, `beta`), `jitter`, `codec`, `l1`, `fail_safe`,
+///   `fail_safe_throttle`.
+/// - Each id is coalesced with other callers of its key (single calls and
+///   other batches; across processes with `"lock"`): an id another caller
+///   is loading is waited for, not loaded again. The body may therefore run
+///   a second time in one call, for ids whose wait ended without a value;
+///   it gets the function's other arguments cloned for each run (references
+///   clone as themselves).
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::HashMap;
+/// use aside::Cache;
+///
+/// // The single-item function and the batch share entries.
+/// #[aside::cached(cache = cache, key = "product:<id>", ttl = "1h")]
+/// async fn product(cache: &Cache, id: u64) -> Result<Option<String>, std::io::Error> {
+///     Ok(Some(format!("product {id}")))
+/// }
+///
+/// #[aside::cached_batch(cache = cache, key = "product:<id>", ttl = "1h")]
+/// async fn products(cache: &Cache, ids: &[u64]) -> Result<HashMap<u64, String>, std::io::Error> {
+///     // SELECT ... WHERE id = ANY($1): one query for all the missing ids.
+///     Ok(ids.iter().filter(|&&id| id != 404).map(|&id| (id, format!("product {id}"))).collect())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+/// let cache = Cache::memory();
+/// product(&cache, 1).await?;
+/// let found = products(&cache, &[1, 2, 404]).await?;
+/// assert_eq!(found.len(), 2); // 404 is cached as absent
+/// assert_eq!(product(&cache, 2).await?, Some("product 2".to_owned())); // a hit
+/// # Ok(()) }
+/// ```
+///
+/// ---
+#[doc(inline)]
+pub use aside_macros::cached_batch;
+
 /// Write-through: stores an `async fn`'s return value in the cache, so that
 /// the next read of its key is a hit.
 /// `#[aside::cache_put(entry = cached_fn(args...), cache = ...)]`.
