@@ -17,6 +17,12 @@
 //!    cache; then, after warming the cache with the whole catalog (one batch
 //!    query and `Cache::set`), cached and warm. It prints the article's
 //!    results table for the three.
+//! 4. Serves a category listing (the first 50 products of a category, the
+//!    categories drawn from a Zipf distribution) three ways, each from a cold
+//!    cache: uncached (one listing query per request), 50 `#[cached]`
+//!    `get_product` calls at once, and one `#[cached_batch]` call,
+//!    `get_products`, which shares `get_product`'s entries and loads the
+//!    products it misses with one listing query.
 //!
 //! Run it with the in-memory cache (the default):
 //!
@@ -36,9 +42,11 @@
 //!
 //! `REQUESTS=10000` changes the number of cold cached requests (default 3000);
 //! `UNCACHED_REQUESTS` the number of uncached ones (default: as many as fit in
-//! about 15 s, at most `REQUESTS`); `WARM_REQUESTS` the warm ones (default 100,000). `RUST_LOG=aside=debug` shows more of aside's
+//! about 15 s, at most `REQUESTS`); `WARM_REQUESTS` the warm ones (default 100,000);
+//! `LISTING_REQUESTS` the listing requests per variant (default 100). `RUST_LOG=aside=debug` shows more of aside's
 //! logs (default: warnings only).
 
+use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -68,6 +76,10 @@ const DEFAULT_REQUESTS: usize = 3000;
 const DEFAULT_WARM_REQUESTS: usize = 100_000;
 /// The TTL `get_product` caches under (`ttl = "1h"`), for warming the cache by hand.
 const TTL: Duration = Duration::from_secs(3600);
+/// Products on a category listing page.
+const PAGE: usize = 50;
+/// Listing requests per variant.
+const DEFAULT_LISTING_REQUESTS: usize = 100;
 /// How long the uncached phase may take by default.
 const UNCACHED_BUDGET: Duration = Duration::from_secs(15);
 
@@ -104,6 +116,15 @@ async fn get_product(db: &Db, id: i64) -> Result<Option<Product>, DbError> {
 /// The same query, every time.
 async fn get_product_uncached(db: &Db, id: i64) -> Result<Option<Product>, DbError> {
     db.product(id).await
+}
+
+/// A category listing's products, in one call: the entries are
+/// `get_product`'s (the same key), read in one round trip, and the products
+/// not cached are loaded with one query. A product the query does not find
+/// is cached as absent, as `get_product` caches its `None`.
+#[aside::cached_batch(key = "product:<id>", ttl = "1h")]
+async fn get_products(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Product>, DbError> {
+    db.products(ids.to_vec()).await
 }
 
 // ---------------------------------------------------------------------------
@@ -188,6 +209,24 @@ impl Db {
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
+    /// Runs the listing query (the product query for several ids at once).
+    async fn products(&self, ids: Vec<i64>) -> Result<HashMap<i64, Product>, DbError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            db.inner.queries.fetch_add(1, Ordering::Relaxed);
+            let conn = db.checkout()?;
+            let found = query_products(&conn, &ids);
+            db.inner
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            found
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
     fn product_blocking(&self, id: i64) -> Result<Option<Product>, DbError> {
         self.inner.queries.fetch_add(1, Ordering::Relaxed);
         let conn = self.checkout()?;
@@ -222,6 +261,38 @@ impl Db {
 fn query_product(conn: &Connection, id: i64) -> Result<Option<Product>, DbError> {
     let mut stmt = conn.prepare_cached(PRODUCT_QUERY)?;
     Ok(stmt.query_row([id], product_from_row).optional()?)
+}
+
+/// The product query for several ids: each row as `PRODUCT_QUERY` gives it
+/// for its id, with the reviews of all of them read in one scan.
+fn query_products(conn: &Connection, ids: &[i64]) -> Result<HashMap<i64, Product>, DbError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let sql = format!(
+        "SELECT
+            p.*,
+            c.name AS category_name,
+            b.name AS brand_name,
+            r.avg_rating,
+            COALESCE(r.review_count, 0) AS review_count
+        FROM products p
+        LEFT JOIN categories c ON p.category_id = c.id
+        LEFT JOIN brands b ON p.brand_id = b.id
+        LEFT JOIN (
+            SELECT product_id, AVG(rating) AS avg_rating, COUNT(id) AS review_count
+            FROM reviews WHERE product_id IN ({marks}) GROUP BY product_id
+        ) r ON r.product_id = p.id
+        WHERE p.id IN ({marks})"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(
+        rusqlite::params_from_iter(ids.iter().chain(ids)),
+        product_from_row,
+    )?;
+    rows.map(|row| Ok(row.map(|product| (product.id, product))?))
+        .collect()
 }
 
 fn product_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
@@ -517,43 +588,130 @@ impl Phase {
 /// Sends `get_product` (or its uncached twin) for every id in `ids`, from
 /// `WORKERS` concurrent tasks.
 async fn run_phase(db: &Db, ids: &Arc<[i64]>, cached: bool) -> Result<Phase, Box<dyn Error>> {
+    let ids = ids.clone();
+    run_requests(db, ids.len(), move |db, i| {
+        let id = ids[i];
+        async move {
+            let product = if cached {
+                get_product(&db, id).await?
+            } else {
+                get_product_uncached(&db, id).await?
+            };
+            assert!(product.is_some_and(|p| p.id == id), "product {id} exists");
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// How a category listing is served.
+#[derive(Clone, Copy, Debug)]
+enum Listing {
+    /// The listing query, every time.
+    Uncached,
+    /// `get_product` for each of the 50 products, all at once.
+    Singles,
+    /// `get_products`, the batch.
+    Batch,
+}
+
+/// Serves the category pages `picks` (indices into `pages`), the way
+/// `listing` says, from `WORKERS` concurrent tasks.
+async fn run_listing(
+    db: &Db,
+    pages: &Arc<[Vec<i64>]>,
+    picks: &Arc<[usize]>,
+    listing: Listing,
+) -> Result<Phase, Box<dyn Error>> {
+    let (pages, picks) = (pages.clone(), picks.clone());
+    run_requests(db, picks.len(), move |db, i| {
+        let page = pages[picks[i]].clone();
+        async move {
+            let found = match listing {
+                Listing::Uncached => db.products(page.clone()).await?.len(),
+                Listing::Singles => {
+                    let each = page.iter().map(|&id| get_product(&db, id));
+                    let products = futures_util::future::try_join_all(each).await?;
+                    products.into_iter().flatten().count()
+                }
+                Listing::Batch => get_products(&db, &page).await?.len(),
+            };
+            assert_eq!(found, page.len(), "every product of the page exists");
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Runs `request(db, i)` for every `i` below `count`, from `WORKERS`
+/// concurrent tasks, and measures it.
+async fn run_requests<F, Fut>(db: &Db, count: usize, request: F) -> Result<Phase, Box<dyn Error>>
+where
+    F: Fn(Db, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), DbError>> + Send,
+{
     let stats_before = aside::global().stats();
     let next = Arc::new(AtomicUsize::new(0));
     let queries_before = db.queries();
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..WORKERS {
-        let (db, ids, next) = (db.clone(), ids.clone(), next.clone());
+        let (db, next, request) = (db.clone(), next.clone(), request.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             loop {
-                let Some(&id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
                     return Ok::<_, DbError>(latencies);
-                };
+                }
                 let sent = Instant::now();
-                let product = if cached {
-                    get_product(&db, id).await?
-                } else {
-                    get_product_uncached(&db, id).await?
-                };
+                request(db.clone(), i).await?;
                 latencies.push(sent.elapsed());
-                assert!(product.is_some_and(|p| p.id == id), "product {id} exists");
             }
         });
     }
-    let mut latencies = Vec::with_capacity(ids.len());
+    let mut latencies = Vec::with_capacity(count);
     while let Some(done) = tasks.join_next().await {
         latencies.extend(done??);
     }
     let wall = started.elapsed();
     latencies.sort_unstable();
     Ok(Phase {
-        requests: ids.len(),
+        requests: count,
         latencies,
         wall,
         db_queries: db.queries() - queries_before,
         cache: aside::global().stats().since(&stats_before),
     })
+}
+
+/// The first page (50 products, by id) of every category: one query.
+async fn category_pages(db: &Db) -> Result<Arc<[Vec<i64>]>, Box<dyn Error>> {
+    let path = db.inner.path.clone();
+    let pages = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<i64>>, DbError> {
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut stmt = conn.prepare("SELECT category_id, id FROM products ORDER BY category_id, id")?;
+        let rows = stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))?;
+        let mut pages: Vec<(i64, Vec<i64>)> = Vec::new();
+        for row in rows {
+            let (category, id) = row?;
+            match pages.last_mut() {
+                Some((c, page)) if *c == category => {
+                    if page.len() < PAGE {
+                        page.push(id);
+                    }
+                }
+                _ => pages.push((category, vec![id])),
+            }
+        }
+        Ok(pages
+            .into_iter()
+            .map(|(_, page)| page)
+            .filter(|page| page.len() == PAGE)
+            .collect())
+    })
+    .await??;
+    Ok(pages.into())
 }
 
 fn env_usize(name: &str) -> Result<Option<usize>, Box<dyn Error>> {
@@ -715,6 +873,21 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("running cached, warm ({warm_requests} requests)...");
     let warm = run_phase(&db, &later, true).await?;
 
+    // The category listing, three ways, each from a cold cache.
+    let pages = category_pages(&db).await?;
+    let listing_requests = env_usize("LISTING_REQUESTS")?.unwrap_or(DEFAULT_LISTING_REQUESTS);
+    let page_zipf = Zipf::new(pages.len() as f64, ZIPF_EXPONENT)?;
+    let mut rng = StdRng::seed_from_u64(9);
+    let picks: Arc<[usize]> = (0..listing_requests)
+        .map(|_| page_zipf.sample(&mut rng) as usize - 1)
+        .collect();
+    let mut listings = Vec::new();
+    for listing in [Listing::Uncached, Listing::Singles, Listing::Batch] {
+        cache.clear().await?;
+        println!("running the category listing ({PAGE} products a page), {listing:?}...");
+        listings.push((listing, run_listing(&db, &pages, &picks, listing).await?));
+    }
+
     let phases = [&uncached, &cold, &warm];
     let row = |metric: &str, cell: &dyn Fn(&Phase) -> String, better: &dyn Fn(&Phase) -> f64| {
         let improvement = reduction(better(&uncached), better(&warm));
@@ -768,6 +941,28 @@ async fn main() -> Result<(), Box<dyn Error>> {
             c.misses,
             c.coalesced,
             c.errors
+        );
+    }
+    println!();
+    println!(
+        "category listing: {listing_requests} requests for the first page ({PAGE} products) of {} categories \
+         (Zipf), from {WORKERS} tasks, each variant from a cold cache:",
+        pages.len()
+    );
+    println!("| Listing of {PAGE} | p50 | p99 | DB queries per request | Throughput |");
+    println!("|---|---:|---:|---:|---:|");
+    for (listing, phase) in &listings {
+        let name = match listing {
+            Listing::Uncached => "uncached: one query".to_owned(),
+            Listing::Singles => format!("{PAGE} `#[cached]` calls"),
+            Listing::Batch => "one `#[cached_batch]` call".to_owned(),
+        };
+        println!(
+            "| {name} | {} | {} | {:.2} | {:.0} req/s |",
+            ms(phase.percentile(0.50)),
+            ms(phase.percentile(0.99)),
+            phase.queries_per_request(),
+            phase.throughput()
         );
     }
     println!();

@@ -22,8 +22,14 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
+use tracing::Span;
+
+use super::lookup::{Found, InProcess};
+use super::slot::{Slot, Typed};
 use crate::backend::{EntryKeys, Fetched};
-use crate::{Cache, Cacheable, Policy};
+use crate::l1::Watch;
+use crate::scope::{self, Mode};
+use crate::{Cache, Cacheable, Policy, Stampede};
 
 tokio::task_local! {
     /// The batch an element's flow belongs to, while it runs.
@@ -177,6 +183,14 @@ impl Drop for Waiting {
     }
 }
 
+/// The plain-hit reads of one sliding expiry.
+struct Reads {
+    touch: Option<Duration>,
+    keys: Vec<EntryKeys>,
+    /// Per name in `keys`: its element, and the in-process tier's watch.
+    elements: Vec<(usize, Option<Watch>)>,
+}
+
 /// An element's load, failed with the batch's loader (whose error the batch
 /// returns).
 #[derive(Debug)]
@@ -248,10 +262,15 @@ impl Cache {
         let ids: Vec<Id> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
         drop(seen);
         let entries: Vec<(String, Policy)> = ids.iter().map(&entry).collect();
-        let shared = Shared::new(ids.len());
+        // The plain hits are answered here, by the in-process tier and one
+        // read; the flows run for the rest.
+        let mut answered = self.plain_hits::<Option<T>>(&entries).await;
+        let flows: Vec<usize> = (0..ids.len()).filter(|&i| answered[i].is_none()).collect();
+        let shared = Shared::new(flows.len());
         type Waiter<T> = oneshot::Sender<Result<Option<T>, Failed>>;
         let parked: Mutex<Vec<(usize, Waiter<T>)>> = Mutex::new(Vec::new());
-        let elements = entries.iter().enumerate().map(|(index, (key, policy))| {
+        let elements = flows.iter().map(|&index| {
+            let (key, policy) = &entries[index];
             let (shared, parked) = (&shared, &parked);
             let load = move || async move {
                 let (waiter, answer) = oneshot::channel();
@@ -292,9 +311,12 @@ impl Cache {
             }
         };
         let (results, error) = tokio::join!(futures_util::future::join_all(elements), driver);
+        for (&index, result) in flows.iter().zip(results) {
+            answered[index] = Some(result);
+        }
         let mut found = HashMap::with_capacity(ids.len());
-        for (id, result) in ids.into_iter().zip(results) {
-            match result {
+        for (id, result) in ids.into_iter().zip(answered) {
+            match result.expect("every id is answered by a hit or its flow") {
                 Ok(Some(value)) => {
                     found.insert(id, value);
                 }
@@ -307,6 +329,88 @@ impl Cache {
             }
         }
         Ok(found)
+    }
+
+    /// The fresh hits among `entries`, answered without a flow: by the
+    /// in-process tier, then by one read of the rest (per sliding expiry).
+    /// Only for what a hit cannot change: a lookup (no scope says bypass or
+    /// refresh) with `Stampede::Lock` or `None` and without fail-safe,
+    /// where an entry is either fresh or missing; anything else (a miss, a
+    /// refresh due, a value kept for fail-safe, an unreadable entry) is left
+    /// to the flow, which looks again.
+    async fn plain_hits<V: Cacheable>(&self, entries: &[(String, Policy)]) -> Vec<Option<Result<V, Failed>>> {
+        let mut answered: Vec<Option<Result<V, Failed>>> = entries.iter().map(|_| None).collect();
+        let mode = scope::mode();
+        let plain = |policy: &Policy| {
+            self.inner.settings.enabled
+                && mode == Mode::Lookup
+                && matches!(policy.stampede_mode(), Stampede::Lock { .. } | Stampede::None)
+                && policy.fail_safe_for().is_zero()
+        };
+        let default_ttl = self.inner.settings.default_ttl;
+        // Per sliding expiry (a batch's elements usually share one): the
+        // names to read, and for each, its element and the tier's watch.
+        let mut reads: Vec<Reads> = Vec::new();
+        for (i, (key, policy)) in entries.iter().enumerate() {
+            if !plain(policy) {
+                continue;
+            }
+            let mut slot = Typed(None);
+            if let InProcess::Hit = self.in_process(key, policy, mode, &mut slot, &Span::none()) {
+                answered[i] = Some(Ok(slot.take()));
+                continue;
+            }
+            let touch = policy.touch(default_ttl);
+            let keys = self.inner.keys(key, policy.tags());
+            // Taken before the read: a change from here on voids what it fills.
+            let watch = self
+                .inner
+                .local_for(policy, touch)
+                .and_then(|local| local.watch(key, keys.names()));
+            let group = match reads.iter().position(|group| group.touch == touch) {
+                Some(group) => &mut reads[group],
+                None => {
+                    reads.push(Reads {
+                        touch,
+                        keys: Vec::new(),
+                        elements: Vec::new(),
+                    });
+                    reads.last_mut().expect("just pushed")
+                }
+            };
+            group.keys.push(keys);
+            group.elements.push((i, watch));
+        }
+        for Reads {
+            touch,
+            keys,
+            elements,
+        } in reads
+        {
+            let fetched = self
+                .inner
+                .report(self.inner.call("fetch", |b| b.fetch_many(&keys, touch)).await);
+            let Some(fetched) = fetched.filter(|fetched| fetched.len() == keys.len()) else {
+                continue;
+            };
+            let now_ms = crate::clock::now_ms();
+            for ((keys, fetched), (i, watch)) in keys.iter().zip(fetched).zip(elements) {
+                let policy = &entries[i].1;
+                let mut slot = Typed(None);
+                let Some(meta) = self.decode(keys, &fetched, policy, false, &mut slot) else {
+                    continue;
+                };
+                if let Found::Fresh = self.decide_at(meta, policy, false, now_ms, false) {
+                    if let Some(watch) = &watch {
+                        let weight = fetched.entry.as_ref().map_or(0, bytes::Bytes::len);
+                        slot.keep(self, watch, weight, meta, policy);
+                    }
+                    self.count_hit(policy, meta.negative, false, false);
+                    answered[i] = Some(Ok(slot.take()));
+                }
+            }
+        }
+        answered
     }
 
     /// The batch's parked reads, in one round trip per sliding expiry (all

@@ -457,12 +457,16 @@ impl<C: Link> Backend for RedisBackend<C> {
                 });
             }
             let values = self.read_all(&names, touch.map(|ttl| (ttl, keys.len()))).await?;
-            let token = |tag: &String| parse_token(values[tag_at[tag.as_str()]].as_deref());
+            let tokens: Vec<Option<u64>> = values[keys.len()..]
+                .iter()
+                .map(|t| parse_token(t.as_deref()))
+                .collect();
+            let token = |tag: &String| tokens[tag_at[tag.as_str()] - keys.len()];
             Ok(keys
                 .iter()
-                .zip(&values)
+                .zip(values)
                 .map(|(keys, entry)| Fetched {
-                    entry: entry.clone().map(Bytes::from),
+                    entry: entry.map(Bytes::from),
                     tags: keys.tags.iter().map(token).collect(),
                 })
                 .collect())
