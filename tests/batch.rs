@@ -244,7 +244,76 @@ async fn an_invalidation_during_the_load_wins(kind: Kind) {
     assert_eq!(db.calls(), [vec![1]], "only the invalidated id loads again");
 }
 
+/// Under `Stampede::Lock`, across processes: a batch on another cache
+/// waits for the ids whose locks the first batch holds, and loads the rest
+/// meanwhile, without waiting for them.
+async fn ids_locked_elsewhere_are_waited_for_and_the_rest_load(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let other = cache.another().await;
+    let locked = |id: &u64| {
+        let (key, policy) = entry(id);
+        (key, policy.stampede(aside::Stampede::Lock {
+            lock_ttl: Duration::from_secs(30),
+            lock_wait: Duration::from_secs(30),
+        }))
+    };
+    let db = Database::default();
+    let gate = Arc::new(Notify::new());
+    let first = {
+        let (cache, db, gate) = (cache.cache.clone(), db.clone(), gate.clone());
+        tokio::spawn(async move {
+            let load = |ids: Vec<u64>| {
+                let (db, gate) = (db.clone(), gate.clone());
+                async move {
+                    gate.notified().await;
+                    db.load()(ids).await
+                }
+            };
+            cache.get_or_load_batch([1, 2, 3], locked, load).await.unwrap()
+        })
+    };
+    until("the first batch loads", || cache.stats().loads == 3).await;
+    let second = {
+        let (db, other) = (db.clone(), other.clone());
+        tokio::spawn(async move { other.get_or_load_batch([2, 3, 4], locked, db.load()).await.unwrap() })
+    };
+    // Id 4 is loaded while ids 2 and 3 are still being loaded elsewhere.
+    until("the second batch loads id 4", || {
+        db.calls.lock().unwrap().iter().any(|call| call == &[4])
+    })
+    .await;
+    gate.notify_one();
+    let (first, second) = bounded("both batches", Duration::from_secs(10), async {
+        (first.await.unwrap(), second.await.unwrap())
+    })
+    .await;
+    assert_eq!(first, values(&[1, 2, 3]));
+    assert_eq!(second, values(&[2, 3, 4]));
+    let mut calls = db.calls();
+    calls.sort();
+    assert_eq!(calls, [vec![1, 2, 3], vec![4]], "ids 2 and 3 were loaded once");
+    if kind.is_redis() {
+        assert_eq!(other.stats().lock_waits, 2, "another process: it waited on the locks");
+    }
+}
+
+/// With Redis gone, a batch calls its loader for every id and returns its
+/// values: the cache never fails a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_gone_the_batch_calls_through() {
+    let mut test = TestCache::new(Kind::Redis).await;
+    let db = Database::default();
+    test.cache.get_or_load_batch([1, 2], entry, db.load()).await.unwrap();
+    db.calls();
+    test.server.as_mut().expect("a Redis test").kill();
+    let found = test.cache.get_or_load_batch([1, 2, 3], entry, db.load()).await.unwrap();
+    assert_eq!(found, values(&[1, 2, 3]));
+    assert_eq!(db.calls(), [vec![1, 2, 3]]);
+    assert!(test.cache.stats().errors > 0, "the failure was counted");
+}
+
 on_both_backends!(
+    ids_locked_elsewhere_are_waited_for_and_the_rest_load,
     one_loader_call_with_the_missing_ids_deduplicated,
     ids_left_out_are_cached_as_absent,
     a_batch_and_single_calls_share_entries,
