@@ -263,29 +263,12 @@ fn query_product(conn: &Connection, id: i64) -> Result<Option<Product>, DbError>
     Ok(stmt.query_row([id], product_from_row).optional()?)
 }
 
-/// The product query for several ids: each row as `PRODUCT_QUERY` gives it
-/// for its id, with the reviews of all of them read in one scan.
+/// The product pages of `ids`: one query, whose reviews are read in one scan.
 fn query_products(conn: &Connection, ids: &[i64]) -> Result<HashMap<i64, Product>, DbError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let marks = vec!["?"; ids.len()].join(", ");
-    let sql = format!(
-        "SELECT
-            p.*,
-            c.name AS category_name,
-            b.name AS brand_name,
-            r.avg_rating,
-            COALESCE(r.review_count, 0) AS review_count
-        FROM products p
-        LEFT JOIN categories c ON p.category_id = c.id
-        LEFT JOIN brands b ON p.brand_id = b.id
-        LEFT JOIN (
-            SELECT product_id, AVG(rating) AS avg_rating, COUNT(id) AS review_count
-            FROM reviews WHERE product_id IN ({marks}) GROUP BY product_id
-        ) r ON r.product_id = p.id
-        WHERE p.id IN ({marks})"
-    );
+    let sql = products_query(Some(ids.len()));
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(
         rusqlite::params_from_iter(ids.iter().chain(ids)),
@@ -311,23 +294,36 @@ fn product_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
     })
 }
 
-/// Every product page at once, for warming the cache: the article's query with
-/// the reviews aggregated in one pass instead of once per product. It yields
-/// exactly the rows `PRODUCT_QUERY` does for each id.
-const ALL_PRODUCTS_QUERY: &str = "
-    SELECT
-        p.*,
-        c.name AS category_name,
-        b.name AS brand_name,
-        r.avg_rating,
-        COALESCE(r.review_count, 0) AS review_count
-    FROM products p
-    LEFT JOIN categories c ON p.category_id = c.id
-    LEFT JOIN brands b ON p.brand_id = b.id
-    LEFT JOIN (
-        SELECT product_id, AVG(rating) AS avg_rating, COUNT(id) AS review_count
-        FROM reviews GROUP BY product_id
-    ) r ON r.product_id = p.id";
+/// Product pages several at a time: the article's query with the reviews
+/// aggregated in one pass instead of once per product, for `ids` (`?`
+/// placeholders, given twice), or for every product (`None`, to warm the
+/// cache). It yields exactly the rows `PRODUCT_QUERY` does for each id.
+fn products_query(ids: Option<usize>) -> String {
+    let marks = ids.map(|n| vec!["?"; n].join(", "));
+    let (reviews, products) = match &marks {
+        Some(marks) => (
+            format!("WHERE product_id IN ({marks})"),
+            format!("WHERE p.id IN ({marks})"),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "SELECT
+            p.*,
+            c.name AS category_name,
+            b.name AS brand_name,
+            r.avg_rating,
+            COALESCE(r.review_count, 0) AS review_count
+        FROM products p
+        LEFT JOIN categories c ON p.category_id = c.id
+        LEFT JOIN brands b ON p.brand_id = b.id
+        LEFT JOIN (
+            SELECT product_id, AVG(rating) AS avg_rating, COUNT(id) AS review_count
+            FROM reviews {reviews} GROUP BY product_id
+        ) r ON r.product_id = p.id
+        {products}"
+    )
+}
 
 /// Cache warming, as in the article, but for the whole catalog and with one
 /// query: stores every product page under the key `get_product` reads, so
@@ -337,7 +333,7 @@ async fn warm_cache(db: &Db, cache: &aside::Cache) -> Result<usize, Box<dyn Erro
     let path = db.inner.path.clone();
     let products = tokio::task::spawn_blocking(move || -> Result<Vec<Product>, DbError> {
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let mut stmt = conn.prepare(ALL_PRODUCTS_QUERY)?;
+        let mut stmt = conn.prepare(&products_query(None))?;
         let rows = stmt.query_map([], product_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     })

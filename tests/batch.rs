@@ -10,7 +10,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aside::Policy;
+use aside::{Cache, Policy};
 use support::{bounded, until, Kind, TestCache};
 use tokio::sync::Notify;
 
@@ -165,25 +165,34 @@ async fn invalidation_reaches_each_element(kind: Kind) {
     assert_eq!(db.calls(), [vec![1, 2, 3]]);
 }
 
+/// Ids 1, 2 and 3 on `cache`, on a task of their own, with a load that
+/// waits for `gate`.
+fn gated_batch(
+    cache: &Cache,
+    db: &Database,
+    gate: &Arc<Notify>,
+    entry: fn(&u64) -> (String, Policy),
+) -> tokio::task::JoinHandle<HashMap<u64, u64>> {
+    let (cache, db, gate) = (cache.clone(), db.clone(), gate.clone());
+    tokio::spawn(async move {
+        let load = |ids: Vec<u64>| {
+            let (db, gate) = (db.clone(), gate.clone());
+            async move {
+                gate.notified().await;
+                db.load()(ids).await
+            }
+        };
+        cache.get_or_load_batch([1, 2, 3], entry, load).await.unwrap()
+    })
+}
+
 /// Two batches that overlap, at once: each id is loaded once. The first
 /// batch's load is held until the second batch's shared ids wait for it.
 async fn overlapping_batches_load_each_id_once(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let db = Database::default();
     let gate = Arc::new(Notify::new());
-    let first = {
-        let (cache, db, gate) = (cache.cache.clone(), db.clone(), gate.clone());
-        tokio::spawn(async move {
-            let load = |ids: Vec<u64>| {
-                let (db, gate) = (db.clone(), gate.clone());
-                async move {
-                    gate.notified().await;
-                    db.load()(ids).await
-                }
-            };
-            cache.get_or_load_batch([1, 2, 3], entry, load).await.unwrap()
-        })
-    };
+    let first = gated_batch(&cache, &db, &gate, entry);
     until("the first batch loads", || cache.stats().loads == 3).await;
     let second = {
         let (cache, db) = (cache.cache.clone(), db.clone());
@@ -252,30 +261,26 @@ async fn ids_locked_elsewhere_are_waited_for_and_the_rest_load(kind: Kind) {
     let other = cache.another().await;
     let locked = |id: &u64| {
         let (key, policy) = entry(id);
-        (key, policy.stampede(aside::Stampede::Lock {
-            lock_ttl: Duration::from_secs(30),
-            lock_wait: Duration::from_secs(30),
-        }))
+        (
+            key,
+            policy.stampede(aside::Stampede::Lock {
+                lock_ttl: Duration::from_secs(30),
+                lock_wait: Duration::from_secs(30),
+            }),
+        )
     };
     let db = Database::default();
     let gate = Arc::new(Notify::new());
-    let first = {
-        let (cache, db, gate) = (cache.cache.clone(), db.clone(), gate.clone());
-        tokio::spawn(async move {
-            let load = |ids: Vec<u64>| {
-                let (db, gate) = (db.clone(), gate.clone());
-                async move {
-                    gate.notified().await;
-                    db.load()(ids).await
-                }
-            };
-            cache.get_or_load_batch([1, 2, 3], locked, load).await.unwrap()
-        })
-    };
+    let first = gated_batch(&cache, &db, &gate, locked);
     until("the first batch loads", || cache.stats().loads == 3).await;
     let second = {
         let (db, other) = (db.clone(), other.clone());
-        tokio::spawn(async move { other.get_or_load_batch([2, 3, 4], locked, db.load()).await.unwrap() })
+        tokio::spawn(async move {
+            other
+                .get_or_load_batch([2, 3, 4], locked, db.load())
+                .await
+                .unwrap()
+        })
     };
     // Id 4 is loaded while ids 2 and 3 are still being loaded elsewhere.
     until("the second batch loads id 4", || {
@@ -293,7 +298,11 @@ async fn ids_locked_elsewhere_are_waited_for_and_the_rest_load(kind: Kind) {
     calls.sort();
     assert_eq!(calls, [vec![1, 2, 3], vec![4]], "ids 2 and 3 were loaded once");
     if kind.is_redis() {
-        assert_eq!(other.stats().lock_waits, 2, "another process: it waited on the locks");
+        assert_eq!(
+            other.stats().lock_waits,
+            2,
+            "another process: it waited on the locks"
+        );
     }
 }
 
@@ -303,10 +312,17 @@ async fn ids_locked_elsewhere_are_waited_for_and_the_rest_load(kind: Kind) {
 async fn with_redis_gone_the_batch_calls_through() {
     let mut test = TestCache::new(Kind::Redis).await;
     let db = Database::default();
-    test.cache.get_or_load_batch([1, 2], entry, db.load()).await.unwrap();
+    test.cache
+        .get_or_load_batch([1, 2], entry, db.load())
+        .await
+        .unwrap();
     db.calls();
     test.server.as_mut().expect("a Redis test").kill();
-    let found = test.cache.get_or_load_batch([1, 2, 3], entry, db.load()).await.unwrap();
+    let found = test
+        .cache
+        .get_or_load_batch([1, 2, 3], entry, db.load())
+        .await
+        .unwrap();
     assert_eq!(found, values(&[1, 2, 3]));
     assert_eq!(db.calls(), [vec![1, 2, 3]]);
     assert!(test.cache.stats().errors > 0, "the failure was counted");
