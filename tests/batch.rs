@@ -363,3 +363,51 @@ async fn a_batch_of_hits_is_one_mget() {
     assert_eq!(count(&after, "get"), count(&before, "get"));
     assert_eq!(cache.stats().hits, 100);
 }
+
+/// The other modes take each id through the full flow: under `"swr"` an id
+/// due for a refresh is reloaded by the batch's call (inline), and with
+/// fail-safe the kept value stands in for an id whose load fails.
+#[tokio::test(start_paused = true)]
+async fn swr_refreshes_and_fail_safe_stands_in_per_id() {
+    let cache = Cache::memory();
+    let swr = |id: &u64| {
+        let (key, policy) = entry(id);
+        let policy = policy
+            .ttl(Duration::from_secs(60))
+            .stampede(aside::Stampede::Swr {
+                stale: Duration::from_secs(600),
+            });
+        (key, policy)
+    };
+    let db = Database::default();
+    cache.get_or_load_batch([1, 2], swr, db.load()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let calls = Mutex::new(Vec::new());
+    let refreshed = cache
+        .get_or_load_batch([1, 2], swr, |mut ids: Vec<u64>| {
+            ids.sort_unstable();
+            calls.lock().unwrap().push(ids.clone());
+            async move { Ok::<_, io::Error>(ids.into_iter().map(|id| (id, id * 100)).collect()) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(refreshed, HashMap::from([(1, 100), (2, 200)]));
+    assert_eq!(*calls.lock().unwrap(), [vec![1, 2]], "both refreshed in one call");
+
+    let kept = |id: &u64| {
+        let (key, policy) = entry(id);
+        let policy = policy
+            .ttl(Duration::from_secs(60))
+            .fail_safe(Duration::from_secs(3600));
+        (format!("kept:{key}"), policy)
+    };
+    cache.get_or_load_batch([1, 2], kept, db.load()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let before = cache.stats();
+    let stood_in = cache
+        .get_or_load_batch([1, 2], kept, |_| async { Err(io::Error::other("database down")) })
+        .await
+        .unwrap();
+    assert_eq!(stood_in, values(&[1, 2]), "the kept values stand in");
+    assert_eq!(cache.stats().since(&before).stale_hits, 2);
+}

@@ -1,6 +1,7 @@
 //! `#[aside::cached_batch]` end to end, on every backend kind: entries
 //! shared with the single-item `#[cached]` function, the body run once with
-//! the missing ids, absent ids cached, tags and `#[invalidate]` per id, and
+//! the missing ids, absent ids cached, tags, `#[invalidate]` and
+//! `#[cache_put]` per id, and
 //! the attribute's forms (a `Vec`, `each`, a method, a function that cannot
 //! fail).
 
@@ -50,6 +51,12 @@ async fn update_product(cache: &Cache, id: u64) -> Result<(), std::io::Error> {
     Ok(())
 }
 
+/// Write-through to `product`'s entry: the batch reads what it wrote.
+#[aside::cache_put(cache = cache, entry = product(id))]
+async fn rename_product(cache: &Cache, id: u64, name: &str) -> Result<Option<String>, std::io::Error> {
+    Ok(Some(name.to_owned()))
+}
+
 async fn a_batch_and_the_single_function_share_entries(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let db = Db::default();
@@ -79,6 +86,12 @@ async fn a_batch_and_the_single_function_share_entries(kind: Kind) {
     let found = products(&cache, &db, &[1, 2, 404]).await.unwrap();
     assert_eq!(found.len(), 2);
     assert_eq!(db.queries(), [vec![2]]);
+
+    // And a `#[cache_put]` on the single function's entry, too.
+    rename_product(&cache, 1, "renamed").await.unwrap();
+    let found = products(&cache, &db, &[1, 2]).await.unwrap();
+    assert_eq!(found[&1], "renamed");
+    assert!(db.queries().is_empty());
 }
 
 on_both_backends!(a_batch_and_the_single_function_share_entries);
