@@ -1,9 +1,8 @@
 //! `#[aside::cached_batch]` end to end, on every backend kind: entries
 //! shared with the single-item `#[cached]` function, the body run once with
 //! the missing ids, absent ids cached, tags, `#[invalidate]` and
-//! `#[cache_put]` per id, and
-//! the attribute's forms (a `Vec`, `each`, a method, a function that cannot
-//! fail).
+//! `#[cache_put]` per id, and the attribute's forms (a `Vec`, `each`, a
+//! method, a function that cannot fail).
 
 mod support;
 
