@@ -186,6 +186,26 @@ fn gated_batch(
     })
 }
 
+/// Opens `gate` for the first batch (ids 1 to 3), checks both batches'
+/// results (the second's are ids 2 to 4), and returns the loads, sorted.
+async fn release(
+    gate: &Notify,
+    first: tokio::task::JoinHandle<HashMap<u64, u64>>,
+    second: tokio::task::JoinHandle<HashMap<u64, u64>>,
+    db: &Database,
+) -> Vec<Vec<u64>> {
+    gate.notify_one();
+    let (first, second) = bounded("both batches", Duration::from_secs(10), async {
+        (first.await.unwrap(), second.await.unwrap())
+    })
+    .await;
+    assert_eq!(first, values(&[1, 2, 3]));
+    assert_eq!(second, values(&[2, 3, 4]));
+    let mut calls = db.calls();
+    calls.sort();
+    calls
+}
+
 /// Two batches that overlap, at once: each id is loaded once. The first
 /// batch's load is held until the second batch's shared ids wait for it.
 async fn overlapping_batches_load_each_id_once(kind: Kind) {
@@ -207,15 +227,7 @@ async fn overlapping_batches_load_each_id_once(kind: Kind) {
         cache.stats().waiting == 2
     })
     .await;
-    gate.notify_one();
-    let (first, second) = bounded("both batches", Duration::from_secs(10), async {
-        (first.await.unwrap(), second.await.unwrap())
-    })
-    .await;
-    assert_eq!(first, values(&[1, 2, 3]));
-    assert_eq!(second, values(&[2, 3, 4]));
-    let mut calls = db.calls();
-    calls.sort();
+    let calls = release(&gate, first, second, &db).await;
     assert_eq!(
         calls,
         [vec![1, 2, 3], vec![4]],
@@ -287,15 +299,7 @@ async fn ids_locked_elsewhere_are_waited_for_and_the_rest_load(kind: Kind) {
         db.calls.lock().unwrap().iter().any(|call| call == &[4])
     })
     .await;
-    gate.notify_one();
-    let (first, second) = bounded("both batches", Duration::from_secs(10), async {
-        (first.await.unwrap(), second.await.unwrap())
-    })
-    .await;
-    assert_eq!(first, values(&[1, 2, 3]));
-    assert_eq!(second, values(&[2, 3, 4]));
-    let mut calls = db.calls();
-    calls.sort();
+    let calls = release(&gate, first, second, &db).await;
     assert_eq!(calls, [vec![1, 2, 3], vec![4]], "ids 2 and 3 were loaded once");
     if kind.is_redis() {
         assert_eq!(

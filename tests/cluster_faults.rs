@@ -168,19 +168,7 @@ async fn a_killed_master_leaves_in_process_tiers_nothing_stale() {
     // invalidation it had acknowledged could be undone by the failover,
     // which the README states and no cache can prevent).
     let victim = cluster.master_of(&format!("aside:{{{KEY}}}"));
-    let mut tags: Vec<String> = Vec::new();
-    let mut masters = vec![victim];
-    for i in 0.. {
-        let tag = format!("category:{i}");
-        let master = cluster.master_of(&format!("aside#tag:{tag}"));
-        if !masters.contains(&master) {
-            masters.push(master);
-            tags.push(tag);
-        }
-        if tags.len() == 2 {
-            break;
-        }
-    }
+    let tags = cluster.tags_on_masters("aside", Some(victim));
     let made = std::sync::Mutex::new(Vec::new());
     let tiered = || async {
         let cache = Cache::builder()

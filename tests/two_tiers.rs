@@ -310,31 +310,12 @@ async fn in_memory_set_get_and_loads_share_the_tier() {
 mod cluster {
     use super::*;
 
-    /// One tag per master: the tag tokens of `namespace` spread over all of
-    /// them.
-    fn tags_on_every_master(cluster: &RedisCluster, namespace: &str) -> Vec<String> {
-        let mut masters = Vec::new();
-        let mut tags = Vec::new();
-        for i in 0.. {
-            let tag = format!("category:{i}");
-            let master = cluster.master_of(&format!("{namespace}#tag:{tag}"));
-            if !masters.contains(&master) {
-                masters.push(master);
-                tags.push(tag);
-            }
-            if masters.len() == 3 {
-                break;
-            }
-        }
-        tags
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hits_stay_in_process() {
         let cluster = RedisCluster::shared();
         let namespace = RedisCluster::namespace();
         let cache = cluster.tiered_cache(&namespace).await;
-        let policy = support::coherence::policy(&tags_on_every_master(cluster, &namespace));
+        let policy = support::coherence::policy(&cluster.tags_on_masters(&namespace, None));
         settle(&cache, KEY, &policy).await;
         let before = cache.stats();
         for _ in 0..100 {
@@ -352,7 +333,7 @@ mod cluster {
     async fn invalidations_from_every_master_reach_the_tier() {
         let cluster = RedisCluster::shared();
         let namespace = RedisCluster::namespace();
-        let tags = tags_on_every_master(cluster, &namespace);
+        let tags = cluster.tags_on_masters(&namespace, None);
         let tiered = || cluster.tiered_cache(&namespace);
         let (lags, instances) = propagation(tiered, &tags, 150, async {}).await;
         report("propagation over a cluster", &lags);

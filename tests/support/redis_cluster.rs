@@ -188,6 +188,25 @@ impl RedisCluster {
             .expect("a node answers with the slot's master")
     }
 
+    /// Tags of `namespace` whose tokens live one on each master but the
+    /// one on `except`, if given.
+    pub fn tags_on_masters(&self, namespace: &str, except: Option<u16>) -> Vec<String> {
+        let mut masters: Vec<u16> = except.into_iter().collect();
+        let mut tags = Vec::new();
+        for i in 0.. {
+            let tag = format!("category:{i}");
+            let master = self.master_of(&format!("{namespace}#tag:{tag}"));
+            if !masters.contains(&master) {
+                masters.push(master);
+                tags.push(tag);
+            }
+            if masters.len() == 3 {
+                break;
+            }
+        }
+        tags
+    }
+
     /// The cluster id of the node on `port`.
     pub fn id(port: u16) -> String {
         let mut conn = connect(port).expect("the node answers");
