@@ -95,9 +95,10 @@ async fn a_batch_and_the_single_function_share_entries(kind: Kind) {
 
 on_both_backends!(a_batch_and_the_single_function_share_entries);
 
-/// A `Vec` of ids, named by `each`, and a function that cannot fail.
+/// A `mut` `Vec` of ids, named by `each`, and a function that cannot fail.
 #[aside::cached_batch(cache = cache, key = "person:<person>", each = "person", ttl = 60)]
-async fn people(cache: &Cache, db: &Db, batch: Vec<u64>) -> HashMap<u64, String> {
+async fn people(cache: &Cache, db: &Db, mut batch: Vec<u64>) -> HashMap<u64, String> {
+    batch.sort_unstable(); // a `mut` argument stays mutable in the body
     db.select(&batch)
 }
 

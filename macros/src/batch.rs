@@ -45,6 +45,8 @@ pub(crate) struct Checked<'a> {
     each: Ident,
     /// The other arguments: each run of the body gets a clone.
     others: Vec<&'a Ident>,
+    /// The arguments written `mut`, which the body may mutate.
+    mutable: Vec<&'a Ident>,
     ret: &'a Type,
     /// `V` of the returned `HashMap<Id, V>`: what is cached per id.
     value: &'a Type,
@@ -96,7 +98,10 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &Args, errors: &mut Errors) -> O
     let each = match &args.each {
         Some(each) => each.clone(),
         None => match batch.0.to_string().strip_suffix('s') {
-            Some(singular) if !singular.is_empty() => Ident::new(singular, batch.0.span()),
+            // A name, not a keyword (`types` would give `type`).
+            Some(singular) if syn::parse_str::<Ident>(singular).is_ok() => {
+                Ident::new(singular, batch.0.span())
+            }
             _ => {
                 errors.add(
                     batch.0.span(),
@@ -115,6 +120,16 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &Args, errors: &mut Errors) -> O
         .map(|(name, _)| *name)
         .filter(|name| *name != batch.0)
         .collect();
+    if others.iter().chain([&batch.0]).any(|name| **name == each) {
+        errors.add(
+            args.each.as_ref().map_or(batch.0.span(), Ident::span),
+            format!(
+                "`{each}` already names an argument; name one id of `{}` otherwise with `each = \"...\"`",
+                batch.0
+            ),
+        );
+        return None;
+    }
     let Some(key) = &args.key else {
         errors.add(
             Span::call_site(),
@@ -176,12 +191,24 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &Args, errors: &mut Errors) -> O
             "#[cached_batch] returns values decoded from the cache, which cannot borrow; return an owned type",
         );
     }
+    let mutable = sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(typed) => match &*typed.pat {
+                syn::Pat::Ident(pat) if pat.mutability.is_some() => Some(&pat.ident),
+                _ => None,
+            },
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect();
     Some(Checked {
         batch,
         id,
         owned,
         each,
         others,
+        mutable,
         ret,
         value,
         returns_result,
@@ -228,10 +255,23 @@ pub(crate) fn expand(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> Token
         owned,
         each,
         others,
+        mutable,
         ret,
         value,
         returns_result,
     } = checked;
+    let mutability = |name: &Ident| mutable.contains(&name).then(|| quote!(mut));
+    // The arguments are only read outside the body: its runs get their own
+    // bindings, `mut` where the signature says so.
+    let mut sig = sig.clone();
+    for input in &mut sig.inputs {
+        if let syn::FnArg::Typed(typed) = input {
+            if let syn::Pat::Ident(pat) = &mut *typed.pat {
+                pat.mutability = None;
+            }
+        }
+    }
+    let sig = &sig;
     let key = key_from_template(args.key.as_ref().expect("checked"));
     let tags = args.tags.iter().flatten().map(key_from_template);
     let options = policy_options(args, value);
@@ -239,25 +279,32 @@ pub(crate) fn expand(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> Token
     let (cache_owner, cache) = cache_ref(args);
     let missing = Ident::new("__aside_missing", Span::call_site());
     // The batch's own type, but for its lifetime: the ids are the run's own.
+    let batch_mut = mutability(batch);
     let batch_value = if *owned {
-        quote!(let #batch: ::std::vec::Vec<#id> = #missing;)
+        quote!(let #batch_mut #batch: ::std::vec::Vec<#id> = #missing;)
     } else {
-        quote!(let #batch: &[#id] = &#missing;)
+        quote!(let #batch_mut #batch: &[#id] = &#missing;)
     };
     let stmts = &block.stmts;
     let body = body_tokens(Some(ret), quote!(#batch_value #(#stmts)*));
     // Spanned at the argument, where one that cannot be cloned is reported.
     let clones = others.iter().map(|other| {
+        let other_mut = mutability(other);
         quote_spanned! {other.span()=>
             // Whether or not the body uses it.
-            #[allow(unused_variables)]
-            let #other = ::core::clone::Clone::clone(&#other);
+            #[allow(unused_variables, unused_mut)]
+            let #other_mut #other = ::core::clone::Clone::clone(&#other);
         }
     });
-    // Spanned at the cached type, where one serde cannot round-trip is reported.
+    // Spanned at the cached type, where one serde cannot round-trip is
+    // reported; the locals carry that span where they are bound and where
+    // they are used, so they resolve whatever hygiene context the return
+    // type's tokens come from (as in `expand.rs`).
     let span = value.span();
+    let [cache_var, entry_var, load_var] =
+        ["__aside_cache", "__aside_entry", "__aside_load"].map(|n| Ident::new(n, span));
     let call = quote_spanned! {span=>
-        __aside_cache.get_or_load_batch(#batch.iter().cloned(), __aside_entry, __aside_load).await
+        #cache_var.get_or_load_batch(#batch.iter().cloned(), #entry_var, #load_var).await
     };
     let (load, call) = if *returns_result {
         (quote!(async move #body), call)
@@ -278,12 +325,12 @@ pub(crate) fn expand(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> Token
             #function
             let __aside_options: #rt::Policy = #options.function(&__ASIDE_FUNCTION);
             #cache_owner
-            let __aside_cache: &#rt::Cache = #cache;
-            let __aside_entry = |#each: &#id| -> (::std::string::String, #rt::Policy) {
+            let #cache_var: &#rt::Cache = #cache;
+            let #entry_var = |#each: &#id| -> (::std::string::String, #rt::Policy) {
                 (#key, ::core::clone::Clone::clone(&__aside_options) #(.tag(#tags))*)
             };
             #[allow(unused_mut)]
-            let mut __aside_load = |#missing: ::std::vec::Vec<#id>| {
+            let mut #load_var = |#missing: ::std::vec::Vec<#id>| {
                 #(#clones)*
                 #load
             };

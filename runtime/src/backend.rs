@@ -331,17 +331,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Reads several entries and their tags' tokens, as [`fetch`](Self::fetch)
     /// does each, answering in the order of `keys`: for a batch lookup, in
-    /// one round trip where the backend can. The default fetches them one
+    /// one round trip where the backend can. `None` for an entry whose part
+    /// of the read failed while others succeeded (a cluster node that is
+    /// down); an error if none could be read. The default fetches them one
     /// after another.
     fn fetch_many<'a>(
         &'a self,
         keys: &'a [EntryKeys],
         touch: Option<Duration>,
-    ) -> BoxFuture<'a, Result<Vec<Fetched>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Option<Fetched>>, BackendError>> {
         Box::pin(async move {
             let mut fetched = Vec::with_capacity(keys.len());
             for keys in keys {
-                fetched.push(self.fetch(keys, touch).await?);
+                fetched.push(Some(self.fetch(keys, touch).await?));
             }
             Ok(fetched)
         })

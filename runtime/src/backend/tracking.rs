@@ -334,7 +334,8 @@ impl Coherence {
 
     fn warn_if_off(&self) {
         let sources = self.sources();
-        if sources.by_id.values().any(|source| !source.on) {
+        // No connection at all: a cluster whose slot map is not known yet.
+        if sources.by_id.is_empty() || sources.by_id.values().any(|source| !source.on) {
             tracing::warn!(
                 "aside: Redis client tracking is off; the in-process tier is bypassed until it is on"
             );

@@ -22,18 +22,25 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
-use tracing::Span;
-
 use super::lookup::{Found, InProcess};
 use super::slot::{Slot, Typed};
 use crate::backend::{EntryKeys, Fetched};
 use crate::l1::Watch;
 use crate::scope::{self, Mode};
+use crate::stats::Counters;
 use crate::{Cache, Cacheable, Policy, Stampede};
 
 tokio::task_local! {
     /// The batch an element's flow belongs to, while it runs.
-    static MEMBER: Arc<Shared>;
+    static MEMBER: Arc<Member>;
+}
+
+/// One element of a batch.
+struct Member {
+    shared: Arc<Shared>,
+    /// The answer to its first read, if the batch has read it already (and
+    /// no in-process tier fills from it, which needs its own watch first).
+    first: Mutex<Option<Option<Fetched>>>,
 }
 
 /// What the elements of one batch share, whatever their value type.
@@ -93,7 +100,12 @@ impl Shared {
 
     /// Runs one element's flow as a member of this batch; counts it ended
     /// when it ends (or is dropped).
-    pub(super) async fn run<F: Future>(self: &Arc<Self>, flow: F) -> F::Output {
+    /// `first`: the answer to its first read, if the batch has it.
+    pub(super) async fn run<F: Future>(
+        self: &Arc<Self>,
+        first: Option<Option<Fetched>>,
+        flow: F,
+    ) -> F::Output {
         struct Ended<'a>(&'a Shared);
         impl Drop for Ended<'_> {
             fn drop(&mut self) {
@@ -101,7 +113,11 @@ impl Shared {
             }
         }
         let _ended = Ended(self);
-        MEMBER.scope(self.clone(), flow).await
+        let member = Member {
+            shared: self.clone(),
+            first: Mutex::new(first),
+        };
+        MEMBER.scope(Arc::new(member), flow).await
     }
 
     /// An element parks at its load; the driver calls the loader once all
@@ -147,16 +163,26 @@ pub(super) fn read(
     keys: &EntryKeys,
     touch: Option<Duration>,
 ) -> Option<impl Future<Output = Option<Fetched>>> {
-    let shared = MEMBER.try_with(Arc::clone).ok()?;
+    let (shared, first) = MEMBER
+        .try_with(|member| {
+            let first = member.first.lock().unwrap_or_else(PoisonError::into_inner).take();
+            (member.shared.clone(), first)
+        })
+        .ok()?;
     let (answer, answered) = oneshot::channel();
-    shared.update(|state| {
-        state.reads.push(Read {
-            keys: keys.clone(),
-            touch,
-            answer,
-        });
-        state.parked += 1;
-    });
+    match first {
+        Some(first) => {
+            let _ = answer.send(first);
+        }
+        None => shared.update(|state| {
+            state.reads.push(Read {
+                keys: keys.clone(),
+                touch,
+                answer,
+            });
+            state.parked += 1;
+        }),
+    }
     Some(async move { answered.await.ok().flatten() })
 }
 
@@ -167,7 +193,7 @@ pub(super) struct Waiting(Option<Arc<Shared>>);
 
 impl Waiting {
     pub(super) fn enter() -> Self {
-        let shared = MEMBER.try_with(Arc::clone).ok();
+        let shared = MEMBER.try_with(|member| member.shared.clone()).ok();
         if let Some(shared) = &shared {
             shared.update(|state| state.parked += 1);
         }
@@ -207,7 +233,9 @@ impl Cache {
     ///   keeps it: `None` for an id the loader left out.)
     /// - The ids are deduplicated; the order of `ids` does not matter.
     /// - Every entry, and every tag token they need, is read in one round
-    ///   trip (split by node on a cluster, concurrently).
+    ///   trip (split by node on a cluster, concurrently). Misses go on from
+    ///   that read; with an in-process tier, whose fills need a watch taken
+    ///   before their read, they read once more, together.
     /// - `load` is called with the ids that missed, once: a value in its map
     ///   is cached under its id's key; an id it leaves out is cached as
     ///   absent (under the negative TTL) and is absent from the result; an
@@ -222,7 +250,10 @@ impl Cache {
     /// - If `load` fails, its error is returned and nothing from that call is
     ///   cached, unless [fail-safe](Policy::fail_safe) has a value standing
     ///   in for every id it was to load. A failing backend is called
-    ///   through, as for one key.
+    ///   through, as for one key; on a cluster, only for the ids of the
+    ///   node that failed.
+    /// - The batch's future holds `load`'s error until every id is
+    ///   answered: it is `Send` if `E` is.
     ///
     /// # Examples
     ///
@@ -264,7 +295,7 @@ impl Cache {
         let entries: Vec<(String, Policy)> = ids.iter().map(&entry).collect();
         // The plain hits are answered here, by the in-process tier and one
         // read; the flows run for the rest.
-        let mut answered = self.plain_hits::<Option<T>>(&entries).await;
+        let (mut answered, mut firsts) = self.plain_hits::<Option<T>>(&entries).await;
         let flows: Vec<usize> = (0..ids.len()).filter(|&i| answered[i].is_none()).collect();
         let shared = Shared::new(flows.len());
         type Waiter<T> = oneshot::Sender<Result<Option<T>, Failed>>;
@@ -281,7 +312,11 @@ impl Cache {
                 shared.park_load();
                 answer.await.unwrap_or(Err(Failed))
             };
-            shared.run(self.get_or_load::<Option<T>, Failed, _, _>(key, policy, load))
+            let first = firsts[index].take();
+            shared.run(
+                first,
+                self.get_or_load::<Option<T>, Failed, _, _>(key, policy, load),
+            )
         });
         let driver = async {
             let mut error = None;
@@ -338,8 +373,16 @@ impl Cache {
     /// where an entry is either fresh or missing; anything else (a miss, a
     /// refresh due, a value kept for fail-safe, an unreadable entry) is left
     /// to the flow, which looks again.
-    async fn plain_hits<V: Cacheable>(&self, entries: &[(String, Policy)]) -> Vec<Option<Result<V, Failed>>> {
+    ///
+    /// Also returns, for each id left to a flow, the answer to its read
+    /// when that flow can start from it (no in-process tier to fill, which
+    /// needs a watch taken before the read), so that it reads only once.
+    async fn plain_hits<V: Cacheable>(
+        &self,
+        entries: &[(String, Policy)],
+    ) -> (Vec<Option<Result<V, Failed>>>, Vec<Option<Option<Fetched>>>) {
         let mut answered: Vec<Option<Result<V, Failed>>> = entries.iter().map(|_| None).collect();
+        let mut firsts: Vec<Option<Option<Fetched>>> = entries.iter().map(|_| None).collect();
         let mode = scope::mode();
         let plain = |policy: &Policy| {
             self.inner.settings.enabled
@@ -356,7 +399,7 @@ impl Cache {
                 continue;
             }
             let mut slot = Typed(None);
-            if let InProcess::Hit = self.in_process(key, policy, mode, &mut slot, &Span::none()) {
+            if let InProcess::Hit = self.look_in_process(key, policy, mode, &mut slot, false) {
                 answered[i] = Some(Ok(slot.take()));
                 continue;
             }
@@ -387,17 +430,18 @@ impl Cache {
             elements,
         } in reads
         {
-            let fetched = self
-                .inner
-                .report(self.inner.call("fetch", |b| b.fetch_many(&keys, touch)).await);
-            let Some(fetched) = fetched.filter(|fetched| fetched.len() == keys.len()) else {
-                continue;
-            };
+            let fetched = self.fetch_many(&keys, touch).await;
             let now_ms = crate::clock::now_ms();
             for ((keys, fetched), (i, watch)) in keys.iter().zip(fetched).zip(elements) {
                 let policy = &entries[i].1;
                 let mut slot = Typed(None);
-                let Some(meta) = self.decode(keys, &fetched, policy, false, &mut slot) else {
+                let meta = fetched
+                    .as_ref()
+                    .and_then(|fetched| self.decode(keys, fetched, policy, false, &mut slot));
+                let (Some(meta), Some(fetched)) = (meta, &fetched) else {
+                    if watch.is_none() {
+                        firsts[i] = Some(fetched);
+                    }
                     continue;
                 };
                 if let Found::Fresh = self.decide_at(meta, policy, false, now_ms, false) {
@@ -407,10 +451,32 @@ impl Cache {
                     }
                     self.count_hit(policy, meta.negative, false, false);
                     answered[i] = Some(Ok(slot.take()));
+                } else if watch.is_none() {
+                    firsts[i] = Some(Some(fetched.clone()));
                 }
             }
         }
-        answered
+        (answered, firsts)
+    }
+
+    /// One batch read: an answer per key, `None` where the backend failed
+    /// (counted once, as one failed read).
+    async fn fetch_many(&self, keys: &[EntryKeys], touch: Option<Duration>) -> Vec<Option<Fetched>> {
+        let fetched = self
+            .inner
+            .report(self.inner.call("fetch", |b| b.fetch_many(keys, touch)).await);
+        match fetched {
+            Some(fetched) if fetched.len() == keys.len() => {
+                if fetched.iter().any(Option::is_none) {
+                    Counters::incr(&self.inner.counters.errors);
+                    tracing::warn!(
+                        "aside: part of a batch read failed (a node is down), calling through for its keys"
+                    );
+                }
+                fetched
+            }
+            _ => keys.iter().map(|_| None).collect(),
+        }
     }
 
     /// The batch's parked reads, in one round trip per sliding expiry (all
@@ -423,20 +489,8 @@ impl Cache {
             reads = later;
             let (keys, answers): (Vec<EntryKeys>, Vec<_>) =
                 now.into_iter().map(|read| (read.keys, read.answer)).unzip();
-            let fetched = self
-                .inner
-                .report(self.inner.call("fetch", |b| b.fetch_many(&keys, touch)).await);
-            match fetched {
-                Some(fetched) if fetched.len() == answers.len() => {
-                    for (answer, fetched) in answers.into_iter().zip(fetched) {
-                        let _ = answer.send(Some(fetched));
-                    }
-                }
-                _ => {
-                    for answer in answers {
-                        let _ = answer.send(None);
-                    }
-                }
+            for (answer, fetched) in answers.into_iter().zip(self.fetch_many(&keys, touch).await) {
+                let _ = answer.send(fetched);
             }
         }
     }

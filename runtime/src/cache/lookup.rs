@@ -35,6 +35,20 @@ impl Cache {
         span: &Span,
     ) -> InProcess {
         let _entered = span.enter();
+        self.look_in_process(key, policy, mode, slot, true)
+    }
+
+    /// [`in_process`](Self::in_process); with `final_say`, a value of
+    /// another type in a tier that is the only store is counted as corrupt
+    /// (a look that a full lookup follows leaves that to it).
+    pub(super) fn look_in_process(
+        &self,
+        key: &str,
+        policy: &Policy,
+        mode: Mode,
+        slot: &mut dyn Slot,
+        final_say: bool,
+    ) -> InProcess {
         if !self.inner.settings.enabled || mode != Mode::Lookup {
             return InProcess::Miss;
         }
@@ -47,7 +61,7 @@ impl Cache {
             Kept::Value((), meta) => meta,
             // Over Redis, the backend's entry may still decode as `T`: only
             // a tier that is the only store knows this is a corrupt entry.
-            Kept::OtherType if local.alone() => {
+            Kept::OtherType if local.alone() && final_say => {
                 self.other_type_in_process(key, policy);
                 return InProcess::Miss;
             }

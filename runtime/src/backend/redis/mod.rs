@@ -336,12 +336,13 @@ impl<C: Link> RedisBackend<C> {
     /// The values at `names` (nil for a missing key or another type): one
     /// `MGET` on a single node; on a cluster one per node, sent together,
     /// each through its node's breaker. With `touch`, `(ttl, n)`, the first
-    /// `n` names' expiries are pushed out to `ttl` from now.
+    /// `n` names' expiries are pushed out to `ttl` from now. `None` for the
+    /// names of a node that failed, unless all failed: then the error.
     async fn read_all(
         &self,
         names: &[String],
         touch: Option<(Duration, usize)>,
-    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    ) -> Result<Vec<Option<Option<Vec<u8>>>>, BackendError> {
         let groups = self.by_node(names);
         let each = groups.iter().map(|group| {
             let mut mget = redis::cmd("MGET");
@@ -378,11 +379,22 @@ impl<C: Link> RedisBackend<C> {
                 Ok(values)
             })
         });
-        let parts = futures_util::future::try_join_all(each).await?;
+        let parts = futures_util::future::join_all(each).await;
+        if parts.iter().all(Result::is_err) {
+            return Err(parts
+                .into_iter()
+                .find_map(Result::err)
+                .expect("at least one part"));
+        }
         let mut values = vec![None; names.len()];
         for (group, part) in groups.iter().zip(parts) {
-            for (&i, value) in group.iter().zip(part) {
-                values[i] = value;
+            match part {
+                Ok(part) => {
+                    for (&i, value) in group.iter().zip(part) {
+                        values[i] = Some(value);
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "aside: part of a batch read failed"),
             }
         }
         Ok(values)
@@ -445,8 +457,11 @@ impl<C: Link> Backend for RedisBackend<C> {
         &'a self,
         keys: &'a [EntryKeys],
         touch: Option<Duration>,
-    ) -> BoxFuture<'a, Result<Vec<Fetched>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Option<Fetched>>, BackendError>> {
         Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
             // The entries, then each tag once: one MGET (per node, on a cluster).
             let mut names: Vec<String> = keys.iter().map(|keys| keys.entry.clone()).collect();
             let mut tag_at: HashMap<&str, usize> = HashMap::new();
@@ -457,17 +472,20 @@ impl<C: Link> Backend for RedisBackend<C> {
                 });
             }
             let values = self.read_all(&names, touch.map(|ttl| (ttl, keys.len()))).await?;
-            let tokens: Vec<Option<u64>> = values[keys.len()..]
+            // A token on a node that failed fails the entries that need it.
+            let tokens: Vec<Option<Option<u64>>> = values[keys.len()..]
                 .iter()
-                .map(|t| parse_token(t.as_deref()))
+                .map(|t| t.as_ref().map(|t| parse_token(t.as_deref())))
                 .collect();
             let token = |tag: &String| tokens[tag_at[tag.as_str()] - keys.len()];
             Ok(keys
                 .iter()
                 .zip(values)
-                .map(|(keys, entry)| Fetched {
-                    entry: entry.map(Bytes::from),
-                    tags: keys.tags.iter().map(token).collect(),
+                .map(|(keys, entry)| {
+                    Some(Fetched {
+                        entry: entry?.map(Bytes::from),
+                        tags: keys.tags.iter().map(token).collect::<Option<_>>()?,
+                    })
                 })
                 .collect())
         })
