@@ -15,6 +15,11 @@ use support::coherence::{assert_within_bound, policy, propagation, report, settl
 use support::traffic::{Traffic, KEYS};
 use support::{until, RedisCluster};
 
+/// One fault at a time: six nodes and 32 callers per fault already keep
+/// both cores busy, and a cluster starved of CPU misses its own failure
+/// detection (a 1 s node timeout), which is not what these tests test.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn cache_on(cluster: &RedisCluster) -> Cache {
     Cache::builder()
         .redis_cluster(cluster.urls())
@@ -50,6 +55,7 @@ async fn until_hit(cache: &Cache, id: u64, limit: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_fails_over_with_no_failed_call_and_hits_resume() {
+    let _alone = ALONE.lock().await;
     let cluster = RedisCluster::start();
     let cache = cache_on(&cluster).await;
     let traffic = Traffic::start(&cache);
@@ -80,6 +86,7 @@ async fn a_killed_master_fails_over_with_no_failed_call_and_hits_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_moving_under_load_cost_no_failed_call() {
+    let _alone = ALONE.lock().await;
     let cluster = RedisCluster::start();
     let cache = cache_on(&cluster).await;
     let traffic = Traffic::start(&cache);
@@ -112,6 +119,7 @@ async fn slots_moving_under_load_cost_no_failed_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_master_is_skipped_by_its_own_breaker_while_the_others_serve() {
+    let _alone = ALONE.lock().await;
     let cluster = RedisCluster::start();
     let cache = cache_on(&cluster).await;
     let traffic = Traffic::start(&cache);
@@ -163,6 +171,7 @@ async fn a_hung_master_is_skipped_by_its_own_breaker_while_the_others_serve() {
 /// past the propagation bound; then they answer again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_leaves_in_process_tiers_nothing_stale() {
+    let _alone = ALONE.lock().await;
     let cluster = RedisCluster::start();
     // The entry's master dies. The tags live on the other two, so that no
     // invalidation is lost with it (replication is asynchronous: an
@@ -228,6 +237,7 @@ async fn poll_until(what: &str, limit: Duration, mut condition: impl FnMut() -> 
 /// are loaded (called through), and every value is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_loads_only_the_ids_of_a_dead_master() {
+    let _alone = ALONE.lock().await;
     let cluster = RedisCluster::start();
     let cache = cache_on(&cluster).await;
     let ids: Vec<u64> = (0..KEYS).collect();
