@@ -225,6 +225,49 @@ async fn each_call_is_a_span_with_its_outcome() {
     assert_eq!(loads[0].parent, Some("aside.get_or_load"));
 }
 
+#[aside::cached_batch(key = "traced:<n>")]
+async fn traced_batch(ns: &[u64]) -> std::collections::HashMap<u64, u64> {
+    ns.iter().map(|&n| (n, n + 1)).collect()
+}
+
+/// A batch is one span naming the function, with how many ids it had, how
+/// many were plain hits and how many were loaded; the ids that missed have
+/// their own call spans inside it, and the loader's run is an `aside.load`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_is_a_span_with_its_hits_and_loads() {
+    let (spans, _guard) = Spans::install();
+    aside::with_global(Cache::memory(), async {
+        assert_eq!(traced_batch(&[1, 2]).await.len(), 2);
+        assert_eq!(traced_batch(&[1, 2, 2]).await.len(), 2);
+    })
+    .await;
+    let batches = spans.named("aside.get_or_load_batch");
+    assert_eq!(batches.len(), 2, "{batches:#?}");
+    for batch in &batches {
+        assert_eq!(batch.fields["function"], "observability::traced_batch");
+        assert_eq!(batch.fields["ids"], "2");
+    }
+    assert_eq!(
+        (&*batches[0].fields["hits"], &*batches[0].fields["loaded"]),
+        ("0", "2")
+    );
+    assert_eq!(
+        (&*batches[1].fields["hits"], &*batches[1].fields["loaded"]),
+        ("2", "0")
+    );
+    let calls = spans.named("aside.get_or_load");
+    assert_eq!(calls.len(), 2, "one per id that missed: {calls:#?}");
+    assert!(calls
+        .iter()
+        .all(|call| call.parent == Some("aside.get_or_load_batch")));
+    // The loader's run, under the batch; each id's call shows its wait for
+    // it as its own `aside.load`.
+    let loads = spans.named("aside.load");
+    let by_parent = |parent| loads.iter().filter(|load| load.parent == Some(parent)).count();
+    assert_eq!(by_parent("aside.get_or_load_batch"), 1, "{loads:#?}");
+    assert_eq!(by_parent("aside.get_or_load"), 2, "{loads:#?}");
+}
+
 /// Over Redis with the in-process tier: backend round trips are child
 /// spans of the call, a hit says which tier answered, and the key is
 /// recorded when the cache asks for it.

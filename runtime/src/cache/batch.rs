@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
+use tracing::Instrument;
 
 use super::lookup::{Found, InProcess};
 use super::slot::{Slot, Typed};
@@ -293,10 +294,27 @@ impl Cache {
         let ids: Vec<Id> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
         drop(seen);
         let entries: Vec<(String, Policy)> = ids.iter().map(&entry).collect();
+        // One span for the batch; the ids that take the full flow have
+        // theirs (`aside.get_or_load`) inside it.
+        let function = entries
+            .first()
+            .and_then(|(_, policy)| policy.function_name())
+            .unwrap_or("");
+        let span = tracing::debug_span!(
+            "aside.get_or_load_batch",
+            function,
+            ids = ids.len(),
+            hits = tracing::field::Empty,
+            loaded = tracing::field::Empty,
+        );
         // The plain hits are answered here, by the in-process tier and one
         // read; the flows run for the rest.
-        let (mut answered, mut firsts) = self.plain_hits::<Option<T>>(&entries).await;
+        let (mut answered, mut firsts) = self
+            .plain_hits::<Option<T>>(&entries)
+            .instrument(span.clone())
+            .await;
         let flows: Vec<usize> = (0..ids.len()).filter(|&i| answered[i].is_none()).collect();
+        span.record("hits", ids.len() - flows.len());
         let shared = Shared::new(flows.len());
         type Waiter<T> = oneshot::Sender<Result<Option<T>, Failed>>;
         let parked: Mutex<Vec<(usize, Waiter<T>)>> = Mutex::new(Vec::new());
@@ -320,15 +338,21 @@ impl Cache {
         });
         let driver = async {
             let mut error = None;
+            let mut loaded = 0;
             loop {
                 match shared.next().await {
-                    Next::Done => return error,
+                    Next::Done => {
+                        span.record("loaded", loaded);
+                        return error;
+                    }
                     Next::Read(reads) => self.read_batch(reads).await,
                     Next::Load => {
                         let waiters =
                             std::mem::take(&mut *parked.lock().unwrap_or_else(PoisonError::into_inner));
                         let asked = waiters.iter().map(|(index, _)| ids[*index].clone()).collect();
-                        match load(asked).await {
+                        loaded += waiters.len();
+                        let span = tracing::debug_span!("aside.load", ids = waiters.len());
+                        match load(asked).instrument(span).await {
                             Ok(mut found) => {
                                 for (index, waiter) in waiters {
                                     let _ = waiter.send(Ok(found.remove(&ids[index])));
@@ -345,7 +369,8 @@ impl Cache {
                 }
             }
         };
-        let (results, error) = tokio::join!(futures_util::future::join_all(elements), driver);
+        let both = async { tokio::join!(futures_util::future::join_all(elements), driver) };
+        let (results, error) = both.instrument(span.clone()).await;
         for (&index, result) in flows.iter().zip(results) {
             answered[index] = Some(result);
         }
