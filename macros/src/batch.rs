@@ -31,7 +31,7 @@ use syn::{Ident, ItemFn, ReturnType, Type};
 use crate::args::{Args, Attr, Errors};
 use crate::expand::{body_tokens, cache_ref, function_static, key_from_template, policy_options};
 use crate::template::Segment;
-use crate::validate::{check_placeholders, inputs, only_type_argument, Inputs};
+use crate::validate::{check_owned, check_placeholders, inputs, only_type_argument, Inputs};
 
 /// What the expansion needs from the signature.
 pub(crate) struct Checked<'a> {
@@ -66,6 +66,7 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &Args, errors: &mut Errors) -> O
         has_self,
         arg_types,
         unnamed,
+        mutable,
         ..
     } = inputs(attr, sig, errors);
     for span in unnamed {
@@ -185,23 +186,7 @@ pub(crate) fn check<'a>(func: &'a ItemFn, args: &Args, errors: &mut Errors) -> O
         );
         return None;
     };
-    if let Type::Reference(reference) = value {
-        errors.add(
-            reference.and_token.span,
-            "#[cached_batch] returns values decoded from the cache, which cannot borrow; return an owned type",
-        );
-    }
-    let mutable = sig
-        .inputs
-        .iter()
-        .filter_map(|input| match input {
-            syn::FnArg::Typed(typed) => match &*typed.pat {
-                syn::Pat::Ident(pat) if pat.mutability.is_some() => Some(&pat.ident),
-                _ => None,
-            },
-            syn::FnArg::Receiver(_) => None,
-        })
-        .collect();
+    check_owned(attr.name(), value, errors);
     Some(Checked {
         batch,
         id,

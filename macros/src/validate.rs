@@ -81,6 +81,7 @@ pub(crate) fn check<'a>(
         mut named,
         mut arg_types,
         unnamed,
+        ..
     } = inputs(attr, sig, errors);
     for template in args.templates() {
         check_placeholders(template.lit.span(), &template.segments, &named, has_self, errors);
@@ -148,16 +149,8 @@ pub(crate) fn check<'a>(
              returns `Err(E::from(aside::Timeout))`",
         );
     }
-    // A borrowed value cannot come back out of the cache: say so here, not
-    // as serde's "Deserialize is not general enough".
-    if let Some(Type::Reference(reference)) = value {
-        errors.add(
-            reference.and_token.span,
-            format!(
-                "{name} returns a value decoded from the cache, which cannot borrow; return an owned type \
-                 (`String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`)"
-            ),
-        );
+    if let Some(value) = value {
+        check_owned(name, value, errors);
     }
     // An argument that *is* the cache (`cache = cache`) is not part of the default key.
     let cache_arg = match &args.cache {
@@ -195,6 +188,20 @@ pub(crate) fn check<'a>(
     })
 }
 
+/// A borrowed value cannot come back out of the cache: say so here, not as
+/// serde's "Deserialize is not general enough".
+pub(crate) fn check_owned(name: &str, value: &Type, errors: &mut Errors) {
+    if let Type::Reference(reference) = value {
+        errors.add(
+            reference.and_token.span,
+            format!(
+                "{name} returns a value decoded from the cache, which cannot borrow; return an owned type \
+                 (`String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`)"
+            ),
+        );
+    }
+}
+
 /// A function's arguments, as the attributes see them.
 pub(crate) struct Inputs<'a> {
     /// Whether it is a method; a receiver other than `&self` (`&mut self`
@@ -204,6 +211,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) arg_types: Vec<(&'a Ident, &'a Type)>,
     /// Where arguments without a plain name (patterns) are.
     pub(crate) unnamed: Vec<Span>,
+    /// The named arguments written `mut`.
+    pub(crate) mutable: Vec<&'a Ident>,
 }
 
 pub(crate) fn inputs<'a>(attr: Attr, sig: &'a syn::Signature, errors: &mut Errors) -> Inputs<'a> {
@@ -212,6 +221,7 @@ pub(crate) fn inputs<'a>(attr: Attr, sig: &'a syn::Signature, errors: &mut Error
     let mut named = Vec::new();
     let mut arg_types = Vec::new();
     let mut unnamed = Vec::new();
+    let mut mutable = Vec::new();
     for input in &sig.inputs {
         match input {
             FnArg::Receiver(receiver) => {
@@ -248,6 +258,9 @@ pub(crate) fn inputs<'a>(attr: Attr, sig: &'a syn::Signature, errors: &mut Error
                 Pat::Ident(pat) if pat.subpat.is_none() => {
                     named.push(&pat.ident);
                     arg_types.push((&pat.ident, &*typed.ty));
+                    if pat.mutability.is_some() {
+                        mutable.push(&pat.ident);
+                    }
                 }
                 other => unnamed.push(other.span()),
             },
@@ -258,6 +271,7 @@ pub(crate) fn inputs<'a>(attr: Attr, sig: &'a syn::Signature, errors: &mut Error
         named,
         arg_types,
         unnamed,
+        mutable,
     }
 }
 

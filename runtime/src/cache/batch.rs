@@ -210,14 +210,6 @@ impl Drop for Waiting {
     }
 }
 
-/// The plain-hit reads of one sliding expiry.
-struct Reads {
-    touch: Option<Duration>,
-    keys: Vec<EntryKeys>,
-    /// Per name in `keys`: its element, and the in-process tier's watch.
-    elements: Vec<(usize, Option<Watch>)>,
-}
-
 /// An element's load, failed with the batch's loader (whose error the batch
 /// returns).
 #[derive(Debug)]
@@ -416,9 +408,8 @@ impl Cache {
                 && policy.fail_safe_for().is_zero()
         };
         let default_ttl = self.inner.settings.default_ttl;
-        // Per sliding expiry (a batch's elements usually share one): the
-        // names to read, and for each, its element and the tier's watch.
-        let mut reads: Vec<Reads> = Vec::new();
+        // What to read: per element, its storage names and the tier's watch.
+        let mut reads = Vec::new();
         for (i, (key, policy)) in entries.iter().enumerate() {
             if !plain(policy) {
                 continue;
@@ -435,49 +426,34 @@ impl Cache {
                 .inner
                 .local_for(policy, touch)
                 .and_then(|local| local.watch(key, keys.names()));
-            let group = match reads.iter().position(|group| group.touch == touch) {
-                Some(group) => &mut reads[group],
-                None => {
-                    reads.push(Reads {
-                        touch,
-                        keys: Vec::new(),
-                        elements: Vec::new(),
-                    });
-                    reads.last_mut().expect("just pushed")
-                }
-            };
-            group.keys.push(keys);
-            group.elements.push((i, watch));
+            reads.push((touch, (keys, (i, watch))));
         }
-        for Reads {
-            touch,
-            keys,
-            elements,
-        } in reads
-        {
+        for (touch, group) in by_touch(reads) {
+            let (keys, elements): (Vec<EntryKeys>, Vec<(usize, Option<Watch>)>) = group.into_iter().unzip();
             let fetched = self.fetch_many(&keys, touch).await;
             let now_ms = crate::clock::now_ms();
             for ((keys, fetched), (i, watch)) in keys.iter().zip(fetched).zip(elements) {
                 let policy = &entries[i].1;
                 let mut slot = Typed(None);
-                let meta = fetched
+                let fresh = fetched
                     .as_ref()
-                    .and_then(|fetched| self.decode(keys, fetched, policy, false, &mut slot));
-                let (Some(meta), Some(fetched)) = (meta, &fetched) else {
-                    if watch.is_none() {
-                        firsts[i] = Some(fetched);
+                    .and_then(|fetched| self.decode(keys, fetched, policy, false, &mut slot))
+                    .filter(|&meta| {
+                        matches!(self.decide_at(meta, policy, false, now_ms, false), Found::Fresh)
+                    });
+                match (fresh, &fetched) {
+                    (Some(meta), Some(read)) => {
+                        if let Some(watch) = &watch {
+                            let weight = read.entry.as_ref().map_or(0, bytes::Bytes::len);
+                            slot.keep(self, watch, weight, meta, policy);
+                        }
+                        self.count_hit(policy, meta.negative, false, false);
+                        answered[i] = Some(Ok(slot.take()));
                     }
-                    continue;
-                };
-                if let Found::Fresh = self.decide_at(meta, policy, false, now_ms, false) {
-                    if let Some(watch) = &watch {
-                        let weight = fetched.entry.as_ref().map_or(0, bytes::Bytes::len);
-                        slot.keep(self, watch, weight, meta, policy);
-                    }
-                    self.count_hit(policy, meta.negative, false, false);
-                    answered[i] = Some(Ok(slot.take()));
-                } else if watch.is_none() {
-                    firsts[i] = Some(Some(fetched.clone()));
+                    // The flow goes on from this read, unless it fills the
+                    // in-process tier (which needs its own watch first).
+                    _ if watch.is_none() => firsts[i] = Some(fetched),
+                    _ => {}
                 }
             }
         }
@@ -507,16 +483,27 @@ impl Cache {
     /// The batch's parked reads, in one round trip per sliding expiry (all
     /// of a batch's elements usually share one).
     async fn read_batch(&self, reads: Vec<Read>) {
-        let mut reads = reads;
-        while let Some(touch) = reads.first().map(|read| read.touch) {
-            let (now, later): (Vec<Read>, Vec<Read>) =
-                reads.into_iter().partition(|read| read.touch == touch);
-            reads = later;
-            let (keys, answers): (Vec<EntryKeys>, Vec<_>) =
-                now.into_iter().map(|read| (read.keys, read.answer)).unzip();
+        let reads = reads
+            .into_iter()
+            .map(|read| (read.touch, (read.keys, read.answer)));
+        for (touch, group) in by_touch(reads) {
+            let (keys, answers): (Vec<EntryKeys>, Vec<_>) = group.into_iter().unzip();
             for (answer, fetched) in answers.into_iter().zip(self.fetch_many(&keys, touch).await) {
                 let _ = answer.send(fetched);
             }
         }
     }
+}
+
+/// `items` grouped by their sliding expiry, each group read in one round
+/// trip (a batch's elements usually share one).
+fn by_touch<T>(items: impl IntoIterator<Item = (Option<Duration>, T)>) -> Vec<(Option<Duration>, Vec<T>)> {
+    let mut groups: Vec<(Option<Duration>, Vec<T>)> = Vec::new();
+    for (touch, item) in items {
+        match groups.iter_mut().find(|(group, _)| *group == touch) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((touch, vec![item])),
+        }
+    }
+    groups
 }
