@@ -229,6 +229,29 @@ impl Nodes {
         self.masters.subscribe()
     }
 
+    /// `CLUSTER SLOTS`, asked of the known masters by address, those whose
+    /// breaker is closed first, then of any node. Not of a random node
+    /// alone: after a failover, the `redis` crate keeps its own map (and
+    /// the dead node among its connections) until a command it routes
+    /// fails, and the open breaker of the dead node keeps every command
+    /// from it, so a random pick can keep missing the new master.
+    async fn read_slots(&self, conn: &mut ClusterConnection, limit: Duration) -> Option<Value> {
+        let map = self.map();
+        let mut known: Vec<&(Node, Arc<Breaker>)> = map.nodes.iter().collect();
+        known.sort_by_key(|(_, breaker)| breaker.state() != BreakerState::Closed);
+        for ((host, port), _) in known {
+            let route = SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port: *port,
+            };
+            let asked = conn.route_command(slots_cmd(), RoutingInfo::SingleNode(route));
+            if let Ok(slots) = bounded(limit, asked).await {
+                return Some(slots);
+            }
+        }
+        bounded(limit, cluster_slots(conn)).await.ok()
+    }
+
     /// Reads the slot map now, then every [`REFRESH`] until `nodes` is
     /// dropped.
     async fn follow(nodes: &Arc<Nodes>, mut conn: ClusterConnection, limit: Duration) {
@@ -242,9 +265,8 @@ impl Nodes {
                 if nodes.strong_count() == 0 {
                     return;
                 }
-                let slots = bounded(limit, cluster_slots(&mut conn)).await;
                 let Some(nodes) = nodes.upgrade() else { return };
-                if let Ok(slots) = slots {
+                if let Some(slots) = nodes.read_slots(&mut conn, limit).await {
                     nodes.update(&slots);
                 }
             }
@@ -254,10 +276,14 @@ impl Nodes {
 
 async fn cluster_slots(conn: &mut ClusterConnection) -> redis::RedisResult<Value> {
     conn.route_command(
-        redis::cmd("CLUSTER").arg("SLOTS").clone(),
+        slots_cmd(),
         RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
     )
     .await
+}
+
+fn slots_cmd() -> redis::Cmd {
+    redis::cmd("CLUSTER").arg("SLOTS").clone()
 }
 
 /// A slot range's first and last slot.
