@@ -582,7 +582,10 @@ impl CacheBuilder {
             }
             (None, _) => {}
         }
-        Ok(self.build_tiers(Arc::new(backend), local))
+        let streams = Arc::new(backend.clone());
+        let cache = self.build_tiers(Arc::new(backend), local);
+        cache.attach_streams(streams);
+        Ok(cache)
     }
 
     #[cfg(feature = "cluster")]
@@ -622,7 +625,10 @@ impl CacheBuilder {
         if let (Some(tier), Some(seed), Some(masters)) = (&local, pubsub.first(), backend.masters()) {
             tracking::track_cluster(seed, masters, &self.namespace, tier, timeouts).await;
         }
-        Ok(self.build_tiers(Arc::new(backend), local))
+        let streams = Arc::new(backend.clone());
+        let cache = self.build_tiers(Arc::new(backend), local);
+        cache.attach_streams(streams);
+        Ok(cache)
     }
 
     #[cfg(feature = "redis")]

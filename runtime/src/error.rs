@@ -35,6 +35,18 @@ pub enum Error {
         /// The limit: [`CacheBuilder::max_entry_size`](crate::CacheBuilder::max_entry_size).
         limit: usize,
     },
+    /// A write-behind log's backlog is full: its flushers are behind by
+    /// [`max_backlog`](crate::WriteBehindBuilder::max_backlog) changes. The
+    /// change was not logged.
+    #[error(
+        "the write-behind log `{log}` holds {limit} unflushed changes, its limit; the change was not logged"
+    )]
+    BacklogFull {
+        /// The log's name.
+        log: String,
+        /// Its bound.
+        limit: u64,
+    },
     /// [`init`](crate::init) was called after the global cache was already set or used.
     #[error("the global cache is already initialized")]
     AlreadyInitialized,

@@ -66,6 +66,8 @@ mod stampede;
 mod stats;
 mod tags;
 mod timeout;
+#[cfg(feature = "redis")]
+mod write_behind;
 
 /// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., tags = [...], stampede = "...", ...)]`.
 ///
@@ -386,6 +388,11 @@ pub use scope::{bypass, refresh, with_global};
 pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
 pub use stats::{Outcome, Stats};
 pub use timeout::{hard_timeout, FromTimeout, Timeout};
+#[cfg(feature = "redis")]
+pub use write_behind::{
+    Batch, Counted, Flusher, FlusherBuilder, ParseVersionError, Version, WhenFull, WriteBehind,
+    WriteBehindBuilder, WriteBehindStats, Written,
+};
 
 /// What `#[cached]` expands to. Not public API: it may change in any release.
 #[doc(hidden)]

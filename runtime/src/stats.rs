@@ -68,12 +68,15 @@ pub struct Stats {
     pub short_circuited: u64,
     /// The circuit breaker's state when the snapshot was taken.
     pub breaker: BreakerState,
+    /// Changes not yet flushed in this cache's write-behind logs, when last
+    /// seen by this process (see [`WriteBehindStats`](crate::WriteBehindStats)).
+    pub backlog: u64,
 }
 
 impl Stats {
     /// What happened between `earlier` (a snapshot of the same cache) and
-    /// this snapshot: every counter's difference. `waiting` and `breaker`,
-    /// states rather than counters, are this snapshot's.
+    /// this snapshot: every counter's difference. `waiting`, `breaker` and
+    /// `backlog`, states rather than counters, are this snapshot's.
     ///
     /// # Examples
     ///
@@ -104,6 +107,7 @@ impl Stats {
             refresh_errors: self.refresh_errors.saturating_sub(earlier.refresh_errors),
             short_circuited: self.short_circuited.saturating_sub(earlier.short_circuited),
             breaker: self.breaker,
+            backlog: self.backlog,
         }
     }
 
@@ -273,6 +277,7 @@ impl Counters {
             refresh_errors: self.refresh_errors.load(Relaxed),
             short_circuited: self.short_circuited.load(Relaxed),
             breaker: BreakerState::Closed,
+            backlog: 0,
         }
     }
 }

@@ -397,5 +397,6 @@ fn spawn(port: u16, dir: &std::path::Path) -> Child {
             .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(dir),
+        None,
     )
 }

@@ -13,6 +13,8 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     tls: Option<Tls>,
+    /// With persistence: the directory of its append-only file.
+    aof: Option<PathBuf>,
 }
 
 /// A TLS port and the files behind it: a throwaway CA and a certificate it
@@ -34,17 +36,40 @@ impl RedisServer {
         // binds it; a server that exits at start-up is retried on another.
         for _attempt in 0..5 {
             let port = free_port();
-            let child = spawn(port, None);
+            let child = spawn(port, None, None);
             let mut server = RedisServer {
                 child,
                 port,
                 tls: None,
+                aof: None,
             };
             if server.wait_ready() {
                 return server;
             }
         }
         panic!("redis-server failed to start on 5 different ports");
+    }
+
+    /// Starts a server that persists every write before acknowledging it:
+    /// an append-only file with `appendfsync always`, in a directory of its
+    /// own, which [`restart`](Self::restart) reads back.
+    pub fn start_durable() -> RedisServer {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!("aside-aof-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("create a directory for the append-only file");
+            let child = spawn(port, None, Some(&dir));
+            let mut server = RedisServer {
+                child,
+                port,
+                tls: None,
+                aof: Some(dir),
+            };
+            if server.wait_ready() {
+                return server;
+            }
+        }
+        panic!("redis-server with an append-only file failed to start on 5 different ports");
     }
 
     /// Starts a server that also listens for TLS, with a certificate for
@@ -59,11 +84,12 @@ impl RedisServer {
             let dir = std::env::temp_dir().join(format!("aside-tls-{}-{tls_port}", std::process::id()));
             make_certificates(&dir);
             let tls = Tls { port: tls_port, dir };
-            let child = spawn(port, Some(&tls));
+            let child = spawn(port, Some(&tls), None);
             let mut server = RedisServer {
                 child,
                 port,
                 tls: Some(tls),
+                aof: None,
             };
             if server.wait_ready() {
                 return server;
@@ -171,9 +197,10 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// Starts a new, empty server on the same port, after [`kill`](Self::kill).
+    /// Starts a new server on the same port, after [`kill`](Self::kill):
+    /// empty, or with what its append-only file holds.
     pub fn restart(&mut self) {
-        self.child = spawn(self.port, self.tls.as_ref());
+        self.child = spawn(self.port, self.tls.as_ref(), self.aof.as_deref());
         assert!(
             self.wait_ready(),
             "redis-server did not restart on port {}",
@@ -192,6 +219,9 @@ impl Drop for RedisServer {
         self.kill();
         if let Some(tls) = &self.tls {
             let _ = std::fs::remove_dir_all(&tls.dir);
+        }
+        if let Some(dir) = &self.aof {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -239,11 +269,18 @@ pub fn answers_as(port: u16, pid: u32) -> Option<bool> {
     Some(answering == Some(pid))
 }
 
-/// `command` (a `redis-server`, with its arguments) started, persistence
-/// off and its output discarded.
-pub fn spawn_server(command: &mut Command) -> Child {
+/// `command` (a `redis-server`, with its arguments) started, its output
+/// discarded: persistence off, or (`aof`) an append-only file in that
+/// directory, synced before each write is acknowledged.
+pub fn spawn_server(command: &mut Command, aof: Option<&Path>) -> Child {
+    command.args(["--save", "", "--daemonize", "no"]);
+    match aof {
+        Some(dir) => command
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir),
+        None => command.args(["--appendonly", "no"]),
+    };
     let spawned = command
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -265,7 +302,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(port: u16, tls: Option<&Tls>) -> Child {
+fn spawn(port: u16, tls: Option<&Tls>, aof: Option<&Path>) -> Child {
     let mut command = Command::new("redis-server");
     command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
     if let Some(tls) = tls {
@@ -279,7 +316,7 @@ fn spawn(port: u16, tls: Option<&Tls>) -> Child {
             .arg("--tls-ca-cert-file")
             .arg(file("ca.crt"));
     }
-    spawn_server(&mut command)
+    spawn_server(&mut command, aof)
 }
 
 /// A CA, and a server certificate for 127.0.0.1 signed by it, in `dir`.

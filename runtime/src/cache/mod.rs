@@ -137,6 +137,17 @@ struct Inner {
     warned_oversized: std::sync::atomic::AtomicBool,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::CacheMetrics,
+    /// Write-behind: the Redis backend's streams, and each log's counters.
+    #[cfg(feature = "redis")]
+    logs: Logs,
+}
+
+/// What a cache's write-behind logs share: Redis, and their counters by name.
+#[cfg(feature = "redis")]
+#[derive(Default)]
+struct Logs {
+    streams: std::sync::OnceLock<Arc<dyn crate::write_behind::Streams>>,
+    counters: Mutex<Vec<(String, Arc<crate::write_behind::Counters>)>>,
 }
 
 impl fmt::Debug for Cache {
@@ -167,6 +178,8 @@ impl Cache {
                 warned_oversized: Default::default(),
                 #[cfg(feature = "metrics")]
                 metrics: crate::metrics::CacheMetrics::new(),
+                #[cfg(feature = "redis")]
+                logs: Logs::default(),
             }),
         }
     }
@@ -237,7 +250,51 @@ impl Cache {
     pub fn stats(&self) -> Stats {
         let mut stats = self.inner.counters.snapshot();
         stats.breaker = self.inner.breaker_state();
+        #[cfg(feature = "redis")]
+        {
+            let logs = self
+                .inner
+                .logs
+                .counters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            stats.backlog = logs
+                .iter()
+                .map(|(_, c)| c.backlog.load(std::sync::atomic::Ordering::Relaxed))
+                .sum();
+        }
         stats
+    }
+
+    /// Gives the cache its Redis backend's streams, for write-behind.
+    #[cfg(feature = "redis")]
+    pub(crate) fn attach_streams(&self, streams: Arc<dyn crate::write_behind::Streams>) {
+        let _ = self.inner.logs.streams.set(streams);
+    }
+
+    /// The streams write-behind logs on, and the namespace: `None` without Redis.
+    #[cfg(feature = "redis")]
+    pub(crate) fn streams(&self) -> Option<(Arc<dyn crate::write_behind::Streams>, String)> {
+        let streams = self.inner.logs.streams.get()?.clone();
+        Some((streams, self.inner.settings.namespace.clone()))
+    }
+
+    /// The counters of the write-behind log `name`, shared by every handle
+    /// on it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn log_counters(&self, name: &str) -> Arc<crate::write_behind::Counters> {
+        let mut logs = self
+            .inner
+            .logs
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counters)) = logs.iter().find(|(n, _)| n == name) {
+            return counters.clone();
+        }
+        let counters = Arc::new(crate::write_behind::Counters::default());
+        logs.push((name.to_owned(), counters.clone()));
+        counters
     }
 
     /// The runtime entry point behind `#[cached]`: returns the value cached at

@@ -202,6 +202,33 @@ impl<C: Link> RedisBackend<C> {
     }
 }
 
+/// Write-behind's log: plain commands and scripts, each within the operation
+/// timeout, not through a cluster node's breaker (a write to the log must
+/// learn that it failed, not be skipped).
+impl<C: Link> crate::write_behind::Streams for RedisBackend<C> {
+    fn command(&self, cmd: redis::Cmd) -> BoxFuture<'_, Result<redis::Value, BackendError>> {
+        Box::pin(async move { self.query(&cmd).await })
+    }
+
+    fn script(
+        &self,
+        script: &'static redis::Script,
+        keys: Vec<String>,
+        args: Vec<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<redis::Value, BackendError>> {
+        Box::pin(async move {
+            let mut invocation = script.prepare_invoke();
+            for key in &keys {
+                invocation.key(key);
+            }
+            for arg in &args {
+                invocation.arg(arg.as_slice());
+            }
+            self.run_script(invocation).await
+        })
+    }
+}
+
 /// Whether a failed connection attempt says only that Redis is not there
 /// (yet): refused, reset, timed out, no route to its host, no address for
 /// its name. Not: an answer from Redis (authentication, rights). Over TLS,
