@@ -249,3 +249,29 @@ async fn lock_waits_refreshes_and_corrupt_entries_are_measured() {
     );
     assert_eq!(outcome("corrupted", "miss"), 1, "{calls:#?}");
 }
+
+/// A write-behind log's backlog, appends, flushes and lag, by log name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_behind_logs_backlog_and_flushes_are_measured() {
+    let prometheus = prometheus();
+    let redis = RedisServer::start();
+    let cache = redis.cache().await;
+    let log = aside::WriteBehind::<u64, u64>::new(&cache, "metered").unwrap();
+    for id in 0..5 {
+        log.add(&id, 1).await.unwrap();
+    }
+    let of = |metric: &str| sample(&samples(&prometheus.render(), metric), "{log=\"metered\"}");
+    assert_eq!(of("aside_write_behind_backlog"), 5);
+    assert_eq!(of("aside_write_behind_appends_total"), 5);
+
+    let flusher = log
+        .flusher(|_: aside::Batch<u64, u64>| async { Ok::<_, std::convert::Infallible>(()) })
+        .flush_every(Duration::from_millis(20))
+        .start()
+        .unwrap();
+    support::until("the batch is flushed", || log.stats().batches == 1).await;
+    flusher.stop().await;
+    assert_eq!(of("aside_write_behind_backlog"), 0);
+    assert_eq!(of("aside_write_behind_flushed_total"), 5);
+    assert_eq!(of("aside_write_behind_lag_seconds_count"), 1);
+}

@@ -216,5 +216,62 @@ fn describe() {
             "aside_breaker_state",
             "The circuit breaker: 0 closed, 1 half-open, 2 open."
         );
+        describe_gauge!(
+            "aside_write_behind_backlog",
+            "Changes not yet flushed in a write-behind log, when last seen."
+        );
+        describe_counter!(
+            "aside_write_behind_appends_total",
+            "Changes logged by this process's writers."
+        );
+        describe_counter!(
+            "aside_write_behind_rejected_total",
+            "Writes refused because the log's backlog was full."
+        );
+        describe_counter!(
+            "aside_write_behind_flushed_total",
+            "Changes flushed by this process's flushers, before coalescing."
+        );
+        describe_counter!(
+            "aside_write_behind_flush_errors_total",
+            "Flush attempts that failed (each is retried)."
+        );
+        describe_counter!(
+            "aside_write_behind_redelivered_total",
+            "Batches delivered again: after a failure, or taken over from a dead flusher."
+        );
+        describe_histogram!(
+            "aside_write_behind_lag_seconds",
+            Unit::Seconds,
+            "How long a batch's oldest change waited, from its write to its flush's success."
+        );
     });
+}
+
+/// A write-behind log's handles, by its name.
+#[derive(Debug)]
+pub(crate) struct LogMetrics {
+    pub(crate) backlog: Gauge,
+    pub(crate) appends: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) flushed: Counter,
+    pub(crate) flush_errors: Counter,
+    pub(crate) redelivered: Counter,
+    pub(crate) lag: Histogram,
+}
+
+impl LogMetrics {
+    pub(crate) fn new(log: &str) -> Self {
+        describe();
+        let log = log.to_owned();
+        LogMetrics {
+            backlog: gauge!("aside_write_behind_backlog", "log" => log.clone()),
+            appends: counter!("aside_write_behind_appends_total", "log" => log.clone()),
+            rejected: counter!("aside_write_behind_rejected_total", "log" => log.clone()),
+            flushed: counter!("aside_write_behind_flushed_total", "log" => log.clone()),
+            flush_errors: counter!("aside_write_behind_flush_errors_total", "log" => log.clone()),
+            redelivered: counter!("aside_write_behind_redelivered_total", "log" => log.clone()),
+            lag: histogram!("aside_write_behind_lag_seconds", "log" => log),
+        }
+    }
 }

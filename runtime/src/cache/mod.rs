@@ -292,7 +292,7 @@ impl Cache {
         if let Some((_, counters)) = logs.iter().find(|(n, _)| n == name) {
             return counters.clone();
         }
-        let counters = Arc::new(crate::write_behind::Counters::default());
+        let counters = Arc::new(crate::write_behind::Counters::new(name));
         logs.push((name.to_owned(), counters.clone()));
         counters
     }

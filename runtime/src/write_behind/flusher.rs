@@ -427,7 +427,7 @@ where
                     return;
                 }
                 Err(error) => {
-                    counters.flush_errors.fetch_add(1, Relaxed);
+                    counters.flush_failed();
                     tracing::warn!(
                         log = %self.log.name, %error, retry_in = ?pause,
                         "aside: a write-behind flush failed; it is retried"
@@ -455,7 +455,7 @@ where
     async fn attempt(&self, batch: Batch<K, V>) -> Result<(), String> {
         let counters = &self.log.counters;
         if batch.redelivered {
-            counters.redelivered.fetch_add(1, Relaxed);
+            counters.redelivered();
         }
         let (changes, oldest) = (batch.changes, batch.id);
         let span = tracing::info_span!(
@@ -478,12 +478,13 @@ where
         };
         match result {
             Ok(Ok(())) => {
-                counters.flushed.fetch_add(changes as u64, Relaxed);
-                counters.batches.fetch_add(1, Relaxed);
+                // Redis's clock wrote the version; this process's reads it
+                // now. On one machine, or clocks in sync, that is the lag.
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                counters.lag_ms.store(now.saturating_sub(oldest.ms()), Relaxed);
+                let lag = Duration::from_millis(now.saturating_sub(oldest.ms()));
+                counters.flushed(changes as u64, lag);
                 Ok(())
             }
             Ok(Err(error)) => Err(error.to_string()),

@@ -134,8 +134,9 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Counters of one log, shared by its writers and flushers in the process,
-/// and summed into the cache's [`Stats`](crate::Stats).
-#[derive(Debug, Default)]
+/// summed into the cache's [`Stats`](crate::Stats), and reported as metrics
+/// (feature `metrics`).
+#[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) appended: AtomicU64,
     pub(crate) rejected: AtomicU64,
@@ -148,6 +149,69 @@ pub(crate) struct Counters {
     pub(crate) undecodable: AtomicU64,
     /// How long the oldest change of the last flushed batch waited, in ms.
     pub(crate) lag_ms: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::LogMetrics,
+}
+
+impl Counters {
+    pub(crate) fn new(log: &str) -> Self {
+        let _ = log;
+        Counters {
+            appended: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            flush_errors: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
+            undecodable: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::LogMetrics::new(log),
+        }
+    }
+
+    fn backlog(&self, length: u64) {
+        self.backlog.store(length, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.backlog.set(length as f64);
+    }
+
+    pub(crate) fn appended(&self) {
+        self.appended.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.appends.increment(1);
+    }
+
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.rejected.increment(1);
+    }
+
+    /// A batch of `changes` flushed, the oldest `lag` old.
+    pub(crate) fn flushed(&self, changes: u64, lag: Duration) {
+        self.flushed.fetch_add(changes, Relaxed);
+        self.batches.fetch_add(1, Relaxed);
+        self.lag_ms.store(duration_ms(lag), Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics.flushed.increment(changes);
+            self.metrics.lag.record(lag);
+        }
+    }
+
+    pub(crate) fn flush_failed(&self) {
+        self.flush_errors.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.flush_errors.increment(1);
+    }
+
+    pub(crate) fn redelivered(&self) {
+        self.redelivered.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.redelivered.increment(1);
+    }
 }
 
 /// One entry as read: its id and its fields, still encoded.
@@ -246,7 +310,7 @@ impl Log {
             .script(&APPEND, vec![self.stream.clone(), marker], args)
             .await?;
         let (id, length): (Value, u64) = parse(reply)?;
-        self.counters.backlog.store(length, Relaxed);
+        self.counters.backlog(length);
         match id {
             Value::Int(0) => Ok(Appended::Full),
             id => {
@@ -264,7 +328,7 @@ impl Log {
             .command(redis::cmd("XLEN").arg(&self.stream).clone())
             .await?;
         let length = parse(reply)?;
-        self.counters.backlog.store(length, Relaxed);
+        self.counters.backlog(length);
         Ok(length)
     }
 
@@ -375,7 +439,7 @@ impl Log {
             .collect();
         let reply = self.streams.script(&ACK, vec![self.stream.clone()], args).await?;
         let length = parse(reply)?;
-        self.counters.backlog.store(length, Relaxed);
+        self.counters.backlog(length);
         Ok(())
     }
 }

@@ -315,11 +315,11 @@ where
             let now = crate::clock::Instant::now();
             match outcome {
                 Ok(Appended::Logged(version)) => {
-                    shared.log.counters.appended.fetch_add(1, Relaxed);
+                    shared.log.counters.appended();
                     return Ok(version);
                 }
                 Ok(Appended::Full) if now + pause > full_until => {
-                    shared.log.counters.rejected.fetch_add(1, Relaxed);
+                    shared.log.counters.rejected();
                     return Err(Error::BacklogFull {
                         log: shared.log.name.clone(),
                         limit: shared.max_backlog,
