@@ -62,7 +62,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-const PRODUCTS: i64 = 100_000;
+pub(crate) const PRODUCTS: i64 = 100_000;
 const CATEGORIES: i64 = 200;
 const BRANDS: i64 = 300;
 const REVIEWS: i64 = 500_000;
@@ -70,7 +70,7 @@ const REVIEWS: i64 = 500_000;
 /// Concurrent clients.
 const WORKERS: usize = 8;
 /// Zipf exponent of product popularity: product 1 is the most requested.
-const ZIPF_EXPONENT: f64 = 1.1;
+pub(crate) const ZIPF_EXPONENT: f64 = 1.1;
 const DEFAULT_REQUESTS: usize = 3000;
 /// Requests in the warm phase: hits are cheap, so many more of them.
 const DEFAULT_WARM_REQUESTS: usize = 100_000;
@@ -410,7 +410,7 @@ const EXPECTED_ROWS: [(&str, i64); 4] = [
 ];
 
 /// Whether the database at `path` exists, has this schema and holds the expected row counts.
-fn is_seeded(path: &Path) -> bool {
+pub(crate) fn is_seeded(path: &Path) -> bool {
     if !path.exists() {
         return false;
     }
@@ -430,7 +430,7 @@ fn is_seeded(path: &Path) -> bool {
 /// Creates the database at `path`: written to a temporary file in one
 /// transaction, then renamed into place, so an interrupted run leaves nothing
 /// half-built behind.
-fn seed(path: &Path) -> Result<(), Box<dyn Error>> {
+pub(crate) fn seed(path: &Path) -> Result<(), Box<dyn Error>> {
     let building = path.with_extension("sqlite.building");
     let _ = std::fs::remove_file(&building);
     let mut conn = Connection::open(&building)?;
