@@ -203,13 +203,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
             }
         })
         .await?;
-        let m = Measured {
+        Measured {
             wall,
             latencies,
             transactions: writer.transactions.swap(0, Relaxed),
             rows: writer.rows.swap(0, Relaxed),
-        };
-        m
+        }
     };
 
     // Write-behind: each view one stream entry; batches of up to 1,000
