@@ -487,6 +487,8 @@ struct Acknowledged {
     values: Mutex<HashMap<u64, (u64, Version)>>,
     counters: Mutex<HashMap<u64, i64>>,
     writes: AtomicU64,
+    /// Writes that waited 200 ms or more: for Redis to come back.
+    waited: AtomicU64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,6 +513,7 @@ async fn nothing_acknowledged_is_lost_through_flusher_deaths_a_failing_database_
         writers.push(tokio::spawn(async move {
             for n in 0..WRITES / WRITERS {
                 let id = (n * 7 + writer) % RECORDS;
+                let started = Instant::now();
                 if n % 2 == 0 {
                     let value = writer * 1_000_000 + n;
                     let version = log.set(&id, value).await.expect("a write is acknowledged");
@@ -525,6 +528,9 @@ async fn nothing_acknowledged_is_lost_through_flusher_deaths_a_failing_database_
                     *acknowledged.counters.lock().unwrap().entry(id).or_default() += delta;
                 }
                 acknowledged.writes.fetch_add(1, SeqCst);
+                if started.elapsed() >= Duration::from_millis(200) {
+                    acknowledged.waited.fetch_add(1, SeqCst);
+                }
                 if n % 50 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -612,9 +618,10 @@ async fn nothing_acknowledged_is_lost_through_flusher_deaths_a_failing_database_
     let db = db.lock().unwrap();
     let stats = log.stats();
     eprintln!(
-        "{} writes acknowledged; {} batches flushed, {} delivered again, {} repeats skipped by batch id, \
-         {} failed flush attempts; counters total {}",
+        "{} writes acknowledged, {} of them after waiting for Redis to restart; {} batches flushed, \
+         {} delivered again, {} repeats skipped by batch id, {} failed flush attempts; counters total {}",
         acknowledged.writes.load(SeqCst),
+        acknowledged.waited.load(SeqCst),
         stats.batches,
         stats.redelivered,
         db.repeats,
@@ -622,6 +629,10 @@ async fn nothing_acknowledged_is_lost_through_flusher_deaths_a_failing_database_
         db.counters.values().sum::<i64>(),
     );
     assert!(stats.flush_errors > 0, "the database failed: {stats:?}");
+    assert!(
+        acknowledged.waited.load(SeqCst) > 0,
+        "writers were writing when Redis died"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
