@@ -704,3 +704,49 @@ async fn a_slow_flush_keeps_its_batch_while_its_flusher_lives() {
     );
     assert_eq!(db.lock().unwrap().counters.values().sum::<i64>(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flusher_goes_on_after_redis_restarts_empty() {
+    // Without persistence, a restart loses the log and its group, and the
+    // batch a flusher held with them: the flusher must not wait for it.
+    let mut server = RedisServer::start();
+    let cache = server.cache().await;
+    let log = log(&cache, "volatile");
+    let db = SharedDb::default();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (apply, fails) = (applying(&db), failing.clone());
+    let flusher = quick(&log, move |batch| {
+        let fail = fails.load(SeqCst);
+        let applied = (!fail).then(|| apply(batch));
+        async move {
+            match applied {
+                Some(applied) => applied.await,
+                None => Err("the database is down".to_owned()),
+            }
+        }
+    });
+    for id in 0..5 {
+        log.set(&id, id).await.unwrap();
+    }
+    until("a flush fails", Duration::from_secs(10), || {
+        log.stats().flush_errors > 0
+    })
+    .await;
+    server.kill();
+    server.restart();
+    failing.store(false, SeqCst);
+    for id in 5..10 {
+        log.set(&id, id).await.unwrap();
+    }
+    until(
+        "the writes after the restart are flushed",
+        Duration::from_secs(20),
+        || {
+            let db = db.lock().unwrap();
+            (5..10).all(|id| db.values.contains_key(&id))
+        },
+    )
+    .await;
+    flusher.stop().await;
+    assert_eq!(log.backlog().await.unwrap(), 0);
+}

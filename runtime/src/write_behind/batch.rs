@@ -57,6 +57,12 @@ impl fmt::Display for Version {
 }
 
 /// A text that is not `milliseconds-sequence`.
+///
+/// # Examples
+///
+/// ```
+/// assert!("yesterday".parse::<aside::Version>().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a write-behind version (`milliseconds-sequence`)")]
 pub struct ParseVersionError;
@@ -70,6 +76,21 @@ impl FromStr for Version {
 }
 
 /// A record's value as last written within a batch.
+///
+/// # Examples
+///
+/// ```
+/// // An upsert that keeps the later version (see `WriteBehind`).
+/// fn upsert(written: &aside::Written<u64, u32>) -> String {
+///     let (id, price, v) = (written.id, written.value, written.version);
+///     format!(
+///         "INSERT INTO prices VALUES ({id}, {price}, {}, {}) ON CONFLICT (id) DO UPDATE ... \
+///          WHERE (excluded.v_ms, excluded.v_seq) > (prices.v_ms, prices.v_seq)",
+///         v.ms(),
+///         v.seq()
+///     )
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Written<K, V> {
@@ -82,6 +103,14 @@ pub struct Written<K, V> {
 }
 
 /// A counter's increments within a batch, summed.
+///
+/// # Examples
+///
+/// ```
+/// fn update(counted: &aside::Counted<u64>) -> String {
+///     format!("UPDATE products SET views = views + {} WHERE id = {}", counted.delta, counted.id)
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counted<K> {
@@ -100,6 +129,23 @@ pub struct Counted<K> {
 /// before acknowledging it) holds the same changes under the same
 /// [`id`](Batch::id), so a flush function can tell a repeat: see
 /// [`WriteBehind`](crate::WriteBehind).
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::HashSet;
+///
+/// /// A flush function's work, on a database kept in memory: a batch
+/// /// already applied is skipped, the rest applied.
+/// fn apply(applied: &mut HashSet<aside::Version>, views: &mut Vec<(u64, i64)>, batch: &aside::Batch<u64, ()>) {
+///     if !applied.insert(batch.id()) {
+///         return; // delivered again: applied before
+///     }
+///     for counted in batch.counters() {
+///         views.push((counted.id, counted.delta));
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Batch<K, V> {
     pub(crate) id: Version,

@@ -191,6 +191,21 @@ struct Stop {
 /// then returns. Dropped, it stops at once, as if its process died: the
 /// batch it held is flushed by another flusher after `claim_after`, or by
 /// this consumer's next start.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), aside::Error> {
+/// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
+/// let log = aside::WriteBehind::<u64, u32>::new(&cache, "prices")?;
+/// let flusher = log
+///     .flusher(|batch: aside::Batch<u64, u32>| async move { Ok::<_, std::io::Error>(()) })
+///     .consumer("worker-1")
+///     .start()?;
+/// // ... until the service shuts down:
+/// flusher.stop().await; // what it holds is flushed first
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a flusher is stopped when dropped"]
 pub struct Flusher {
@@ -398,6 +413,10 @@ where
                 Ok(mine) => held.retain(|raw| mine.contains(&raw.id)),
                 Err(error) => {
                     tracing::warn!(log = %self.log.name, %error, "aside: a write-behind flusher could not renew its batch");
+                    // A Redis restarted without persistence has lost the
+                    // group, and the batch with it: with the group made
+                    // again, this consumer holds nothing.
+                    let _ = self.log.create_group().await;
                     if self.rest(pause).await {
                         return;
                     }
@@ -499,6 +518,7 @@ where
         let mut pause = self.backoff.0;
         while let Err(error) = self.log.ack(&ids).await {
             tracing::warn!(log = %self.log.name, %error, "aside: a flushed write-behind batch could not be acknowledged; retrying");
+            let _ = self.log.create_group().await;
             if self.rest(pause).await {
                 return;
             }

@@ -26,6 +26,24 @@ use crate::{Cache, Cacheable, CachedEntry, Error};
 
 /// What a writer does when the backlog is full (see
 /// [`WriteBehindBuilder::max_backlog`]).
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), aside::Error> {
+/// use std::time::Duration;
+///
+/// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
+/// let views = aside::WriteBehind::<u64, ()>::builder(&cache, "page_views")
+///     .max_backlog(100_000)
+///     .when_full(aside::WhenFull::Wait(Duration::from_millis(500)))
+///     .build()?;
+/// match views.add(&7, 1).await {
+///     Err(aside::Error::BacklogFull { .. }) => { /* the flushers are behind: shed load */ }
+///     other => { other?; }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WhenFull {
@@ -149,6 +167,17 @@ impl<K, V> fmt::Debug for WriteBehind<K, V> {
 
 /// Counters of one write-behind log in this process: its writers' and its
 /// flushers'.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), aside::Error> {
+/// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
+/// let views = aside::WriteBehind::<u64, ()>::new(&cache, "page_views")?;
+/// let stats = views.stats();
+/// println!("{} unflushed, the last batch {:?} behind", stats.backlog, stats.lag);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct WriteBehindStats {
@@ -338,6 +367,20 @@ where
 }
 
 /// Configures a [`WriteBehind`]; made by [`WriteBehind::builder`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), aside::Error> {
+/// use std::time::Duration;
+///
+/// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
+/// let prices = aside::WriteBehind::<u64, u32>::builder(&cache, "prices")
+///     .write_timeout(Duration::from_secs(2))
+///     .build()?;
+/// prices.set(&7, 120).await?;
+/// # Ok(()) }
+/// ```
 #[must_use = "a builder does nothing until built"]
 pub struct WriteBehindBuilder<K, V> {
     cache: Cache,
