@@ -157,7 +157,9 @@ pub struct Batch<K, V> {
 
 impl<K, V> Batch<K, V> {
     /// The batch's id: the version of its first change. The same each time
-    /// the batch is delivered, and no other batch's.
+    /// the batch is delivered, and no other batch's while the log lives (a
+    /// Redis that restarts without persistence starts the log again, and
+    /// its ids could meet old ones only if its clock went back).
     pub fn id(&self) -> Version {
         self.id
     }
@@ -200,7 +202,10 @@ where
     let mut values: Vec<Written<K, V>> = Vec::new();
     let mut counters: Vec<Counted<K>> = Vec::new();
     let (mut value_at, mut counter_at) = (HashMap::new(), HashMap::new());
-    let (mut first, mut changes, mut undecodable) = (None::<Version>, 0, 0);
+    // The id is over every entry, decodable or not: the same entries give
+    // the same id to flushers whatever types they decode them as.
+    let first = entries.iter().filter_map(|entry| entry.version).min();
+    let (mut decoded, mut changes, mut undecodable) = (false, 0, 0);
     for entry in entries {
         let (Some(version), Some(fields)) = (entry.version, &entry.fields) else {
             undecodable += usize::from(entry.fields.is_some());
@@ -251,9 +256,9 @@ where
             },
         }
         changes += 1;
-        first = Some(first.map_or(version, |first| first.min(version)));
+        decoded = true;
     }
-    let batch = first.map(|id| Batch {
+    let batch = first.filter(|_| decoded).map(|id| Batch {
         id,
         values,
         counters,
@@ -335,7 +340,9 @@ mod tests {
         ];
         let (batch, undecodable) = coalesce::<u32, String>(&entries, false);
         assert_eq!(undecodable, 1, "a deleted entry is not counted");
-        assert_eq!(batch.unwrap().changes(), 1);
+        let batch = batch.unwrap();
+        assert_eq!(batch.changes(), 1);
+        assert_eq!(batch.id().to_string(), "1-0", "the id is over every entry");
         assert!(coalesce::<u32, String>(&entries[..2], false).0.is_none());
     }
 }

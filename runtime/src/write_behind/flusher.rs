@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::batch::{coalesce, Batch};
-use super::log::{Log, Raw, MAX_BATCH};
+use super::log::{Log, Raw, Renewal, MAX_BATCH};
 use crate::clock::Instant;
 use crate::{BackendError, Error};
 
@@ -88,9 +88,11 @@ where
     }
 
     /// This flusher's name in the log's consumer group. Default: one made
-    /// from the process id and a random number. A flusher restarted under
-    /// its old name flushes the batch it held at once, instead of waiting
-    /// for another to take it over after [`claim_after`](Self::claim_after).
+    /// from the process id and a random number. One flusher at a time runs
+    /// under a name (it holds a lease on it, renewed with its batch): a
+    /// second one waits until the first stops, or until the lease lapses,
+    /// [`claim_after`](Self::claim_after) after the first died. It then
+    /// flushes the batch the first held, if nobody took it over meanwhile.
     pub fn consumer(mut self, name: impl Into<String>) -> Self {
         self.consumer = Some(name.into());
         self
@@ -112,7 +114,7 @@ where
 
     /// Take over the batch of a flusher that has not been heard of for this
     /// long (it died, or lost Redis). A live flusher renews its batch every
-    /// quarter of it, even during a long flush. Default 30 s.
+    /// quarter of it, even during a long flush. At least 100 ms; default 30 s.
     pub fn claim_after(mut self, idle: Duration) -> Self {
         self.claim_after = idle;
         self
@@ -125,7 +127,9 @@ where
     }
 
     /// The pauses between attempts of a failing flush: from `first`,
-    /// doubling up to `max`. Default 100 ms to 10 s.
+    /// doubling up to `max`, and never longer than a quarter of
+    /// `claim_after` (the batch is renewed before each attempt). Default
+    /// 100 ms to 10 s.
     pub fn retry_backoff(mut self, first: Duration, max: Duration) -> Self {
         self.backoff = (first, max);
         self
@@ -135,8 +139,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a batch size of 0 or above 4,096, or a zero
-    /// duration.
+    /// [`Error::Config`] for a batch size of 0 or above 4,096, a zero
+    /// duration, or a `claim_after` under 100 ms.
     ///
     /// # Panics
     ///
@@ -147,12 +151,15 @@ where
                 "a flusher's batch_size must be between 1 and {MAX_BATCH}"
             )));
         }
-        let durations = [self.flush_every, self.claim_after, self.poll, self.backoff.0];
-        if durations.iter().any(Duration::is_zero) || self.backoff.1 < self.backoff.0 {
-            return Err(Error::Config(
-                "a flusher's durations must be greater than zero, and its longest backoff no shorter than its first"
-                    .into(),
-            ));
+        let durations = [self.flush_every, self.poll, self.backoff.0];
+        if durations.iter().any(Duration::is_zero)
+            || self.backoff.1 < self.backoff.0
+            || self.claim_after < MIN_CLAIM_AFTER
+        {
+            return Err(Error::Config(format!(
+                "a flusher's durations must be greater than zero, its longest backoff no shorter than its \
+                 first, and its claim_after at least {MIN_CLAIM_AFTER:?}"
+            )));
         }
         let consumer = self
             .consumer
@@ -162,6 +169,7 @@ where
             log: self.log,
             flush: Arc::new(self.flush),
             consumer: consumer.clone(),
+            token: format!("{:016x}", rand::random::<u64>()),
             batch_size: self.batch_size,
             flush_every: self.flush_every,
             claim_after: self.claim_after,
@@ -178,6 +186,10 @@ where
         })
     }
 }
+
+/// The shortest `claim_after`: a quarter of it is the renewals' interval,
+/// which a Redis round trip must fit in.
+const MIN_CLAIM_AFTER: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct Stop {
@@ -220,8 +232,9 @@ impl Flusher {
         &self.consumer
     }
 
-    /// Flushes the batch it holds (once: if that fails, the batch is left
-    /// for another flusher), then stops.
+    /// Flushes the batch it holds (one attempt after the call: if that
+    /// fails, the batch is left for another flusher), then stops. It waits
+    /// for a flush function that is running to return.
     pub async fn stop(mut self) {
         self.stop.asked.store(true, Relaxed);
         self.stop.notify.notify_one();
@@ -252,6 +265,8 @@ struct Runner<K, V, F> {
     log: Arc<Log>,
     flush: Arc<F>,
     consumer: String,
+    /// This flusher's token on the consumer name's lease.
+    token: String,
     batch_size: usize,
     flush_every: Duration,
     claim_after: Duration,
@@ -261,11 +276,16 @@ struct Runner<K, V, F> {
     types: PhantomData<fn(K, V)>,
 }
 
-/// Whether a batch was read fresh or is delivered again.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Delivery {
-    New,
-    Again,
+/// How a batch's flush ended.
+enum Flushed {
+    /// Applied and acknowledged.
+    Done,
+    /// Another flusher took it over: it is theirs now.
+    Taken,
+    /// What this consumer holds in Redis is not the batch: read it again.
+    Resync,
+    /// Left pending: asked to stop, or the name's lease lost.
+    Left,
 }
 
 impl<K, V, F, Fut, E> Runner<K, V, F>
@@ -276,7 +296,8 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    /// How often a held batch is renewed: well within `claim_after`.
+    /// How often a held batch (and the name's lease) is renewed: well
+    /// within `claim_after`.
     fn renew_every(&self) -> Duration {
         self.claim_after / 4
     }
@@ -285,33 +306,105 @@ where
         self.stop.asked.load(Relaxed)
     }
 
+    /// Sleeps for `pause`, or until asked to stop; whether asked.
+    async fn rest(&self, pause: Duration) -> bool {
+        if !self.stopping() {
+            let _ = tokio::time::timeout(pause, self.stop.notify.notified()).await;
+        }
+        self.stopping()
+    }
+
+    fn warn(&self, error: &dyn std::fmt::Display, what: &str) {
+        tracing::warn!(log = %self.log.name, consumer = %self.consumer, %error, "aside: a write-behind flusher {what}");
+    }
+
     async fn run(self) {
+        // The name's lease first: one flusher at a time under a name.
         let mut pause = self.backoff.0;
-        // Redis may be down at start: retry until it answers.
-        while let Err(error) = self.start_up().await {
-            tracing::warn!(log = %self.log.name, %error, "aside: a write-behind flusher cannot reach its log; retrying");
+        loop {
+            let _ = self.log.create_group().await;
+            match self
+                .log
+                .lease(&self.consumer, &self.token, self.claim_after)
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::info!(
+                        log = %self.log.name, consumer = %self.consumer,
+                        "aside: another write-behind flusher runs under this name; waiting for it to stop"
+                    );
+                    pause = self.renew_every();
+                }
+                Err(error) => {
+                    self.warn(&error, "cannot reach its log; retrying");
+                    pause = (pause * 2).min(self.backoff.1);
+                }
+            }
             if self.rest(pause).await {
                 return;
             }
-            pause = (pause * 2).min(self.backoff.1);
         }
-        let mut held: Vec<Raw> = Vec::new();
+        self.serve().await;
+    }
+
+    /// Reads, batches and flushes until asked to stop (or the lease is lost).
+    async fn serve(&self) {
+        // What this consumer holds in Redis: `held`, when `known`. Unknown
+        // at start (a batch held before a restart) and after any failed
+        // command that may have delivered entries (a read, a claim).
+        let (mut held, mut known, mut again) = (Vec::<Raw>::new(), false, true);
         let mut first_read = Instant::now();
-        let mut last_claim = Instant::now();
+        let mut last_claim: Option<Instant> = None;
         let mut renewed = Instant::now();
-        pause = self.backoff.0;
+        let mut pause = self.backoff.0;
         loop {
-            let stopping = self.stopping();
-            if stopping && held.is_empty() {
-                return;
-            }
-            if held.is_empty() && !stopping && last_claim.elapsed() >= self.claim_after / 4 {
-                last_claim = Instant::now();
-                match self.take_over().await {
-                    Ok(true) => continue,
-                    Ok(false) => {}
+            if !known {
+                match self.log.read(&self.consumer, MAX_BATCH, "0").await {
+                    Ok(pending) => {
+                        (held, known, pause) = (pending, true, self.backoff.0);
+                        first_read = Instant::now();
+                    }
                     Err(error) => {
-                        tracing::warn!(log = %self.log.name, %error, "aside: a write-behind flusher could not look for abandoned batches");
+                        self.warn(&error, "could not read what it holds");
+                        let _ = self.log.create_group().await;
+                        if self.rest(pause).await {
+                            return self.leave(false).await;
+                        }
+                        pause = (pause * 2).min(self.backoff.1);
+                        continue;
+                    }
+                }
+                if !held.is_empty() {
+                    // Delivered before: flush it as it is, alone.
+                    match self.flush(&held, again).await {
+                        Flushed::Done | Flushed::Taken => held.clear(),
+                        Flushed::Resync => (known, again) = (false, true),
+                        Flushed::Left => return self.leave(!held.is_empty()).await,
+                    }
+                    continue;
+                }
+            }
+            let stopping = self.stopping();
+            if held.is_empty() {
+                if stopping {
+                    return self.leave(false).await;
+                }
+                again = false;
+                if last_claim.is_none_or(|at| at.elapsed() >= self.renew_every()) {
+                    last_claim = Some(Instant::now());
+                    match self.take_over().await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            // Flush it (read back below), then look again.
+                            (known, again, last_claim) = (false, true, None);
+                            continue;
+                        }
+                        Err(error) => {
+                            self.warn(&error, "could not look for abandoned batches");
+                            known = false;
+                            continue;
+                        }
                     }
                 }
             }
@@ -328,10 +421,11 @@ where
                         pause = self.backoff.0;
                     }
                     Err(error) => {
-                        tracing::warn!(log = %self.log.name, %error, "aside: a write-behind flusher could not read its log");
+                        self.warn(&error, "could not read its log");
+                        known = false;
                         let _ = self.log.create_group().await;
                         if self.rest(pause).await && held.is_empty() {
-                            return;
+                            return self.leave(false).await;
                         }
                         pause = (pause * 2).min(self.backoff.1);
                         continue;
@@ -342,12 +436,18 @@ where
             // takes it over while this flusher lives.
             if !held.is_empty() && renewed.elapsed() >= self.renew_every() {
                 renewed = Instant::now();
-                let _ = self.log.mine(&self.consumer).await;
+                if let Err(Renewal::Lost) = self.log.mine(&self.consumer, &self.token, self.claim_after).await
+                {
+                    return self.lost();
+                }
             }
             let due = held.len() >= self.batch_size || first_read.elapsed() >= self.flush_every || stopping;
             if !held.is_empty() && due {
-                let batch = std::mem::take(&mut held);
-                self.flush_held(batch, Delivery::New).await;
+                match self.flush(&held, false).await {
+                    Flushed::Done | Flushed::Taken => held.clear(),
+                    Flushed::Resync => (known, again) = (false, true),
+                    Flushed::Left => return self.leave(true).await,
+                }
                 continue;
             }
             if read_all {
@@ -362,107 +462,108 @@ where
         }
     }
 
-    /// Creates the group, then flushes what this consumer held before a
-    /// restart, as the batch it was.
-    async fn start_up(&self) -> Result<(), BackendError> {
-        self.log.create_group().await?;
-        let pending = self.log.read(&self.consumer, MAX_BATCH, "0").await?;
-        if !pending.is_empty() {
-            self.flush_held(pending, Delivery::Again).await;
+    /// Stops: gives the name's lease up, and the name itself if it holds
+    /// nothing (`holding`: a batch is left pending, for another flusher or
+    /// this name's next start).
+    async fn leave(&self, holding: bool) {
+        let _ = self.log.release(&self.consumer, &self.token).await;
+        if !holding {
+            let _ = self.log.forget(&self.consumer).await;
         }
-        Ok(())
     }
 
-    /// Takes over the batch of a consumer idle for `claim_after`, and
-    /// flushes it alone. Whether there was one.
-    async fn take_over(&self) -> Result<bool, BackendError> {
-        let Some(idle) = self.log.idle_consumer(&self.consumer, self.claim_after).await? else {
-            return Ok(false);
-        };
-        let claimed = self.log.claim(&idle, &self.consumer, self.claim_after).await?;
-        tracing::info!(
-            log = %self.log.name, from = %idle, changes = claimed.len(),
-            "aside: a write-behind flusher took over the batch of an idle one"
+    /// Stops at once: another flusher holds the name now.
+    fn lost(&self) {
+        tracing::error!(
+            log = %self.log.name, consumer = %self.consumer,
+            "aside: another write-behind flusher took this one's consumer name (its lease lapsed); this one stops"
         );
-        let took = !claimed.is_empty();
-        if took {
-            self.flush_held(claimed, Delivery::Again).await;
-        }
-        let _ = self.log.forget(&idle).await;
-        Ok(took)
     }
 
-    /// Sleeps for `pause`, or until asked to stop; whether asked.
-    async fn rest(&self, pause: Duration) -> bool {
-        if !self.stopping() {
-            let _ = tokio::time::timeout(pause, self.stop.notify.notified()).await;
+    /// Takes over the batch of a consumer idle for `claim_after`, if any;
+    /// whether it did.
+    async fn take_over(&self) -> Result<bool, BackendError> {
+        for idle in self.log.idle_consumers(&self.consumer, self.claim_after).await? {
+            let claimed = self.log.claim(&idle, &self.consumer, self.claim_after).await?;
+            if claimed > 0 {
+                tracing::info!(
+                    log = %self.log.name, consumer = %self.consumer, from = %idle, changes = claimed,
+                    "aside: a write-behind flusher took over the batch of an idle one"
+                );
+                let _ = self.log.forget(&idle).await;
+                return Ok(true);
+            }
         }
-        self.stopping()
+        Ok(false)
     }
 
-    /// Flushes `held` (this consumer's pending entries) until the flush
-    /// function succeeds, then acknowledges them. Asked to stop, it makes
-    /// one more attempt and leaves the batch pending if that fails.
-    async fn flush_held(&self, mut held: Vec<Raw>, delivery: Delivery) {
+    /// Flushes `held`, this consumer's pending entries, until the flush
+    /// function succeeds, then acknowledges them. Before each attempt it
+    /// renews them and checks that they are still exactly what it holds.
+    /// Asked to stop, it makes one more attempt, and leaves the batch
+    /// pending if that fails.
+    async fn flush(&self, held: &[Raw], mut again: bool) -> Flushed {
+        let ids: Vec<&str> = held.iter().map(|raw| raw.id.as_str()).collect();
         let mut pause = self.backoff.0;
-        let mut redelivered = delivery == Delivery::Again;
+        let (mut attempted, mut counted_again) = (false, false);
         loop {
-            // What this consumer still holds: another may have taken the
-            // batch over while Redis or this process was slow.
-            match self.log.mine(&self.consumer).await {
-                Ok(mine) => held.retain(|raw| mine.contains(&raw.id)),
-                Err(error) => {
-                    tracing::warn!(log = %self.log.name, %error, "aside: a write-behind flusher could not renew its batch");
+            let last = self.stopping();
+            match self.log.mine(&self.consumer, &self.token, self.claim_after).await {
+                Ok(mine) if mine.is_empty() => return Flushed::Taken,
+                // The batch is the first MAX_BATCH pending entries, and only
+                // those: one that arrived unseen would come back with it.
+                Ok(mine) if holds(&mine, &ids) => {}
+                Ok(_) => return Flushed::Resync,
+                Err(Renewal::Lost) => {
+                    self.lost();
+                    return Flushed::Left;
+                }
+                Err(Renewal::Failed(error)) => {
+                    self.warn(&error, "could not renew its batch");
                     // A Redis restarted without persistence has lost the
                     // group, and the batch with it: with the group made
                     // again, this consumer holds nothing.
                     let _ = self.log.create_group().await;
-                    if self.rest(pause).await {
-                        return;
+                    if last || self.rest(pause.min(self.renew_every())).await {
+                        return Flushed::Left;
                     }
                     pause = (pause * 2).min(self.backoff.1);
                     continue;
                 }
             }
-            if held.is_empty() {
-                return;
-            }
-            let (batch, undecodable) = coalesce::<K, V>(&held, redelivered);
+            let (batch, undecodable) = coalesce::<K, V>(held, again);
             let counters = &self.log.counters;
-            if undecodable > 0 {
+            if undecodable > 0 && !attempted {
                 counters.undecodable.fetch_add(undecodable as u64, Relaxed);
                 tracing::error!(
                     log = %self.log.name, undecodable,
                     "aside: write-behind changes that do not decode as this flusher's types are dropped"
                 );
             }
+            if again && !counted_again {
+                counters.redelivered();
+                counted_again = true;
+            }
+            attempted = true;
             let flushed = match batch {
                 Some(batch) => self.attempt(batch).await,
                 None => Ok(()),
             };
             match flushed {
-                Ok(()) => {
-                    self.acknowledge(&held).await;
-                    return;
-                }
+                Ok(()) => return self.acknowledge(held).await,
                 Err(error) => {
                     counters.flush_failed();
                     tracing::warn!(
                         log = %self.log.name, %error, retry_in = ?pause,
                         "aside: a write-behind flush failed; it is retried"
                     );
-                    redelivered = true;
+                    again = true;
                     // Rest no longer than a renewal's interval: the batch
                     // is renewed as the next attempt begins.
-                    if self.rest(pause.min(self.renew_every())).await {
-                        // One more attempt on the way out.
-                        if let (Some(batch), _) = coalesce::<K, V>(&held, true) {
-                            if self.attempt(batch).await.is_ok() {
-                                self.acknowledge(&held).await;
-                            }
-                        }
-                        return;
+                    if last {
+                        return Flushed::Left;
                     }
+                    self.rest(pause.min(self.renew_every())).await;
                     pause = (pause * 2).min(self.backoff.1);
                 }
             }
@@ -472,10 +573,6 @@ where
     /// One run of the flush function, on a task of its own (a panic is a
     /// failure), renewing the batch every quarter of `claim_after` meanwhile.
     async fn attempt(&self, batch: Batch<K, V>) -> Result<(), String> {
-        let counters = &self.log.counters;
-        if batch.redelivered {
-            counters.redelivered();
-        }
         let (changes, oldest) = (batch.changes, batch.id);
         let span = tracing::info_span!(
             "aside.flush", log = %self.log.name, batch = %batch.id, changes, redelivered = batch.redelivered
@@ -491,7 +588,9 @@ where
             tokio::select! {
                 joined = &mut task.0 => break joined,
                 _ = renew.tick() => {
-                    let _ = self.log.mine(&self.consumer).await;
+                    // A lost lease shows at the next check, before any
+                    // acknowledgement.
+                    let _ = self.log.mine(&self.consumer, &self.token, self.claim_after).await;
                 }
             }
         };
@@ -503,7 +602,7 @@ where
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                 let lag = Duration::from_millis(now.saturating_sub(oldest.ms()));
-                counters.flushed(changes as u64, lag);
+                self.log.counters.flushed(changes as u64, lag);
                 Ok(())
             }
             Ok(Err(error)) => Err(error.to_string()),
@@ -512,17 +611,26 @@ where
     }
 
     /// Acknowledges a flushed batch, retrying while Redis fails: until then
-    /// the batch stays pending, and would be flushed again.
-    async fn acknowledge(&self, held: &[Raw]) {
+    /// the batch stays pending, and would be delivered again (and skipped
+    /// by a flush function that records batch ids).
+    async fn acknowledge(&self, held: &[Raw]) -> Flushed {
         let ids: Vec<String> = held.iter().map(|raw| raw.id.clone()).collect();
         let mut pause = self.backoff.0;
         while let Err(error) = self.log.ack(&ids).await {
-            tracing::warn!(log = %self.log.name, %error, "aside: a flushed write-behind batch could not be acknowledged; retrying");
+            self.warn(&error, "could not acknowledge a flushed batch; retrying");
             let _ = self.log.create_group().await;
             if self.rest(pause).await {
-                return;
+                return Flushed::Left;
             }
             pause = (pause * 2).min(self.backoff.1);
         }
+        Flushed::Done
     }
+}
+
+/// Whether the pending ids `mine` (the first `MAX_BATCH + 1`, in order) are
+/// the batch `ids`: all of them, or, for a full batch, its first ones.
+fn holds(mine: &[String], ids: &[&str]) -> bool {
+    let same = |n: usize| mine.len() >= n && mine.iter().zip(ids).all(|(a, b)| a == b);
+    (mine.len() == ids.len() && same(ids.len())) || (ids.len() == MAX_BATCH && same(MAX_BATCH))
 }

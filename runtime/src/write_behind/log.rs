@@ -5,24 +5,28 @@
 //! |---|---|
 //! | `{namespace}#wb:{{name}}` | the stream: one entry per change, deleted once flushed |
 //! | `{namespace}#wb:{{name}}#c:{change}` | a change's marker: its entry's id, for a while, so that a write sent twice is logged once |
+//! | `{namespace}#wb:{{name}}#owner:{consumer}` | the lease on a consumer name: one flusher at a time uses it |
 //!
-//! Both share the name's hash tag, so on a cluster the scripts touch one
+//! All share the name's hash tag, so on a cluster the scripts touch one
 //! slot. An entry is deleted in the script that acknowledges it, so the
 //! stream's length is the backlog: changes not yet flushed.
 //!
-//! A consumer's pending entries are always exactly the batch it holds: it
-//! reads more only while it holds no batch being flushed, acknowledges a
-//! batch's entries in one script, and takes over another consumer's entries
-//! all at once (`CLAIM`), and only while it holds none of its own. So a
-//! batch that is delivered again, to anyone, has the same entries and the
-//! same [`Version`] as its id: what lets a flush function recognise a batch
-//! it has already applied.
+//! A batch is always a consumer's pending entries, the first [`MAX_BATCH`]
+//! of them in order, read back from Redis before its first attempt and
+//! checked before each one (a reply lost on the way may have delivered
+//! more than the flusher saw). A consumer reads more only while it holds no
+//! batch being flushed, acknowledges a batch's entries in one script, and
+//! takes over another consumer's entries all at once (`CLAIM`), only while
+//! it holds none of its own; and one flusher at a time holds a consumer
+//! name. So a batch delivered again, to anyone, has the same entries and
+//! the same [`Version`] as its id: what lets a flush function recognise a
+//! batch it has already applied.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::streams::{StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{Script, Value};
 
 use super::Version;
@@ -82,12 +86,19 @@ static ACK: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: the stream. ARGV: the group, the consumer, the most ids. Returns
-/// the ids pending for the consumer, and resets their idle time (a
-/// heartbeat: nobody takes them over while it lives).
+/// KEYS: the stream, the consumer's lease. ARGV: the group, the consumer,
+/// the most ids, the lease's token, its lifetime in ms. Renews the lease
+/// (an `ASIDE_LEASE` error if another flusher holds it), then returns the
+/// ids pending for the consumer and resets their idle time: a heartbeat,
+/// so that nobody takes them over while the flusher lives.
 static MINE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+        local owner = redis.call('GET', KEYS[2])
+        if owner and owner ~= ARGV[4] then
+            return redis.error_reply('ASIDE_LEASE another flusher runs under this consumer name')
+        end
+        redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
         local mine = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[3], ARGV[2])
         local ids = {}
         local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
@@ -103,21 +114,48 @@ static MINE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// KEYS: the lease. ARGV: a token, the lease's lifetime in ms. Takes the
+/// lease if nobody holds it (or this token does); whether it did.
+static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local owner = redis.call('GET', KEYS[1])
+        if owner and owner ~= ARGV[1] then return 0 end
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+        return 1",
+    )
+});
+
+/// KEYS: the lease. ARGV: a token. Gives the lease up if this token holds it.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0",
+    )
+});
+
 /// KEYS: the stream. ARGV: the group, the consumer taken over, the one
 /// taking over, the idle time in ms every one of its entries must have
-/// reached, the most entries. Claims all of them or none: a batch moves
-/// whole. Returns the claimed entries.
+/// reached. Claims all of them or none, however many: a batch moves whole.
+/// Returns how many were claimed.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local theirs = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[5], ARGV[2])
-        if #theirs == 0 then return {} end
-        local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0}
+        local theirs = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000000000, ARGV[2])
         for _, entry in ipairs(theirs) do
-            if entry[3] < tonumber(ARGV[4]) then return {} end
-            claim[#claim + 1] = entry[1]
+            if entry[3] < tonumber(ARGV[4]) then return 0 end
         end
-        return redis.call(unpack(claim))",
+        -- In chunks: Lua passes at most about 8,000 arguments to a call.
+        for first = 1, #theirs, 4000 do
+            local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0}
+            for i = first, math.min(first + 3999, #theirs) do
+                claim[#claim + 1] = theirs[i][1]
+            end
+            claim[#claim + 1] = 'JUSTID'
+            redis.call(unpack(claim))
+        end
+        return #theirs",
     )
 });
 
@@ -244,6 +282,15 @@ impl Change {
             Change::Add(n) => [("op", b"add".to_vec()), ("v", n.to_string().into_bytes())],
         }
     }
+}
+
+/// Why a renewal failed.
+#[derive(Debug)]
+pub(crate) enum Renewal {
+    /// Another flusher holds the consumer name's lease.
+    Lost,
+    /// Redis failed.
+    Failed(BackendError),
 }
 
 /// The outcome of an append.
@@ -375,22 +422,63 @@ impl Log {
             .collect())
     }
 
-    /// The ids pending for `consumer`, whose idle time this resets.
-    pub(crate) async fn mine(&self, consumer: &str) -> Result<Vec<String>, BackendError> {
-        let args = [GROUP, consumer, &MAX_BATCH.to_string()].map(|a| a.as_bytes().to_vec());
-        let reply = self
-            .streams
-            .script(&MINE, vec![self.stream.clone()], args.into())
-            .await?;
-        parse(reply)
+    /// Where the lease on the consumer name `consumer` is kept.
+    fn lease_key(&self, consumer: &str) -> String {
+        format!("{}#owner:{consumer}", self.stream)
     }
 
-    /// A consumer other than `me` with an entry idle for `idle` or longer.
-    pub(crate) async fn idle_consumer(
+    /// Takes the lease on `consumer` for `ttl` under `token`, unless
+    /// another flusher holds it; whether it did.
+    pub(crate) async fn lease(
         &self,
-        me: &str,
-        idle: Duration,
-    ) -> Result<Option<String>, BackendError> {
+        consumer: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let args = [token, &duration_ms(ttl).max(1).to_string()].map(|a| a.as_bytes().to_vec());
+        let reply = self
+            .streams
+            .script(&LEASE, vec![self.lease_key(consumer)], args.into())
+            .await?;
+        Ok(parse::<i64>(reply)? == 1)
+    }
+
+    /// Gives up the lease on `consumer`, if `token` holds it.
+    pub(crate) async fn release(&self, consumer: &str, token: &str) -> Result<(), BackendError> {
+        let args = vec![token.as_bytes().to_vec()];
+        self.streams
+            .script(&RELEASE, vec![self.lease_key(consumer)], args)
+            .await
+            .map(drop)
+    }
+
+    /// Renews the lease on `consumer`, then returns the ids pending for it
+    /// (the first `MAX_BATCH + 1`, in order), whose idle time this resets.
+    pub(crate) async fn mine(
+        &self,
+        consumer: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, Renewal> {
+        let args = [
+            GROUP,
+            consumer,
+            &(MAX_BATCH + 1).to_string(),
+            token,
+            &duration_ms(ttl).max(1).to_string(),
+        ]
+        .map(|a| a.as_bytes().to_vec());
+        let keys = vec![self.stream.clone(), self.lease_key(consumer)];
+        match self.streams.script(&MINE, keys, args.into()).await {
+            Ok(reply) => parse(reply).map_err(Renewal::Failed),
+            Err(BackendError::Redis(e)) if e.code() == Some("ASIDE_LEASE") => Err(Renewal::Lost),
+            Err(e) => Err(Renewal::Failed(e)),
+        }
+    }
+
+    /// The consumers other than `me` with an entry idle for `idle` or
+    /// longer, oldest first.
+    pub(crate) async fn idle_consumers(&self, me: &str, idle: Duration) -> Result<Vec<String>, BackendError> {
         let cmd = redis::cmd("XPENDING")
             .arg(&self.stream)
             .arg(GROUP)
@@ -401,26 +489,24 @@ impl Log {
             .arg(64)
             .clone();
         let reply: StreamPendingCountReply = parse(self.streams.command(cmd).await?)?;
-        Ok(reply.ids.into_iter().map(|p| p.consumer).find(|c| c != me))
+        let mut consumers: Vec<String> = Vec::new();
+        for pending in reply.ids {
+            if pending.consumer != me && !consumers.contains(&pending.consumer) {
+                consumers.push(pending.consumer);
+            }
+        }
+        Ok(consumers)
     }
 
     /// Takes over every entry pending for `from`, if all of them have been
-    /// idle for `idle`; none otherwise.
-    pub(crate) async fn claim(&self, from: &str, me: &str, idle: Duration) -> Result<Vec<Raw>, BackendError> {
-        let args = [
-            GROUP,
-            from,
-            me,
-            &duration_ms(idle).to_string(),
-            &MAX_BATCH.to_string(),
-        ]
-        .map(|a| a.as_bytes().to_vec());
+    /// idle for `idle`; none otherwise. How many it took.
+    pub(crate) async fn claim(&self, from: &str, me: &str, idle: Duration) -> Result<u64, BackendError> {
+        let args = [GROUP, from, me, &duration_ms(idle).to_string()].map(|a| a.as_bytes().to_vec());
         let reply = self
             .streams
             .script(&CLAIM, vec![self.stream.clone()], args.into())
             .await?;
-        let claimed: StreamClaimReply = parse(reply)?;
-        Ok(claimed.ids.into_iter().map(raw).collect())
+        parse(reply)
     }
 
     /// Deletes `consumer` from the group if it holds nothing.

@@ -99,10 +99,11 @@ pub enum WhenFull {
 /// can be, if Redis itself dies. An in-memory cache has nowhere durable to
 /// log: [`WriteBehind::new`] refuses it.
 ///
-/// A write that returns an error was not acknowledged; after a timeout, it
-/// may still have been logged, and is then flushed. Within its
-/// [`write_timeout`](WriteBehindBuilder::write_timeout), a write retries
-/// by itself, and a retry of a change already logged is not logged again.
+/// Within its [`write_timeout`](WriteBehindBuilder::write_timeout), a
+/// write retries by itself, and a retry of a change already logged is not
+/// logged again. A write that returns an error was not acknowledged; if an
+/// attempt before the error timed out, Redis may still have logged it, and
+/// it is then flushed like any other.
 ///
 /// # Examples
 ///
