@@ -432,9 +432,9 @@ where
                     }
                 }
             }
-            // A batch that fills slowly is renewed as a flush is: nobody
-            // takes it over while this flusher lives.
-            if !held.is_empty() && renewed.elapsed() >= self.renew_every() {
+            // The name's lease, and a batch that fills slowly, are renewed
+            // as a flush's batch is: nobody takes them while this lives.
+            if renewed.elapsed() >= self.renew_every() {
                 renewed = Instant::now();
                 if let Err(Renewal::Lost) = self.log.mine(&self.consumer, &self.token, self.claim_after).await
                 {
