@@ -826,8 +826,12 @@ async fn entries_delivered_unseen_join_the_batch() {
     let pending = || {
         let mut raw = raw.clone();
         async move {
-            let summary: (u64, Option<String>, Option<String>, redis::Value) =
-                redis::cmd("XPENDING").arg(stream).arg("aside").query_async(&mut raw).await.unwrap();
+            let summary: (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg("aside")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
             summary.0
         }
     };
@@ -855,4 +859,55 @@ async fn entries_delivered_unseen_join_the_batch() {
     flusher.stop().await;
     assert_eq!(log.backlog().await.unwrap(), 0);
     assert_eq!(log.stats().batches, 1, "one batch, with the two it did not see");
+}
+
+/// The database behind `price`: what the flushes wrote.
+static PRICES: Mutex<Vec<(u64, u32)>> = Mutex::new(Vec::new());
+
+#[aside::cached(cache = cache, key = "price:<id>", ttl = "1h")]
+async fn price(cache: &Cache, id: u64) -> Option<u32> {
+    let prices = PRICES.lock().unwrap();
+    Some(
+        prices
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map_or(100, |(_, p)| *p),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_loaded_before_its_flush_does_not_outlive_it() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let prices = WriteBehind::<u64, u32>::builder(&cache, "prices")
+        .cached(|id| aside::entry!(price(*id)))
+        .build()
+        .unwrap();
+    prices.set(&7, 120).await.unwrap();
+    assert_eq!(price(&cache, 7).await, Some(120), "read at once");
+    // The entry is evicted before the flush: a read loads the database's
+    // older value, and caches it for the TTL.
+    aside::entry!(price(7)).invalidate(&cache).await.unwrap();
+    assert_eq!(price(&cache, 7).await, Some(100));
+    // The flush invalidates it: the next read loads the flushed value.
+    let flusher = prices
+        .flusher(|batch: Batch<u64, u32>| {
+            let mut db = PRICES.lock().unwrap();
+            db.extend(batch.values().iter().map(|w| (w.id, w.value)));
+            std::future::ready(Ok::<_, Infallible>(()))
+        })
+        .flush_every(Duration::from_millis(20))
+        .start()
+        .unwrap();
+    until("the batch is flushed", Duration::from_secs(10), || {
+        prices.stats().batches == 1
+    })
+    .await;
+    flusher.stop().await;
+    assert_eq!(
+        price(&cache, 7).await,
+        Some(120),
+        "not the value loaded before the flush"
+    );
 }

@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 
 use super::batch::{coalesce, Batch};
 use super::log::{Log, Raw, Renewal, MAX_BATCH};
+use super::Invalidate;
 use crate::clock::Instant;
-use crate::{BackendError, Error};
+use crate::{BackendError, Cache, Error};
 
 /// How a [`Flusher`] batches, retries and takes over; made by
 /// [`WriteBehind::flusher`](crate::WriteBehind::flusher).
@@ -44,6 +45,8 @@ use crate::{BackendError, Error};
 pub struct FlusherBuilder<K, V, F> {
     log: Arc<Log>,
     flush: F,
+    /// The cache of the log's written values, and how to drop one.
+    invalidate: Option<(Cache, Arc<Invalidate<K>>)>,
     consumer: Option<String>,
     batch_size: usize,
     flush_every: Duration,
@@ -73,10 +76,11 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    pub(crate) fn new(log: Arc<Log>, flush: F) -> Self {
+    pub(crate) fn new(log: Arc<Log>, flush: F, invalidate: Option<(Cache, Arc<Invalidate<K>>)>) -> Self {
         FlusherBuilder {
             log,
             flush,
+            invalidate,
             consumer: None,
             batch_size: 500,
             flush_every: Duration::from_secs(1),
@@ -168,6 +172,7 @@ where
         let runner = Runner {
             log: self.log,
             flush: Arc::new(self.flush),
+            invalidate: self.invalidate,
             consumer: consumer.clone(),
             token: format!("{:016x}", rand::random::<u64>()),
             batch_size: self.batch_size,
@@ -264,6 +269,7 @@ impl<T> Drop for AbortOnDrop<T> {
 struct Runner<K, V, F> {
     log: Arc<Log>,
     flush: Arc<F>,
+    invalidate: Option<(Cache, Arc<Invalidate<K>>)>,
     consumer: String,
     /// This flusher's token on the consumer name's lease.
     token: String,
@@ -545,12 +551,23 @@ where
                 counted_again = true;
             }
             attempted = true;
+            let written: Vec<K> = match (&batch, &self.invalidate) {
+                (Some(batch), Some(_)) => batch.values.iter().map(|w| w.id.clone()).collect(),
+                _ => Vec::new(),
+            };
             let flushed = match batch {
                 Some(batch) => self.attempt(batch).await,
                 None => Ok(()),
             };
             match flushed {
-                Ok(()) => return self.acknowledge(held).await,
+                Ok(()) => {
+                    // The database has the values now: a cached entry
+                    // loaded from it before could be older.
+                    if let Some((cache, invalidate)) = &self.invalidate {
+                        futures_util::future::join_all(written.iter().map(|id| invalidate(cache, id))).await;
+                    }
+                    return self.acknowledge(held).await;
+                }
                 Err(error) => {
                     counters.flush_failed();
                     tracing::warn!(

@@ -139,13 +139,23 @@ pub struct WriteBehind<K, V> {
 /// Stores a written value as its record's cached entry.
 type Refresh<K, V> = dyn Fn(&Cache, &K, V) -> BoxFuture<'static, ()> + Send + Sync;
 
+/// Invalidates a record's cached entry.
+pub(crate) type Invalidate<K> = dyn Fn(&Cache, &K) -> BoxFuture<'static, ()> + Send + Sync;
+
+/// Where written values are cached: stored there by a write, and
+/// invalidated once flushed (see [`WriteBehindBuilder::cached`]).
+struct Cached<K, V> {
+    put: Box<Refresh<K, V>>,
+    invalidate: Arc<Invalidate<K>>,
+}
+
 struct Shared<K, V> {
     log: Arc<Log>,
     cache: Cache,
     max_backlog: u64,
     when_full: WhenFull,
     write_timeout: Duration,
-    cached: Option<Box<Refresh<K, V>>>,
+    cached: Option<Cached<K, V>>,
 }
 
 impl<K, V> Clone for WriteBehind<K, V> {
@@ -270,7 +280,7 @@ where
         let bytes = serde_json::to_vec(&value).map_err(|e| Error::Encode(Box::new(e)))?;
         let version = self.append(id, &Change::Set(bytes)).await?;
         if let Some(cached) = &self.shared.cached {
-            cached(&self.shared.cache, id, value).await;
+            (cached.put)(&self.shared.cache, id, value).await;
         }
         Ok(version)
     }
@@ -320,7 +330,11 @@ where
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        FlusherBuilder::new(self.shared.log.clone(), flush)
+        let invalidate = self.shared.cached.as_ref().map(|cached| {
+            let cache = self.shared.cache.clone();
+            (cache, cached.invalidate.clone())
+        });
+        FlusherBuilder::new(self.shared.log.clone(), flush, invalidate)
     }
 
     /// Logs one change, retrying (under the same change id, so it is logged
@@ -389,7 +403,7 @@ pub struct WriteBehindBuilder<K, V> {
     max_backlog: u64,
     when_full: WhenFull,
     write_timeout: Duration,
-    cached: Option<Box<Refresh<K, V>>>,
+    cached: Option<Cached<K, V>>,
 }
 
 impl<K, V> fmt::Debug for WriteBehindBuilder<K, V> {
@@ -434,15 +448,31 @@ where
     /// entry of the `#[cached]` function that reads it, as
     /// [`entry!`](crate::entry) names it (`|id| aside::entry!(product(*id))`).
     /// A function returning `Option<V>` gets `Some(value)`.
+    ///
+    /// Once a batch is flushed, its flusher invalidates its records'
+    /// entries: until then a read that missed (the entry evicted or
+    /// expired) may have loaded the database's older value, which must not
+    /// stay for a whole TTL.
     pub fn cached<T, F>(mut self, entry: F) -> Self
     where
         T: Cacheable + From<V>,
         F: Fn(&K) -> CachedEntry<T> + Send + Sync + 'static,
     {
-        self.cached = Some(Box::new(move |cache: &Cache, id: &K, value: V| {
-            let (entry, cache) = (entry(id), cache.clone());
+        let entry = Arc::new(entry);
+        let of = entry.clone();
+        let put = Box::new(move |cache: &Cache, id: &K, value: V| -> BoxFuture<'static, ()> {
+            let (entry, cache) = (of(id), cache.clone());
             Box::pin(async move { entry.put(&cache, T::from(value)).await })
-        }));
+        });
+        let invalidate = Arc::new(move |cache: &Cache, id: &K| -> BoxFuture<'static, ()> {
+            let (entry, cache) = (entry(id), cache.clone());
+            Box::pin(async move {
+                if let Err(error) = entry.invalidate(&cache).await {
+                    tracing::warn!(%error, key = entry.key(), "aside: a flushed record's cached entry could not be invalidated");
+                }
+            })
+        });
+        self.cached = Some(Cached { put, invalidate });
         self
     }
 
