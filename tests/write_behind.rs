@@ -205,6 +205,19 @@ async fn an_in_memory_cache_refuses_write_behind() {
         refused.to_string().contains("needs a cache on Redis"),
         "{refused}"
     );
+    let off = Cache::builder()
+        .redis("redis://127.0.0.1:1")
+        .enabled(false)
+        .build()
+        .await
+        .unwrap();
+    for cache in [off, Cache::disabled()] {
+        let refused = WriteBehind::<u64, u64>::new(&cache, "products").unwrap_err();
+        assert!(
+            matches!(refused, Error::Config(_)),
+            "a cache turned off: {refused:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

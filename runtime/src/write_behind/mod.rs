@@ -96,8 +96,8 @@ pub enum WhenFull {
 ///
 /// Durability is Redis's: with AOF and `appendfsync always` nothing
 /// acknowledged is lost; with `everysec`, up to about a second of writes
-/// can be, if Redis itself dies. An in-memory cache has nowhere durable to
-/// log: [`WriteBehind::new`] refuses it.
+/// can be, if Redis itself dies. An in-memory cache, or one turned off,
+/// has nowhere durable to log: [`WriteBehind::new`] refuses it.
 ///
 /// Within its [`write_timeout`](WriteBehindBuilder::write_timeout), a
 /// write retries by itself, and a retry of a change already logged is not
@@ -480,8 +480,9 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if the cache has no Redis (an in-memory log would
-    /// not be durable), or the name is empty or has `{` or `}`.
+    /// [`Error::Config`] if the cache has no Redis (in memory, or turned
+    /// off: an in-memory log would not be durable), or the name is empty or
+    /// has `{` or `}`.
     pub fn build(self) -> Result<WriteBehind<K, V>, Error> {
         if self.name.is_empty() || self.name.contains(['{', '}']) {
             return Err(Error::Config(
