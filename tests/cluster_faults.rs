@@ -48,7 +48,11 @@ async fn until_hit(cache: &Cache, id: u64, limit: Duration) -> Duration {
         if cache.get::<u64>(&format!("item:{id}")).await.ok().flatten() == Some(id * 3) {
             return started.elapsed();
         }
-        assert!(started.elapsed() < limit, "no hit on item:{id} within {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "no hit on item:{id} within {limit:?}: {:?}",
+            cache.stats()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

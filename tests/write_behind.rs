@@ -924,3 +924,23 @@ async fn a_value_loaded_before_its_flush_does_not_outlive_it() {
         "not the value loaded before the flush"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_redis_refuses_fails_at_once() {
+    // Another program took the log's name for a string: retrying cannot help.
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let log = WriteBehind::<u64, u64>::builder(&cache, "taken")
+        .write_timeout(Duration::from_secs(3_600))
+        .build()
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("aside#wb:{taken}")
+        .arg("not a stream")
+        .query_async(&mut server.raw().await)
+        .await
+        .unwrap();
+    // Retried, it would take the write timeout: an hour.
+    let refused = bounded("a refused write", Duration::from_secs(30), log.add(&1, 1)).await;
+    assert!(matches!(refused, Err(Error::Backend(_))), "{refused:?}");
+}

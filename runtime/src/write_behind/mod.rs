@@ -370,7 +370,9 @@ where
                     });
                 }
                 Ok(Appended::Full) => {}
-                Err(error) if now + pause > started + shared.write_timeout => return Err(error.into()),
+                Err(error) if !passing(&error) || now + pause > started + shared.write_timeout => {
+                    return Err(error.into())
+                }
                 Err(error) => {
                     tracing::debug!(log = %shared.log.name, %error, "aside: a write-behind append failed; retrying");
                 }
@@ -438,7 +440,9 @@ where
     }
 
     /// How long a write keeps trying to get its change logged while Redis
-    /// fails or is slow. Default 5 s.
+    /// is slow, unreachable, restarting or failing over. An answer Redis
+    /// would give again (a missing right, a key of another type) fails the
+    /// write at once. Default 5 s.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
@@ -507,5 +511,24 @@ where
                 cached: self.cached,
             }),
         })
+    }
+}
+
+/// Whether an append's failure may pass if the append is sent again: Redis
+/// slow, unreachable, restarting or failing over. Not an answer it would
+/// give again (a missing right, a key of another type).
+fn passing(error: &crate::BackendError) -> bool {
+    match error {
+        crate::BackendError::Redis(e) => {
+            e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || matches!(
+                    e.code(),
+                    Some("LOADING" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY" | "BUSY")
+                )
+        }
+        _ => true,
     }
 }

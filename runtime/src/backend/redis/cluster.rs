@@ -8,7 +8,7 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Value;
@@ -16,13 +16,66 @@ use tokio::sync::watch;
 
 use super::{bounded, preload, unreachable, Link, Node, RedisBackend};
 use crate::breaker::Breaker;
+use crate::clock::Instant;
 use crate::{BackendError, BreakerState};
 
-impl Link for ClusterConnection {
+/// The cluster connection, which [`Nodes::follow`] replaces when a node's
+/// breaker stays open: after a failover, the `redis` crate's connection can
+/// keep routing a moved slot to the dead master (seen about once in twenty
+/// killed-master runs on a loaded machine), while a new connection reads
+/// the slot map afresh. Each command takes the current one.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    current: Arc<RwLock<ClusterConnection>>,
+    /// What a new connection is made from, and within how long.
+    client: Arc<(ClusterClient, ClusterConfig, Duration)>,
+}
+
+impl Cluster {
+    fn get(&self) -> ClusterConnection {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Connects anew, and, if that works, sends every later command over
+    /// the new connection.
+    async fn reconnect(&self) -> Result<(), BackendError> {
+        let (client, config, limit) = &*self.client;
+        let mut conn = bounded(*limit, client.get_async_connection_with_config(config.clone())).await?;
+        preload(&mut conn, *limit).await?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = conn;
+        Ok(())
+    }
+}
+
+impl redis::aio::ConnectionLike for Cluster {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        let mut conn = self.get();
+        Box::pin(async move { conn.req_packed_command(cmd).await })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        let mut conn = self.get();
+        Box::pin(async move { conn.req_packed_commands(cmd, offset, count).await })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+impl Link for Cluster {
     const CLUSTER: bool = true;
 
     async fn scanned_nodes(&mut self) -> redis::RedisResult<Vec<Option<Node>>> {
-        let slots = cluster_slots(self).await?;
+        let slots = cluster_slots(&mut self.get()).await?;
         let Value::Array(ranges) = &slots else {
             return Ok(Vec::new());
         };
@@ -37,21 +90,22 @@ impl Link for ClusterConnection {
         cmd: &redis::Cmd,
         node: Option<&Node>,
     ) -> redis::RedisResult<T> {
+        let mut conn = self.get();
         let Some((host, port)) = node else {
-            return cmd.query_async(self).await;
+            return cmd.query_async(&mut conn).await;
         };
         let route = SingleNodeRoutingInfo::ByAddress {
             host: host.clone(),
             port: *port,
         };
-        let value = self
+        let value = conn
             .route_command(cmd.clone(), RoutingInfo::SingleNode(route))
             .await?;
         Ok(redis::from_redis_value(value)?)
     }
 }
 
-impl RedisBackend<ClusterConnection> {
+impl RedisBackend<Cluster> {
     /// Connects to the cluster that `client` names, as
     /// [`RedisBackend::connect`] does to one node; `pubsub` are clients for
     /// the nodes named at start-up, over which lock releases are told;
@@ -83,9 +137,13 @@ impl RedisBackend<ClusterConnection> {
                     "aside: the Redis Cluster cannot be reached at start-up; calls run their functions \
                      until it can, and the cache connects in the background"
                 );
-                client.get_pending_async_connection_with_config(config)
+                client.get_pending_async_connection_with_config(config.clone())
             }
             Err(error) => return Err(error),
+        };
+        let conn = Cluster {
+            current: Arc::new(RwLock::new(conn)),
+            client: Arc::new((client, config, connect_timeout)),
         };
         let nodes = Arc::new(Nodes::new(breaker.0, breaker.1));
         Nodes::follow(&nodes, conn.clone(), op_timeout).await;
@@ -108,6 +166,9 @@ const SLOTS: usize = 16_384;
 /// How often the slot map is read again, to follow failovers and moved
 /// slots.
 const REFRESH: Duration = Duration::from_secs(1);
+/// How long a node's breaker may stay open before the cluster connection
+/// is made anew.
+const STUCK: Duration = Duration::from_secs(8);
 
 /// Which node serves each slot, and a circuit breaker per node: a node that
 /// hangs or dies is skipped on its own, while the others keep serving.
@@ -252,22 +313,59 @@ impl Nodes {
         bounded(limit, cluster_slots(conn)).await.ok()
     }
 
+    /// Whether a node that serves slots has had a breaker not closed for
+    /// [`STUCK`], as of `now`; `open_since` keeps when each one opened.
+    fn stuck(&self, open_since: &mut Vec<(Node, Instant)>, now: Instant) -> bool {
+        let map = self.map();
+        let open: Vec<&Node> = map
+            .nodes
+            .iter()
+            .filter(|(_, breaker)| breaker.state() != BreakerState::Closed)
+            .map(|(node, _)| node)
+            .collect();
+        open_since.retain(|(node, _)| open.contains(&node));
+        for node in open {
+            if !open_since.iter().any(|(n, _)| n == node) {
+                open_since.push((node.clone(), now));
+            }
+        }
+        open_since
+            .iter()
+            .any(|(_, since)| now.duration_since(*since) >= STUCK)
+    }
+
     /// Reads the slot map now, then every [`REFRESH`] until `nodes` is
-    /// dropped.
-    async fn follow(nodes: &Arc<Nodes>, mut conn: ClusterConnection, limit: Duration) {
-        if let Ok(slots) = bounded(limit, cluster_slots(&mut conn)).await {
+    /// dropped. A node whose breaker stays open for [`STUCK`] gets the
+    /// connection replaced (at most once per `STUCK`): if the node is dead
+    /// for good, that costs a reconnection; if the `redis` crate was
+    /// routing to a master that is gone, it ends it.
+    async fn follow(nodes: &Arc<Nodes>, conn: Cluster, limit: Duration) {
+        if let Ok(slots) = bounded(limit, cluster_slots(&mut conn.get())).await {
             nodes.update(&slots);
         }
         let nodes = Arc::downgrade(nodes);
         tokio::spawn(async move {
+            let mut open_since = Vec::new();
+            let mut replaced = Instant::now();
             loop {
                 tokio::time::sleep(REFRESH).await;
-                if nodes.strong_count() == 0 {
-                    return;
-                }
                 let Some(nodes) = nodes.upgrade() else { return };
-                if let Some(slots) = nodes.read_slots(&mut conn, limit).await {
+                if let Some(slots) = nodes.read_slots(&mut conn.get(), limit).await {
                     nodes.update(&slots);
+                }
+                let now = Instant::now();
+                if nodes.stuck(&mut open_since, now) && now.duration_since(replaced) >= STUCK {
+                    replaced = now;
+                    open_since.clear();
+                    match conn.reconnect().await {
+                        Ok(()) => tracing::warn!(
+                            "aside: a Redis Cluster node's breaker stayed open for {STUCK:?}; the cluster \
+                             connection was made anew"
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%error, "aside: the Redis Cluster connection could not be made anew")
+                        }
+                    }
                 }
             }
         });

@@ -180,7 +180,7 @@ impl RedisBackend {
 /// Loads every script, so that the first use of each is one round trip too
 /// (the redis crate loads a script the server does not know by itself, as
 /// it must after a lazy start or a failover).
-async fn preload(conn: &mut impl Link, limit: Duration) -> Result<(), BackendError> {
+async fn preload(conn: &mut impl ConnectionLike, limit: Duration) -> Result<(), BackendError> {
     for script in [&*GUARDED_SET, &*TOKENS, &*TAG_TOKEN, &*LOCK, &*UNLOCK, &*RENEW] {
         bounded(limit, script.prepare_invoke().load_async(conn)).await?;
     }
