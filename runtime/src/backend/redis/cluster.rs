@@ -426,7 +426,7 @@ fn slot(name: &str) -> usize {
 mod tests {
     use redis::cluster_routing::Slot;
 
-    use super::{slot, Nodes, SLOTS};
+    use super::{slot, Instant, Nodes, SLOTS, STUCK};
 
     #[test]
     fn slots_are_the_redis_crates() {
@@ -479,5 +479,28 @@ mod tests {
             assert!(group.iter().all(|&i| low(&names[i]) == side), "{groups:?}");
         }
         assert!(nodes.breaker("a").is_some());
+    }
+
+    #[test]
+    fn a_breaker_open_for_stuck_long_is_stuck() {
+        let nodes = Nodes::new(1, std::time::Duration::from_secs(1));
+        let range = redis::Value::Array(vec![
+            redis::Value::Int(0),
+            redis::Value::Int(i64::try_from(SLOTS).unwrap() - 1),
+            redis::Value::Array(vec![
+                redis::Value::BulkString(b"127.0.0.1".to_vec()),
+                redis::Value::Int(7000),
+            ]),
+        ]);
+        nodes.update(&redis::Value::Array(vec![range]));
+        let (mut open_since, start) = (Vec::new(), Instant::now());
+        assert!(!nodes.stuck(&mut open_since, start), "closed");
+        nodes.breaker("a").unwrap().failure();
+        assert!(!nodes.stuck(&mut open_since, start), "just opened");
+        assert!(!nodes.stuck(&mut open_since, start + STUCK / 2));
+        assert!(nodes.stuck(&mut open_since, start + STUCK), "open for STUCK");
+        nodes.breaker("a").unwrap().success();
+        assert!(!nodes.stuck(&mut open_since, start + STUCK * 2), "closed again");
+        assert!(open_since.is_empty());
     }
 }
