@@ -21,13 +21,12 @@ mod product;
 mod support;
 
 use std::collections::HashMap;
-use std::hint::black_box;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aside::{Cache, Policy};
 use criterion::Criterion;
-use latency::{runtime, under_cargo_test};
+use latency::{median, runtime, timed, under_cargo_test};
 use product::{product, Product};
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
@@ -79,20 +78,6 @@ async fn baseline(conn: &mut MultiplexedConnection, keys: &[String]) -> HashMap<
         .zip(0..)
         .filter_map(|(value, id)| Some((id, serde_json::from_slice(&value?).ok()?)))
         .collect()
-}
-
-/// How long `n` runs of `op` take.
-async fn timed<F: std::future::Future>(n: usize, mut op: impl FnMut() -> F) -> Duration {
-    let started = Instant::now();
-    for _ in 0..n {
-        black_box(op().await);
-    }
-    started.elapsed()
-}
-
-fn median(mut ratios: Vec<f64>) -> f64 {
-    ratios.sort_by(f64::total_cmp);
-    ratios[ratios.len() / 2]
 }
 
 fn main() {

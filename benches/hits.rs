@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use aside::{Cache, Codec, Policy, Stampede};
 use criterion::Criterion;
-use latency::runtime;
+use latency::{median, runtime};
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 use tokio::runtime::Runtime;
@@ -173,11 +173,6 @@ async fn commands<F: std::future::Future>(
         .map(|(name, calls)| format!("{} {name}", *calls as f64 / n as f64))
         .collect::<Vec<_>>()
         .join(" + ")
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 /// 64 tasks reading the hot keys, `PER_TASK` reads each; returns reads per second.

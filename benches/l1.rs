@@ -15,6 +15,7 @@
 //! Run with `cargo bench --bench l1` (criterion also times each hit); the
 //! table is printed at the end.
 
+mod latency;
 mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use aside::{Cache, Policy};
 use criterion::Criterion;
+use latency::median;
 use product::{product, Product};
 use support::{Kind, RedisServer};
 
@@ -76,11 +78,6 @@ fn two_threads(hits: impl Fn(usize) -> Duration + Sync) -> f64 {
         }
     });
     (2 * PER_ROUND) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 fn main() {

@@ -14,6 +14,7 @@
 //! printed at the end. (The tests crate builds aside with its `metrics`
 //! feature, so every variant runs the code that feeds metrics.)
 
+mod latency;
 mod product;
 
 use std::hint::black_box;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use aside::{Cache, Function, Policy};
 use criterion::Criterion;
+use latency::median;
 use product::{product, Product};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -102,11 +104,6 @@ fn recording_spans() -> Option<tracing::Dispatch> {
             .with(LevelFilter::DEBUG)
             .with(Discard),
     ))
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 fn main() {

@@ -15,12 +15,11 @@ mod latency;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aside::WriteBehind;
 use criterion::Criterion;
-use latency::{runtime, under_cargo_test};
+use latency::{median, runtime, timed, under_cargo_test};
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 
@@ -37,19 +36,6 @@ async fn baseline(conn: &mut MultiplexedConnection) {
         .query_async(conn)
         .await
         .unwrap();
-}
-
-async fn timed<F: std::future::Future>(n: usize, mut op: impl FnMut() -> F) -> Duration {
-    let started = Instant::now();
-    for _ in 0..n {
-        black_box(op().await);
-    }
-    started.elapsed()
-}
-
-fn median(mut ratios: Vec<f64>) -> f64 {
-    ratios.sort_by(f64::total_cmp);
-    ratios[ratios.len() / 2]
 }
 
 fn main() {

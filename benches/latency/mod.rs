@@ -2,7 +2,8 @@
 //! runtime they run on.
 #![allow(dead_code)] // each benchmark uses its own subset
 
-use std::time::Duration;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 /// The latency at `share` (0.99 for p99) of `latencies`, sorted.
 pub fn at(latencies: &[Duration], share: f64) -> Duration {
@@ -22,4 +23,19 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// The median of `xs`: the upper one of an even count.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// How long `n` runs of `op`, one after another, take.
+pub async fn timed<F: std::future::Future>(n: usize, mut op: impl FnMut() -> F) -> Duration {
+    let started = Instant::now();
+    for _ in 0..n {
+        black_box(op().await);
+    }
+    started.elapsed()
 }
