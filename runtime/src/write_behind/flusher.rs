@@ -566,7 +566,7 @@ where
                     if let Some((cache, invalidate)) = &self.invalidate {
                         futures_util::future::join_all(written.iter().map(|id| invalidate(cache, id))).await;
                     }
-                    return self.acknowledge(held).await;
+                    return self.acknowledge(&ids).await;
                 }
                 Err(error) => {
                     counters.flush_failed();
@@ -630,10 +630,9 @@ where
     /// Acknowledges a flushed batch, retrying while Redis fails: until then
     /// the batch stays pending, and would be delivered again (and skipped
     /// by a flush function that records batch ids).
-    async fn acknowledge(&self, held: &[Raw]) -> Flushed {
-        let ids: Vec<String> = held.iter().map(|raw| raw.id.clone()).collect();
+    async fn acknowledge(&self, ids: &[&str]) -> Flushed {
         let mut pause = self.backoff.0;
-        while let Err(error) = self.log.ack(&ids).await {
+        while let Err(error) = self.log.ack(ids).await {
             self.warn(&error, "could not acknowledge a flushed batch; retrying");
             let _ = self.log.create_group().await;
             if self.rest(pause).await {

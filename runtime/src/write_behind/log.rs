@@ -519,7 +519,7 @@ impl Log {
     }
 
     /// Acknowledges and deletes a flushed batch's entries.
-    pub(crate) async fn ack(&self, ids: &[String]) -> Result<(), BackendError> {
+    pub(crate) async fn ack(&self, ids: &[&str]) -> Result<(), BackendError> {
         let args = std::iter::once(GROUP.as_bytes().to_vec())
             .chain(ids.iter().map(|id| id.as_bytes().to_vec()))
             .collect();
