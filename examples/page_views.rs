@@ -161,13 +161,7 @@ fn percentile(latencies: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    product_api::init_logs();
     let Ok(url) = std::env::var("REDIS_URL") else {
         eprintln!(
             "page_views needs Redis, where write-behind logs its changes durably:\n  \

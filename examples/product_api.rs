@@ -756,8 +756,8 @@ fn times(ratio: f64) -> String {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+/// aside's logs (and the rest) on stderr: warnings, unless `RUST_LOG` says otherwise.
+pub(crate) fn init_logs() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -765,6 +765,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    init_logs();
 
     // The cache: Redis if REDIS_URL is set, else in memory. `aside::init` makes
     // it the one every `#[cached]` function without `cache = ...` uses.
