@@ -86,6 +86,17 @@ impl EntryKeys {
         std::iter::once(self.entry.as_str()).chain(self.tags.iter().map(String::as_str))
     }
 
+    /// The same key's names without its tags: what invalidating it needs.
+    pub(crate) fn untagged(&self) -> EntryKeys {
+        EntryKeys {
+            entry: self.entry.clone(),
+            tags: Vec::new(),
+            namespace: self.namespace,
+            guard: self.guard.clone(),
+            lock: OnceLock::new(),
+        }
+    }
+
     fn derived(&self, kind: &str) -> String {
         // The key, in its braces.
         let (namespace, key) = (&self.entry[..self.namespace], &self.entry[self.namespace + 1..]);

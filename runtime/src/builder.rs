@@ -26,6 +26,7 @@ use crate::{Cache, Codec, Error, L1};
 /// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT) |
 /// | [`invalidation_window`](Self::invalidation_window) | [`DEFAULT_INVALIDATION_WINDOW`](Self::DEFAULT_INVALIDATION_WINDOW) |
 /// | [`breaker`](Self::breaker) | [`DEFAULT_BREAKER_THRESHOLD`](Self::DEFAULT_BREAKER_THRESHOLD) failures, [`DEFAULT_BREAKER_COOLDOWN`](Self::DEFAULT_BREAKER_COOLDOWN) |
+/// | [`max_pending`](Self::max_pending) | [`DEFAULT_MAX_PENDING`](Self::DEFAULT_MAX_PENDING) |
 ///
 /// The Redis URL is kept out of `Debug` output (it may hold a password).
 ///
@@ -56,6 +57,7 @@ pub struct CacheBuilder {
     compress_above: Option<usize>,
     breaker_threshold: u32,
     breaker_cooldown: Duration,
+    max_pending: usize,
     /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
     tls_root_certificate: Option<Vec<u8>>,
     codec: Codec,
@@ -88,6 +90,7 @@ impl fmt::Debug for CacheBuilder {
             .field("invalidation_window", &self.invalidation_window)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("max_pending", &self.max_pending)
             .field(
                 "tls_root_certificate",
                 &self.tls_root_certificate.as_ref().map(|_| "set"),
@@ -137,6 +140,9 @@ impl CacheBuilder {
     pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
     /// How long an open breaker skips the backend before probing it: 2 s.
     pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
+    /// How many invalidations that met a failing backend are kept for
+    /// replay: 10,000 keys or tags. More become one clear of the namespace.
+    pub const DEFAULT_MAX_PENDING: usize = 10_000;
     /// The in-memory backend's bound on keys plus entries: 256 MiB.
     pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 * 1024 * 1024;
 
@@ -156,6 +162,7 @@ impl CacheBuilder {
             compress_above: None,
             breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
+            max_pending: Self::DEFAULT_MAX_PENDING,
             tls_root_certificate: None,
             codec: Codec::Json,
             l1: None,
@@ -494,6 +501,27 @@ impl CacheBuilder {
         self
     }
 
+    /// How many invalidations that met a failing backend (a timeout, a
+    /// lost connection, an open breaker, a cluster between masters) are
+    /// kept, one per key or tag, and replayed as soon as the backend
+    /// answers again (see [`Cache::replay_pending`]). Past `max`, they
+    /// become one clear of the namespace, coarser but still correct, logged
+    /// and counted in [`Stats::overflows`](crate::Stats::overflows). 0
+    /// keeps none: an invalidation that fails then returns its error, and
+    /// entries it covers may be served until their TTL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let cache = aside::Cache::builder().max_pending(100_000).build().await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
+    }
+
     /// Trusts the CA certificate `pem` (PEM-encoded) for a `rediss://` URL,
     /// instead of the system's roots: for a Redis whose certificate a private
     /// CA signed. Available with the `tls` feature.
@@ -682,6 +710,7 @@ impl CacheBuilder {
                 codec: self.codec,
                 enabled: self.enabled,
                 trace_keys: self.trace_keys,
+                max_pending: self.max_pending,
             },
         )
     }

@@ -82,4 +82,33 @@ impl BackendError {
             BackendError::CircuitOpen | BackendError::Unsupported(_) => false,
         }
     }
+
+    /// Whether the operation may succeed if tried again: its outcome is
+    /// unknown (a timeout, a dropped connection), the breaker skipped it,
+    /// or Redis refused it for now (a cluster moving a slot, a server
+    /// loading its data, out of memory). Not: an operation the backend does
+    /// not support, or one Redis refuses whatever happens (a missing right).
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            BackendError::Timeout(_) | BackendError::CircuitOpen => true,
+            BackendError::Unsupported(_) => false,
+            #[cfg(feature = "redis")]
+            BackendError::Redis(e) => {
+                !matches!(e.retry_method(), redis::RetryMethod::NoRetry)
+                    || matches!(e.code(), Some("OOM" | "BUSY" | "NOREPLICAS"))
+            }
+        }
+    }
+
+    /// Whether a Redis Cluster refused the operation as a whole for a
+    /// moment (`CLUSTERDOWN`, `TRYAGAIN`: a slot without a master, a slot
+    /// being moved): a state of the cluster, not a failure of the node that
+    /// answered, so no node's breaker counts it.
+    pub(crate) fn is_cluster_state(&self) -> bool {
+        match self {
+            #[cfg(feature = "redis")]
+            BackendError::Redis(e) => matches!(e.code(), Some("CLUSTERDOWN" | "TRYAGAIN")),
+            _ => false,
+        }
+    }
 }

@@ -61,6 +61,7 @@ mod l1;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod policy;
+mod recovery;
 mod scope;
 mod stampede;
 mod stats;

@@ -16,6 +16,9 @@
 //! | `aside_backend_errors_total` | counter | `op` |
 //! | `aside_short_circuited_total` | counter | |
 //! | `aside_breaker_state` | gauge: 0 closed, 1 half-open, 2 open | |
+//! | `aside_recovery_pending` | gauge | (invalidations waiting for the backend to answer again) |
+//! | `aside_recovery_replayed_total` | counter | |
+//! | `aside_recovery_overflows_total` | counter | (times they outgrew `max_pending` and became one clear) |
 //!
 //! A function's handles are registered at its first call, and a cache's at
 //! its build: install the recorder (e.g. `metrics-exporter-prometheus`)
@@ -132,6 +135,9 @@ impl Drop for InFlight {
 pub(crate) struct CacheMetrics {
     short_circuited: Counter,
     breaker: Gauge,
+    pending: Gauge,
+    replayed: Counter,
+    overflows: Counter,
 }
 
 impl CacheMetrics {
@@ -140,7 +146,20 @@ impl CacheMetrics {
         CacheMetrics {
             short_circuited: counter!("aside_short_circuited_total"),
             breaker: gauge!("aside_breaker_state"),
+            pending: gauge!("aside_recovery_pending"),
+            replayed: counter!("aside_recovery_replayed_total"),
+            overflows: counter!("aside_recovery_overflows_total"),
         }
+    }
+
+    /// The invalidations pending now, and replayed so far.
+    pub(crate) fn pending(&self, pending: usize, replayed: u64) {
+        self.pending.set(pending as f64);
+        self.replayed.absolute(replayed);
+    }
+
+    pub(crate) fn overflowed(&self) {
+        self.overflows.increment(1);
     }
 
     pub(crate) fn short_circuited(&self) {
@@ -211,6 +230,18 @@ fn describe() {
         describe_counter!(
             "aside_short_circuited_total",
             "Backend calls skipped because the breaker was open."
+        );
+        describe_gauge!(
+            "aside_recovery_pending",
+            "Invalidations that met a failing backend, waiting to be replayed."
+        );
+        describe_counter!(
+            "aside_recovery_replayed_total",
+            "Invalidations replayed once the backend answered again."
+        );
+        describe_counter!(
+            "aside_recovery_overflows_total",
+            "Times the pending invalidations outgrew max_pending and became one clear."
         );
         describe_gauge!(
             "aside_breaker_state",

@@ -71,12 +71,21 @@ pub struct Stats {
     /// Changes not yet flushed in this cache's write-behind logs, when last
     /// seen by this process (see [`WriteBehindStats`](crate::WriteBehindStats)).
     pub backlog: u64,
+    /// Invalidations that met a failing backend and wait to be replayed
+    /// when it answers again (a gauge; see [`Cache::replay_pending`](crate::Cache::replay_pending)).
+    pub pending: u64,
+    /// Invalidations replayed after the backend answered again.
+    pub replayed: u64,
+    /// Times the pending invalidations outgrew
+    /// [`CacheBuilder::max_pending`](crate::CacheBuilder::max_pending) and
+    /// became one clear of the namespace.
+    pub overflows: u64,
 }
 
 impl Stats {
     /// What happened between `earlier` (a snapshot of the same cache) and
-    /// this snapshot: every counter's difference. `waiting`, `breaker` and
-    /// `backlog`, states rather than counters, are this snapshot's.
+    /// this snapshot: every counter's difference. `waiting`, `breaker`,
+    /// `backlog` and `pending`, states rather than counters, are this snapshot's.
     ///
     /// # Examples
     ///
@@ -108,6 +117,9 @@ impl Stats {
             short_circuited: self.short_circuited.saturating_sub(earlier.short_circuited),
             breaker: self.breaker,
             backlog: self.backlog,
+            pending: self.pending,
+            replayed: self.replayed.saturating_sub(earlier.replayed),
+            overflows: self.overflows.saturating_sub(earlier.overflows),
         }
     }
 
@@ -278,6 +290,9 @@ impl Counters {
             short_circuited: self.short_circuited.load(Relaxed),
             breaker: BreakerState::Closed,
             backlog: 0,
+            pending: 0,
+            replayed: 0,
+            overflows: 0,
         }
     }
 }

@@ -421,6 +421,10 @@ impl Cache {
             }
             let touch = policy.touch(default_ttl);
             let keys = self.inner.keys(key, policy.tags());
+            if self.covered(&keys) {
+                // Left to its flow, which calls through until the replay.
+                continue;
+            }
             // Taken before the read: a change from here on voids what it fills.
             let watch = self
                 .inner

@@ -309,6 +309,12 @@ impl Cache {
         slot: &mut dyn Slot,
     ) -> (EntryKeys, Option<Watch>, Plan) {
         let keys = self.inner.keys(key, policy.tags());
+        if self.covered(&keys) {
+            // This process invalidated it, and the backend has not heard
+            // yet: call through, as if the backend failed, until it has.
+            let plan = self.miss(policy, &mut true, None, Under::default(), Instant::now());
+            return (keys, None, plan);
+        }
         if mode == Mode::Refresh {
             // Voids loads in flight (their values are older), before the
             // watch is taken and the tokens read.
@@ -334,7 +340,9 @@ impl Cache {
     async fn start_forced(&self, keys: &EntryKeys, policy: &Policy) {
         self.count(policy, Outcome::Bypass);
         self.count_refresh(policy);
-        self.inner.report(self.invalidate_keys(keys).await);
+        if let Err(missed) = self.invalidate_keys(keys).await {
+            missed.report(self);
+        }
     }
 
     /// A forced refresh's load, under the tokens read now. Its failure is

@@ -15,6 +15,7 @@ mod batch;
 mod load;
 mod lookup;
 mod observe;
+mod replay;
 mod slot;
 mod stampede;
 mod write;
@@ -42,6 +43,7 @@ use observe::{CallKind, Observed};
 use slot::Typed;
 use tracing::{Instrument, Span};
 
+use crate::recovery::Recovery;
 use crate::stampede::HeldLock;
 use crate::stats::Counters;
 use crate::tags::Stamp;
@@ -120,6 +122,8 @@ pub(crate) struct Settings {
     pub(crate) enabled: bool,
     /// Record keys in spans.
     pub(crate) trace_keys: bool,
+    /// The most invalidations kept for replay; 0: none.
+    pub(crate) max_pending: usize,
 }
 
 struct Inner {
@@ -133,6 +137,8 @@ struct Inner {
     flights: Flights,
     counters: Counters,
     breaker: Breaker,
+    /// Invalidations that met a failing backend, until it answers again.
+    recovery: Arc<Recovery>,
     /// Whether an oversized value was logged at warn level already.
     warned_oversized: std::sync::atomic::AtomicBool,
     #[cfg(feature = "metrics")]
@@ -166,6 +172,7 @@ impl Cache {
     pub(crate) fn new(backend: Arc<dyn Backend>, local: Option<Arc<Local>>, settings: Settings) -> Cache {
         let breaker = Breaker::new(settings.breaker_threshold, settings.breaker_cooldown);
         let (flights, counters) = (Flights::default(), Counters::default());
+        let recovery = Arc::new(Recovery::new(settings.max_pending));
         Cache {
             inner: Arc::new(Inner {
                 backend,
@@ -175,6 +182,7 @@ impl Cache {
                 flights,
                 counters,
                 breaker,
+                recovery,
                 warned_oversized: Default::default(),
                 #[cfg(feature = "metrics")]
                 metrics: crate::metrics::CacheMetrics::new(),
@@ -250,6 +258,10 @@ impl Cache {
     pub fn stats(&self) -> Stats {
         let mut stats = self.inner.counters.snapshot();
         stats.breaker = self.inner.breaker_state();
+        let recovery = &self.inner.recovery;
+        stats.pending = recovery.pending() as u64;
+        stats.replayed = recovery.replayed.load(std::sync::atomic::Ordering::Relaxed);
+        stats.overflows = recovery.overflows.load(std::sync::atomic::Ordering::Relaxed);
         #[cfg(feature = "redis")]
         {
             let logs = self
@@ -688,7 +700,11 @@ impl Cache {
         if let Some(local) = &self.inner.local {
             local.changed_all();
         }
-        Ok(cleared?)
+        match cleared {
+            Ok(()) => Ok(()),
+            Err(error) if self.keep_for_replay(&error, |queue| queue.queue_clear()) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Invalidates every entry that carries any of `tags`, in one round trip.
@@ -943,13 +959,33 @@ impl Inner {
         #[cfg(feature = "metrics")]
         let started = crate::clock::Instant::now();
         let result = op(&*self.backend).instrument(span).await;
-        let failed = match &result {
+        let failed = self.record(&result);
+        #[cfg(feature = "metrics")]
+        {
+            self.metrics.backend(name, started.elapsed(), failed);
+            self.metrics.breaker(self.breaker_state());
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = failed;
+        result
+    }
+
+    /// Tells the breaker (and a waiting replay) what a backend operation
+    /// came to; returns whether it counts as the backend's failure.
+    fn record<T>(&self, result: &Result<T, BackendError>) -> bool {
+        match result {
             Ok(_) => {
                 self.breaker.success();
+                // The backend answers: a replay waiting to retry goes now.
+                if self.recovery.pending() > 0 {
+                    self.recovery.answered.notify_one();
+                }
                 false
             }
-            // Not a failure of the backend: it answered that it cannot.
+            // Not a failure of the backend: it answered that it cannot, or
+            // a cluster refused while it moves a slot (no node is at fault).
             Err(BackendError::Unsupported(_)) => false,
+            Err(error) if error.is_cluster_state() => false,
             // One of the backend's own breakers (a cluster node's) is open:
             // short-circuited there, and not the whole backend's failure.
             Err(BackendError::CircuitOpen) => {
@@ -962,15 +998,7 @@ impl Inner {
                 self.breaker.failure();
                 true
             }
-        };
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics.backend(name, started.elapsed(), failed);
-            self.metrics.breaker(self.breaker_state());
         }
-        #[cfg(not(feature = "metrics"))]
-        let _ = failed;
-        result
     }
 
     /// The storage names for `key` and `tags` (each shortened past

@@ -74,8 +74,10 @@ impl Cache {
             load_time,
             value,
         } = write;
-        let Some(guard) = self.inner.report(self.invalidate_keys(&keys).await) else {
-            return;
+        let guard = match self.invalidate_keys(&keys).await {
+            Ok(guard) => guard,
+            // Kept for replay, or reported: the value is not stored.
+            Err(missed) => return missed.report(&self),
         };
         let (Some(payload), Some(tokens)) = (payload, tokens) else {
             return;
@@ -108,6 +110,9 @@ impl Cache {
             }
         }
         let keys = self.inner.keys(key, &[]);
+        if self.covered(&keys) {
+            return Ok(None);
+        }
         let fetched = self.inner.call("fetch", |b| b.fetch(&keys, None)).await?;
         let Some(bytes) = fetched.entry else {
             return Ok(None);
@@ -138,7 +143,8 @@ impl Cache {
             return Err(Error::TooLarge { size, limit });
         }
         let keys = self.inner.keys(key, &[]);
-        let guard = self.invalidate_keys(&keys).await?;
+        // Not stored if the invalidation did not land (it may be replayed).
+        let guard = self.invalidate_keys(&keys).await.map_err(|missed| missed.error)?;
         if !ttl.is_zero() {
             let compress = self.inner.settings.compress_above;
             let Some(entry) = Entry::encode(now_ms(), ttl, Duration::ZERO, &[], (codec, &payload), compress)
@@ -167,23 +173,32 @@ impl Cache {
 
     /// The flow of [`Cache::invalidate`].
     pub(super) async fn invalidate_key(&self, key: &str) -> Result<(), Error> {
-        self.invalidate_keys(&self.inner.keys(key, &[])).await?;
+        let invalidated = self.invalidate_keys(&self.inner.keys(key, &[])).await;
         self.inner.forget(key);
-        Ok(())
+        match invalidated {
+            Ok(_) => Ok(()),
+            Err(missed) => Ok(missed.kept()?),
+        }
     }
 
     /// Deletes the entry and gives the key a new guard token, returned.
-    pub(super) async fn invalidate_keys(&self, keys: &EntryKeys) -> Result<u64, BackendError> {
+    /// If the backend fails, the invalidation is kept for replay where it
+    /// may land later.
+    pub(super) async fn invalidate_keys(&self, keys: &EntryKeys) -> Result<u64, Missed> {
         let guard = self
             .inner
             .call("invalidate", |b| {
                 b.invalidate(keys, self.inner.settings.invalidation_window)
             })
             .await;
-        // After the backend: a read that starts from here on finds the
-        // backend invalidated, and one that started before is voided.
+        // After the backend (a read that starts from here on finds it
+        // invalidated, and one that started before is voided), and after
+        // a failure too: the data changed either way.
         self.inner.changed([keys.entry.as_str()]);
-        guard
+        guard.map_err(|error| {
+            let kept = self.keep_for_replay(&error, |queue| queue.queue_key(keys));
+            Missed { error, kept }
+        })
     }
 
     /// The flow of [`Cache::invalidate_tags`].
@@ -194,7 +209,13 @@ impl Cache {
             .call("invalidate_tags", |b| b.invalidate_tags(&names))
             .await;
         self.inner.changed(names.iter().map(String::as_str));
-        Ok(done?)
+        match done {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let kept = self.keep_for_replay(&error, |queue| queue.queue_tags(&names));
+                Ok(Missed { error, kept }.kept()?)
+            }
+        }
     }
 
     /// What `#[invalidate]` runs after its body succeeded. Detached, so that
@@ -211,8 +232,8 @@ impl Cache {
         let write = async move {
             let mut failed = Vec::new();
             for key in &keys {
-                if let Err(error) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
-                    failed.push(error);
+                if let Err(missed) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
+                    failed.extend(missed.kept().err());
                 }
                 self.inner.forget(key);
             }
@@ -227,6 +248,32 @@ impl Cache {
             }
         };
         detached(write.instrument(span)).await;
+    }
+}
+
+/// An invalidation that did not land now: its error, and whether it was
+/// kept for replay.
+pub(super) struct Missed {
+    pub(super) error: BackendError,
+    kept: bool,
+}
+
+impl Missed {
+    /// `Ok` if kept for replay (it lands once the backend answers), else
+    /// the error.
+    pub(super) fn kept(self) -> Result<(), BackendError> {
+        if self.kept {
+            Ok(())
+        } else {
+            Err(self.error)
+        }
+    }
+
+    /// Logs and counts the error, unless it was kept for replay (logged then).
+    pub(super) fn report(self, cache: &Cache) {
+        if let Err(error) = self.kept() {
+            cache.inner.report::<()>(Err(error));
+        }
     }
 }
 

@@ -81,8 +81,10 @@ impl Link for ConnectionManager {
     }
 }
 
-/// The longest pause between two reconnection attempts.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+/// The longest pause between two reconnection attempts: what a restarted
+/// server waits, at most, before invalidations kept during its outage are
+/// replayed (a refused attempt costs next to nothing).
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(250);
 
 /// A Redis server (or cluster) reached through one multiplexed,
 /// self-reconnecting connection, and a pub/sub connection for lock releases.
@@ -306,7 +308,10 @@ impl<C: Link> RedisBackend<C> {
             let result = part.await;
             match &result {
                 Ok(_) => breaker.success(),
+                // The cluster refusing while a slot has no master is no
+                // fault of this node: its breaker must not open for it.
                 Err(BackendError::Unsupported(_)) => {}
+                Err(error) if error.is_cluster_state() => {}
                 Err(_) => breaker.failure(),
             }
             return result;
