@@ -288,3 +288,215 @@ impl Drop for Replay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use crate::backend::memory::MemoryBackend;
+    use crate::backend::{Backend, BoxFuture, EntryKeys, Fetched, Locked, Tokens};
+    use crate::{BackendError, Cache, CacheBuilder, Policy};
+
+    const UP: u8 = 0;
+    /// Every operation times out: its outcome is unknown.
+    const DOWN: u8 = 1;
+    /// Invalidations are refused for good.
+    const REFUSING: u8 = 2;
+
+    /// A shared in-memory store (two caches on it are two processes) that
+    /// fails on demand.
+    #[derive(Debug)]
+    struct Flaky {
+        store: MemoryBackend,
+        state: AtomicU8,
+    }
+
+    impl Flaky {
+        fn new() -> Arc<Flaky> {
+            Arc::new(Flaky {
+                store: MemoryBackend::new(1 << 20, true),
+                state: AtomicU8::new(UP),
+            })
+        }
+
+        fn set(&self, state: u8) {
+            self.state.store(state, SeqCst);
+        }
+
+        /// `op` on the store, unless the backend is failing. (The store
+        /// acts when called, not when polled: not called then.)
+        fn or_fail<'a, T: Send + 'a>(
+            &'a self,
+            invalidation: bool,
+            op: impl FnOnce(&'a MemoryBackend) -> BoxFuture<'a, Result<T, BackendError>>,
+        ) -> BoxFuture<'a, Result<T, BackendError>> {
+            match self.state.load(SeqCst) {
+                DOWN => Box::pin(async { Err(BackendError::Timeout(Duration::from_millis(250))) }),
+                REFUSING if invalidation => Box::pin(async { Err(BackendError::Unsupported("invalidate")) }),
+                _ => op(&self.store),
+            }
+        }
+    }
+
+    impl Backend for Flaky {
+        fn fetch<'a>(
+            &'a self,
+            keys: &'a EntryKeys,
+            touch: Option<Duration>,
+        ) -> BoxFuture<'a, Result<Fetched, BackendError>> {
+            self.or_fail(false, |s| s.fetch(keys, touch))
+        }
+        fn tokens<'a>(
+            &'a self,
+            keys: &'a EntryKeys,
+            window: Duration,
+        ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
+            self.or_fail(false, |s| s.tokens(keys, window))
+        }
+        fn store<'a>(
+            &'a self,
+            keys: &'a EntryKeys,
+            entry: Bytes,
+            ttl: Duration,
+            guard: u64,
+            unlock: Option<u64>,
+        ) -> BoxFuture<'a, Result<bool, BackendError>> {
+            self.or_fail(false, |s| s.store(keys, entry, ttl, guard, unlock))
+        }
+        fn invalidate<'a>(
+            &'a self,
+            keys: &'a EntryKeys,
+            window: Duration,
+        ) -> BoxFuture<'a, Result<u64, BackendError>> {
+            self.or_fail(true, |s| s.invalidate(keys, window))
+        }
+        fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
+            self.or_fail(true, |s| s.invalidate_tags(tags))
+        }
+        fn lock<'a>(
+            &'a self,
+            keys: &'a EntryKeys,
+            token: u64,
+            ttl: Duration,
+            window: Duration,
+        ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
+            self.or_fail(false, |s| s.lock(keys, token, ttl, window))
+        }
+        fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>> {
+            self.or_fail(false, |s| s.unlock(key, token))
+        }
+        fn clear<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+            self.or_fail(true, |s| s.clear(namespace))
+        }
+    }
+
+    fn cache_on(backend: &Arc<Flaky>, max_pending: usize) -> Cache {
+        // No breaker: each call here reaches the backend.
+        CacheBuilder::new()
+            .breaker(0, Duration::ZERO)
+            .max_pending(max_pending)
+            .build_with(backend.clone())
+    }
+
+    async fn read(cache: &Cache, key: &str, value: u32) -> u32 {
+        let policy = Policy::new().ttl(Duration::from_secs(3600)).tag("t");
+        cache
+            .get_or_load(key, &policy, || async move { Ok::<_, ()>(value) })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_invalidation_is_kept_and_replayed_when_the_backend_answers() {
+        let backend = Flaky::new();
+        let (writer, other) = (cache_on(&backend, 10), cache_on(&backend, 10));
+        assert_eq!(read(&writer, "k", 1).await, 1);
+        assert_eq!(read(&other, "k", 0).await, 1, "cached");
+
+        backend.set(DOWN);
+        assert!(writer.invalidate("k").await.is_ok(), "kept for replay");
+        assert!(writer.invalidate_tag("t").await.is_ok(), "kept for replay");
+        assert_eq!(writer.stats().pending, 2);
+        backend.set(UP);
+        // Before the replay: the writer does not read what it invalidated.
+        assert_eq!(read(&writer, "k", 2).await, 2);
+        tokio::time::timeout(Duration::from_secs(1), writer.replay_pending())
+            .await
+            .expect("replayed within a second of the backend answering");
+        let stats = writer.stats();
+        assert_eq!((stats.pending, stats.replayed), (0, 2), "{stats:?}");
+        // Another process reads the new value too.
+        assert_eq!(read(&other, "k", 3).await, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_through_that_meets_a_failing_backend_is_replayed_as_an_invalidation() {
+        let backend = Flaky::new();
+        let (writer, other) = (cache_on(&backend, 10), cache_on(&backend, 10));
+        assert_eq!(read(&other, "k", 1).await, 1);
+        backend.set(DOWN);
+        let policy = Policy::new().ttl(Duration::from_secs(3600)).tag("t");
+        let put = writer.put("k", &policy, || async { Ok::<_, ()>(2u32) }).await;
+        assert_eq!(put, Ok(2), "the write's own result");
+        assert_eq!(writer.stats().pending, 1);
+        backend.set(UP);
+        writer.replay_pending().await;
+        assert_eq!(
+            read(&other, "k", 3).await,
+            3,
+            "the old value is gone, and nothing older came back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_becomes_one_clear_of_the_namespace() {
+        let backend = Flaky::new();
+        let (writer, other) = (cache_on(&backend, 2), cache_on(&backend, 2));
+        for key in ["a", "b", "c", "d"] {
+            assert_eq!(read(&other, key, 1).await, 1);
+        }
+        backend.set(DOWN);
+        for key in ["a", "b", "c"] {
+            assert!(writer.invalidate(key).await.is_ok());
+        }
+        let stats = writer.stats();
+        assert_eq!((stats.pending, stats.overflows), (1, 1), "{stats:?}");
+        backend.set(UP);
+        writer.replay_pending().await;
+        for key in ["a", "b", "c", "d"] {
+            assert_eq!(read(&other, key, 2).await, 2, "{key} cleared with the rest");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalidation_refused_for_good_or_without_replay_returns_its_error() {
+        let backend = Flaky::new();
+        backend.set(REFUSING);
+        let cache = cache_on(&backend, 10);
+        assert!(cache.invalidate("k").await.is_err());
+        assert_eq!(cache.stats().pending, 0);
+
+        backend.set(DOWN);
+        let without = cache_on(&backend, 0);
+        assert!(without.invalidate("k").await.is_err());
+        assert!(without.clear().await.is_err());
+        assert_eq!(without.stats().pending, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clear_that_fails_is_replayed_and_covers_every_read() {
+        let backend = Flaky::new();
+        let (writer, other) = (cache_on(&backend, 10), cache_on(&backend, 10));
+        assert_eq!(read(&other, "k", 1).await, 1);
+        backend.set(DOWN);
+        assert!(writer.clear().await.is_ok());
+        backend.set(UP);
+        writer.replay_pending().await;
+        assert_eq!(read(&other, "k", 2).await, 2);
+        assert_eq!(writer.stats().replayed, 1);
+    }
+}
