@@ -163,6 +163,26 @@ async fn writes_reach_the_database_coalesced_and_the_log_empties() {
     assert_eq!(cache.stats().backlog, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_the_cache_keeps_the_changes_not_yet_flushed() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let log = log(&cache, "products");
+    log.set(&1, 10).await.unwrap();
+    log.add(&2, 1).await.unwrap();
+    cache.clear().await.unwrap();
+    assert_eq!(log.backlog().await.unwrap(), 2, "the log is not a cache entry");
+    let db = SharedDb::default();
+    let flusher = quick(&log, applying(&db));
+    until("both changes are flushed", Duration::from_secs(10), || {
+        log.stats().flushed == 2
+    })
+    .await;
+    flusher.stop().await;
+    let db = db.lock().unwrap();
+    assert_eq!((db.values[&1].0, db.counters[&2]), (10, 1));
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Product {
     price: u32,

@@ -671,7 +671,9 @@ impl Cache {
     /// Invalidates every entry of this cache's namespace: each becomes a
     /// miss, and no load that started before this call can store its value
     /// after it. Other namespaces on the same Redis are left alone (but a
-    /// namespace `a` also clears those named `a:...`).
+    /// namespace `a` also clears those named `a:...`), and so are the
+    /// namespace's write-behind logs, whose changes are not yet in the
+    /// database.
     ///
     /// On Redis this deletes the namespace's names with `SCAN` and `UNLINK`,
     /// 1,000 at a time: it never blocks the server, and takes one round trip

@@ -701,6 +701,9 @@ impl<C: Link> Backend for RedisBackend<C> {
             // that started before cannot store after (its guard is gone).
             // A cluster is scanned master by master: a cursor is a node's.
             let lock_prefix = format!("{namespace}#lock:");
+            // Write-behind's logs hold changes not yet in the database:
+            // never cache entries.
+            let log_prefix = format!("{namespace}#wb:");
             let mut conn = self.conn.clone();
             let nodes = bounded(self.op_timeout, conn.scanned_nodes()).await?;
             for node in &nodes {
@@ -718,7 +721,10 @@ impl<C: Link> Backend for RedisBackend<C> {
                             bounded(self.op_timeout, conn.query_on(&scan, node.as_ref())).await?;
                         // Locks stay with their holders, whose stores the
                         // guards' deletion already refuses.
-                        names.retain(|name| !name.starts_with(lock_prefix.as_bytes()));
+                        names.retain(|name| {
+                            !name.starts_with(lock_prefix.as_bytes())
+                                && !name.starts_with(log_prefix.as_bytes())
+                        });
                         if !names.is_empty() {
                             self.query::<()>(redis::cmd("UNLINK").arg(&names)).await?;
                         }
