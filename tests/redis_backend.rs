@@ -536,3 +536,74 @@ async fn a_connection_the_program_shares_is_used_as_given() {
         .unwrap();
     assert!(stored.is_some());
 }
+
+/// Every key aside writes has a TTL, tag tokens included (a tag per user or
+/// per order must not grow Redis forever), and once every entry has expired
+/// none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_aside_writes_expires() {
+    use aside::Stampede;
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .invalidation_window(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(300);
+    let tagged = |stampede| {
+        Policy::new()
+            .ttl(ttl)
+            .tag("user:1")
+            .tag("order:7")
+            .stampede(stampede)
+    };
+    let modes = [Stampede::default(), Stampede::None, Stampede::Swr { stale: ttl }];
+    let runs = AtomicU64::new(0);
+    for (i, mode) in modes.into_iter().enumerate() {
+        let key = format!("product:{i}");
+        let _: u32 = cache
+            .get_or_load(&key, &tagged(mode), || load(&runs, 1))
+            .await
+            .unwrap();
+    }
+    // Early keeps its entries for a refresh's lock TTL past their own:
+    // checked for a TTL, then invalidated.
+    let early = Policy::new().ttl(ttl).stampede(Stampede::Early { beta: 1.0 });
+    let _: u32 = cache
+        .get_or_load("early", &early, || load(&runs, 1))
+        .await
+        .unwrap();
+    let _: u32 = cache
+        .put("product:9", &tagged(Stampede::None), || load(&runs, 2))
+        .await
+        .unwrap();
+    cache.invalidate_tag("user:1").await.unwrap();
+    let _: u32 = cache
+        .get_or_load("product:0", &tagged(Stampede::default()), || load(&runs, 3))
+        .await
+        .unwrap();
+    cache.invalidate("product:1").await.unwrap();
+    cache.set("plain", &1, Some(ttl)).await.unwrap();
+
+    let mut raw = server.raw().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut raw).await.unwrap();
+    assert!(keys.iter().any(|k| k.contains("#tag:order")), "{keys:?}");
+    for key in &keys {
+        let pttl: i64 = raw.pttl(key).await.unwrap();
+        assert!(pttl > 0, "{key} has no TTL ({pttl})");
+    }
+    cache.invalidate("early").await.unwrap();
+    // The tags live longest: the entries' TTL, jittered (at most 1.9 times),
+    // plus the invalidation window and swr's stale time: under 1.5 s.
+    bounded("every key expired", Duration::from_secs(10), async {
+        loop {
+            let left: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut raw).await.unwrap();
+            if left.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}

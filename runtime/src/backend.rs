@@ -265,14 +265,17 @@ impl std::fmt::Debug for LockWatch {
 ///   that an invalidation completed before the read started is visible to it.
 /// - [`tokens`](Self::tokens) returns the guard's and each tag's token, first
 ///   giving a fresh random token to any that has none (a guard lives for
-///   `window`, a tag token indefinitely).
+///   `window`), and keeps each tag's token at least `keep_tags` from now:
+///   as long as the entry the load may store, so that no token outlives
+///   its use and none expires under a live entry.
 /// - [`store`](Self::store) writes an entry expiring after `ttl`,
 ///   *atomically* only if the key's guard token is still the given one, and
 ///   releases the caller's lock, if it names one, in the same round trip.
 /// - [`invalidate`](Self::invalidate) deletes the entry and gives the guard a
 ///   fresh random token that lives for `window`, atomically.
-/// - [`invalidate_tags`](Self::invalidate_tags) gives each tag a fresh token:
-///   O(1) per tag, whatever the number of entries that carry it.
+/// - [`invalidate_tags`](Self::invalidate_tags) gives each tag a fresh token,
+///   or deletes it (the next load creates one): O(1) per tag, whatever the
+///   number of entries that carry it.
 /// - [`lock`](Self::lock) takes a key's stampede lock if nobody holds it (set
 ///   if absent, with a token and a TTL) and, in the same round trip, reads the
 ///   entry again and the tokens a load runs under, as [`tokens`](Self::tokens)
@@ -314,12 +317,12 @@ impl std::fmt::Debug for LockWatch {
 /// impl Backend for Down {
 ///     fn fetch<'a>(&'a self, _: &'a EntryKeys, _: Option<Duration>)
 ///         -> BoxFuture<'a, Result<Fetched, BackendError>> { down() }
-///     fn tokens<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<Tokens, BackendError>> { down() }
+///     fn tokens<'a>(&'a self, _: &'a EntryKeys, _: Duration, _: Duration) -> BoxFuture<'a, Result<Tokens, BackendError>> { down() }
 ///     fn store<'a>(&'a self, _: &'a EntryKeys, _: Bytes, _: Duration, _: u64, _: Option<u64>)
 ///         -> BoxFuture<'a, Result<bool, BackendError>> { down() }
 ///     fn invalidate<'a>(&'a self, _: &'a EntryKeys, _: Duration) -> BoxFuture<'a, Result<u64, BackendError>> { down() }
 ///     fn invalidate_tags<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> { down() }
-///     fn lock<'a>(&'a self, _: &'a EntryKeys, _: u64, _: Duration, _: Duration)
+///     fn lock<'a>(&'a self, _: &'a EntryKeys, _: u64, _: Duration, _: Duration, _: Duration)
 ///         -> BoxFuture<'a, Result<Option<Locked>, BackendError>> { down() }
 ///     fn unlock<'a>(&'a self, _: &'a str, _: u64) -> BoxFuture<'a, Result<(), BackendError>> { down() }
 /// }
@@ -361,11 +364,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Returns the guard's and the tags' tokens, creating the missing ones;
-    /// a created guard expires after `window`. One round trip.
+    /// a created guard expires after `window`, and each tag's token lives
+    /// at least `keep_tags` from now (longer if it already does). One
+    /// round trip.
     fn tokens<'a>(
         &'a self,
         keys: &'a EntryKeys,
         window: Duration,
+        keep_tags: Duration,
     ) -> BoxFuture<'a, Result<Tokens, BackendError>>;
 
     /// Writes `entry`, expiring after `ttl` (never zero), if the key's guard
@@ -408,19 +414,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         window: Duration,
     ) -> BoxFuture<'a, Result<u64, BackendError>>;
 
-    /// Gives each tag in `tags` a fresh token.
+    /// Gives each tag in `tags` a fresh token, or deletes its token (the
+    /// next load creates a fresh one).
     fn invalidate_tags<'a>(&'a self, tags: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
 
     /// Takes the key's lock ([`EntryKeys::lock`]) with `token` for `ttl`,
     /// unless it is held (then `None`). Once taken, reads the entry and the
     /// tokens, creating the missing ones as [`tokens`](Self::tokens) does
-    /// with `window`. One round trip.
+    /// with `window` and `keep_tags`. One round trip.
     fn lock<'a>(
         &'a self,
         keys: &'a EntryKeys,
         token: u64,
         ttl: Duration,
         window: Duration,
+        keep_tags: Duration,
     ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>>;
 
     /// Releases the lock at `key` if it is still held with `token`.

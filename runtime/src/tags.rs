@@ -2,11 +2,15 @@
 //!
 //! Two kinds of random tokens, stored next to the entries:
 //!
-//! - a **tag token** per tag (`{ns}#tag:{tag}`, no TTL). An entry records the
+//! - a **tag token** per tag (`{ns}#tag:{tag}`). An entry records the
 //!   tokens of its tags as they were *before* its loader ran; a read fetches
 //!   the entry and the current tokens in the same round trip, and any
-//!   difference is a miss. Invalidating a tag gives it a new token: O(1),
-//!   however many entries carry it, and nothing to walk or delete.
+//!   difference is a miss. Invalidating a tag deletes its token (in memory:
+//!   gives it a new one), and the next load makes a fresh one: O(1),
+//!   however many entries carry it, and nothing to walk. A token lives as
+//!   long as the longest-lived entry that recorded it: each load extends
+//!   it to its entry's lifetime, so tags per user or per order do not grow
+//!   Redis forever.
 //! - a **guard token** per recently loaded or invalidated key
 //!   (`{ns}#guard:{key}`, expiring after the invalidation window).
 //!   Invalidating a key deletes the entry and sets a new guard; a load reads

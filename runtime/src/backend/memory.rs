@@ -136,6 +136,8 @@ impl Backend for MemoryBackend {
         &'a self,
         keys: &'a EntryKeys,
         window: Duration,
+        // Tag tokens are bounded by count here, least recently used first.
+        _keep_tags: Duration,
     ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
         Box::pin(std::future::ready(Ok(self.tokens_now(keys, window))))
     }
@@ -221,6 +223,7 @@ impl Backend for MemoryBackend {
         token: u64,
         ttl: Duration,
         window: Duration,
+        _keep_tags: Duration,
     ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let free = !self.locks.get(keys.lock()).is_some_and(|held| held.live());

@@ -14,18 +14,34 @@ use crate::codec::CodecError;
 use crate::entry::Entry;
 use crate::flight::{Landed, Leader};
 use crate::l1::{Meta, Watch};
-use crate::stampede::{jittered, HeldLock, REFRESH_GRACE};
+use crate::stampede::{jittered, HeldLock, MAX_JITTER, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
 use crate::{BackendError, Codec, Policy, Stampede};
 
 impl Cache {
-    /// The tokens a load of `keys` runs under, read (and the missing ones
-    /// created) now; `None` if the backend failed.
-    pub(super) async fn tokens(&self, keys: &EntryKeys) -> Option<Stamp> {
+    /// The tokens a load of `keys` under `policy` runs under, read (and
+    /// the missing ones created) now; `None` if the backend failed.
+    pub(super) async fn tokens(&self, keys: &EntryKeys, policy: &Policy) -> Option<Stamp> {
         let window = self.inner.settings.invalidation_window;
-        let tokens = self.inner.call("tokens", |b| b.tokens(keys, window)).await;
+        let keep = self.tags_kept(policy);
+        let tokens = self.inner.call("tokens", |b| b.tokens(keys, window, keep)).await;
         self.inner.report(tokens)
+    }
+
+    /// How long the tag tokens a load under `policy` records must live: as
+    /// long as the backend may keep its entry (the TTL, jittered up at most
+    /// by [`MAX_JITTER`], and what is kept past it), plus the invalidation
+    /// window, which bounds how long the load may take to store. A sliding
+    /// entry, which hits keep alive, may outlive its tags' tokens: its next
+    /// read is then a miss, never a stale hit.
+    pub(super) fn tags_kept(&self, policy: &Policy) -> Duration {
+        let ttl = policy.effective_ttl(self.inner.settings.default_ttl, false);
+        let jittered = Duration::try_from_secs_f64(ttl.as_secs_f64() * (1.0 + MAX_JITTER));
+        jittered
+            .unwrap_or(Duration::MAX)
+            .saturating_add(kept_past(policy))
+            .saturating_add(self.inner.settings.invalidation_window)
     }
 
     /// A load failed: its waiters take turns, and its lock is released in

@@ -349,7 +349,7 @@ impl Cache {
     /// a refresh error, with nothing to fall back on.
     async fn plan_forced(&self, call: Call<'_>) -> Plan {
         let started = Instant::now();
-        let stamp = self.tokens(call.keys).await;
+        let stamp = self.tokens(call.keys, call.policy).await;
         Plan::Load {
             under: Under::stamped(stamp),
             started,
@@ -428,7 +428,7 @@ impl Cache {
                 return self.miss(policy, &mut uncounted, standby, Under::default(), started);
             }
             if mode == Stampede::None {
-                let under = Under::stamped(self.tokens(keys).await);
+                let under = Under::stamped(self.tokens(keys, policy).await);
                 return self.miss(policy, &mut uncounted, standby, under, started);
             }
             match self.inner.flights.join(&keys.entry) {
@@ -442,7 +442,7 @@ impl Cache {
                         _ => None,
                     };
                     let Some(lock) = lock else {
-                        let under = Under::stamped(self.tokens(keys).await).leading(leader);
+                        let under = Under::stamped(self.tokens(keys, policy).await).leading(leader);
                         return self.miss(policy, &mut uncounted, standby, under, started);
                     };
                     // Its tokens come with the lock.
@@ -462,7 +462,7 @@ impl Cache {
                     // The tokens this caller would load under (the leader's
                     // load takes longer than reading them). Without them the
                     // backend is failing: call through rather than wait.
-                    let Some(stamp) = self.tokens(keys).await else {
+                    let Some(stamp) = self.tokens(keys, policy).await else {
                         return self.miss(policy, &mut uncounted, standby, Under::default(), started);
                     };
                     // With a soft timeout and a value standing by, not

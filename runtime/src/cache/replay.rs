@@ -354,8 +354,9 @@ mod tests {
             &'a self,
             keys: &'a EntryKeys,
             window: Duration,
+            keep: Duration,
         ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
-            self.or_fail(false, |s| s.tokens(keys, window))
+            self.or_fail(false, |s| s.tokens(keys, window, keep))
         }
         fn store<'a>(
             &'a self,
@@ -383,8 +384,9 @@ mod tests {
             token: u64,
             ttl: Duration,
             window: Duration,
+            keep: Duration,
         ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
-            self.or_fail(false, |s| s.lock(keys, token, ttl, window))
+            self.or_fail(false, |s| s.lock(keys, token, ttl, window, keep))
         }
         fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>> {
             self.or_fail(false, |s| s.unlock(key, token))

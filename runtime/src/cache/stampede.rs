@@ -52,7 +52,7 @@ impl Cache {
         // In a batch, a wait for another's lock lets the batch go on.
         let mut _parked = None;
         loop {
-            match self.lock(keys, lock_ttl).await {
+            match self.lock(keys, lock_ttl, policy).await {
                 Lock::Taken(held, Locked { entry, tokens }) => {
                     // Another process may have stored the value between our
                     // read and our lock.
@@ -97,7 +97,7 @@ impl Cache {
                 Lock::Failed => break,
             }
         }
-        let under = Under::stamped(self.tokens(keys).await).leading(leader);
+        let under = Under::stamped(self.tokens(keys, policy).await).leading(leader);
         Plan::load(under, started)
     }
 
@@ -133,7 +133,7 @@ impl Cache {
                 standby: due.fallback.then(|| Standby::new(due.meta)),
             };
         }
-        let under = match self.lock(keys, call.policy.refresh_lock()).await {
+        let under = match self.lock(keys, call.policy.refresh_lock(), call.policy).await {
             Lock::Taken(held, Locked { entry, tokens }) => {
                 // Another caller may have finished a refresh between our read
                 // and our lock. The decision to refresh was taken once, by the
@@ -179,7 +179,7 @@ impl Cache {
             return true;
         };
         let Lock::Taken(held, Locked { entry, tokens }) =
-            self.lock(&pending.keys, policy.refresh_lock()).await
+            self.lock(&pending.keys, policy.refresh_lock(), policy).await
         else {
             return false;
         };
@@ -222,14 +222,15 @@ impl Cache {
     /// Tries to take the stampede lock of `keys`. The guard is armed before
     /// asking, so that an attempt cancelled or timed out after the backend
     /// took the lock is still undone.
-    pub(super) async fn lock(&self, keys: &EntryKeys, ttl: Duration) -> Lock {
+    pub(super) async fn lock(&self, keys: &EntryKeys, ttl: Duration, policy: &Policy) -> Lock {
         self.released(keys.lock()).await;
         let token = fresh_token();
         let held = HeldLock::new(self.clone(), keys.lock().to_owned(), token);
         let window = self.inner.settings.invalidation_window;
+        let keep = self.tags_kept(policy);
         let locked = self
             .inner
-            .call("lock", |b| b.lock(keys, token, ttl, window))
+            .call("lock", |b| b.lock(keys, token, ttl, window, keep))
             .await;
         match self.inner.report(locked) {
             Some(Some(locked)) => Lock::Taken(held, locked),

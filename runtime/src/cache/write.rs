@@ -37,7 +37,7 @@ impl Cache {
         let span = self.call_span(CallKind::Put, key, policy);
         let keys = self.inner.keys(key, policy.tags());
         // The tag tokens are read before the new value is computed, as for a load.
-        let tokens = self.tokens(&keys).instrument(span.clone()).await;
+        let tokens = self.tokens(&keys, policy).instrument(span.clone()).await;
         let started = Instant::now();
         // The error need not be `Send`: returned before any `.await`.
         let value = load().instrument(span.clone()).await?;

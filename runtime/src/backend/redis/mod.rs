@@ -8,11 +8,11 @@
 //! | operation | commands |
 //! |---|---|
 //! | fetch | `GET entry`, or `MGET entry tag...` (pipelined with `PEXPIRE entry` for sliding expiry) |
-//! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones |
+//! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones, extend the tags' TTLs to the entry's |
 //! | lock | a script: `SET lock token NX PX ttl`; if taken, `GET` the entry and the tokens as above |
 //! | store | a script: compare the guard, then `SET entry ... PX`; release the caller's lock, if any |
 //! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
-//! | invalidate tags | `MSET tag token ...` |
+//! | invalidate tags | `DEL tag ...` (the next load makes a fresh token) |
 //! | unlock | a script: `DEL lock` if it still holds the token |
 //! | renew | a script: rewrite the entry's times if they are still those read (fail-safe's throttle); release the caller's lock, if any |
 //!
@@ -21,7 +21,7 @@
 //! transaction touches two slots there: a read or a token script that
 //! involves tags is split into the part on the entry's slot and one part
 //! per tag, sent together, so that it still costs one round trip of
-//! latency (`MGET` and `MSET` the `redis` crate splits by slot itself).
+//! latency (`MGET` and `DEL` the `redis` crate splits by slot itself).
 //! Why reading those parts at slightly different times can only cost
 //! misses, never serve a stale value, is in [`crate::tags`].
 
@@ -432,13 +432,14 @@ impl<C: Link> RedisBackend<C> {
         Ok(values)
     }
 
-    /// Each tag's token, created where missing: one script per tag, sent
-    /// together (on a cluster, tags live in slots of their own).
-    async fn tag_tokens(&self, tags: &[String]) -> Result<Vec<u64>, BackendError> {
+    /// Each tag's token, created where missing and kept at least `keep`:
+    /// one script per tag, sent together (on a cluster, tags live in slots
+    /// of their own).
+    async fn tag_tokens(&self, tags: &[String], keep: Duration) -> Result<Vec<u64>, BackendError> {
         let each = tags.iter().map(|tag| {
             self.part(tag, async move {
                 let mut invocation = TAG_TOKEN.prepare_invoke();
-                invocation.key(tag).arg(fresh_token().to_string());
+                invocation.key(tag).arg(fresh_token().to_string()).arg(px(keep));
                 let token: Option<Vec<u8>> = self.run_script(invocation).await?;
                 Ok(parse_token(token.as_deref()).unwrap_or(0))
             })
@@ -527,6 +528,7 @@ impl<C: Link> Backend for RedisBackend<C> {
         &'a self,
         keys: &'a EntryKeys,
         window: Duration,
+        keep_tags: Duration,
     ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
         Box::pin(async move {
             let apart = C::CLUSTER && !keys.tags.is_empty();
@@ -539,13 +541,14 @@ impl<C: Link> Backend for RedisBackend<C> {
                         invocation.key(tag).arg(fresh_token().to_string());
                     }
                 }
+                invocation.arg(px(keep_tags));
                 let tokens: Vec<Option<Vec<u8>>> = self.run_script(invocation).await?;
                 Ok(tokens_from(tokens.iter().map(|t| parse_token(t.as_deref()))))
             });
             if !apart {
                 return guard.await;
             }
-            let (mut tokens, tags) = tokio::try_join!(guard, self.tag_tokens(&keys.tags))?;
+            let (mut tokens, tags) = tokio::try_join!(guard, self.tag_tokens(&keys.tags, keep_tags))?;
             tokens.tags = tags;
             Ok(tokens)
         })
@@ -617,12 +620,13 @@ impl<C: Link> Backend for RedisBackend<C> {
             if tags.is_empty() {
                 return Ok(());
             }
-            // One MSET per node (the redis crate splits each by slot), done
-            // once every node has acknowledged its part.
+            // One DEL per node (the redis crate splits each by slot), done
+            // once every node has acknowledged its part. A deleted token
+            // leaves nothing behind, and the next load makes a fresh one.
             let parts = self.by_node(tags).into_iter().map(|group| {
-                let mut cmd = redis::cmd("MSET");
+                let mut cmd = redis::cmd("DEL");
                 for &i in &group {
-                    cmd.arg(&tags[i]).arg(fresh_token().to_string());
+                    cmd.arg(&tags[i]);
                 }
                 self.part(&tags[group[0]], async move { self.query::<()>(&cmd).await })
             });
@@ -637,6 +641,7 @@ impl<C: Link> Backend for RedisBackend<C> {
         token: u64,
         ttl: Duration,
         window: Duration,
+        keep_tags: Duration,
     ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
         Box::pin(async move {
             let apart = C::CLUSTER && !keys.tags.is_empty();
@@ -650,6 +655,7 @@ impl<C: Link> Backend for RedisBackend<C> {
                         invocation.key(tag).arg(fresh_token().to_string());
                     }
                 }
+                invocation.arg(px(keep_tags));
                 let Some(reply): Option<Vec<Option<Vec<u8>>>> = self.run_script(invocation).await? else {
                     return Ok(None);
                 };
@@ -665,7 +671,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             }
             // The tags' tokens are read whether or not the lock is taken:
             // the two go together, and a token read for nothing is harmless.
-            let (locked, tags) = tokio::try_join!(locked, self.tag_tokens(&keys.tags))?;
+            let (locked, tags) = tokio::try_join!(locked, self.tag_tokens(&keys.tags, keep_tags))?;
             Ok(locked.map(|mut locked| {
                 locked.tokens.tags = tags;
                 locked

@@ -33,9 +33,12 @@ pub(super) static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
 /// Reads the tokens at KEYS[first..] into `out` from `out_at` on, giving each
 /// missing one (or one that is not a number, which no reader could match
 /// anyway) the fresh token at ARGV[i + 1]; the first, the guard, lives for
-/// ARGV[window] ms, the tags' indefinitely. Shared by TOKENS and LOCK.
+/// ARGV[window] ms, the tags' at least the last ARGV's ms from now (a
+/// token that lives less is extended, one without a TTL given one).
+/// Shared by TOKENS and LOCK.
 const READ_TOKENS: &str = r"
     local function read_tokens(first, window, out, out_at)
+        local keep = ARGV[#ARGV]
         for i = first, #KEYS do
             local token = redis.call('GET', KEYS[i])
             if not token or not tonumber(token) then
@@ -43,8 +46,10 @@ const READ_TOKENS: &str = r"
                 if i == first then
                     redis.call('SET', KEYS[i], token, 'PX', ARGV[window])
                 else
-                    redis.call('SET', KEYS[i], token)
+                    redis.call('SET', KEYS[i], token, 'PX', keep)
                 end
+            elseif i > first and redis.call('PTTL', KEYS[i]) < tonumber(keep) then
+                redis.call('PEXPIRE', KEYS[i], keep)
             end
             out[out_at + i - first] = token
         end
@@ -52,27 +57,31 @@ const READ_TOKENS: &str = r"
     end";
 
 /// KEYS: the guard, then the tag tokens. ARGV: the guard's lifetime in ms,
-/// then a fresh token for each key.
+/// a fresh token for each key, then how long tag tokens live at least, in ms.
 pub(super) static TOKENS: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{READ_TOKENS}\n return read_tokens(1, 1, {{}}, 1)")));
 
-/// KEYS: a tag's token. ARGV: a fresh token. Returns the token, giving the
-/// tag the fresh one if it has none (or one that is not a number).
+/// KEYS: a tag's token. ARGV: a fresh token, and how long the token lives
+/// at least, in ms. Returns the token, giving the tag the fresh one if it
+/// has none (or one that is not a number), and extends its life as
+/// READ_TOKENS does.
 pub(super) static TAG_TOKEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local token = redis.call('GET', KEYS[1])
         if not token or not tonumber(token) then
             token = ARGV[1]
-            redis.call('SET', KEYS[1], token)
+            redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+        elseif redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+            redis.call('PEXPIRE', KEYS[1], ARGV[2])
         end
         return token",
     )
 });
 
 /// KEYS: the lock, the entry, the guard, then the tag tokens. ARGV: the
-/// lock's token, its TTL in ms, the guard's lifetime in ms, then a fresh
-/// token for the guard and each tag. Returns nil if the lock is held, else
+/// lock's token, its TTL in ms, the guard's lifetime in ms, a fresh token
+/// for the guard and each tag, then how long tag tokens live at least, in ms. Returns nil if the lock is held, else
 /// the entry (nil if absent), the guard and the tag tokens.
 pub(super) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
