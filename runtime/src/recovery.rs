@@ -186,6 +186,17 @@ impl Recovery {
     /// `item` was replayed: it is removed, unless it was queued again since
     /// the replay began. Returns whether the queue is now empty.
     pub(crate) fn landed(&self, item: &Item) -> bool {
+        self.remove(item, true)
+    }
+
+    /// Gives up `item` for good (the backend refuses it whatever happens).
+    pub(crate) fn dropped(&self, item: &Item) {
+        self.remove(item, false);
+    }
+
+    /// Removes `item` unless it was queued again since it was read;
+    /// counts it as `replayed`. Returns whether the queue is now empty.
+    fn remove(&self, item: &Item, replayed: bool) -> bool {
         let mut queue = self.queue_lock();
         if queue
             .items
@@ -193,7 +204,9 @@ impl Recovery {
             .is_some_and(|(seq, _)| *seq == item.seq)
         {
             queue.items.remove(&item.name);
-            self.replayed.fetch_add(1, SeqCst);
+            if replayed {
+                self.replayed.fetch_add(1, SeqCst);
+            }
         }
         self.pending.store(queue.items.len(), SeqCst);
         let empty = queue.items.is_empty();
@@ -202,24 +215,6 @@ impl Recovery {
             self.drained.notify_waiters();
         }
         empty
-    }
-
-    /// Gives up `item` for good (the backend refuses it whatever happens).
-    pub(crate) fn dropped(&self, item: &Item) {
-        let mut queue = self.queue_lock();
-        if queue
-            .items
-            .get(&item.name)
-            .is_some_and(|(seq, _)| *seq == item.seq)
-        {
-            queue.items.remove(&item.name);
-        }
-        self.pending.store(queue.items.len(), SeqCst);
-        let empty = queue.items.is_empty();
-        drop(queue);
-        if empty {
-            self.drained.notify_waiters();
-        }
     }
 }
 

@@ -71,6 +71,10 @@ use crate::{BackendError, BreakerState, CacheBuilder, Cacheable, Codec, Error, P
 ///   or [`invalidate_tag`](Self::invalidate_tag) has returned, no later read
 ///   returns a value whose loader started before it, in this process or any
 ///   other sharing the backend.
+/// - **Outages lose no invalidation.** An invalidation that meets a failing
+///   backend is kept and replayed as soon as it answers again; meanwhile
+///   this process reads nothing it covers from the backend (see
+///   [`replay_pending`](Self::replay_pending)).
 /// - **Fail-open.** If the backend errors or exceeds the operation timeout,
 ///   the call still returns the loader's result; the failure is logged
 ///   through `tracing` and counted in [`Stats::errors`].
@@ -580,7 +584,9 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The value does not serialize, or the backend failed.
+    /// The value does not serialize, or the backend failed: the value was
+    /// not stored (the key's old entry is still invalidated, by a replay
+    /// once the backend answers, as [`invalidate`](Self::invalidate) does).
     ///
     /// # Examples
     ///
@@ -614,7 +620,12 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The backend failed: the entry may still be there.
+    /// A failure that may pass (a timeout, a lost connection, an open
+    /// breaker) is not an error: the invalidation is kept and replayed when
+    /// the backend answers again (see [`replay_pending`](Self::replay_pending)).
+    /// An error means the backend refused it for good, or replay is off
+    /// ([`CacheBuilder::max_pending`]`(0)`):
+    /// the entry may still be there.
     ///
     /// # Examples
     ///
@@ -644,7 +655,12 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The backend failed: the entries may still be valid.
+    /// A failure that may pass (a timeout, a lost connection, an open
+    /// breaker) is not an error: the invalidation is kept and replayed when
+    /// the backend answers again (see [`replay_pending`](Self::replay_pending)).
+    /// An error means the backend refused it for good, or replay is off
+    /// ([`CacheBuilder::max_pending`]`(0)`):
+    /// the entries may still be valid.
     ///
     /// # Examples
     ///
@@ -681,7 +697,12 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The backend failed: some entries may remain.
+    /// A failure that may pass (a timeout, a lost connection, an open
+    /// breaker) is not an error: the invalidation is kept and replayed when
+    /// the backend answers again (see [`replay_pending`](Self::replay_pending)).
+    /// An error means the backend refused it for good, or replay is off
+    /// ([`CacheBuilder::max_pending`]`(0)`):
+    /// some entries may remain.
     ///
     /// # Examples
     ///
@@ -713,7 +734,12 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// The backend failed: the entries may still be valid.
+    /// A failure that may pass (a timeout, a lost connection, an open
+    /// breaker) is not an error: the invalidation is kept and replayed when
+    /// the backend answers again (see [`replay_pending`](Self::replay_pending)).
+    /// An error means the backend refused it for good, or replay is off
+    /// ([`CacheBuilder::max_pending`]`(0)`):
+    /// the entries may still be valid.
     ///
     /// # Examples
     ///
