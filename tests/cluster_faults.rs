@@ -272,3 +272,202 @@ async fn a_batch_loads_only_the_ids_of_a_dead_master() {
         "only the dead master's ids were loaded"
     );
 }
+
+/// The cluster's "database" for the failover test: each item's version, and
+/// when the read that ran each load of it began.
+struct Items {
+    versions: Vec<std::sync::atomic::AtomicU64>,
+    loads: std::sync::Mutex<Vec<(Instant, usize)>>,
+}
+
+tokio::task_local! {
+    /// When the reader's current read began.
+    static READ_BEGAN: Instant;
+}
+
+#[aside::cached(cache = cache, key = "item:<id>", ttl = "1h", tags = ["item:<id>"])]
+async fn item(cache: &Cache, items: &Items, id: usize) -> u64 {
+    let began = READ_BEGAN
+        .try_with(|began| *began)
+        .unwrap_or_else(|_| Instant::now());
+    items.loads.lock().unwrap().push((began, id));
+    items.versions[id].load(SeqCst)
+}
+
+#[aside::invalidate(cache = cache, tags = ["item:<id>"])]
+async fn update(cache: &Cache, items: &Items, id: usize) -> Result<(), std::convert::Infallible> {
+    items.versions[id].fetch_add(1, SeqCst);
+    Ok(())
+}
+
+/// When, after `since`, the surviving nodes (all but `dead`) first reported
+/// `cluster_state:fail`, and then all `cluster_state:ok` again.
+fn cluster_down_and_up(cluster: &RedisCluster, dead: u16, since: Instant) -> (Duration, Duration) {
+    let live: Vec<u16> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.port)
+        .filter(|&p| p != dead)
+        .collect();
+    let state = |port: u16| RedisCluster::info(port).is_some_and(|info| info.contains("cluster_state:ok"));
+    let mut down = None;
+    loop {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "no failover within 30 s"
+        );
+        let ok = live.iter().filter(|&&port| state(port)).count();
+        match down {
+            None if ok < live.len() => down = Some(since.elapsed()),
+            Some(down) if ok == live.len() => return (down, since.elapsed()),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Issue 27 on a cluster: a master dies under 16 readers on three caches
+/// while ten writes go through one of them. From the moment every surviving
+/// node reports `cluster_state:ok` again: no read that begins later (100 ms
+/// allowed) of a key that neither moved nor was written runs its loader,
+/// none of the dead master's keys does 1 s later, and no read returns a written item's old value later
+/// than 1 s after (none in the writer's cache after its write returned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_loses_no_invalidation_and_costs_the_others_no_load() {
+    failover_under_writes(false).await;
+}
+
+/// The same, each cache with an in-process tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_loses_no_invalidation_with_in_process_tiers() {
+    failover_under_writes(true).await;
+}
+
+async fn failover_under_writes(tier: bool) {
+    let _alone = ALONE.lock().await;
+    let cluster = RedisCluster::start();
+    const ITEMS: usize = 48;
+    let items = std::sync::Arc::new(Items {
+        versions: (0..ITEMS).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+        loads: std::sync::Mutex::new(Vec::new()),
+    });
+    let mut caches = Vec::new();
+    for _ in 0..3 {
+        let builder = Cache::builder().redis_cluster(cluster.urls());
+        let builder = if tier { builder.l1(L1::default()) } else { builder };
+        caches.push(builder.build().await.unwrap());
+    }
+    for cache in &caches {
+        for id in 0..ITEMS {
+            item(cache, &items, id).await;
+        }
+    }
+    let victim = cluster.master_of(&entry(0));
+    let on_victim = |id: usize| cluster.master_of(&format!("aside:{{item:{id}}}")) == victim;
+    let moved: Vec<usize> = (0..ITEMS).filter(|&id| on_victim(id)).collect();
+    let stayed: Vec<usize> = (0..ITEMS).filter(|&id| !on_victim(id)).collect();
+    // Five written items on the dying master, five elsewhere.
+    let written: Vec<usize> = moved
+        .iter()
+        .take(5)
+        .chain(stayed.iter().take(5))
+        .copied()
+        .collect();
+    assert_eq!(written.len(), 10, "items spread over the masters");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..16)
+        .map(|reader| {
+            let (cache, items, stop) = (caches[reader % 3].clone(), items.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut reads = Vec::new();
+                while !stop.load(SeqCst) {
+                    for id in 0..ITEMS {
+                        let started = Instant::now();
+                        let read = READ_BEGAN.scope(started, item(&cache, &items, id)).await;
+                        reads.push((reader % 3, id, started, read));
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                reads
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    cluster.node(victim).signal("KILL");
+    let killed = Instant::now();
+    let watching = {
+        let cluster = std::sync::Arc::new(cluster);
+        let watched = cluster.clone();
+        (
+            tokio::task::spawn_blocking(move || cluster_down_and_up(&watched, victim, killed)),
+            cluster,
+        )
+    };
+    // The writes, 150 ms apart from the kill on: through the failure
+    // detection, the cluster's refusal and the promotion.
+    let mut written_at = Vec::new();
+    for &id in &written {
+        update(&caches[0], &items, id).await.unwrap();
+        written_at.push((id, Instant::now()));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (watch, cluster) = watching;
+    let (down, up) = watch.await.expect("the watch ran");
+    let ok = killed + up;
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(ok.elapsed())).await;
+    stop.store(true, SeqCst);
+    let mut reads = Vec::new();
+    for reader in readers {
+        reads.extend(reader.await.unwrap());
+    }
+
+    let written_when = |id: usize| written_at.iter().find(|(w, _)| *w == id).map(|(_, at)| *at);
+    let loads = items.loads.lock().unwrap().clone();
+    let untouched_late = loads
+        .iter()
+        .filter(|(at, id)| {
+            stayed.contains(id) && !written.contains(id) && *at > ok + Duration::from_millis(100)
+        })
+        .count();
+    let last_moved_load = loads
+        .iter()
+        .filter(|(_, id)| moved.contains(id) && !written.contains(id))
+        .map(|(at, _)| at.saturating_duration_since(ok))
+        .max();
+    let (mut old, mut old_late, mut old_in_writer, mut last_old) = (0, 0, 0, None);
+    for &(cache, id, started, version) in &reads {
+        let Some(at) = written_when(id) else { continue };
+        if started < at || version > 0 {
+            continue;
+        }
+        old += 1;
+        let after = started.saturating_duration_since(ok);
+        last_old = last_old.max(Some(after));
+        old_late += u64::from(after > Duration::from_secs(1));
+        old_in_writer += u64::from(cache == 0);
+    }
+    let stats = caches[0].stats();
+    eprintln!(
+        "master killed (tier {tier}): the cluster refused from {down:?} and was ok again {up:?} after the kill; from then, \
+         {untouched_late} reads of keys that neither moved nor were written ran a load (after 100 ms), the dead \
+         master's keys' last loading read began {last_moved_load:?} after; {old} old reads of written items of {} reads, the last \
+         {last_old:?} after, {old_late} later than 1 s, {old_in_writer} in the writer's cache; writer: {} \
+         replayed, {} pending",
+        reads.len(),
+        stats.replayed,
+        stats.pending,
+    );
+    assert_eq!(
+        untouched_late, 0,
+        "keys on the surviving masters loaded after the recovery"
+    );
+    assert!(
+        last_moved_load.is_none_or(|last| last <= Duration::from_secs(1)),
+        "the dead master's keys were loaded {last_moved_load:?} after the recovery"
+    );
+    assert_eq!(old_late, 0, "old values read later than 1 s after the recovery");
+    assert_eq!(old_in_writer, 0, "the writer's own cache read an old value");
+    assert_ne!(cluster.master_of(&entry(0)), victim, "the replica took over");
+}
