@@ -20,8 +20,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(25);
 /// The longest pause between two attempts: what a recovery may wait, at
 /// most, before the replay starts.
 const RETRY_MAX: Duration = Duration::from_millis(200);
-/// How many items one replay round trip carries (tags), or how many go at
-/// once (keys).
+/// How many items are replayed at once.
 const REPLAY_BATCH: usize = 64;
 
 impl Cache {
@@ -136,25 +135,23 @@ impl Inner {
     }
 
     /// Replays `items`, oldest first: the first alone (while the backend is
-    /// down, an attempt costs one operation), then the rest, tags in
-    /// batches and keys a batch at a time. Stops at the first failure that
-    /// may pass; drops, and logs, an item the backend refuses for good.
+    /// down, an attempt costs one operation), then the rest, a batch at a
+    /// time. Stops at the first failure that may pass, but for a cluster
+    /// node's open breaker, which says nothing of the other nodes: their
+    /// items go on. Drops, and logs, an item the backend refuses for good.
     async fn replay(&self, items: Vec<Item>) -> Result<(), BackendError> {
-        let mut items = items.into_iter();
-        let Some(first) = items.next() else {
-            return Ok(());
-        };
-        self.replay_each(std::slice::from_ref(&first)).await?;
-        let (tags, others): (Vec<Item>, Vec<Item>) = items.partition(|item| matches!(item.op, Op::Tag));
-        for batch in tags.chunks(REPLAY_BATCH) {
-            let names: Vec<String> = batch.iter().map(|item| item.name.clone()).collect();
-            let replayed = self.backend.invalidate_tags(&names).await;
-            self.settle(batch, replayed)?;
+        let mut failed = None;
+        let (first, rest) = items.split_first().map_or((&[][..], &[][..]), |(first, rest)| {
+            (std::slice::from_ref(first), rest)
+        });
+        for batch in std::iter::once(first).chain(rest.chunks(REPLAY_BATCH)) {
+            match self.replay_each(batch).await {
+                Ok(()) => {}
+                Err(BackendError::CircuitOpen) => failed = Some(BackendError::CircuitOpen),
+                Err(error) => return Err(error),
+            }
         }
-        for batch in others.chunks(REPLAY_BATCH) {
-            self.replay_each(batch).await?;
-        }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Replays each of `items` on its own, all at once.

@@ -166,6 +166,10 @@ const SLOTS: usize = 16_384;
 /// How often the slot map is read again, to follow failovers and moved
 /// slots.
 const REFRESH: Duration = Duration::from_secs(1);
+/// How often while a node's breaker is not closed: a failover is under way,
+/// and until the map names the promoted replica, the dead master's slots
+/// answer to its open breaker.
+const REFRESH_IN_FAILURE: Duration = Duration::from_millis(100);
 /// How long a node's breaker may stay open before the cluster connection
 /// is made anew.
 const STUCK: Duration = Duration::from_secs(8);
@@ -173,7 +177,8 @@ const STUCK: Duration = Duration::from_secs(8);
 /// Which node serves each slot, and a circuit breaker per node: a node that
 /// hangs or dies is skipped on its own, while the others keep serving.
 ///
-/// Read from `CLUSTER SLOTS` at start-up and every [`REFRESH`]; a node's
+/// Read from `CLUSTER SLOTS` at start-up and every [`REFRESH`] (every
+/// [`REFRESH_IN_FAILURE`] while a breaker is not closed); a node's
 /// breaker outlives the refresh as long as the node serves slots. The
 /// `redis` crate keeps its own map for routing; this one only tells whose
 /// breaker a command answers to, so a stale entry costs a breaker's
@@ -347,12 +352,17 @@ impl Nodes {
         tokio::spawn(async move {
             let mut open_since = Vec::new();
             let mut replaced = Instant::now();
+            let mut pause = REFRESH;
             loop {
-                tokio::time::sleep(REFRESH).await;
+                tokio::time::sleep(pause).await;
                 let Some(nodes) = nodes.upgrade() else { return };
                 if let Some(slots) = nodes.read_slots(&mut conn.get(), limit).await {
                     nodes.update(&slots);
                 }
+                pause = match nodes.worst() {
+                    BreakerState::Closed => REFRESH,
+                    _ => REFRESH_IN_FAILURE,
+                };
                 let now = Instant::now();
                 if nodes.stuck(&mut open_since, now) && now.duration_since(replaced) >= STUCK {
                     replaced = now;
