@@ -416,12 +416,21 @@ async fn failover_under_writes(tier: bool) {
     let (watch, cluster) = watching;
     let (down, up) = watch.await.expect("the watch ran");
     let ok = killed + up;
+    // When the writer's replay had landed.
+    let replayed = {
+        let writer = caches[0].clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), writer.replay_pending()).await;
+            Instant::now()
+        })
+    };
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(ok.elapsed())).await;
     stop.store(true, SeqCst);
     let mut reads = Vec::new();
     for reader in readers {
         reads.extend(reader.await.unwrap());
     }
+    let replayed = replayed.await.unwrap().saturating_duration_since(ok);
 
     let written_when = |id: usize| written_at.iter().find(|(w, _)| *w == id).map(|(_, at)| *at);
     let loads = items.loads.lock().unwrap().clone();
@@ -454,7 +463,7 @@ async fn failover_under_writes(tier: bool) {
          {untouched_late} reads of keys that neither moved nor were written ran a load (after 100 ms), the dead \
          master's keys' last loading read began {last_moved_load:?} after; {old} old reads of written items of {} reads, the last \
          {last_old:?} after, {old_late} later than 1 s, {old_in_writer} in the writer's cache; writer: {} \
-         replayed, {} pending",
+         replayed, {} pending, the last {replayed:?} after",
         reads.len(),
         stats.replayed,
         stats.pending,

@@ -275,3 +275,20 @@ async fn a_write_behind_logs_backlog_and_flushes_are_measured() {
     assert_eq!(of("aside_write_behind_flushed_total"), 5);
     assert_eq!(of("aside_write_behind_lag_seconds_count"), 1);
 }
+
+/// Invalidations kept while Redis is down, then replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_kept_during_an_outage_and_replayed_are_measured() {
+    let prometheus = prometheus();
+    let mut redis = RedisServer::start();
+    let cache = redis.cache().await;
+    redis.kill();
+    cache.invalidate("product:1").await.unwrap();
+    cache.invalidate_tag("category:7").await.unwrap();
+    let of = |metric: &str| sample(&samples(&prometheus.render(), metric), "{}");
+    assert_eq!(of("aside_recovery_pending"), 2);
+    redis.restart();
+    support::bounded("the replay", Duration::from_secs(10), cache.replay_pending()).await;
+    assert_eq!(of("aside_recovery_pending"), 0);
+    assert!(of("aside_recovery_replayed_total") >= 2);
+}

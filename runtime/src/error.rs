@@ -100,6 +100,13 @@ impl BackendError {
         }
     }
 
+    /// Whether the failure counts against a breaker: the backend (or the
+    /// node) failed or did not answer. Not: an operation it does not
+    /// support, one a breaker skipped, or a cluster's state.
+    pub(crate) fn is_fault(&self) -> bool {
+        !matches!(self, BackendError::Unsupported(_) | BackendError::CircuitOpen) && !self.is_cluster_state()
+    }
+
     /// Whether a Redis Cluster refused the operation as a whole for a
     /// moment (`CLUSTERDOWN`, `TRYAGAIN`: a slot without a master, a slot
     /// being moved): a state of the cluster, not a failure of the node that
@@ -110,5 +117,54 @@ impl BackendError {
             BackendError::Redis(e) => matches!(e.code(), Some("CLUSTERDOWN" | "TRYAGAIN")),
             _ => false,
         }
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use super::BackendError;
+    use std::time::Duration;
+
+    /// The error Redis answers with `reply` (`CODE detail`).
+    fn answered(reply: &str) -> BackendError {
+        let value = redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).expect("an error reply");
+        BackendError::Redis(value.extract_error().expect_err("an error"))
+    }
+
+    #[test]
+    fn a_cluster_between_masters_is_transient_and_no_fault_of_a_node() {
+        for reply in [
+            "CLUSTERDOWN The cluster is down",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+        ] {
+            let error = answered(reply);
+            assert!(
+                error.is_cluster_state() && error.is_transient() && !error.is_fault(),
+                "{reply}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_may_pass_is_kept_for_replay_and_what_cannot_is_not() {
+        for transient in [
+            BackendError::Timeout(Duration::from_millis(250)),
+            BackendError::CircuitOpen,
+            answered("LOADING Redis is loading the dataset in memory"),
+            answered("MASTERDOWN Link with MASTER is down"),
+            answered("OOM command not allowed when used memory > 'maxmemory'."),
+            answered("READONLY You can't write against a read only replica."),
+        ] {
+            assert!(transient.is_transient(), "{transient:?}");
+        }
+        for permanent in [
+            BackendError::Unsupported("clear"),
+            answered("NOPERM User app has no permissions to run the 'del' command"),
+            answered("ERR unknown command"),
+        ] {
+            assert!(!permanent.is_transient(), "{permanent:?}");
+        }
+        assert!(BackendError::Timeout(Duration::ZERO).is_fault());
+        assert!(!BackendError::CircuitOpen.is_fault() && !BackendError::Unsupported("renew").is_fault());
     }
 }

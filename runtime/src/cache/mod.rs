@@ -620,12 +620,10 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// A failure that may pass (a timeout, a lost connection, an open
-    /// breaker) is not an error: the invalidation is kept and replayed when
-    /// the backend answers again (see [`replay_pending`](Self::replay_pending)).
-    /// An error means the backend refused it for good, or replay is off
-    /// ([`CacheBuilder::max_pending`]`(0)`):
-    /// the entry may still be there.
+    /// The backend refused it for good, or replay is off
+    /// ([`CacheBuilder::max_pending`]`(0)`): the entry may still be there.
+    /// A failure that may pass is kept and replayed instead (see
+    /// [`replay_pending`](Self::replay_pending)).
     ///
     /// # Examples
     ///
@@ -655,12 +653,10 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// A failure that may pass (a timeout, a lost connection, an open
-    /// breaker) is not an error: the invalidation is kept and replayed when
-    /// the backend answers again (see [`replay_pending`](Self::replay_pending)).
-    /// An error means the backend refused it for good, or replay is off
-    /// ([`CacheBuilder::max_pending`]`(0)`):
-    /// the entries may still be valid.
+    /// The backend refused it for good, or replay is off
+    /// ([`CacheBuilder::max_pending`]`(0)`): the entries may still be valid.
+    /// A failure that may pass is kept and replayed instead (see
+    /// [`replay_pending`](Self::replay_pending)).
     ///
     /// # Examples
     ///
@@ -697,12 +693,10 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// A failure that may pass (a timeout, a lost connection, an open
-    /// breaker) is not an error: the invalidation is kept and replayed when
-    /// the backend answers again (see [`replay_pending`](Self::replay_pending)).
-    /// An error means the backend refused it for good, or replay is off
-    /// ([`CacheBuilder::max_pending`]`(0)`):
-    /// some entries may remain.
+    /// The backend refused it for good, or replay is off
+    /// ([`CacheBuilder::max_pending`]`(0)`): some entries may remain.
+    /// A failure that may pass is kept and replayed instead (see
+    /// [`replay_pending`](Self::replay_pending)).
     ///
     /// # Examples
     ///
@@ -734,12 +728,10 @@ impl Cache {
     ///
     /// # Errors
     ///
-    /// A failure that may pass (a timeout, a lost connection, an open
-    /// breaker) is not an error: the invalidation is kept and replayed when
-    /// the backend answers again (see [`replay_pending`](Self::replay_pending)).
-    /// An error means the backend refused it for good, or replay is off
-    /// ([`CacheBuilder::max_pending`]`(0)`):
-    /// the entries may still be valid.
+    /// The backend refused it for good, or replay is off
+    /// ([`CacheBuilder::max_pending`]`(0)`): the entries may still be valid.
+    /// A failure that may pass is kept and replayed instead (see
+    /// [`replay_pending`](Self::replay_pending)).
     ///
     /// # Examples
     ///
@@ -1010,10 +1002,6 @@ impl Inner {
                 }
                 false
             }
-            // Not a failure of the backend: it answered that it cannot, or
-            // a cluster refused while it moves a slot (no node is at fault).
-            Err(BackendError::Unsupported(_)) => false,
-            Err(error) if error.is_cluster_state() => false,
             // One of the backend's own breakers (a cluster node's) is open:
             // short-circuited there, and not the whole backend's failure.
             Err(BackendError::CircuitOpen) => {
@@ -1022,10 +1010,13 @@ impl Inner {
                 self.metrics.short_circuited();
                 false
             }
-            Err(_) => {
+            Err(error) if error.is_fault() => {
                 self.breaker.failure();
                 true
             }
+            // The backend answered that it cannot, or a cluster refused
+            // while it moves a slot: no node is at fault.
+            Err(_) => false,
         }
     }
 

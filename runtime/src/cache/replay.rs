@@ -259,9 +259,17 @@ impl Replay {
                 pause = RETRY_FIRST;
                 continue;
             }
+            // Another call's answer cuts the pause short, but not below
+            // RETRY_FIRST: on a cluster whose other nodes answer all the
+            // time, a replay waiting for one node would spin otherwise.
+            let failed_at = tokio::time::Instant::now();
+            let answered = async {
+                self.recovery.answered.notified().await;
+                tokio::time::sleep_until(failed_at + RETRY_FIRST).await;
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = self.recovery.answered.notified() => {}
+                _ = answered => {}
             }
             pause = (pause * 2).min(RETRY_MAX);
         }

@@ -282,7 +282,16 @@ impl Nodes {
         }
         let mut masters: Vec<Node> = map.nodes.iter().map(|(node, _)| node.clone()).collect();
         masters.sort();
+        // A map with slots no master serves (a master died, its replica
+        // not yet promoted) leaves the masters as they were: dropping the
+        // dead one now would let the in-process tiers trust the others
+        // alone, and miss the changes the promoted replica makes before
+        // its tracking is on.
+        let covered = map.owner.iter().all(Option::is_some);
         *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(map);
+        if !covered {
+            return;
+        }
         self.masters.send_if_modified(|old| {
             let changed = *old != masters;
             *old = masters;
@@ -489,6 +498,38 @@ mod tests {
             assert!(group.iter().all(|&i| low(&names[i]) == side), "{groups:?}");
         }
         assert!(nodes.breaker("a").is_some());
+    }
+
+    #[test]
+    fn a_map_with_slots_no_master_serves_leaves_the_masters_as_they_were() {
+        let nodes = Nodes::new(5, std::time::Duration::from_secs(1));
+        let half = i64::try_from(SLOTS / 2).unwrap();
+        let range = |start: i64, end: i64, port: i64| {
+            redis::Value::Array(vec![
+                redis::Value::Int(start),
+                redis::Value::Int(end),
+                redis::Value::Array(vec![
+                    redis::Value::BulkString(b"127.0.0.1".to_vec()),
+                    redis::Value::Int(port),
+                ]),
+            ])
+        };
+        let masters = nodes.masters();
+        let ports = || masters.borrow().iter().map(|(_, port)| *port).collect::<Vec<_>>();
+        nodes.update(&redis::Value::Array(vec![
+            range(0, half - 1, 7000),
+            range(half, half * 2 - 1, 7001),
+        ]));
+        assert_eq!(ports(), [7000, 7001]);
+        // 7001 died: its slots have no master for a while.
+        nodes.update(&redis::Value::Array(vec![range(0, half - 1, 7000)]));
+        assert_eq!(ports(), [7000, 7001], "the dead master still counts");
+        // Its replica took over.
+        nodes.update(&redis::Value::Array(vec![
+            range(0, half - 1, 7000),
+            range(half, half * 2 - 1, 7004),
+        ]));
+        assert_eq!(ports(), [7000, 7004]);
     }
 
     #[test]

@@ -310,8 +310,7 @@ impl<C: Link> RedisBackend<C> {
                 Ok(_) => breaker.success(),
                 // The cluster refusing while a slot has no master is no
                 // fault of this node: its breaker must not open for it.
-                Err(BackendError::Unsupported(_)) => {}
-                Err(error) if error.is_cluster_state() => {}
+                Err(error) if !error.is_fault() => {}
                 Err(_) => breaker.failure(),
             }
             return result;
