@@ -344,6 +344,13 @@ async fn a_killed_master_loses_no_invalidation_with_in_process_tiers() {
 }
 
 async fn failover_under_writes(tier: bool) {
+    // RUST_LOG=aside=debug shows why a replay waited.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let _alone = ALONE.lock().await;
     let cluster = RedisCluster::start();
     const ITEMS: usize = 48;

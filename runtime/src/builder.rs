@@ -630,7 +630,18 @@ impl CacheBuilder {
             .iter()
             .map(|url| self.client(url))
             .collect::<Result<Vec<_>, _>>()?;
-        let cluster = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str));
+        // The redis crate retries what a cluster refuses for now
+        // (`CLUSTERDOWN`, `TRYAGAIN`) after 1.28 s at the least by default:
+        // longer than an operation may take, so the refusal would surface
+        // as a timeout, which counts against a node's breaker, and a
+        // failover would open the healthy nodes' breakers too. Waits of
+        // 5-50 ms, four at most (under 160 ms in all), let it surface as
+        // what it is; redirects (`MOVED`, `ASK`) are retried without a wait.
+        let cluster = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
+            .retries(4)
+            .min_retry_wait(5)
+            .max_retry_wait(50)
+            .retry_wait_formula(10, 2);
         #[cfg(feature = "tls")]
         let cluster = match &self.tls_root_certificate {
             Some(root) => cluster.certs(redis::TlsCertificates {

@@ -107,14 +107,16 @@ impl BackendError {
         !matches!(self, BackendError::Unsupported(_) | BackendError::CircuitOpen) && !self.is_cluster_state()
     }
 
-    /// Whether a Redis Cluster refused the operation as a whole for a
-    /// moment (`CLUSTERDOWN`, `TRYAGAIN`: a slot without a master, a slot
-    /// being moved): a state of the cluster, not a failure of the node that
-    /// answered, so no node's breaker counts it.
+    /// Whether a Redis Cluster refused the operation for a moment as a
+    /// whole or sent it elsewhere (`CLUSTERDOWN`: a slot without a master;
+    /// `TRYAGAIN`: a slot being moved; `MOVED` and `ASK` past the redis
+    /// crate's redirects, as during a failover): a state of the cluster,
+    /// not a failure of the node that answered, so no node's breaker counts
+    /// it.
     pub(crate) fn is_cluster_state(&self) -> bool {
         match self {
             #[cfg(feature = "redis")]
-            BackendError::Redis(e) => matches!(e.code(), Some("CLUSTERDOWN" | "TRYAGAIN")),
+            BackendError::Redis(e) => e.is_cluster_error(),
             _ => false,
         }
     }
@@ -136,6 +138,8 @@ mod tests {
         for reply in [
             "CLUSTERDOWN The cluster is down",
             "TRYAGAIN Multiple keys request during rehashing of slot",
+            "MOVED 9421 127.0.0.1:7004",
+            "ASK 9421 127.0.0.1:7004",
         ] {
             let error = answered(reply);
             assert!(

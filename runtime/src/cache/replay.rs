@@ -255,10 +255,11 @@ impl Replay {
             };
             let replayed = inner.replay(items).await;
             drop(inner);
-            if replayed.is_ok() {
+            let Err(error) = replayed else {
                 pause = RETRY_FIRST;
                 continue;
-            }
+            };
+            tracing::debug!(%error, pending = self.recovery.pending(), "aside: replay failed, retrying");
             // Another call's answer cuts the pause short, but not below
             // RETRY_FIRST: on a cluster whose other nodes answer all the
             // time, a replay waiting for one node would spin otherwise.
