@@ -201,15 +201,28 @@ async fn configuration_errors_are_typed() {
         .require_connection(true)
         .build()
         .await;
-    assert!(matches!(required, Err(Error::Connect(_))), "{required:?}");
-    // By default, fail-open from the start: built, and calls run through.
+    assert!(matches!(required, Err(Error::Connect { .. })), "{required:?}");
+    // The message says where and why.
+    let message = required.unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}")) && message.contains("refused"),
+        "{message}"
+    );
+    // By default, fail-open from the start: built, and calls run through,
+    // without asking a Redis known to be down (its breaker is open).
     let cache = Cache::builder().redis(&closed_port).build().await.unwrap();
     let policy = Policy::new();
     for _ in 0..2 {
         let got = cache.get_or_load("k", &policy, || async { Ok::<_, ()>(7) }).await;
         assert_eq!(got, Ok(7));
     }
-    assert_eq!(cache.stats().loads, 2);
+    let stats = cache.stats();
+    assert_eq!(stats.loads, 2);
+    assert_eq!(
+        (stats.errors, stats.breaker),
+        (0, aside::BreakerState::Open),
+        "{stats:?}"
+    );
     // A name that does not resolve (yet) is an unreachable Redis too.
     let unresolved = Cache::builder()
         .redis("redis://aside-test.invalid:6379")

@@ -135,6 +135,22 @@ impl Breaker {
         }
     }
 
+    /// Opens the breaker now, for a backend known to be down (unless the
+    /// breaker is off).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn trip(&self) {
+        if self.threshold == 0 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.healthy.store(false, Relaxed);
+        *state = State::Open {
+            until: Instant::now() + self.cooldown,
+        };
+        let cooldown = self.cooldown;
+        tracing::warn!(?cooldown, node = %self.node, "aside: cache backend down, circuit open: calling loaders directly");
+    }
+
     pub(crate) fn state(&self) -> BreakerState {
         match *self.state.lock().unwrap_or_else(PoisonError::into_inner) {
             State::Closed { .. } => BreakerState::Closed,
@@ -190,6 +206,17 @@ mod tests {
         let slow = Breaker::new(1, Duration::from_secs(3600));
         slow.failure();
         assert!(!slow.allow());
+    }
+
+    #[test]
+    fn a_tripped_breaker_is_open_until_its_cooldown_is_over() {
+        let breaker = Breaker::new(5, Duration::from_secs(3600));
+        breaker.trip();
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert!(!breaker.allow());
+        let off = Breaker::new(0, Duration::from_secs(3600));
+        off.trip();
+        assert!(off.allow(), "a breaker that is off stays off");
     }
 
     #[test]

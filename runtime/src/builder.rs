@@ -243,7 +243,7 @@ impl CacheBuilder {
     ///     .redis("redis://127.0.0.1:6379")
     ///     .require_connection(true)
     ///     .build()
-    ///     .await?; // Err(Error::Connect(..)) if Redis is down
+    ///     .await?; // Err(Error::Connect { .. }) if Redis is down
     /// # let _ = cache; Ok(()) }
     /// ```
     pub fn require_connection(mut self, required: bool) -> Self {
@@ -586,12 +586,12 @@ impl CacheBuilder {
             (None, None) => None,
         };
         let (connect, op) = (self.connect_timeout, self.op_timeout);
-        let backend = match (self.redis_connection.clone(), &client) {
-            (Some(shared), client) => RedisBackend::over(shared, client.clone(), op),
+        let (backend, answered) = match (self.redis_connection.clone(), &client) {
+            (Some(shared), client) => (RedisBackend::over(shared, client.clone(), op), true),
             (None, Some(client)) => {
                 RedisBackend::connect(client.clone(), connect, op, self.require_connection)
                     .await
-                    .map_err(Error::Connect)?
+                    .map_err(|source| Error::connect(client, source))?
             }
             (None, None) => unreachable!("build_redis is called with a URL, a client or a connection"),
         };
@@ -613,6 +613,12 @@ impl CacheBuilder {
         let streams = Arc::new(backend.clone());
         let cache = self.build_tiers(Arc::new(backend), local);
         cache.attach_streams(streams);
+        if !answered {
+            // Known to be down: calls go straight to their functions,
+            // rather than each waiting out a timeout until the breaker
+            // would have opened; it probes after its cool-down.
+            cache.trip_breaker();
+        }
         Ok(cache)
     }
 
@@ -659,7 +665,7 @@ impl CacheBuilder {
         let backend =
             RedisBackend::connect_cluster(client, pubsub.clone(), timeouts, breaker, self.require_connection)
                 .await
-                .map_err(Error::Connect)?;
+                .map_err(|source| Error::connect(&pubsub[0], source))?;
         let local = self.l1.flatten().map(|l1| Arc::new(Local::new(l1, false)));
         if let (Some(tier), Some(seed), Some(masters)) = (&local, pubsub.first(), backend.masters()) {
             tracking::track_cluster(seed, masters, &self.namespace, tier, timeouts).await;

@@ -17,9 +17,15 @@ pub enum Error {
     /// Redis refused the connection when the cache was built (a wrong
     /// password, a certificate it cannot verify), or, with
     /// [`CacheBuilder::require_connection`](crate::CacheBuilder::require_connection),
-    /// could not be reached.
-    #[error("could not connect to the cache backend")]
-    Connect(#[source] BackendError),
+    /// could not be reached. The message names the address and the cause.
+    #[error("could not connect to the cache backend at {addr}: {}", cause(.source))]
+    Connect {
+        /// Where: the host and port (never the URL, which may hold a password).
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: BackendError,
+    },
     /// A backend operation failed or timed out.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -50,6 +56,25 @@ pub enum Error {
     /// [`init`](crate::init) was called after the global cache was already set or used.
     #[error("the global cache is already initialized")]
     AlreadyInitialized,
+}
+
+impl Error {
+    /// A failed connection to `client`'s server.
+    #[cfg(feature = "redis")]
+    pub(crate) fn connect(client: &redis::Client, source: BackendError) -> Error {
+        let addr = client.get_connection_info().addr().to_string();
+        Error::Connect { addr, source }
+    }
+}
+
+/// What `error` comes down to, in words: the redis crate's own message
+/// rather than "redis error".
+fn cause(error: &BackendError) -> String {
+    match error {
+        #[cfg(feature = "redis")]
+        BackendError::Redis(error) => error.to_string(),
+        error => error.to_string(),
+    }
 }
 
 /// A failed backend operation.

@@ -282,6 +282,12 @@ impl Cache {
         stats
     }
 
+    /// Opens the breaker now: the backend is known to be down.
+    #[cfg(feature = "redis")]
+    pub(crate) fn trip_breaker(&self) {
+        self.inner.breaker.trip();
+    }
+
     /// Gives the cache its Redis backend's streams, for write-behind.
     #[cfg(feature = "redis")]
     pub(crate) fn attach_streams(&self, streams: Arc<dyn crate::write_behind::Streams>) {

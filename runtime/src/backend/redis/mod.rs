@@ -115,12 +115,13 @@ impl RedisBackend {
     /// background instead: its calls fail until then, and the cache calls
     /// through. Anything Redis itself refused (a wrong password, a missing
     /// right, a certificate it cannot verify) is an error either way.
+    /// Also returns whether Redis answered now.
     pub(crate) async fn connect(
         client: redis::Client,
         connect_timeout: Duration,
         op_timeout: Duration,
         required: bool,
-    ) -> Result<Self, BackendError> {
+    ) -> Result<(Self, bool), BackendError> {
         // After a lost connection the manager reconnects by itself, with
         // exponential backoff; capping the pause at RECONNECT_MAX_DELAY means
         // a restarted server is found within about that long, however long
@@ -140,6 +141,7 @@ impl RedisBackend {
             client.get_multiplexed_async_connection_with_config(&probe),
         )
         .await;
+        let answered = probed.is_ok();
         let conn = match probed {
             Ok(_) => {
                 let mut conn = bounded(
@@ -163,7 +165,7 @@ impl RedisBackend {
             }
             Err(error) => return Err(error),
         };
-        Ok(Self::over(conn, Some(client), op_timeout))
+        Ok((Self::over(conn, Some(client), op_timeout), answered))
     }
 
     /// A backend over a connection the program made. Without its client,
