@@ -467,6 +467,18 @@ mod tests {
         }
     }
 
+    /// A `CLUSTER SLOTS` range: slots `start..=end` served by the master on `port`.
+    fn range(start: i64, end: i64, port: i64) -> redis::Value {
+        redis::Value::Array(vec![
+            redis::Value::Int(start),
+            redis::Value::Int(end),
+            redis::Value::Array(vec![
+                redis::Value::BulkString(b"127.0.0.1".to_vec()),
+                redis::Value::Int(port),
+            ]),
+        ])
+    }
+
     #[test]
     fn names_are_grouped_by_the_node_of_their_slot() {
         let nodes = Nodes::new(5, std::time::Duration::from_secs(1));
@@ -477,16 +489,6 @@ mod tests {
             "no map yet: one group"
         );
         let half = i64::try_from(SLOTS / 2).unwrap();
-        let range = |start: i64, end: i64, port: i64| {
-            redis::Value::Array(vec![
-                redis::Value::Int(start),
-                redis::Value::Int(end),
-                redis::Value::Array(vec![
-                    redis::Value::BulkString(b"127.0.0.1".to_vec()),
-                    redis::Value::Int(port),
-                ]),
-            ])
-        };
         nodes.update(&redis::Value::Array(vec![
             range(0, half - 1, 7000),
             range(half, half * 2 - 1, 7001),
@@ -504,16 +506,6 @@ mod tests {
     fn a_map_with_slots_no_master_serves_leaves_the_masters_as_they_were() {
         let nodes = Nodes::new(5, std::time::Duration::from_secs(1));
         let half = i64::try_from(SLOTS / 2).unwrap();
-        let range = |start: i64, end: i64, port: i64| {
-            redis::Value::Array(vec![
-                redis::Value::Int(start),
-                redis::Value::Int(end),
-                redis::Value::Array(vec![
-                    redis::Value::BulkString(b"127.0.0.1".to_vec()),
-                    redis::Value::Int(port),
-                ]),
-            ])
-        };
         let masters = nodes.masters();
         let ports = || masters.borrow().iter().map(|(_, port)| *port).collect::<Vec<_>>();
         nodes.update(&redis::Value::Array(vec![
@@ -535,15 +527,8 @@ mod tests {
     #[test]
     fn a_breaker_open_for_stuck_long_is_stuck() {
         let nodes = Nodes::new(1, std::time::Duration::from_secs(1));
-        let range = redis::Value::Array(vec![
-            redis::Value::Int(0),
-            redis::Value::Int(i64::try_from(SLOTS).unwrap() - 1),
-            redis::Value::Array(vec![
-                redis::Value::BulkString(b"127.0.0.1".to_vec()),
-                redis::Value::Int(7000),
-            ]),
-        ]);
-        nodes.update(&redis::Value::Array(vec![range]));
+        let all = range(0, i64::try_from(SLOTS).unwrap() - 1, 7000);
+        nodes.update(&redis::Value::Array(vec![all]));
         let (mut open_since, start) = (Vec::new(), Instant::now());
         assert!(!nodes.stuck(&mut open_since, start), "closed");
         nodes.breaker("a").unwrap().failure();
