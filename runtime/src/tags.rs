@@ -8,9 +8,10 @@
 //!   difference is a miss. Invalidating a tag deletes its token (in memory:
 //!   gives it a new one), and the next load makes a fresh one: O(1),
 //!   however many entries carry it, and nothing to walk. A token lives as
-//!   long as the longest-lived entry that recorded it: each load extends
-//!   it to its entry's lifetime, so tags per user or per order do not grow
-//!   Redis forever.
+//!   long as the longest-lived entry that recorded it: a load whose entry
+//!   could outlive it gives it twice its entry's lifetime, so tags per user
+//!   or per order do not grow Redis forever, and its TTL changes (a change
+//!   client tracking pushes) once per that lifetime at most.
 //! - a **guard token** per recently loaded or invalidated key
 //!   (`{ns}#guard:{key}`, expiring after the invalidation window).
 //!   Invalidating a key deletes the entry and sets a new guard; a load reads

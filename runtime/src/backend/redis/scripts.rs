@@ -33,12 +33,11 @@ pub(super) static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
 /// Reads the tokens at KEYS[first..] into `out` from `out_at` on, giving each
 /// missing one (or one that is not a number, which no reader could match
 /// anyway) the fresh token at ARGV[i + 1]; the first, the guard, lives for
-/// ARGV[window] ms, the tags' at least the last ARGV's ms from now (a
-/// token that lives less is extended, one without a TTL given one).
-/// Shared by TOKENS and LOCK.
+/// ARGV[window] ms, the tags' at least the last ARGV's ms from now (see
+/// [`KEEP_TAG`]). Shared by TOKENS and LOCK.
 const READ_TOKENS: &str = r"
     local function read_tokens(first, window, out, out_at)
-        local keep = ARGV[#ARGV]
+        local keep = tonumber(ARGV[#ARGV])
         for i = first, #KEYS do
             local token = redis.call('GET', KEYS[i])
             if not token or not tonumber(token) then
@@ -46,37 +45,53 @@ const READ_TOKENS: &str = r"
                 if i == first then
                     redis.call('SET', KEYS[i], token, 'PX', ARGV[window])
                 else
-                    redis.call('SET', KEYS[i], token, 'PX', keep)
+                    redis.call('SET', KEYS[i], token, 'PX', 2 * keep)
                 end
-            elseif i > first and redis.call('PTTL', KEYS[i]) < tonumber(keep) then
-                redis.call('PEXPIRE', KEYS[i], keep)
+            elseif i > first then
+                keep_tag(KEYS[i], keep)
             end
             out[out_at + i - first] = token
         end
         return out
     end";
 
+/// Keeps the tag token at `key` at least `keep` ms from now: when it has
+/// less left (or no TTL, as tokens had before they expired), it is given
+/// twice that. Not at every load: changing a key's TTL is a change that
+/// client tracking pushes, which would empty every process's in-process
+/// tier of the tag's entries; doubling makes it once per `keep` at most.
+const KEEP_TAG: &str = r"
+    local function keep_tag(key, keep)
+        if redis.call('PTTL', key) < keep then
+            redis.call('PEXPIRE', key, 2 * keep)
+        end
+    end";
+
 /// KEYS: the guard, then the tag tokens. ARGV: the guard's lifetime in ms,
 /// a fresh token for each key, then how long tag tokens live at least, in ms.
-pub(super) static TOKENS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{READ_TOKENS}\n return read_tokens(1, 1, {{}}, 1)")));
+pub(super) static TOKENS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{KEEP_TAG}\n{READ_TOKENS}\n return read_tokens(1, 1, {{}}, 1)"
+    ))
+});
 
 /// KEYS: a tag's token. ARGV: a fresh token, and how long the token lives
 /// at least, in ms. Returns the token, giving the tag the fresh one if it
 /// has none (or one that is not a number), and extends its life as
 /// READ_TOKENS does.
 pub(super) static TAG_TOKEN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{KEEP_TAG}
+        local keep = tonumber(ARGV[2])
         local token = redis.call('GET', KEYS[1])
         if not token or not tonumber(token) then
             token = ARGV[1]
-            redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-        elseif redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-            redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            redis.call('SET', KEYS[1], token, 'PX', 2 * keep)
+        else
+            keep_tag(KEYS[1], keep)
         end
-        return token",
-    )
+        return token"
+    ))
 });
 
 /// KEYS: the lock, the entry, the guard, then the tag tokens. ARGV: the
@@ -85,7 +100,8 @@ pub(super) static TAG_TOKEN: LazyLock<Script> = LazyLock::new(|| {
 /// the entry (nil if absent), the guard and the tag tokens.
 pub(super) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{READ_TOKENS}
+        r"{KEEP_TAG}
+        {READ_TOKENS}
         if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
         -- Another type at the entry's key reads as no entry, as MGET has it.
         local entry = redis.pcall('GET', KEYS[2])
