@@ -28,7 +28,7 @@ use crate::backend::EntryKeys;
 pub(crate) enum Op {
     /// Invalidate one key: delete its entry, give its guard a new token.
     Key(EntryKeys),
-    /// Give a tag (its storage name is the item's) a new token.
+    /// Invalidate a tag (its storage name is the item's).
     Tag,
     /// Delete every entry and token of the namespace.
     Clear,
@@ -73,8 +73,7 @@ struct Queue {
 /// What [`Recovery::queue`] did with an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Queued {
-    /// Kept, coalesced with a pending item of the same name, or covered by
-    /// a pending clear.
+    /// Kept (coalesced with a pending item of the same name, if any).
     Kept,
     /// The queue was full: everything pending became one clear.
     Overflowed,
