@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::io::{self, Write};
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 
 use aside::{Cache, Error, Policy};
+use support::logs::Logs;
 use support::RedisServer;
-use tracing_subscriber::util::SubscriberInitExt;
 
 const PASSWORD: &str = "s3cret-pw-for-app";
 
@@ -28,26 +27,6 @@ async fn with_user(server: &RedisServer) -> String {
         .await
         .unwrap();
     format!("redis://app:{PASSWORD}@127.0.0.1:{}", server.port())
-}
-
-/// Log lines, captured.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 /// Calls the cache twice for one key; returns how many times the body ran.
@@ -123,13 +102,8 @@ async fn backend_failures_are_logged_without_the_password() {
         .await
         .unwrap();
     let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     let got: Result<u32, io::Error> = {
-        let _logging = subscriber.set_default();
+        let _logging = logs.capture();
         cache.get_or_load("k", &Policy::new(), || async { Ok(3) }).await
     };
     assert_eq!(got.unwrap(), 3, "the call still succeeds");

@@ -241,6 +241,26 @@ mod by_attribute {
         assert_eq!((stats.hits, stats.l1_hits, stats.loads), (1, 0, 0));
     }
 
+    /// `l1 = "300ms"` on a cache built without a tier does nothing, and
+    /// says so once, naming the function.
+    #[tokio::test]
+    async fn an_l1_duration_without_a_tier_is_said_once() {
+        let server = RedisServer::start();
+        let cache = server.cache().await;
+        let logs = support::logs::Logs::default();
+        {
+            let _logging = logs.capture();
+            for id in 0..3 {
+                brief(&cache, id).await;
+            }
+        }
+        let said = logs.text();
+        let warnings: Vec<&str> = said.lines().filter(|line| line.contains("has none")).collect();
+        assert_eq!(warnings.len(), 1, "{said}");
+        assert!(warnings[0].contains("two_tiers::by_attribute::brief"), "{said}");
+        assert_eq!(cache.stats().l1_hits, 0);
+    }
+
     /// The in-memory cache's tier is its only store: `l1 = false` cannot
     /// take a function off it, and a shorter tier TTL is a shorter TTL.
     #[tokio::test(start_paused = true)]

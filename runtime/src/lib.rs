@@ -91,7 +91,7 @@ mod write_behind;
 /// | `jitter` | spread each stored TTL by up to ± this share: `jitter = 0.1` | 0 |
 /// | `sliding` | `true`: every hit pushes the expiry out to a full `ttl`; with `"lock"` or `"none"` | `false` |
 /// | `codec` | `"json"` or `"msgpack"` (with the `msgpack` feature): how the value is serialized, see [`Codec`] | the cache's ([`CacheBuilder::codec`]), JSON by default |
-/// | `l1` | over Redis with an in-process tier ([`CacheBuilder::l1`]): `false` to read Redis every time; `true`; or a duration, as `ttl`: kept in the tier that long at most (in memory, a shorter TTL) | `true` |
+/// | `l1` | over Redis with an in-process tier ([`CacheBuilder::l1`]): `false` to read Redis every time; `true`; or a duration, as `ttl`: kept in the tier that long at most (in memory, a shorter TTL; over Redis without a tier, nothing, and a warning says so once) | `true` |
 /// | `cache` | an expression giving a `Cache` (or anything that derefs to one): `self.cache`, `&*CACHE`, an argument | the [`global`] cache, or that of an enclosing [`with_global`] |
 /// | `unless` | a closure or function on the cached value (`T` of `Result<T, E>`): a value for which it holds is returned but not stored, as by [`Policy::unless`]: `unless = \|hits\| hits.is_empty()` | none |
 /// | `hard_timeout` | a duration, as `ttl`: a load that takes longer returns `Err(E::from(`[`Timeout`]`))` (see [`hard_timeout`]); the function must return `Result` with `E: From<aside::Timeout>` | none |

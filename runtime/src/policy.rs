@@ -419,6 +419,12 @@ impl Policy {
         !self.l1_off
     }
 
+    /// Whether the policy asks for a time in the in-process tier of its
+    /// own (`l1 = "30s"`).
+    pub(crate) fn l1_ttl_set(&self) -> bool {
+        self.l1_ttl.is_some()
+    }
+
     /// The longest the in-process tier keeps a value of this policy.
     pub(crate) fn l1_cap(&self, kept: Duration) -> Duration {
         self.l1_ttl.map_or(kept, |cap| cap.min(kept))

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod coherence;
+pub mod logs;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod traffic;

@@ -54,6 +54,9 @@ impl Cache {
         }
         let touch = policy.touch(self.inner.settings.default_ttl);
         let Some(local) = self.inner.local_for(policy, touch) else {
+            if self.inner.local.is_none() && policy.l1_ttl_set() {
+                self.l1_without_tier(policy);
+            }
             return InProcess::Miss;
         };
         let now = now_ms();
@@ -78,6 +81,23 @@ impl Cache {
             Found::Due(due) => InProcess::Due(due),
             Found::Expired(meta) => InProcess::Expired(meta),
             Found::Gone => InProcess::Miss,
+        }
+    }
+
+    /// A policy asks for the in-process tier (`l1 = "30s"`) of a cache
+    /// that has none: said once per cache, since it does nothing.
+    #[cold]
+    fn l1_without_tier(&self, policy: &Policy) {
+        if !self
+            .inner
+            .warned_l1
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let function = policy.function_name().unwrap_or("a policy");
+            tracing::warn!(
+                function,
+                "aside: `l1` asks for the in-process tier, but this cache has none: it does nothing (build the cache with CacheBuilder::l1 to have one); said once"
+            );
         }
     }
 

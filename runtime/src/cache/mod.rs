@@ -145,6 +145,8 @@ struct Inner {
     recovery: Arc<Recovery>,
     /// Whether an oversized value was logged at warn level already.
     warned_oversized: std::sync::atomic::AtomicBool,
+    /// Whether a policy's `l1` on a cache without the tier was logged already.
+    warned_l1: std::sync::atomic::AtomicBool,
     #[cfg(feature = "metrics")]
     metrics: crate::metrics::CacheMetrics,
     /// Write-behind: the Redis backend's streams, and each log's counters.
@@ -188,6 +190,7 @@ impl Cache {
                 breaker,
                 recovery,
                 warned_oversized: Default::default(),
+                warned_l1: Default::default(),
                 #[cfg(feature = "metrics")]
                 metrics: crate::metrics::CacheMetrics::new(),
                 #[cfg(feature = "redis")]
