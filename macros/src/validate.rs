@@ -255,6 +255,24 @@ pub(crate) fn inputs<'a>(attr: Attr, sig: &'a syn::Signature, errors: &mut Error
                 }
             }
             FnArg::Typed(typed) => match &*typed.pat {
+                // A hit skips the body, and what it would have changed.
+                Pat::Ident(pat)
+                    if matches!(attr, Attr::Cached | Attr::CachedBatch)
+                        && matches!(&*typed.ty, Type::Reference(r) if r.mutability.is_some()) =>
+                {
+                    let Type::Reference(reference) = &*typed.ty else {
+                        unreachable!("matched above")
+                    };
+                    errors.add(
+                        reference.mutability.span(),
+                        format!(
+                            "{name} functions may not take `&mut` arguments: a hit skips the body, and its changes to `{}` with it; take `&` and return what changes",
+                            pat.ident
+                        ),
+                    );
+                    named.push(&pat.ident);
+                    arg_types.push((&pat.ident, &*typed.ty));
+                }
                 Pat::Ident(pat) if pat.subpat.is_none() => {
                     named.push(&pat.ident);
                     arg_types.push((&pat.ident, &*typed.ty));
