@@ -167,42 +167,37 @@ impl Inner {
                 }
                 Op::Clear => self.backend.clear(&self.settings.namespace).await,
             };
-            self.settle(std::slice::from_ref(item), replayed)
+            self.settle(item, replayed)
         });
         let results = futures_util::future::join_all(each).await;
         results.into_iter().collect()
     }
 
-    /// What a replay of `items` came to: each landed, or is dropped if the
+    /// What the replay of `item` came to: it landed, or is dropped if the
     /// backend refuses it for good; the breaker hears of it either way.
-    fn settle(&self, items: &[Item], replayed: Result<(), BackendError>) -> Result<(), BackendError> {
+    fn settle(&self, item: &Item, replayed: Result<(), BackendError>) -> Result<(), BackendError> {
         self.record(&replayed);
         match replayed {
             Ok(()) => {
-                for item in items {
-                    if self.recovery.landed(item) {
-                        let replayed = self.recovery.replayed.load(SeqCst);
-                        tracing::info!(
-                            replayed,
-                            "aside: the backend answers again; every pending invalidation is replayed"
-                        );
-                    }
+                if self.recovery.landed(item) {
+                    let replayed = self.recovery.replayed.load(SeqCst);
+                    tracing::info!(
+                        replayed,
+                        "aside: the backend answers again; every pending invalidation is replayed"
+                    );
                 }
-                self.report_pending();
-                Ok(())
             }
-            Err(error) if error.is_transient() => Err(error),
+            Err(error) if error.is_transient() => return Err(error),
             Err(error) => {
                 Counters::incr(&self.counters.errors);
-                tracing::error!(%error, names = ?items.iter().map(|i| &i.name).collect::<Vec<_>>(),
+                let name = &item.name;
+                tracing::error!(%error, name,
                     "aside: the backend refused a replayed invalidation; entries it covers may be stale until their TTL");
-                for item in items {
-                    self.recovery.dropped(item);
-                }
-                self.report_pending();
-                Ok(())
+                self.recovery.dropped(item);
             }
         }
+        self.report_pending();
+        Ok(())
     }
 
     /// The pending count, to the metrics.

@@ -211,10 +211,8 @@ impl Cache {
         self.inner.changed(names.iter().map(String::as_str));
         match done {
             Ok(()) => Ok(()),
-            Err(error) => {
-                let kept = self.keep_for_replay(&error, |queue| queue.queue_tags(&names));
-                Ok(Missed { error, kept }.kept()?)
-            }
+            Err(error) if self.keep_for_replay(&error, |queue| queue.queue_tags(&names)) => Ok(()),
+            Err(error) => Err(error.into()),
         }
     }
 

@@ -8,7 +8,7 @@
 //! | operation | commands |
 //! |---|---|
 //! | fetch | `GET entry`, or `MGET entry tag...` (pipelined with `PEXPIRE entry` for sliding expiry) |
-//! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones, extend the tags' TTLs to the entry's |
+//! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones, and give a tag token that the entry could outlive twice the entry's lifetime |
 //! | lock | a script: `SET lock token NX PX ttl`; if taken, `GET` the entry and the tokens as above |
 //! | store | a script: compare the guard, then `SET entry ... PX`; release the caller's lock, if any |
 //! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
