@@ -220,7 +220,88 @@ async fn writers_name_the_entry_of_their_own_tenant(kind: Kind) {
     assert_eq!(db.reads(), 5);
 }
 
+/// A repository with a cache of its own, as the README recommends for a
+/// service: its writers name `price`'s entry and give no `cache =`.
+struct Catalog {
+    cache: Cache,
+    db: std::sync::Arc<Db>,
+}
+
+impl Catalog {
+    #[aside::cached(cache = self.cache, key = "catalog:price:<id>")]
+    async fn price(&self, id: usize) -> u32 {
+        self.db.reads.fetch_add(1, SeqCst);
+        self.db.rows.lock().unwrap()[id].1
+    }
+
+    #[aside::invalidate(entries = [self.price(id)])]
+    async fn set_price(&self, id: usize, price: u32) {
+        self.db.rows.lock().unwrap()[id].1 = price;
+    }
+
+    #[aside::cache_put(entry = self.price(id))]
+    async fn set_price_through(&self, id: usize, price: u32) -> u32 {
+        self.db.rows.lock().unwrap()[id].1 = price;
+        price
+    }
+
+    /// The mistake the entries prevent: a key without `cache =` goes to
+    /// the global cache, not the repository's.
+    #[aside::invalidate(keys = ["catalog:price:<id>"])]
+    async fn set_price_by_key(&self, id: usize, price: u32) {
+        self.db.rows.lock().unwrap()[id].1 = price;
+    }
+}
+
+async fn writers_without_cache_reach_their_readers_cache(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let db = std::sync::Arc::new(Db::with(&[("lamp", 100)]));
+    let here = Catalog {
+        cache: Cache::clone(&cache),
+        db: db.clone(),
+    };
+    // Another process's repository on the same Redis (on the in-memory
+    // backend, a second handle of the same cache).
+    let there = Catalog {
+        cache: cache.another().await,
+        db: db.clone(),
+    };
+    // The global cache is another one: a writer that went there would
+    // leave the repository's entry as it was.
+    aside::with_global(Cache::memory(), async {
+        assert_eq!((here.price(0).await, there.price(0).await), (100, 100));
+
+        here.set_price(0, 777).await;
+        for _ in 0..3 {
+            assert_eq!(here.price(0).await, 777, "the writer's own process");
+            assert_eq!(there.price(0).await, 777, "another process");
+        }
+
+        here.set_price_through(0, 555).await;
+        let reads = db.reads();
+        assert_eq!(
+            here.price(0).await,
+            555,
+            "written through to the repository's cache"
+        );
+        assert_eq!(there.price(0).await, 555);
+        if !kind.is_redis() {
+            assert_eq!(db.reads(), reads, "hits of the written value");
+        }
+
+        // The control: the same write by key misses the repository's cache.
+        here.set_price_by_key(0, 999).await;
+        assert_eq!(
+            here.price(0).await,
+            555,
+            "still the old value: the key went to the global cache"
+        );
+    })
+    .await;
+}
+
 on_both_backends!(
+    writers_without_cache_reach_their_readers_cache,
     tags_through_the_macro,
     invalidate_runs_after_a_successful_body_only,
     cache_put_writes_through,

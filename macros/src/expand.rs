@@ -128,16 +128,25 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
 
     // The options, without the tags: evaluated where the arguments are
     // still themselves (the key and tags see them by reference).
-    let options = policy_options(args, value);
+    let options = policy_options(args, value, Negative::IfOption);
     let tags = quote!(#(.tag(#tags))*);
     let key_and_policy = match &args.entry {
-        // The #[cached] function's key and policy; a value of another type
-        // is a mismatch at the return type.
+        // The #[cached] function's key, policy and cache (see `entry_target`);
+        // a value of another type is a mismatch at the return type.
         Some(call) => {
-            let entry_type = quote_spanned!(span=> ::aside::__private::CachedEntry<#value>);
+            let value_type = quote_spanned!(span=> ::core::marker::PhantomData<#value>);
+            let fallback = args
+                .cache
+                .as_ref()
+                .map(|expr| quote_spanned!(expr.span()=> &(#expr)));
+            // Spanned at the entry, where a mismatch is reported.
+            let entry = quote_spanned!(call.span()=> __aside_entry);
+            let target = entry_target(fallback, entry.clone());
+            let entry_value = quote_spanned!(call.span()=> __aside_entry.value_type());
             quote! {
-                let __aside_entry: #entry_type = #call;
-                let (#key_var, #policy_var) = __aside_entry.into_parts();
+                let __aside_entry = #call;
+                let _: #value_type = #entry_value;
+                let (#key_var, #policy_var, __aside_entry_cache) = #target;
             }
         }
         None => {
@@ -189,24 +198,43 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             let receiver = sig.receiver().map(|_| quote!(&self,));
             let params = checked.entry_args.iter().map(|(arg, ty)| quote!(#arg: &#ty));
             let key = key();
+            // The entry knows the function's cache unless an argument
+            // gives it: the same `cache =` tokens as the function's, so
+            // that a wrong type is one error, not two.
+            let (knows, new) = match &args.cache {
+                Some(expr) if mentions_any(&quote!(#expr), &argument_names(sig)) => {
+                    (quote!(false), quote!(#rt::CachedEntry::without_cache(#key, #options #tags)))
+                }
+                Some(_) => (
+                    quote!(true),
+                    quote! {{
+                        let #cache_var: &#rt::Cache = #cache;
+                        #rt::CachedEntry::new_in(#key, #options #tags, #rt::Cache::clone(#cache_var))
+                    }},
+                ),
+                None => (quote!(true), quote!(#rt::CachedEntry::new(#key, #options #tags))),
+            };
             quote! {
                 #[doc(hidden)]
                 #[allow(dead_code, clippy::all)]
-                #vis fn #name #generics (#receiver #(#params),*) -> #rt::CachedEntry<#value> #where_clause {
-                    #rt::CachedEntry::new(#key, #options #tags)
+                #vis fn #name #generics (#receiver #(#params),*) -> #rt::CachedEntry<#value, #knows> #where_clause {
+                    #new
                 }
             }
         });
 
     let function = function_static(sig);
+    let cache = match &args.entry {
+        Some(_) => quote!(let #cache_var: &#rt::Cache = &__aside_entry_cache;),
+        None => quote!(#cache_owner let #cache_var: &#rt::Cache = #cache;),
+    };
     let run = boxed_if_needed(
         checked,
         quote! {
             #key_and_policy
             #function
             let #policy_var = #policy_var.function(&__ASIDE_FUNCTION);
-            #cache_owner
-            let #cache_var: &#rt::Cache = #cache;
+            #cache
             #call
         },
     );
@@ -219,18 +247,33 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     }
 }
 
+/// Whose values `negative_ttl` applies to: a function's value, which must
+/// be able to be `None`; or a batch's, whose absent ids are negative.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Negative {
+    IfOption,
+    Always,
+}
+
 /// `Policy::new()` with the options of `args`, without the key and tags.
 /// `unless` is typed by `value`, the cached value, so that its closure's
 /// argument needs no annotation.
-pub(crate) fn policy_options(args: &Args, value: &syn::Type) -> TokenStream {
+pub(crate) fn policy_options(args: &Args, value: &syn::Type, negative: Negative) -> TokenStream {
     let rt = quote!(::aside::__private);
     let ttl = args.ttl.as_ref().map(|d| {
         let d = duration(d);
         quote!(.ttl(#d))
     });
     let negative_ttl = args.negative_ttl.as_ref().map(|d| {
-        let d = duration(d);
-        quote!(.negative_ttl(#d))
+        let ttl = duration(d);
+        match negative {
+            // Spanned at the option, where a value that is never `None` is reported.
+            Negative::IfOption => {
+                let check = quote_spanned!(d.span=> <#value as #rt::CanBeNegative>::negative_ttl);
+                quote!(.negative_ttl(#check(#ttl)))
+            }
+            Negative::Always => quote!(.negative_ttl(#ttl)),
+        }
     });
     let stampede = stampede(args);
     let fail_safe = [
@@ -283,14 +326,20 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     } = func;
     let rt = quote!(::aside::__private);
     let keys = args.keys.iter().flatten().map(key_from_template);
-    let entries = args.entries.iter().flatten().map(|call| quote!(#call.into_key()));
-    let keys = keys.chain(entries);
+    let entries = args.entries.iter().flatten().map(|call| {
+        let fallback = args.cache.as_ref().map(|_| quote!(&__aside_cache));
+        let target = entry_target(fallback, call.clone());
+        quote!({
+            let (__aside_key, _, __aside_entry_cache) = #target;
+            (__aside_key, __aside_entry_cache)
+        })
+    });
     let tags = args.tags.iter().flatten().map(key_from_template);
     let (cache_owner, cache) = cache_ref(args);
     let body = user_future(checked, block);
     let function = function_static(sig);
     let invalidate = quote! {
-        #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags, &__ASIDE_FUNCTION).await
+        #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags, __aside_entries, &__ASIDE_FUNCTION).await
     };
     // An `Err` is returned before any `.await`: it need not be `Send`.
     let run = if checked.returns_result {
@@ -319,6 +368,7 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
             let __aside_cache: #rt::Cache = #rt::Cache::clone(#cache);
             let __aside_keys: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#keys),*];
             let __aside_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
+            let __aside_entries: ::std::vec::Vec<(::std::string::String, #rt::Cache)> = ::std::vec![#(#entries),*];
             #run
         },
     );
@@ -493,6 +543,31 @@ pub(crate) fn cache_ref(args: &Args) -> (Option<TokenStream>, TokenStream) {
             quote!(&*__aside_current),
         ),
     }
+}
+
+/// The key, policy and cache a writer writes the entry `entry` (an
+/// expression) to: the entry's own cache; an entry that does not know it
+/// (its function takes the cache as an argument) goes to `fallback`, the
+/// writer's `cache =`, and without one it is a compile error at the entry.
+fn entry_target(fallback: Option<TokenStream>, entry: TokenStream) -> TokenStream {
+    match fallback {
+        Some(cache) => quote!(#entry.into_target(#cache)),
+        None => quote!(::aside::__private::KnowsItsCache::in_its_cache(#entry)),
+    }
+}
+
+/// The names of the function's arguments, but `self`.
+fn argument_names(sig: &syn::Signature) -> Vec<&Ident> {
+    sig.inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(typed) => match &*typed.pat {
+                syn::Pat::Ident(pat) => Some(&pat.ident),
+                _ => None,
+            },
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect()
 }
 
 /// `KeyBuilder::new("lit").arg(&a.b).lit(":")...finish()`, with every

@@ -34,20 +34,68 @@ use crate::{Cache, Cacheable, Error, Policy};
 /// assert_eq!(price(&cache, 7).await, 100);
 /// # Ok(()) }
 /// ```
-pub struct CachedEntry<T> {
+///
+/// # Which cache
+///
+/// An entry also knows the cache its function reads, unless the function
+/// takes it as an argument: the global one (no `cache =`; that of an
+/// enclosing [`with_global`](crate::with_global) included), `cache =
+/// self.cache` for a method, or a `static`. `#[invalidate]` and
+/// `#[cache_put]` write an entry there, whatever their own `cache =` (which
+/// is for their `keys` and `tags`), so a repository's writer cannot miss its
+/// reader's cache. A function that takes its cache as an argument
+/// (`cache = cache`, as above) makes an entry that does not know it
+/// (`KNOWS_CACHE` is `false`): a writer naming it goes to its own
+/// `cache = ...`, and without one it does not compile.
+pub struct CachedEntry<T, const KNOWS_CACHE: bool = true> {
     key: String,
     policy: Policy,
+    home: Home,
     value: PhantomData<fn() -> T>,
 }
 
-impl<T> CachedEntry<T> {
-    /// The entry at `key`, stored under `policy`. What a `#[cached]`
-    /// function's companion builds; prefer [`entry!`](crate::entry).
+/// The cache an entry's function reads.
+#[derive(Clone, Debug)]
+enum Home {
+    /// The global one, or that of an enclosing `with_global`.
+    Current,
+    /// `cache = <an expression of no argument>`.
+    Fixed(Cache),
+    /// `cache = <an argument>`: unknown to the entry.
+    Caller,
+}
+
+impl<T> CachedEntry<T, true> {
+    /// The entry at `key`, stored under `policy`, of a function on the
+    /// global cache. What a `#[cached]` function's companion builds; prefer
+    /// [`entry!`](crate::entry).
     #[doc(hidden)]
     pub fn new(key: String, policy: Policy) -> Self {
+        Self::at(key, policy, Home::Current)
+    }
+
+    /// The entry at `key`, stored under `policy`, of a function on `cache`.
+    #[doc(hidden)]
+    pub fn new_in(key: String, policy: Policy, cache: Cache) -> Self {
+        Self::at(key, policy, Home::Fixed(cache))
+    }
+}
+
+impl<T> CachedEntry<T, false> {
+    /// The entry at `key`, stored under `policy`, of a function that takes
+    /// its cache as an argument.
+    #[doc(hidden)]
+    pub fn without_cache(key: String, policy: Policy) -> Self {
+        Self::at(key, policy, Home::Caller)
+    }
+}
+
+impl<T, const KNOWS_CACHE: bool> CachedEntry<T, KNOWS_CACHE> {
+    fn at(key: String, policy: Policy, home: Home) -> Self {
         CachedEntry {
             key,
             policy,
+            home,
             value: PhantomData,
         }
     }
@@ -72,7 +120,39 @@ impl<T> CachedEntry<T> {
         (self.key, self.policy)
     }
 
-    /// Invalidates the entry, as [`Cache::invalidate`] does.
+    /// The key, the policy, and the entry's own cache, or `fallback` if it
+    /// does not know it: where a writer with `cache = fallback` writes it.
+    #[doc(hidden)]
+    pub fn into_target(self, fallback: &Cache) -> (String, Policy, Cache) {
+        self.resolve(|| fallback.clone())
+    }
+
+    /// The key, the policy, and the entry's cache, or `caller()`'s.
+    fn resolve(self, caller: impl FnOnce() -> Cache) -> (String, Policy, Cache) {
+        let cache = match self.home {
+            Home::Current => Cache::clone(&crate::scope::current()),
+            Home::Fixed(cache) => cache,
+            Home::Caller => caller(),
+        };
+        (self.key, self.policy, cache)
+    }
+
+    /// The cache of a function with `cache = <an expression of no argument>`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn fixed_cache(&self) -> Option<&Cache> {
+        match &self.home {
+            Home::Fixed(cache) => Some(cache),
+            Home::Current | Home::Caller => None,
+        }
+    }
+
+    /// What a writer with no `cache =` checks the entry's value type with.
+    #[doc(hidden)]
+    pub fn value_type(&self) -> PhantomData<T> {
+        PhantomData
+    }
+
+    /// Invalidates the entry in `cache`, as [`Cache::invalidate`] does.
     ///
     /// # Errors
     ///
@@ -82,8 +162,8 @@ impl<T> CachedEntry<T> {
     }
 }
 
-impl<T: Cacheable> CachedEntry<T> {
-    /// Stores `value` as the function's value for these arguments, with its
+impl<T: Cacheable, const KNOWS_CACHE: bool> CachedEntry<T, KNOWS_CACHE> {
+    /// Stores `value` in `cache` as the function's value for these arguments, with its
     /// TTL and tags, as [`Cache::put`] does: the next call is a hit. As
     /// there, a backend failure is logged and counted in
     /// [`Stats::errors`](crate::Stats::errors), not returned.
@@ -95,17 +175,42 @@ impl<T: Cacheable> CachedEntry<T> {
     }
 }
 
-impl<T> Clone for CachedEntry<T> {
+impl<T, const KNOWS_CACHE: bool> Clone for CachedEntry<T, KNOWS_CACHE> {
     fn clone(&self) -> Self {
-        CachedEntry::new(self.key.clone(), self.policy.clone())
+        CachedEntry {
+            key: self.key.clone(),
+            policy: self.policy.clone(),
+            home: self.home.clone(),
+            value: PhantomData,
+        }
     }
 }
 
-impl<T> fmt::Debug for CachedEntry<T> {
+/// An entry that knows its cache: what a writer with no `cache =` names.
+#[diagnostic::on_unimplemented(
+    message = "this entry's function takes its cache as an argument, so the entry does not know which cache to write",
+    label = "its #[cached] function has `cache = <an argument>`",
+    note = "say which cache on the writer: `cache = ...`, as the function's callers pass it"
+)]
+#[doc(hidden)]
+pub trait KnowsItsCache {
+    /// The key, the policy and the cache.
+    fn in_its_cache(self) -> (String, Policy, Cache);
+}
+
+#[diagnostic::do_not_recommend]
+impl<T> KnowsItsCache for CachedEntry<T, true> {
+    fn in_its_cache(self) -> (String, Policy, Cache) {
+        self.resolve(|| unreachable!("an entry of a function given its cache is `CachedEntry<T, false>`"))
+    }
+}
+
+impl<T, const KNOWS_CACHE: bool> fmt::Debug for CachedEntry<T, KNOWS_CACHE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedEntry")
             .field("key", &self.key)
             .field("value", &std::any::type_name::<T>())
+            .field("cache", &self.home)
             .finish()
     }
 }

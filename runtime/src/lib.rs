@@ -228,8 +228,9 @@ pub use aside_macros::cached_batch;
 ///
 /// `entry` names the `#[cached]` function whose value this one writes, by a
 /// call with the arguments its key and tags are made of (see [`entry!`]);
-/// the value is stored with that function's key, TTL, tags and codec. A
-/// value of another type than the entry's is a compile error.
+/// the value is stored with that function's key, TTL, tags and codec, in
+/// its cache (see [which cache](CachedEntry#which-cache)). A value of
+/// another type than the entry's is a compile error.
 ///
 /// For a key that no `#[cached]` function owns, `key = "..."` with the
 /// options of [`cached`] (`ttl`, `negative_ttl`, `tags`, `jitter`, `codec`, `unless`)
@@ -314,6 +315,10 @@ pub use aside_macros::entry;
 /// A failure to invalidate is logged (error level) and counted in
 /// [`Stats::errors`], never returned: the write itself succeeded.
 ///
+/// An entry is invalidated in the cache its function reads (see
+/// [which cache](CachedEntry#which-cache)); `cache =` is where `keys` and
+/// `tags` go, and entries whose function takes its cache as an argument.
+///
 /// # Examples
 ///
 /// ```
@@ -395,6 +400,12 @@ pub use write_behind::{
     WriteBehindBuilder, WriteBehindStats, Written,
 };
 
+// At the root, hidden, so that an error names them without a path.
+#[doc(hidden)]
+pub use cached_entry::KnowsItsCache;
+#[doc(hidden)]
+pub use policy::CanBeNegative;
+
 /// What `#[cached]` expands to. Not public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
@@ -415,6 +426,7 @@ pub mod __private {
         global, Cache, CachedEntry, Codec, FromTimeout, Function, KeyBuilder, Policy, Stampede, DEFAULT_BETA,
         DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE,
     };
+    pub use crate::{CanBeNegative, KnowsItsCache};
     pub use core::convert::Infallible;
     pub use core::time::Duration;
 
@@ -434,13 +446,28 @@ pub mod __private {
         receiver.clone()
     }
 
-    /// What `#[invalidate]` runs after its body succeeded.
+    /// What `#[invalidate]` runs after its body succeeded: `keys` and
+    /// `tags` in `cache`, each of `entries` (key, cache) in its own cache.
     pub async fn invalidate_after_write(
         cache: Cache,
-        keys: Vec<String>,
+        mut keys: Vec<String>,
         tags: Vec<String>,
+        entries: Vec<(String, Cache)>,
         function: &'static Function,
     ) {
+        let mut elsewhere: Vec<(Cache, Vec<String>)> = Vec::new();
+        for (key, its) in entries {
+            if its.is(&cache) {
+                keys.push(key);
+            } else if let Some((_, keys)) = elsewhere.iter_mut().find(|(other, _)| other.is(&its)) {
+                keys.push(key);
+            } else {
+                elsewhere.push((its, vec![key]));
+            }
+        }
+        for (other, keys) in elsewhere {
+            other.invalidate_after_write(keys, Vec::new(), function).await;
+        }
         cache.invalidate_after_write(keys, tags, function).await;
     }
 }

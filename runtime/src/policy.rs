@@ -460,6 +460,29 @@ impl Policy {
     }
 }
 
+/// A value `negative_ttl` applies to: one that can be stored as `null`
+/// (see [`Policy::negative_ttl`]). What the attribute checks the option
+/// against.
+#[diagnostic::on_unimplemented(
+    message = "`negative_ttl` applies to a function whose value can be `None`, and `{Self}` never is",
+    label = "a `{Self}` is never a negative result",
+    note = "a negative result is a value stored as `null`, such as `None` of an `Option`; remove `negative_ttl`, or return an `Option`"
+)]
+#[doc(hidden)]
+pub trait CanBeNegative {
+    /// `ttl`, as the function's negative TTL.
+    fn negative_ttl(ttl: Duration) -> Duration {
+        ttl
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T> CanBeNegative for Option<T> {}
+#[diagnostic::do_not_recommend]
+impl CanBeNegative for () {}
+#[diagnostic::do_not_recommend]
+impl CanBeNegative for serde_json::Value {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -260,6 +260,11 @@ impl Cache {
         CacheBuilder::new()
     }
 
+    /// Whether `other` is this cache or a clone of it.
+    pub(crate) fn is(&self, other: &Cache) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Counters of what this cache (and its clones) did so far, and the
     /// circuit breaker's state.
     pub fn stats(&self) -> Stats {

@@ -450,26 +450,30 @@ where
 
     /// Where [`set`](WriteBehind::set) also caches a record's value: the
     /// entry of the `#[cached]` function that reads it, as
-    /// [`entry!`](crate::entry) names it (`|id| aside::entry!(product(*id))`).
+    /// [`entry!`](crate::entry) names it (`|id| aside::entry!(product(*id))`),
+    /// in that function's cache if it names one (`cache = self.cache`),
+    /// else in the log's.
     /// A function returning `Option<V>` gets `Some(value)`.
     ///
     /// Once a batch is flushed, its flusher invalidates its records'
     /// entries: until then a read that missed (the entry evicted or
     /// expired) may have loaded the database's older value, which must not
     /// stay for a whole TTL.
-    pub fn cached<T, F>(mut self, entry: F) -> Self
+    pub fn cached<T, F, const KNOWS_CACHE: bool>(mut self, entry: F) -> Self
     where
         T: Cacheable + From<V>,
-        F: Fn(&K) -> CachedEntry<T> + Send + Sync + 'static,
+        F: Fn(&K) -> CachedEntry<T, KNOWS_CACHE> + Send + Sync + 'static,
     {
         let entry = Arc::new(entry);
         let of = entry.clone();
         let put = Box::new(move |cache: &Cache, id: &K, value: V| -> BoxFuture<'static, ()> {
-            let (entry, cache) = (of(id), cache.clone());
+            let entry = of(id);
+            let cache = entry.fixed_cache().unwrap_or(cache).clone();
             Box::pin(async move { entry.put(&cache, T::from(value)).await })
         });
         let invalidate = Arc::new(move |cache: &Cache, id: &K| -> BoxFuture<'static, ()> {
-            let (entry, cache) = (entry(id), cache.clone());
+            let entry = entry(id);
+            let cache = entry.fixed_cache().unwrap_or(cache).clone();
             Box::pin(async move {
                 if let Err(error) = entry.invalidate(&cache).await {
                     tracing::warn!(%error, key = entry.key(), "aside: a flushed record's cached entry could not be invalidated");

@@ -28,6 +28,20 @@ mod shop {
 
 use shop::*;
 
+// A value that can be `None` under an alias takes `negative_ttl`.
+type MaybeName = Option<String>;
+
+#[aside::cached(key = "name:<id>", negative_ttl = "10s")]
+async fn name(id: u64) -> MaybeName {
+    Some(id.to_string())
+}
+
+// Without `cache =`: the entry's own cache, the global one.
+#[aside::invalidate(entries = [name(id)])]
+async fn forget_name(id: u64) {
+    let _ = id;
+}
+
 struct Repo {
     cache: Cache,
     tenant: String,
@@ -49,6 +63,12 @@ impl Repo {
         Ok(Some(name))
     }
 
+    // Without `cache =`: `price`'s entry knows its cache, `self.cache`.
+    #[aside::invalidate(entries = [self.price(id), name(id)])]
+    async fn touch(&self, id: u64) {
+        let _ = id;
+    }
+
     // Arguments are taken by reference: `name` is still the body's.
     #[aside::invalidate(cache = self.cache, entries = [self.price(id), product(id, category), shop::count(name.as_str(), true)])]
     async fn remove(&self, id: u64, category: u32, name: String) -> Result<usize, String> {
@@ -64,6 +84,11 @@ async fn main() {
     assert_eq!(repo.price(7).await, Ok(70));
     assert_eq!(repo.remove(7, 1, "lamp".into()).await, Ok(4));
     assert_eq!(repo.price(7).await, Ok(7));
+    assert_eq!(repo.set_price(7, 70).await, Ok(70));
+    repo.touch(7).await;
+    assert_eq!(repo.price(7).await, Ok(7));
+    forget_name(1).await;
+    assert_eq!(name(1).await.as_deref(), Some("1"));
 
     let entry = aside::entry!(repo.price(7));
     assert_eq!(entry.key(), "acme:price:7");

@@ -19,7 +19,7 @@ trait Source {
 }
 
 impl Source for Repo {
-    #[aside::cached(cache = self.cache, key = "fetch:<id>", negative_ttl = "30s", entry = false)]
+    #[aside::cached(cache = self.cache, key = "fetch:<id>", ttl = "30s", entry = false)]
     async fn fetch(&self, id: u64) -> Result<u64, String> {
         if id == 0 { Err("zero".into()) } else { Ok(id) }
     }
