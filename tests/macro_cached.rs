@@ -395,3 +395,121 @@ async fn a_duration_expression_sets_the_ttl() {
     short_lived(&cache, &probe, 1).await;
     assert_eq!(probe.runs(), 2, "loaded again once SHORT has passed");
 }
+
+// Two functions whose templates give the same keys, caching different
+// types: each reads the other's entries as corrupt. One pair per backend,
+// since each pair is logged once per process.
+#[aside::cached(cache = cache, key = "shared:<id>")]
+async fn price_on_redis(cache: &Cache, id: u64) -> u32 {
+    id as u32
+}
+
+#[aside::cached(cache = cache, key = "shared:<sku>")]
+async fn name_on_redis(cache: &Cache, sku: u64) -> String {
+    sku.to_string()
+}
+
+#[aside::cached(cache = cache, key = "shared-in-memory:<id>")]
+async fn price_in_memory(cache: &Cache, id: u64) -> u32 {
+    id as u32
+}
+
+#[aside::cached(cache = cache, key = "shared-in-memory:<sku>")]
+async fn name_in_memory(cache: &Cache, sku: u64) -> String {
+    sku.to_string()
+}
+
+// The control: a batch and its single-key function share entries on
+// purpose, a value and an `Option` of it.
+#[aside::cached(cache = cache, key = "sku:<id>")]
+async fn sku(cache: &Cache, id: u64) -> Option<String> {
+    Some(id.to_string())
+}
+
+#[aside::cached_batch(cache = cache, key = "sku:<id>")]
+async fn skus(cache: &Cache, ids: &[u64]) -> std::collections::HashMap<u64, String> {
+    ids.iter().map(|id| (*id, id.to_string())).collect()
+}
+
+/// What a collision left: the log line naming both functions, and the
+/// reader's counters.
+async fn collide(
+    kind: Kind,
+    price: impl AsyncFn(&Cache, u64) -> u32,
+    name: impl AsyncFn(&Cache, u64) -> String,
+) -> String {
+    let cache = TestCache::new(kind).await;
+    let logs = support::logs::Logs::default();
+    let _capture = logs.capture();
+    assert_eq!(price(&cache, 1).await, 1);
+    assert_eq!(name(&cache, 1).await, "1", "a corrupt miss: the body's value");
+    assert_eq!(price(&cache, 1).await, 1, "and back");
+    assert_eq!(cache.stats().corrupt, 2);
+    assert_eq!(sku(&cache, 1).await.as_deref(), Some("1"));
+    assert_eq!(skus(&cache, &[1, 2]).await.len(), 2);
+    assert_eq!(
+        sku(&cache, 2).await.as_deref(),
+        Some("2"),
+        "a hit on the batch's entry"
+    );
+    assert_eq!(cache.stats().corrupt, 2, "the batch and its function share");
+    logs.text()
+}
+
+fn stats_of(suffix: &str) -> aside::FunctionStats {
+    aside::function_stats()
+        .into_iter()
+        .find(|f| f.name.ends_with(suffix))
+        .expect("the function was called")
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn colliding_templates_are_named_on_redis() {
+    let logs = collide(Kind::Redis, price_on_redis, name_on_redis).await;
+    let line = logs
+        .lines()
+        .find(|line| line.contains("ERROR") && line.contains("same keys"))
+        .unwrap_or_else(|| panic!("no collision logged in:\n{logs}"));
+    for expected in [
+        "reader=macro_cached::name_on_redis",
+        "reader_type=alloc::string::String",
+        "writer=macro_cached::price_on_redis",
+        "writer_type=u32",
+        "key=shared:1",
+    ] {
+        assert!(line.contains(expected), "{expected} not in {line}");
+    }
+    assert!(
+        !logs.contains("unreadable cache entry"),
+        "said once, with the reason:\n{logs}"
+    );
+    assert_eq!(stats_of("::name_on_redis").collisions, 1);
+    assert_eq!(stats_of("::price_on_redis").collisions, 1);
+    assert_eq!(stats_of("::sku").collisions, 0);
+
+    let checked = aside::check_keys().unwrap_err().to_string();
+    assert!(
+        checked.contains("`macro_cached::price_on_redis` (key \"shared:<id>\", u32)"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("`macro_cached::name_on_redis` (key \"shared:<sku>\", alloc::string::String)"),
+        "{checked}"
+    );
+    assert!(
+        !checked.contains("skus"),
+        "a batch and its function share on purpose: {checked}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn colliding_templates_are_named_in_memory() {
+    let logs = collide(Kind::Memory, price_in_memory, name_in_memory).await;
+    assert!(
+        logs.lines().any(|line| line.contains("ERROR")
+            && line.contains("reader=macro_cached::name_in_memory")
+            && line.contains("writer=macro_cached::price_in_memory")),
+        "{logs}"
+    );
+    assert_eq!(stats_of("::name_in_memory").collisions, 1);
+}

@@ -29,7 +29,9 @@ use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, ReturnType, Type};
 
 use crate::args::{Args, Attr, Errors};
-use crate::expand::{body_tokens, cache_ref, function_static, key_from_template, policy_options, Negative};
+use crate::expand::{
+    body_tokens, cache_ref, function_static, key_from_template, key_template, policy_options, Negative,
+};
 use crate::template::Segment;
 use crate::validate::{check_owned, check_placeholders, inputs, only_type_argument, Inputs};
 
@@ -260,7 +262,7 @@ pub(crate) fn expand(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> Token
     let key = key_from_template(args.key.as_ref().expect("checked"));
     let tags = args.tags.iter().flatten().map(key_from_template);
     let options = policy_options(args, value, Negative::Always);
-    let function = function_static(sig);
+    let function = function_static(sig, key_template(args, sig, &[]));
     let (cache_owner, cache) = cache_ref(args);
     let missing = Ident::new("__aside_missing", Span::call_site());
     // The batch's own type, but for its lifetime: the ids are the run's own.

@@ -223,7 +223,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             }
         });
 
-    let function = function_static(sig);
+    let function = function_static(sig, key_template(args, sig, &checked.key_args));
     let cache = match &args.entry {
         Some(_) => quote!(let #cache_var: &#rt::Cache = &__aside_entry_cache;),
         None => quote!(#cache_owner let #cache_var: &#rt::Cache = #cache;),
@@ -337,7 +337,7 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
     let tags = args.tags.iter().flatten().map(key_from_template);
     let (cache_owner, cache) = cache_ref(args);
     let body = user_future(checked, block);
-    let function = function_static(sig);
+    let function = function_static(sig, None);
     let invalidate = quote! {
         #rt::invalidate_after_write(__aside_cache, __aside_keys, __aside_tags, __aside_entries, &__ASIDE_FUNCTION).await
     };
@@ -382,12 +382,33 @@ pub(crate) fn invalidate(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> T
 
 /// The `static` that the function's calls count into, named
 /// `module::path::function` (its statistics, spans and metrics).
-pub(crate) fn function_static(sig: &syn::Signature) -> TokenStream {
+pub(crate) fn function_static(sig: &syn::Signature, template: Option<TokenStream>) -> TokenStream {
     let name = sig.ident.to_string();
+    let template = template.map(|template| quote!(.key_template_is(#template)));
     quote! {
         static __ASIDE_FUNCTION: ::aside::__private::Function = ::aside::__private::Function::new(
             ::core::concat!(::core::module_path!(), "::", #name),
-        );
+        ) #template;
+    }
+}
+
+/// The key template of a function that writes its own keys, as a string
+/// (for `aside::check_keys`): its `key = "..."`, or its default key's
+/// shape; none for a generic function's default key, which names types.
+pub(crate) fn key_template(args: &Args, sig: &syn::Signature, key_args: &[&Ident]) -> Option<TokenStream> {
+    match &args.key {
+        Some(template) => {
+            let lit = &template.lit;
+            Some(quote!(#lit))
+        }
+        None if args.entry.is_some() || sig.generics.type_params().next().is_some() => None,
+        None => {
+            let mut rest = format!("::{}", sig.ident);
+            for arg in key_args {
+                rest.push_str(&format!(":<{arg}>"));
+            }
+            Some(quote!(::core::concat!(::core::module_path!(), #rest)))
+        }
     }
 }
 

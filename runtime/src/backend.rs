@@ -81,6 +81,11 @@ impl EntryKeys {
         self.lock.get_or_init(|| self.derived("lock"))
     }
 
+    /// The key as stored (shortened if it was long), without the namespace.
+    pub(crate) fn key(&self) -> &str {
+        &self.entry[self.namespace + 2..self.entry.len() - 1]
+    }
+
     /// The names an entry depends on: the entry's, then its tags' tokens.
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.entry.as_str()).chain(self.tags.iter().map(String::as_str))

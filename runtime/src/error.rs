@@ -14,6 +14,11 @@ pub enum Error {
     /// The configuration is invalid: a malformed Redis URL, a zero capacity.
     #[error("invalid cache configuration: {0}")]
     Config(String),
+    /// From [`check_keys`](crate::check_keys): pairs of cached functions
+    /// whose keys can be equal and whose values differ in type, each
+    /// described as ``"`a::f` (key \"p:<id>\", u32) and `b::g` (...)"``.
+    #[error("cached functions whose keys can be equal cache different types, so each reads the other's entries as corrupt: {}", .0.join("; "))]
+    KeysCollide(Vec<String>),
     /// Redis refused the connection when the cache was built (a wrong
     /// password, a certificate it cannot verify), or, with
     /// [`CacheBuilder::require_connection`](crate::CacheBuilder::require_connection),

@@ -7,7 +7,7 @@
 //! macro names it `module::path::function`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::stats::{Outcome, OutcomeCounters};
@@ -38,6 +38,10 @@ use crate::stats::{Outcome, OutcomeCounters};
 #[derive(Debug)]
 pub struct Function {
     name: &'static str,
+    /// The key template, as written (`product:<id>`), for [`check_keys`](crate::check_keys).
+    key_template: Option<&'static str>,
+    /// The type of the values it stores, from its first store on.
+    value_type: OnceLock<&'static str>,
     registered: AtomicBool,
     counters: FunctionCounters,
     #[cfg(feature = "metrics")]
@@ -56,6 +60,7 @@ struct FunctionCounters {
     corrupt: AtomicU64,
     timeouts: AtomicU64,
     oversized: AtomicU64,
+    collisions: AtomicU64,
 }
 
 const fn zero() -> AtomicU64 {
@@ -65,11 +70,18 @@ const fn zero() -> AtomicU64 {
 /// The functions that have counted something, for [`function_stats`].
 static REGISTRY: Mutex<Vec<&'static Function>> = Mutex::new(Vec::new());
 
+/// The functions that have counted something so far.
+pub(crate) fn registered() -> Vec<&'static Function> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
 impl Function {
     /// A function named `name`, with nothing counted yet. For a `static`.
     pub const fn new(name: &'static str) -> Self {
         Function {
             name,
+            key_template: None,
+            value_type: OnceLock::new(),
             registered: AtomicBool::new(false),
             counters: FunctionCounters {
                 outcomes: OutcomeCounters::new(),
@@ -81,15 +93,46 @@ impl Function {
                 corrupt: zero(),
                 timeouts: zero(),
                 oversized: zero(),
+                collisions: zero(),
             },
             #[cfg(feature = "metrics")]
             metrics: std::sync::OnceLock::new(),
         }
     }
 
+    /// The function's key template, as written: what
+    /// [`check_keys`](crate::check_keys) compares. Set by the attributes.
+    #[doc(hidden)]
+    pub const fn key_template_is(mut self, template: &'static str) -> Self {
+        self.key_template = Some(template);
+        self
+    }
+
     /// The function's name: `module::path::function` for an annotated one.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    pub(crate) fn key_template(&self) -> Option<&'static str> {
+        self.key_template
+    }
+
+    /// The type of the values it stores, once it has stored one.
+    pub(crate) fn value_type(&self) -> Option<&'static str> {
+        self.value_type.get().copied()
+    }
+
+    /// It stores values of type `name`.
+    pub(crate) fn stores(&'static self, name: &'static str) {
+        if self.value_type.get().is_none() {
+            let _ = self.value_type.set(name);
+            self.register();
+        }
+    }
+
+    /// It read an entry another function wrote with another type.
+    pub(crate) fn collided(&'static self) {
+        self.counters.collisions.fetch_add(1, Relaxed);
     }
 
     /// A snapshot of what this function's calls did, through every cache.
@@ -111,6 +154,7 @@ impl Function {
             corrupt: c.corrupt.load(Relaxed),
             timeouts: c.timeouts.load(Relaxed),
             oversized: c.oversized.load(Relaxed),
+            collisions: c.collisions.load(Relaxed),
         }
     }
 
@@ -236,6 +280,10 @@ pub struct FunctionStats {
     pub timeouts: u64,
     /// Loaded values too large to cache (`CacheBuilder::max_entry_size`).
     pub oversized: u64,
+    /// Entries it read that another function wrote with a value of another
+    /// type, under a key both templates give (logged once per pair, see
+    /// [`check_keys`](crate::check_keys)). Also counted in `corrupt`.
+    pub collisions: u64,
 }
 
 impl FunctionStats {
@@ -281,7 +329,7 @@ impl FunctionStats {
 /// # }
 /// ```
 pub fn function_stats() -> Vec<FunctionStats> {
-    let functions = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let functions = registered();
     let mut stats: Vec<FunctionStats> = functions.iter().map(|f| f.stats()).collect();
     stats.sort_by_key(|f| f.name);
     stats

@@ -283,6 +283,9 @@ impl Cache {
         policy: &Policy,
         value: &T,
     ) -> Option<Bytes> {
+        if let Some(function) = policy.named() {
+            function.stores(std::any::type_name::<T>());
+        }
         encoded(keys, self.codec(policy).encode(value))
     }
 }

@@ -65,7 +65,7 @@ impl Cache {
             // Over Redis, the backend's entry may still decode as `T`: only
             // a tier that is the only store knows this is a corrupt entry.
             Kept::OtherType if local.alone() && final_say => {
-                self.other_type_in_process(key, policy);
+                self.other_type_in_process(key, policy, slot.type_name());
                 return InProcess::Miss;
             }
             _ => return InProcess::Miss,
@@ -298,9 +298,23 @@ impl Cache {
     // code, which would be compiled again for every cached function.
 
     /// The in-process tier, the only store, holds a value of another type.
-    fn other_type_in_process(&self, key: &str, policy: &Policy) {
+    fn other_type_in_process(&self, key: &str, policy: &Policy, expected: &'static str) {
         self.count_corrupt(policy);
-        tracing::warn!(key, "aside: cached value of another type, treating it as a miss");
+        if !Self::explain_corrupt(policy, expected, key) {
+            tracing::warn!(
+                key,
+                expected,
+                "aside: cached value of another type, treating it as a miss"
+            );
+        }
+    }
+
+    /// Logs who else writes `key` with another type, if a function does:
+    /// whether it did.
+    fn explain_corrupt(policy: &Policy, expected: &'static str, key: &str) -> bool {
+        policy
+            .named()
+            .is_some_and(|reader| crate::collision::explain_corrupt(reader, expected, key))
     }
 
     /// A refresh failed; the current value stands in if `fallback`.
@@ -697,8 +711,10 @@ impl Cache {
             Err(reason) => {
                 if count {
                     self.count_corrupt(policy);
-                    let key = &keys.entry;
-                    tracing::warn!(key, %reason, "aside: unreadable cache entry, treating it as a miss");
+                    if !Self::explain_corrupt(policy, slot.type_name(), keys.key()) {
+                        let key = &keys.entry;
+                        tracing::warn!(key, %reason, "aside: unreadable cache entry, treating it as a miss");
+                    }
                 }
                 None
             }

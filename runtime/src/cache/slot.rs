@@ -22,6 +22,9 @@ pub(super) trait Slot: Send {
     /// Takes the in-process tier's value at `key` into the slot, if it is
     /// live at `now_ms` and of the slot's type.
     fn take_local(&mut self, local: &Local, key: &str, now_ms: u64) -> Kept<()>;
+
+    /// The name of the slot's type, for a message.
+    fn type_name(&self) -> &'static str;
 }
 
 /// The slot of a `T`.
@@ -48,6 +51,10 @@ impl<T: Cacheable> Slot for Typed<T> {
             Kept::OtherType => Kept::OtherType,
             Kept::Nothing => Kept::Nothing,
         }
+    }
+
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
     }
 }
 
