@@ -183,6 +183,9 @@ pub(crate) struct Args {
     /// `#[cached]`: whether to emit the companion that writers name the
     /// entry by (`entry = false` leaves it out, as a trait impl requires).
     pub(crate) companion: bool,
+    /// Whether an option was not recognised: what it was meant to say is
+    /// unknown, so checks of what is missing stay quiet.
+    pub(crate) unknown_option: bool,
     /// `#[cache_put(entry = f(x))]`: the companion call of the entry it writes.
     pub(crate) entry: Option<TokenStream>,
     /// `#[invalidate(entries = [f(x), self.g(y)])]`: the companion calls.
@@ -242,6 +245,7 @@ impl Args {
     pub(crate) fn parse(attr: Attr, tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Self {
         let mut args = Args {
             companion: true,
+            unknown_option: false,
             ..Args::default()
         };
         let parser = Punctuated::<RawOption, Token![,]>::parse_terminated;
@@ -263,6 +267,11 @@ impl Args {
                         attr.name(),
                         attr.options().join(", ")
                     )
+                } else if let Some(meant) = closest(&label, attr.options()) {
+                    format!(
+                        "unknown option `{label}`; did you mean `{meant}`? (the options are: {})",
+                        attr.options().join(", ")
+                    )
                 } else {
                     format!(
                         "unknown option `{label}`; expected one of: {}",
@@ -270,6 +279,7 @@ impl Args {
                     )
                 };
                 errors.add(name.span(), message);
+                args.unknown_option = true;
                 continue;
             }
             if seen.contains(&label) {
@@ -561,10 +571,25 @@ fn one_of<T: Copy>(
     match choices.iter().find(|(choice, _)| *choice == given) {
         Some(&(_, chosen)) => Some((chosen, lit.span())),
         None => {
-            errors.add(lit.span(), format!("unknown {what} {given:?}; {expected}"));
+            let names: Vec<&str> = choices.iter().map(|(choice, _)| *choice).collect();
+            let message = match closest(&given, &names) {
+                Some(meant) => format!("unknown {what} {given:?}; did you mean {meant:?}? ({expected})"),
+                None => format!("unknown {what} {given:?}; {expected}"),
+            };
+            errors.add(lit.span(), message);
             None
         }
     }
+}
+
+/// The one of `names` that `given` most likely misspells, if one is close.
+fn closest<'n>(given: &str, names: &[&'n str]) -> Option<&'n str> {
+    names
+        .iter()
+        .map(|name| (strsim::damerau_levenshtein(given, name), *name))
+        .filter(|&(distance, name)| distance <= (name.len() / 3).max(1))
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, name)| name)
 }
 
 impl Mode {

@@ -13,14 +13,20 @@
 //! #[cache_put(entry = shop::product(id))]     // → shop::__aside_entry_product(&id)
 //! ```
 
-use proc_macro2::TokenStream;
-use quote::{format_ident, quote_spanned};
+use proc_macro2::{Delimiter, Group, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
 /// The companion of the `#[cached]` function `name`.
 pub(crate) fn companion(name: &Ident) -> Ident {
     format_ident!("__aside_entry_{}", name, span = name.span())
+}
+
+/// The function the `#[cached]` function `name` and its companion build
+/// its key and policy with.
+pub(crate) fn parts(name: &Ident) -> Ident {
+    format_ident!("__aside_parts_{}", name, span = name.span())
 }
 
 /// What to write, in errors, for a call naming an entry.
@@ -35,13 +41,21 @@ pub(crate) fn call(call: &Expr) -> syn::Result<TokenStream> {
     if let Expr::Group(syn::ExprGroup { expr, .. }) | Expr::Paren(syn::ExprParen { expr, .. }) = call {
         return self::call(expr);
     }
-    let by_ref = |args: &syn::punctuated::Punctuated<Expr, syn::Token![,]>| {
-        args.iter()
-            .map(|arg| quote_spanned!(arg.span()=> &(#arg)))
-            .collect::<Vec<_>>()
+    // The arguments by reference, in parentheses spanned as the call's
+    // were, so that rustc's help for a wrong argument edits the call.
+    let by_ref = |paren: &syn::token::Paren, args: &syn::punctuated::Punctuated<Expr, syn::Token![,]>| {
+        let args = args.iter().map(|arg| quote_spanned!(arg.span()=> &(#arg)));
+        let mut group = Group::new(Delimiter::Parenthesis, quote!(#(#args),*));
+        group.set_span(paren.span.join());
+        group
     };
     match call {
-        Expr::Call(syn::ExprCall { func, args, .. }) => {
+        Expr::Call(syn::ExprCall {
+            func,
+            args,
+            paren_token,
+            ..
+        }) => {
             let Expr::Path(syn::ExprPath { qself, path, .. }) = &**func else {
                 return Err(syn::Error::new(func.span(), format!("expected {EXPECTED}")));
             };
@@ -54,19 +68,20 @@ pub(crate) fn call(call: &Expr) -> syn::Result<TokenStream> {
             let mut path = path.clone();
             let last = path.segments.last_mut().expect("a path has a segment");
             last.ident = companion(&last.ident);
-            let args = by_ref(args);
-            Ok(quote_spanned!(call.span()=> #path(#(#args),*)))
+            let args = by_ref(paren_token, args);
+            Ok(quote_spanned!(call.span()=> #path #args))
         }
         Expr::MethodCall(syn::ExprMethodCall {
             receiver,
             method,
             turbofish,
             args,
+            paren_token,
             ..
         }) => {
             let method = companion(method);
-            let args = by_ref(args);
-            Ok(quote_spanned!(call.span()=> #receiver.#method #turbofish (#(#args),*)))
+            let args = by_ref(paren_token, args);
+            Ok(quote_spanned!(call.span()=> #receiver.#method #turbofish #args))
         }
         other => Err(syn::Error::new(other.span(), format!("expected {EXPECTED}"))),
     }

@@ -94,7 +94,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             // Spanned at the option, where a receiver that cannot be cloned
             // into the refresh is reported.
             let at = args.refresh.map_or_else(Span::call_site, |(_, span)| span);
-            let clone = quote_spanned!(at=> ::aside::__private::owned_receiver::<Self>);
+            let clone = quote_spanned!(at=> <() as ::aside::__private::OwnedReceiver<Self>>::cloner());
             let receiver = sig.receiver().map(|receiver| receiver.self_token);
             let owned = Ident::new("__aside_owned_self", receiver_span(sig));
             quote! {{
@@ -126,46 +126,6 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         }
     };
 
-    // The options, without the tags: evaluated where the arguments are
-    // still themselves (the key and tags see them by reference).
-    let options = policy_options(args, value, Negative::IfOption);
-    let tags = quote!(#(.tag(#tags))*);
-    let key_and_policy = match &args.entry {
-        // The #[cached] function's key, policy and cache (see `entry_target`);
-        // a value of another type is a mismatch at the return type.
-        Some(call) => {
-            let value_type = quote_spanned!(span=> ::core::marker::PhantomData<#value>);
-            let fallback = args
-                .cache
-                .as_ref()
-                .map(|expr| quote_spanned!(expr.span()=> &(#expr)));
-            // Spanned at the entry, where a mismatch is reported.
-            let entry = quote_spanned!(call.span()=> __aside_entry);
-            let target = entry_target(fallback, entry.clone());
-            let entry_value = quote_spanned!(call.span()=> __aside_entry.value_type());
-            quote! {
-                let __aside_entry = #call;
-                let _: #value_type = #entry_value;
-                let (#key_var, #policy_var, __aside_entry_cache) = #target;
-            }
-        }
-        None => {
-            // Built from references to the arguments, as in the companion,
-            // so that an error in a template is reported once, not twice.
-            let key = key();
-            let by_ref = checked
-                .entry_args
-                .iter()
-                .map(|(arg, _)| quote!(let #arg = &#arg;));
-            quote! {
-                let (#key_var, #policy_var): (::std::string::String, #rt::Policy) = {
-                    let __aside_options: #rt::Policy = #options;
-                    #(#by_ref)*
-                    (#key, __aside_options #tags)
-                };
-            }
-        }
-    };
     // An `#[async_trait]` impl is a trait impl: no room for a companion.
     // Nor can one be built when an option is computed from an argument
     // (`ttl = ttl_of(kind)`): it only has the key's arguments.
@@ -190,38 +150,106 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     .map(|expr| quote!(#expr))
     .collect();
     let options_use_arguments = mentions_any(&written, &checked.key_args);
-    let companion = (attr == Attr::Cached && args.companion && !checked.boxed && !options_use_arguments)
-        .then(|| {
-            let name = entry::companion(&sig.ident);
-            let generics = &sig.generics;
-            let where_clause = &sig.generics.where_clause;
-            let receiver = sig.receiver().map(|_| quote!(&self,));
-            let params = checked.entry_args.iter().map(|(arg, ty)| quote!(#arg: &#ty));
-            let key = key();
-            // The entry knows the function's cache unless an argument
-            // gives it: the same `cache =` tokens as the function's, so
-            // that a wrong type is one error, not two.
-            let (knows, new) = match &args.cache {
-                Some(expr) if mentions_any(&quote!(#expr), &argument_names(sig)) => {
-                    (quote!(false), quote!(#rt::CachedEntry::without_cache(#key, #options #tags)))
-                }
-                Some(_) => (
-                    quote!(true),
-                    quote! {{
-                        let #cache_var: &#rt::Cache = #cache;
-                        #rt::CachedEntry::new_in(#key, #options #tags, #rt::Cache::clone(#cache_var))
-                    }},
-                ),
-                None => (quote!(true), quote!(#rt::CachedEntry::new(#key, #options #tags))),
-            };
+    let has_companion = attr == Attr::Cached && args.companion && !checked.boxed && !options_use_arguments;
+    let parts_name = entry::parts(&sig.ident);
+    // A call of the parts function (see below) with `args`.
+    let call_parts = |args: Vec<TokenStream>| {
+        let turbofish = turbofish(sig);
+        match sig.receiver() {
+            Some(_) => quote!(self.#parts_name #turbofish (#(#args),*)),
+            None => quote!(#parts_name #turbofish (#(#args),*)),
+        }
+    };
+    // The options, without the tags: evaluated where the arguments are
+    // still themselves (the key and tags see them by reference).
+    let options = policy_options(args, value, Negative::IfOption);
+    let tags = quote!(#(.tag(#tags))*);
+    let key_and_policy = match &args.entry {
+        // The #[cached] function's key, policy and cache (see `entry_target`);
+        // a value of another type is a mismatch at the return type.
+        Some(call) => {
+            let value_type = quote_spanned!(span=> ::core::marker::PhantomData<#value>);
+            let fallback = args
+                .cache
+                .as_ref()
+                .map(|expr| quote_spanned!(expr.span()=> &(#expr)));
+            // Spanned at the entry, where a mismatch is reported.
+            let entry = quote_spanned!(call.span()=> __aside_entry);
+            let target = entry_target(fallback, entry.clone());
+            let entry_value = quote_spanned!(call.span()=> __aside_entry.value_type());
             quote! {
-                #[doc(hidden)]
-                #[allow(dead_code, clippy::all)]
-                #vis fn #name #generics (#receiver #(#params),*) -> #rt::CachedEntry<#value, #knows> #where_clause {
-                    #new
-                }
+                let __aside_entry = #call;
+                let _: #value_type = #entry_value;
+                let (#key_var, #policy_var, __aside_entry_cache) = #target;
             }
-        });
+        }
+        // The parts function's, shared with the companion: the template
+        // and options are compiled (and any mistake in them reported) once.
+        None if has_companion => {
+            let by_ref = checked.entry_args.iter().map(|(arg, _)| quote!(&#arg)).collect();
+            let parts = call_parts(by_ref);
+            quote! {
+                let (#key_var, #policy_var): (::std::string::String, #rt::Policy) = #parts;
+            }
+        }
+        None => {
+            // Built from references to the arguments, as in a companion.
+            let key = key();
+            let by_ref = checked
+                .entry_args
+                .iter()
+                .map(|(arg, _)| quote!(let #arg = &#arg;));
+            quote! {
+                let (#key_var, #policy_var): (::std::string::String, #rt::Policy) = {
+                    let __aside_options: #rt::Policy = #options;
+                    #(#by_ref)*
+                    (#key, __aside_options #tags)
+                };
+            }
+        }
+    };
+    // The companion, which writers name the entry by, and the parts
+    // function that it and the function build the key and policy with.
+    let companion = has_companion.then(|| {
+        let name = entry::companion(&sig.ident);
+        let generics = &sig.generics;
+        let where_clause = &sig.generics.where_clause;
+        let receiver = sig.receiver().map(|_| quote!(&self,));
+        let params: Vec<_> = checked.entry_args.iter().map(|(arg, ty)| quote!(#arg: &#ty)).collect();
+        let key = key();
+        let parts = call_parts(checked.entry_args.iter().map(|(arg, _)| quote!(#arg)).collect());
+        // The entry knows the function's cache unless an argument gives it:
+        // the same `cache =` tokens as the function's, so that a wrong type
+        // is one error (counted twice by rustc), not two.
+        let (knows, new) = match &args.cache {
+            Some(expr) if mentions_any(&quote!(#expr), &argument_names(sig)) => (
+                quote!(false),
+                quote!(#rt::CachedEntry::without_cache(__aside_key, __aside_policy)),
+            ),
+            Some(_) => (
+                quote!(true),
+                quote! {{
+                    let #cache_var: &#rt::Cache = #cache;
+                    #rt::CachedEntry::new_in(__aside_key, __aside_policy, #rt::Cache::clone(#cache_var))
+                }},
+            ),
+            None => (quote!(true), quote!(#rt::CachedEntry::new(__aside_key, __aside_policy))),
+        };
+        quote! {
+            #[doc(hidden)]
+            #[allow(dead_code, clippy::all)]
+            #vis fn #name #generics (#receiver #(#params),*) -> #rt::CachedEntry<#value, #knows> #where_clause {
+                let (__aside_key, __aside_policy) = #parts;
+                #new
+            }
+
+            #[doc(hidden)]
+            #[allow(dead_code, clippy::all)]
+            #vis fn #parts_name #generics (#receiver #(#params),*) -> (::std::string::String, #rt::Policy) #where_clause {
+                (#key, #options #tags)
+            }
+        }
+    });
 
     let function = function_static(sig, key_template(args, sig, &checked.key_args));
     let cache = match &args.entry {
@@ -575,6 +603,28 @@ fn entry_target(fallback: Option<TokenStream>, entry: TokenStream) -> TokenStrea
         Some(cache) => quote!(#entry.into_target(#cache)),
         None => quote!(::aside::__private::KnowsItsCache::in_its_cache(#entry)),
     }
+}
+
+/// `::<T, N>` for a call of another function with the signature's type
+/// and const parameters; nothing if it has none, or takes an `impl Trait`
+/// (which rules explicit arguments out).
+fn turbofish(sig: &syn::Signature) -> Option<TokenStream> {
+    let params: Vec<&Ident> = sig
+        .generics
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            syn::GenericParam::Type(param) => Some(&param.ident),
+            syn::GenericParam::Const(param) => Some(&param.ident),
+            syn::GenericParam::Lifetime(_) => None,
+        })
+        .collect();
+    let impl_trait = sig.inputs.iter().any(|input| {
+        quote!(#input)
+            .into_iter()
+            .any(|tree| matches!(tree, proc_macro2::TokenTree::Ident(ident) if ident == "impl"))
+    });
+    (!params.is_empty() && !impl_trait).then(|| quote!(::<#(#params),*>))
 }
 
 /// The names of the function's arguments, but `self`.

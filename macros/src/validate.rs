@@ -87,6 +87,8 @@ pub(crate) fn check<'a>(
         check_placeholders(template.lit.span(), &template.segments, &named, has_self, errors);
     }
     match attr {
+        // A misspelt option may be the one missing: its error says enough.
+        _ if args.unknown_option => {}
         Attr::Cached if args.key.is_none() => {
             // A default key has no part of `self`: instances that differ
             // (two tenants' repositories) would read each other's entries.

@@ -38,3 +38,26 @@ pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
 // with the message above), not as each of serde's traits in turn.
 #[diagnostic::do_not_recommend]
 impl<T> Cacheable for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+/// A receiver `S` that `refresh = "background"` clones into a refresh on a
+/// task of its own. What the attribute checks `Self` against, through
+/// `<() as OwnedReceiver<Self>>::cloner()`: a call of no argument on a type
+/// that is not a reference, so that an unmet bound is reported as this
+/// message, with no "consider borrowing" help.
+#[diagnostic::on_unimplemented(
+    message = "`refresh = \"background\"` clones `self` into a refresh on a task of its own, so `{S}` must be `Clone + Send + Sync + 'static`",
+    label = "`{S}` is not `Clone + Send + Sync + 'static`",
+    note = "an `Arc`-backed handle is (`#[derive(Clone)]` on a struct of `Arc`s and pools); or use `refresh = \"inline\"`"
+)]
+#[doc(hidden)]
+pub trait OwnedReceiver<S> {
+    /// What clones the receiver for the refresh to own.
+    fn cloner() -> fn(&S) -> S;
+}
+
+#[diagnostic::do_not_recommend]
+impl<S: Clone + Send + Sync + 'static> OwnedReceiver<S> for () {
+    fn cloner() -> fn(&S) -> S {
+        S::clone
+    }
+}

@@ -404,6 +404,8 @@ pub use write_behind::{
 
 // At the root, hidden, so that an error names them without a path.
 #[doc(hidden)]
+pub use cacheable::OwnedReceiver;
+#[doc(hidden)]
 pub use cached_entry::KnowsItsCache;
 #[doc(hidden)]
 pub use policy::CanBeNegative;
@@ -432,21 +434,8 @@ pub mod __private {
     pub use core::convert::Infallible;
     pub use core::time::Duration;
 
-    /// A receiver that `refresh = "background"` clones into the refresh.
-    #[diagnostic::on_unimplemented(
-        message = "`refresh = \"background\"` clones `self` into a refresh on a task of its own, so `{Self}` must be `Clone + Send + Sync + 'static`",
-        label = "`{Self}` is not `Clone + Send + Sync + 'static`",
-        note = "an `Arc`-backed handle is (`#[derive(Clone)]` on a struct of `Arc`s and pools); or use `refresh = \"inline\"`"
-    )]
-    pub trait OwnedReceiver: Clone + Send + Sync + 'static {}
-
-    #[diagnostic::do_not_recommend]
-    impl<S: Clone + Send + Sync + 'static> OwnedReceiver for S {}
-
     /// What `refresh = "background"` on a `&self` method clones `self` with.
-    pub fn owned_receiver<S: OwnedReceiver>(receiver: &S) -> S {
-        receiver.clone()
-    }
+    pub use crate::OwnedReceiver;
 
     /// What `#[invalidate]` runs after its body succeeded: `keys` and
     /// `tags` in `cache`, each of `entries` (key, cache) in its own cache.
