@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::slot::Slot;
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Renewal};
 use crate::clock::{duration_ms, now_ms};
@@ -277,16 +278,13 @@ impl Cache {
         policy.codec_or(self.inner.settings.codec)
     }
 
-    pub(super) fn encode_value<T: Serialize>(
-        &self,
-        keys: &EntryKeys,
-        policy: &Policy,
-        value: &T,
-    ) -> Option<Bytes> {
+    /// The slot's value, encoded as `policy` says; `None` if it does not
+    /// encode (logged) or the slot is empty.
+    pub(super) fn encode_slot(&self, keys: &EntryKeys, policy: &Policy, slot: &dyn Slot) -> Option<Bytes> {
         if let Some(function) = policy.named() {
-            function.stores(std::any::type_name::<T>());
+            function.stores(slot.type_name());
         }
-        encoded(keys, self.codec(policy).encode(value))
+        encoded(keys, slot.encode(self.codec(policy))?)
     }
 }
 

@@ -40,7 +40,7 @@ use crate::l1::{Local, Watch};
 use crate::scope::{self, Mode};
 use lookup::{Begin, InProcess, Pending, SoftWait};
 use observe::{CallKind, Observed};
-use slot::Typed;
+use slot::{Slot, Typed};
 use tracing::{Instrument, Span};
 
 use crate::recovery::Recovery;
@@ -483,7 +483,9 @@ impl Cache {
                 }
             }
         };
-        Ok(self.complete(pending, policy, value, observed).await)
+        slot.0 = Some(value);
+        self.complete(pending, policy, &mut slot, observed).await;
+        Ok(slot.take())
     }
 
     /// Waits `wait.after` at most for a detached load's value; its standby,
@@ -504,31 +506,20 @@ impl Cache {
         }
     }
 
-    /// A loaded `value` lands as `pending` says: its waiters get it, and
-    /// the backend and the in-process tier store it.
-    async fn complete<T: Cacheable>(
-        &self,
-        pending: Option<Pending>,
-        policy: &Policy,
-        value: T,
-        observed: Observed,
-    ) -> T {
+    /// A loaded value, in `slot`, lands as `pending` says: its waiters get
+    /// it, and the backend and the in-process tier store it. Not generic:
+    /// the slot encodes its value.
+    async fn complete(&self, pending: Option<Pending>, policy: &Policy, slot: &mut dyn Slot, observed: Observed) {
         // Nothing to store (caching is off, or the backend failed), to hand
         // to waiters, or to release: no need to encode.
         let pending = match pending {
             Some(pending) if !pending.under.is_idle() => pending,
-            Some(idle) => {
-                self.loaded_idle(idle, policy);
-                return value;
-            }
-            None => return value,
+            Some(idle) => return self.loaded_idle(idle, policy),
+            None => return,
         };
-        let payload = self.encode_value(&pending.keys, policy, &value);
-        let skip = policy.skips(&value);
-        let mut slot = Typed(Some(value));
-        self.finish(pending, policy, payload, skip, &mut slot, observed)
-            .await;
-        slot.take()
+        let payload = self.encode_slot(&pending.keys, policy, slot);
+        let skip = slot.skipped_by(policy);
+        self.finish(pending, policy, payload, skip, slot, observed).await;
     }
 
     /// Write-through: runs `load` (the function that changed the data and
@@ -959,8 +950,9 @@ where
                     Err(_) => return cache.detached_failed(pending, &policy, true),
                 }
             };
-            let value = cache.complete(Some(pending), &policy, value, observed).await;
-            let _ = sent.send(value);
+            let mut slot = Typed(Some(value));
+            cache.complete(Some(pending), &policy, &mut slot, observed).await;
+            let _ = sent.send(slot.take());
         };
         // Nested cached calls in the load see the caller's `with_global` cache.
         tokio::spawn(scope::carried(job).instrument(span));

@@ -7,6 +7,7 @@
 
 use super::Cache;
 use crate::l1::{Kept, Local, Meta, Watch};
+use crate::codec::CodecError;
 use crate::{Cacheable, Codec, Policy};
 
 /// A value of the caller's type, as far as the flows see it.
@@ -25,6 +26,12 @@ pub(super) trait Slot: Send {
 
     /// The name of the slot's type, for a message.
     fn type_name(&self) -> &'static str;
+
+    /// The slot's value, encoded in `codec`; `None` if the slot is empty.
+    fn encode(&self, codec: Codec) -> Option<Result<Vec<u8>, CodecError>>;
+
+    /// Whether `policy` says not to store the slot's value (`unless`).
+    fn skipped_by(&self, policy: &Policy) -> bool;
 }
 
 /// The slot of a `T`.
@@ -55,6 +62,14 @@ impl<T: Cacheable> Slot for Typed<T> {
 
     fn type_name(&self) -> &'static str {
         std::any::type_name::<T>()
+    }
+
+    fn encode(&self, codec: Codec) -> Option<Result<Vec<u8>, CodecError>> {
+        self.0.as_ref().map(|value| codec.encode(value))
+    }
+
+    fn skipped_by(&self, policy: &Policy) -> bool {
+        self.0.as_ref().is_some_and(|value| policy.skips(value))
     }
 }
 

@@ -43,8 +43,9 @@ impl Cache {
         let value = load().instrument(span.clone()).await?;
         // A value the policy skips is not stored; the key is still
         // invalidated, since the data changed.
-        let payload = (!policy.skips(&value))
-            .then(|| self.encode_value(&keys, policy, &value))
+        let slot = Typed(Some(value.clone()));
+        let payload = (!slot.skipped_by(policy))
+            .then(|| self.encode_slot(&keys, policy, &slot))
             .flatten()
             .filter(|payload| self.fits(&keys, policy, payload));
         let write = Write {
@@ -54,7 +55,7 @@ impl Cache {
             payload,
             tokens,
             load_time: started.elapsed(),
-            value: Box::new(Typed(Some(value.clone()))),
+            value: Box::new(slot),
         };
         // Detached, so that the write's invalidation happens even if the
         // caller is cancelled now: the data has already changed.
