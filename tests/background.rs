@@ -233,7 +233,70 @@ async fn a_slow_load_is_served_stale_after_the_soft_timeout_then_stored(kind: Ki
     until_value(&cache, &policy, 2).await;
 }
 
+/// A repository, `Arc`-backed: `Clone + Send + Sync + 'static`.
+#[derive(Clone)]
+struct Prices {
+    cache: Cache,
+    price: Arc<AtomicU64>,
+    /// While set, a load waits for it to be released.
+    gate: Option<Arc<Notify>>,
+    loads: Arc<AtomicU64>,
+}
+
+impl Prices {
+    // No `refresh =`: a `&self` method whose `Self` can be cloned into the
+    // refresh refreshes in the background, as a free function does.
+    #[aside::cached(cache = self.cache, key = "price:<id>", ttl = "50ms", stampede = "swr", stale = "1h")]
+    async fn price(&self, id: u64) -> u64 {
+        self.loads.fetch_add(1, SeqCst);
+        if let Some(gate) = &self.gate {
+            gate.notified().await;
+        }
+        self.price.load(SeqCst) + id
+    }
+}
+
+async fn a_method_refreshes_in_the_background_by_default(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let price = Arc::new(AtomicU64::new(100));
+    let loads = Arc::new(AtomicU64::new(0));
+    let open = Prices {
+        cache: Cache::clone(&cache),
+        price: price.clone(),
+        gate: None,
+        loads: loads.clone(),
+    };
+    assert_eq!(open.price(1).await, 101);
+    expire().await;
+    price.store(200, SeqCst);
+    let gate = Arc::new(Notify::new());
+    let gated = Prices {
+        gate: Some(gate.clone()),
+        ..open.clone()
+    };
+    // The caller that wins the refresh returns the current value without
+    // waiting for the gated load; so does every caller after it.
+    for _ in 0..3 {
+        let got = bounded(
+            "a caller during the refresh",
+            Duration::from_secs(10),
+            gated.price(1),
+        )
+        .await;
+        assert_eq!(got, 101, "the current value, at once");
+    }
+    gate.notify_one();
+    bounded("the refreshed value", Duration::from_secs(10), async {
+        while open.price(1).await != 201 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(loads.load(SeqCst), 2, "the first load and one refresh");
+}
+
 on_both_backends!(
+    a_method_refreshes_in_the_background_by_default,
     an_swr_refresh_runs_in_the_background,
     an_early_refresh_runs_in_the_background,
     a_background_refresh_loses_to_an_invalidation,

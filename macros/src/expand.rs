@@ -91,9 +91,15 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     };
     let body = match checked.detached {
         Detached::CloningSelf => {
-            // Spanned at the option, where a receiver that cannot be cloned
-            // into the refresh is reported.
-            let at = args.refresh.map_or_else(Span::call_site, |(_, span)| span);
+            // Spanned at the option that chose the background (`refresh`,
+            // else `stampede` or `soft_timeout`), where a receiver that
+            // cannot be cloned into it is reported.
+            let at = args
+                .refresh
+                .map(|(_, span)| span)
+                .or(args.stampede.map(|(_, span)| span))
+                .or(args.soft_timeout.as_ref().map(|soft| soft.span))
+                .unwrap_or_else(Span::call_site);
             let clone = quote_spanned!(at=> <() as ::aside::__private::OwnedReceiver<Self>>::cloner());
             let receiver = sig.receiver().map(|receiver| receiver.self_token);
             let owned = Ident::new("__aside_owned_self", receiver_span(sig));

@@ -314,16 +314,10 @@ fn detached(args: &Args, detach: Detach, errors: &mut Errors) -> Detached {
             Detached::No
         }
         (None, Detach::Owned) if refreshes || soft.is_some() => Detached::Owned,
-        (None, Detach::Receiver) => {
-            if let Some(soft) = soft {
-                errors.add(
-                    soft,
-                    "`soft_timeout` lets a slow load finish on a task of its own, which cannot borrow `&self`; \
-                     add `refresh = \"background\"`, which clones `self` into it (an `Arc`-backed handle)",
-                );
-            }
-            Detached::No
-        }
+        // A `&self` method too: `self` is cloned into the refresh, and a
+        // `Self` that cannot be is a compile error that says what to do.
+        (None, Detach::Receiver) if refreshes || soft.is_some() => Detached::CloningSelf,
+        (None, Detach::Receiver) => Detached::No,
         (None, Detach::Borrowed(at, why)) => {
             if let Some(soft) = soft {
                 errors.add(

@@ -39,15 +39,15 @@ pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
 #[diagnostic::do_not_recommend]
 impl<T> Cacheable for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
-/// A receiver `S` that `refresh = "background"` clones into a refresh on a
-/// task of its own. What the attribute checks `Self` against, through
+/// A receiver `S` that a refresh in the background clones into a task of
+/// its own. What the attribute checks `Self` against, through
 /// `<() as OwnedReceiver<Self>>::cloner()`: a call of no argument on a type
 /// that is not a reference, so that an unmet bound is reported as this
 /// message, with no "consider borrowing" help.
 #[diagnostic::on_unimplemented(
-    message = "`refresh = \"background\"` clones `self` into a refresh on a task of its own, so `{S}` must be `Clone + Send + Sync + 'static`",
+    message = "a refresh in the background (the default of `swr`, `early` and `soft_timeout`) clones `self` into a task of its own, so `{S}` must be `Clone + Send + Sync + 'static`",
     label = "`{S}` is not `Clone + Send + Sync + 'static`",
-    note = "an `Arc`-backed handle is (`#[derive(Clone)]` on a struct of `Arc`s and pools); or use `refresh = \"inline\"`"
+    note = "an `Arc`-backed handle is (`#[derive(Clone)]` on a struct of `Arc`s and pools); or, for `swr` and `early`, write `refresh = \"inline\"`, and the caller that wins a refresh waits for it"
 )]
 #[doc(hidden)]
 pub trait OwnedReceiver<S> {

@@ -99,7 +99,7 @@ mod write_behind;
 /// | `fail_safe` | a duration, as `ttl`: values are kept that long past their fresh time, and the last good value is returned when a load returns an `Err` (a `hard_timeout` is one), counted as stale; see [`Policy::fail_safe`]. Not with `sliding` | none |
 /// | `fail_safe_throttle` | with `fail_safe`: a duration, as `ttl`: how long a value that stood in is served before the next attempt, in every process | [`DEFAULT_FAIL_SAFE_THROTTLE`] (30 s) |
 /// | `soft_timeout` | with `fail_safe`: a duration, as `ttl`: past it, a load that a kept value stands by for returns that value, and finishes on a task of its own ([`Policy::soft_timeout`]). Needs a future that can be made `'static`, as `refresh = "background"` does | none |
-/// | `refresh` | with `"swr"` or `"early"`: `"background"` runs each refresh on a task of its own, so nobody waits for it ([`Cache::get_or_load_detached`]); `"inline"` runs it on the caller that wins it. `"background"` needs owned arguments (a borrowed one is a compile error naming it); on a `&self` method it clones `self` into the refresh (`Self: Clone + Send + Sync + 'static`). A type that borrows through an elided lifetime (`Query` for `Query<'a>`) is not seen as borrowed: write `refresh = "inline"` | `"background"` for a free function whose arguments are all owned (its body must be `Send`), `"inline"` otherwise |
+/// | `refresh` | with `"swr"` or `"early"`: `"background"` runs each refresh on a task of its own, so nobody waits for it ([`Cache::get_or_load_detached`]); `"inline"` runs it on the caller that wins it. `"background"` needs owned arguments (a borrowed one is a compile error naming it); on a `&self` method it clones `self` into the refresh (`Self: Clone + Send + Sync + 'static`). A type that borrows through an elided lifetime (`Query` for `Query<'a>`) is not seen as borrowed: write `refresh = "inline"` | `"background"` when the arguments (but `&self`) are all owned: the body must be `Send`, and a method's `Self` `Clone + Send + Sync + 'static` (a compile error says so otherwise); `"inline"` when one is borrowed |
 /// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
 ///
 /// Beside the function, a hidden companion builds its entry (key and
@@ -434,7 +434,7 @@ pub mod __private {
     pub use core::convert::Infallible;
     pub use core::time::Duration;
 
-    /// What `refresh = "background"` on a `&self` method clones `self` with.
+    /// What a refresh in the background of a `&self` method clones `self` with.
     pub use crate::OwnedReceiver;
 
     /// What `#[invalidate]` runs after its body succeeded: `keys` and

@@ -509,7 +509,13 @@ impl Cache {
     /// A loaded value, in `slot`, lands as `pending` says: its waiters get
     /// it, and the backend and the in-process tier store it. Not generic:
     /// the slot encodes its value.
-    async fn complete(&self, pending: Option<Pending>, policy: &Policy, slot: &mut dyn Slot, observed: Observed) {
+    async fn complete(
+        &self,
+        pending: Option<Pending>,
+        policy: &Policy,
+        slot: &mut dyn Slot,
+        observed: Observed,
+    ) {
         // Nothing to store (caching is off, or the backend failed), to hand
         // to waiters, or to release: no need to encode.
         let pending = match pending {

@@ -6,8 +6,8 @@
 //! so the flows are compiled once, not once per cached function.
 
 use super::Cache;
-use crate::l1::{Kept, Local, Meta, Watch};
 use crate::codec::CodecError;
+use crate::l1::{Kept, Local, Meta, Watch};
 use crate::{Cacheable, Codec, Policy};
 
 /// A value of the caller's type, as far as the flows see it.
