@@ -44,8 +44,8 @@ pub struct Function {
     value_type: OnceLock<&'static str>,
     registered: AtomicBool,
     counters: FunctionCounters,
-    #[cfg(feature = "metrics")]
-    pub(crate) metrics: std::sync::OnceLock<crate::metrics::FunctionMetrics>,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) metrics: OnceLock<crate::metrics::FunctionMetrics>,
 }
 
 /// The live counters of a [`Function`].
@@ -95,8 +95,7 @@ impl Function {
                 oversized: zero(),
                 collisions: zero(),
             },
-            #[cfg(feature = "metrics")]
-            metrics: std::sync::OnceLock::new(),
+            metrics: OnceLock::new(),
         }
     }
 
@@ -168,7 +167,6 @@ impl Function {
     pub(crate) fn outcome(&'static self, outcome: Outcome) {
         self.register();
         self.counters.outcomes.count(outcome);
-        #[cfg(feature = "metrics")]
         self.metric_outcome(outcome);
     }
 
@@ -182,19 +180,16 @@ impl Function {
         if !ok {
             c.load_errors.fetch_add(1, Relaxed);
         }
-        #[cfg(feature = "metrics")]
         self.metric_load(took, ok);
     }
 
     pub(crate) fn refreshed(&'static self) {
         self.counters.refreshes.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
         self.metric_refresh(false);
     }
 
     pub(crate) fn refresh_failed(&'static self) {
         self.counters.refresh_errors.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
         self.metric_refresh(true);
     }
 
@@ -202,21 +197,18 @@ impl Function {
     pub(crate) fn timed_out(&'static self) {
         self.register();
         self.counters.timeouts.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
         self.metric_timeout();
     }
 
     /// A loaded value was too large to cache.
     pub(crate) fn oversized(&'static self) {
         self.counters.oversized.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
         self.metric_oversized();
     }
 
     pub(crate) fn corrupt(&'static self) {
         self.register();
         self.counters.corrupt.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
         self.metric_corrupt();
     }
 }

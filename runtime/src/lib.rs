@@ -61,6 +61,9 @@ mod key;
 mod l1;
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
+mod metrics;
 mod policy;
 mod recovery;
 mod scope;

@@ -30,6 +30,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics::{Counter, Gauge, Histogram};
 
+use crate::clock::Instant;
 use crate::function::Function;
 use crate::stats::Outcome;
 use crate::BreakerState;
@@ -87,8 +88,8 @@ impl Function {
         }
     }
 
-    pub(crate) fn metric_lock_wait(&'static self, waited: Duration) {
-        self.metrics().lock_wait.record(waited);
+    pub(crate) fn metric_lock_wait(&'static self, waited: Timer) {
+        self.metrics().lock_wait.record(waited.elapsed());
     }
 
     pub(crate) fn metric_refresh(&'static self, failed: bool) {
@@ -174,13 +175,21 @@ impl CacheMetrics {
         });
     }
 
-    /// One backend round trip, `op`, took `took` and failed or not. (By
-    /// name at each call: a round trip costs far more than the lookup.)
-    pub(crate) fn backend(&self, op: &'static str, took: Duration, failed: bool) {
-        histogram!("aside_backend_duration_seconds", "op" => op).record(took);
+    /// One backend round trip, `op`, timed by `timer`, failed or not; the
+    /// breaker's state after it, as `breaker` reads it. (By name at each
+    /// call: a round trip costs far more than the lookup.)
+    pub(crate) fn backend(
+        &self,
+        op: &'static str,
+        timer: Timer,
+        failed: bool,
+        breaker: impl FnOnce() -> BreakerState,
+    ) {
+        histogram!("aside_backend_duration_seconds", "op" => op).record(timer.elapsed());
         if failed {
             counter!("aside_backend_errors_total", "op" => op).increment(1);
         }
+        self.breaker(breaker());
     }
 }
 
@@ -282,13 +291,13 @@ fn describe() {
 /// A write-behind log's handles, by its name.
 #[derive(Debug)]
 pub(crate) struct LogMetrics {
-    pub(crate) backlog: Gauge,
-    pub(crate) appends: Counter,
-    pub(crate) rejected: Counter,
-    pub(crate) flushed: Counter,
-    pub(crate) flush_errors: Counter,
-    pub(crate) redelivered: Counter,
-    pub(crate) lag: Histogram,
+    backlog: Gauge,
+    appends: Counter,
+    rejected: Counter,
+    flushed: Counter,
+    flush_errors: Counter,
+    redelivered: Counter,
+    lag: Histogram,
 }
 
 impl LogMetrics {
@@ -304,5 +313,44 @@ impl LogMetrics {
             redelivered: counter!("aside_write_behind_redelivered_total", "log" => log.clone()),
             lag: histogram!("aside_write_behind_lag_seconds", "log" => log),
         }
+    }
+
+    pub(crate) fn backlog(&self, length: u64) {
+        self.backlog.set(length as f64);
+    }
+
+    pub(crate) fn appended(&self) {
+        self.appends.increment(1);
+    }
+
+    pub(crate) fn rejected(&self) {
+        self.rejected.increment(1);
+    }
+
+    /// A batch of `changes` flushed, the oldest `lag` old.
+    pub(crate) fn flushed(&self, changes: u64, lag: Duration) {
+        self.flushed.increment(changes);
+        self.lag.record(lag);
+    }
+
+    pub(crate) fn flush_failed(&self) {
+        self.flush_errors.increment(1);
+    }
+
+    pub(crate) fn redelivered(&self) {
+        self.redelivered.increment(1);
+    }
+}
+
+/// The start of something timed: a backend round trip, a lock wait.
+pub(crate) struct Timer(Instant);
+
+impl Timer {
+    pub(crate) fn start() -> Self {
+        Timer(Instant::now())
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed()
     }
 }

@@ -53,7 +53,8 @@ pub(crate) struct Recovery {
     /// How many items are pending: read on every backend read, without the lock.
     pending: AtomicUsize,
     capacity: usize,
-    /// Woken when the queue empties.
+    /// Woken when the queue empties (by the replay, once it has reported
+    /// the count).
     pub(crate) drained: Notify,
     /// Woken when the backend answered something: the replay need not wait
     /// out its back-off.
@@ -208,12 +209,7 @@ impl Recovery {
             }
         }
         self.pending.store(queue.items.len(), SeqCst);
-        let empty = queue.items.is_empty();
-        drop(queue);
-        if empty {
-            self.drained.notify_waiters();
-        }
-        empty
+        queue.items.is_empty()
     }
 }
 

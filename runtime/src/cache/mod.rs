@@ -147,7 +147,6 @@ struct Inner {
     warned_oversized: std::sync::atomic::AtomicBool,
     /// Whether a policy's `l1` on a cache without the tier was logged already.
     warned_l1: std::sync::atomic::AtomicBool,
-    #[cfg(feature = "metrics")]
     metrics: crate::metrics::CacheMetrics,
     /// Write-behind: the Redis backend's streams, and each log's counters.
     #[cfg(feature = "redis")]
@@ -191,7 +190,6 @@ impl Cache {
                 recovery,
                 warned_oversized: Default::default(),
                 warned_l1: Default::default(),
-                #[cfg(feature = "metrics")]
                 metrics: crate::metrics::CacheMetrics::new(),
                 #[cfg(feature = "redis")]
                 logs: Logs::default(),
@@ -982,23 +980,15 @@ impl Inner {
     ) -> Result<T, BackendError> {
         if !self.breaker.allow() {
             Counters::incr(&self.counters.short_circuited);
-            #[cfg(feature = "metrics")]
             self.metrics.short_circuited();
             return Err(BackendError::CircuitOpen);
         }
         // One span per round trip, under the call's: where a slow call went.
         let span = tracing::debug_span!("aside.backend", op = name);
-        #[cfg(feature = "metrics")]
-        let started = crate::clock::Instant::now();
+        let timer = crate::metrics::Timer::start();
         let result = op(&*self.backend).instrument(span).await;
         let failed = self.record(&result);
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics.backend(name, started.elapsed(), failed);
-            self.metrics.breaker(self.breaker_state());
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = failed;
+        self.metrics.backend(name, timer, failed, || self.breaker_state());
         result
     }
 
@@ -1018,7 +1008,6 @@ impl Inner {
             // short-circuited there, and not the whole backend's failure.
             Err(BackendError::CircuitOpen) => {
                 Counters::incr(&self.counters.short_circuited);
-                #[cfg(feature = "metrics")]
                 self.metrics.short_circuited();
                 false
             }

@@ -12,6 +12,7 @@ use tracing::Span;
 
 use super::Cache;
 use crate::clock::Instant;
+use crate::metrics::Timer;
 use crate::stats::{Counters, Outcome};
 use crate::Policy;
 
@@ -92,24 +93,17 @@ impl Cache {
 /// A call in flight: counted in its function's gauge (with the `metrics`
 /// feature) until dropped.
 pub(crate) struct InFlight {
-    #[cfg(feature = "metrics")]
     _guard: Option<crate::metrics::InFlight>,
 }
 
 impl InFlight {
     /// Not a call: a load on a task of its own.
     fn none() -> Self {
-        InFlight {
-            #[cfg(feature = "metrics")]
-            _guard: None,
-        }
+        InFlight { _guard: None }
     }
 
     pub(super) fn enter(policy: &Policy) -> Self {
-        #[cfg(not(feature = "metrics"))]
-        let _ = policy;
         InFlight {
-            #[cfg(feature = "metrics")]
             _guard: policy.named().map(crate::metrics::InFlight::enter),
         }
     }
@@ -118,33 +112,25 @@ impl InFlight {
 /// A wait for another process's stampede lock, from its start until
 /// dropped: its function's lock-wait histogram (with the `metrics` feature).
 pub(crate) struct LockWait {
-    #[cfg(feature = "metrics")]
-    started: Option<(Instant, &'static crate::Function)>,
+    started: Option<(Timer, &'static crate::Function)>,
 }
 
 impl LockWait {
     pub(super) fn none() -> Self {
-        LockWait {
-            #[cfg(feature = "metrics")]
-            started: None,
-        }
+        LockWait { started: None }
     }
 
     pub(super) fn start(policy: &Policy) -> Self {
-        #[cfg(not(feature = "metrics"))]
-        let _ = policy;
         LockWait {
-            #[cfg(feature = "metrics")]
-            started: policy.named().map(|function| (Instant::now(), function)),
+            started: policy.named().map(|function| (Timer::start(), function)),
         }
     }
 }
 
 impl Drop for LockWait {
     fn drop(&mut self) {
-        #[cfg(feature = "metrics")]
-        if let Some((started, function)) = self.started {
-            function.metric_lock_wait(started.elapsed());
+        if let Some((started, function)) = self.started.take() {
+            function.metric_lock_wait(started);
         }
     }
 }

@@ -45,7 +45,6 @@ impl Cache {
             ),
             Queued::Kept => tracing::debug!(%error, "aside: an invalidation failed; kept for replay"),
             Queued::Overflowed => {
-                #[cfg(feature = "metrics")]
                 self.inner.metrics.overflowed();
                 tracing::error!(
                     %error,
@@ -196,13 +195,17 @@ impl Inner {
                 self.recovery.dropped(item);
             }
         }
+        // Reported before `replay_pending` hears of it: whoever waited for
+        // the queue to drain then reads the metrics as they now are.
         self.report_pending();
+        if self.recovery.pending() == 0 {
+            self.recovery.drained.notify_waiters();
+        }
         Ok(())
     }
 
     /// The pending count, to the metrics.
     pub(super) fn report_pending(&self) {
-        #[cfg(feature = "metrics")]
         self.metrics
             .pending(self.recovery.pending(), self.recovery.replayed.load(SeqCst));
     }

@@ -187,7 +187,6 @@ pub(crate) struct Counters {
     pub(crate) undecodable: AtomicU64,
     /// How long the oldest change of the last flushed batch waited, in ms.
     pub(crate) lag_ms: AtomicU64,
-    #[cfg(feature = "metrics")]
     metrics: crate::metrics::LogMetrics,
 }
 
@@ -204,27 +203,23 @@ impl Counters {
             redelivered: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
-            #[cfg(feature = "metrics")]
             metrics: crate::metrics::LogMetrics::new(log),
         }
     }
 
     fn backlog(&self, length: u64) {
         self.backlog.store(length, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.backlog.set(length as f64);
+        self.metrics.backlog(length);
     }
 
     pub(crate) fn appended(&self) {
         self.appended.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.appends.increment(1);
+        self.metrics.appended();
     }
 
     pub(crate) fn rejected(&self) {
         self.rejected.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.rejected.increment(1);
+        self.metrics.rejected();
     }
 
     /// A batch of `changes` flushed, the oldest `lag` old.
@@ -232,23 +227,17 @@ impl Counters {
         self.flushed.fetch_add(changes, Relaxed);
         self.batches.fetch_add(1, Relaxed);
         self.lag_ms.store(duration_ms(lag), Relaxed);
-        #[cfg(feature = "metrics")]
-        {
-            self.metrics.flushed.increment(changes);
-            self.metrics.lag.record(lag);
-        }
+        self.metrics.flushed(changes, lag);
     }
 
     pub(crate) fn flush_failed(&self) {
         self.flush_errors.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.flush_errors.increment(1);
+        self.metrics.flush_failed();
     }
 
     pub(crate) fn redelivered(&self) {
         self.redelivered.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.redelivered.increment(1);
+        self.metrics.redelivered();
     }
 }
 
