@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use crate::metrics::FunctionMetrics;
 use crate::stats::{Outcome, OutcomeCounters};
 
 /// A cached function, as its statistics, spans and metrics name it.
@@ -44,8 +45,8 @@ pub struct Function {
     value_type: OnceLock<&'static str>,
     registered: AtomicBool,
     counters: FunctionCounters,
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) metrics: OnceLock<crate::metrics::FunctionMetrics>,
+    /// Its metrics' handles, registered at its first count.
+    metrics: OnceLock<FunctionMetrics>,
 }
 
 /// The live counters of a [`Function`].
@@ -112,6 +113,11 @@ impl Function {
         self.name
     }
 
+    /// Its metrics' handles (nothing without the `metrics` feature).
+    pub(crate) fn metrics(&'static self) -> &'static FunctionMetrics {
+        FunctionMetrics::of(&self.metrics, self.name)
+    }
+
     pub(crate) fn key_template(&self) -> Option<&'static str> {
         self.key_template
     }
@@ -167,7 +173,7 @@ impl Function {
     pub(crate) fn outcome(&'static self, outcome: Outcome) {
         self.register();
         self.counters.outcomes.count(outcome);
-        self.metric_outcome(outcome);
+        self.metrics().outcome(outcome);
     }
 
     /// A loader ran for `took`, and succeeded or not.
@@ -180,36 +186,36 @@ impl Function {
         if !ok {
             c.load_errors.fetch_add(1, Relaxed);
         }
-        self.metric_load(took, ok);
+        self.metrics().load(took, ok);
     }
 
     pub(crate) fn refreshed(&'static self) {
         self.counters.refreshes.fetch_add(1, Relaxed);
-        self.metric_refresh(false);
+        self.metrics().refresh(false);
     }
 
     pub(crate) fn refresh_failed(&'static self) {
         self.counters.refresh_errors.fetch_add(1, Relaxed);
-        self.metric_refresh(true);
+        self.metrics().refresh(true);
     }
 
     /// A load gave up at its `hard_timeout`.
     pub(crate) fn timed_out(&'static self) {
         self.register();
         self.counters.timeouts.fetch_add(1, Relaxed);
-        self.metric_timeout();
+        self.metrics().timeout();
     }
 
     /// A loaded value was too large to cache.
     pub(crate) fn oversized(&'static self) {
         self.counters.oversized.fetch_add(1, Relaxed);
-        self.metric_oversized();
+        self.metrics().oversized();
     }
 
     pub(crate) fn corrupt(&'static self) {
         self.register();
         self.counters.corrupt.fetch_add(1, Relaxed);
-        self.metric_corrupt();
+        self.metrics().corrupt();
     }
 }
 

@@ -24,16 +24,15 @@
 //! its build: install the recorder (e.g. `metrics-exporter-prometheus`)
 //! before either, as the `metrics` crate asks of every library.
 
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics::{Counter, Gauge, Histogram};
 
 use crate::clock::Instant;
-use crate::function::Function;
 use crate::stats::Outcome;
-use crate::BreakerState;
+use crate::breaker::BreakerState;
 
 /// One function's handles.
 #[derive(Debug)]
@@ -69,48 +68,46 @@ impl FunctionMetrics {
     }
 }
 
-/// What a [`Function`] reports.
-impl Function {
-    fn metrics(&'static self) -> &'static FunctionMetrics {
-        self.metrics.get_or_init(|| FunctionMetrics::new(self.name()))
+impl FunctionMetrics {
+    /// The handles kept in `cell`, registered at the first use.
+    pub(crate) fn of<'a>(cell: &'a OnceLock<FunctionMetrics>, function: &'static str) -> &'a FunctionMetrics {
+        cell.get_or_init(|| FunctionMetrics::new(function))
     }
 
-    pub(crate) fn metric_outcome(&'static self, outcome: Outcome) {
+    pub(crate) fn outcome(&self, outcome: Outcome) {
         let index = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        self.metrics().calls[index].increment(1);
+        self.calls[index].increment(1);
     }
 
-    pub(crate) fn metric_load(&'static self, took: Duration, ok: bool) {
-        let metrics = self.metrics();
-        metrics.load_duration.record(took);
+    pub(crate) fn load(&self, took: Duration, ok: bool) {
+        self.load_duration.record(took);
         if !ok {
-            metrics.load_errors.increment(1);
+            self.load_errors.increment(1);
         }
     }
 
-    pub(crate) fn metric_lock_wait(&'static self, waited: Timer) {
-        self.metrics().lock_wait.record(waited.elapsed());
+    pub(crate) fn lock_wait(&self, waited: Timer) {
+        self.lock_wait.record(waited.elapsed());
     }
 
-    pub(crate) fn metric_refresh(&'static self, failed: bool) {
-        let metrics = self.metrics();
+    pub(crate) fn refresh(&self, failed: bool) {
         if failed {
-            metrics.refresh_errors.increment(1);
+            self.refresh_errors.increment(1);
         } else {
-            metrics.refreshes.increment(1);
+            self.refreshes.increment(1);
         }
     }
 
-    pub(crate) fn metric_timeout(&'static self) {
-        self.metrics().timeouts.increment(1);
+    pub(crate) fn timeout(&self) {
+        self.timeouts.increment(1);
     }
 
-    pub(crate) fn metric_oversized(&'static self) {
-        self.metrics().oversized.increment(1);
+    pub(crate) fn oversized(&self) {
+        self.oversized.increment(1);
     }
 
-    pub(crate) fn metric_corrupt(&'static self) {
-        self.metrics().corrupt.increment(1);
+    pub(crate) fn corrupt(&self) {
+        self.corrupt.increment(1);
     }
 }
 
@@ -118,8 +115,7 @@ impl Function {
 pub(crate) struct InFlight(&'static FunctionMetrics);
 
 impl InFlight {
-    pub(crate) fn enter(function: &'static Function) -> Self {
-        let metrics = function.metrics();
+    pub(crate) fn enter(metrics: &'static FunctionMetrics) -> Self {
         metrics.in_flight.increment(1.0);
         InFlight(metrics)
     }

@@ -2,31 +2,35 @@
 //! nothing and holding nothing, so that the flows report what they do
 //! without a `#[cfg]` and without cost when nobody collects it.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::function::Function;
 use crate::stats::Outcome;
-use crate::BreakerState;
+use crate::breaker::BreakerState;
 
 /// One function's handles: none.
 #[derive(Debug)]
 pub(crate) struct FunctionMetrics;
 
-impl Function {
-    pub(crate) fn metric_outcome(&'static self, _: Outcome) {}
-    pub(crate) fn metric_load(&'static self, _: Duration, _: bool) {}
-    pub(crate) fn metric_lock_wait(&'static self, _: Timer) {}
-    pub(crate) fn metric_refresh(&'static self, _: bool) {}
-    pub(crate) fn metric_timeout(&'static self) {}
-    pub(crate) fn metric_oversized(&'static self) {}
-    pub(crate) fn metric_corrupt(&'static self) {}
+impl FunctionMetrics {
+    /// None to register: not even the cell is read.
+    pub(crate) fn of<'a>(_: &'a OnceLock<FunctionMetrics>, _: &'static str) -> &'a FunctionMetrics {
+        &FunctionMetrics
+    }
+    pub(crate) fn outcome(&self, _: Outcome) {}
+    pub(crate) fn load(&self, _: Duration, _: bool) {}
+    pub(crate) fn lock_wait(&self, _: Timer) {}
+    pub(crate) fn refresh(&self, _: bool) {}
+    pub(crate) fn timeout(&self) {}
+    pub(crate) fn oversized(&self) {}
+    pub(crate) fn corrupt(&self) {}
 }
 
 /// A call in flight: not counted.
 pub(crate) struct InFlight;
 
 impl InFlight {
-    pub(crate) fn enter(_: &'static Function) -> Self {
+    pub(crate) fn enter(_: &'static FunctionMetrics) -> Self {
         InFlight
     }
 }

@@ -104,7 +104,9 @@ impl InFlight {
 
     pub(super) fn enter(policy: &Policy) -> Self {
         InFlight {
-            _guard: policy.named().map(crate::metrics::InFlight::enter),
+            _guard: policy
+                .named()
+                .map(|function| crate::metrics::InFlight::enter(function.metrics())),
         }
     }
 }
@@ -130,7 +132,7 @@ impl LockWait {
 impl Drop for LockWait {
     fn drop(&mut self) {
         if let Some((started, function)) = self.started.take() {
-            function.metric_lock_wait(started);
+            function.metrics().lock_wait(started);
         }
     }
 }
