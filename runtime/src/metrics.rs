@@ -30,9 +30,9 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics::{Counter, Gauge, Histogram};
 
+use crate::breaker::BreakerState;
 use crate::clock::Instant;
 use crate::stats::Outcome;
-use crate::breaker::BreakerState;
 
 /// One function's handles.
 #[derive(Debug)]

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::stats::Outcome;
 use crate::breaker::BreakerState;
+use crate::stats::Outcome;
 
 /// One function's handles: none.
 #[derive(Debug)]

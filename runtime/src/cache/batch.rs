@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
-use super::lookup::{Found, InProcess};
+use super::plan::{Found, InProcess};
 use super::slot::{Slot, Typed};
 use crate::backend::{EntryKeys, Fetched};
 use crate::l1::Watch;

@@ -15,6 +15,7 @@ mod batch;
 mod load;
 mod lookup;
 mod observe;
+mod plan;
 mod replay;
 mod slot;
 mod stampede;
@@ -38,8 +39,8 @@ use crate::flight::{Flights, Leader};
 use crate::key::storage_key;
 use crate::l1::{Local, Watch};
 use crate::scope::{self, Mode};
-use lookup::{Begin, InProcess, Pending, SoftWait};
 use observe::{CallKind, Observed};
+use plan::{Begin, InProcess, Pending, SoftWait};
 use slot::{Slot, Typed};
 use tracing::{Instrument, Span};
 

@@ -8,8 +8,8 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::batch;
-use super::lookup::{Due, Found, Pending, Plan, Refresh, Standby};
 use super::observe::LockWait;
+use super::plan::{Due, Found, Pending, Plan, Refresh, Standby};
 use super::slot::Slot;
 use super::{Cache, Call, Under};
 use crate::backend::{fresh_token, EntryKeys, LockWatch, Locked};
