@@ -14,6 +14,8 @@ pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 #[cfg(feature = "redis")]
+pub(crate) mod streams;
+#[cfg(feature = "redis")]
 pub(crate) mod tracking;
 
 /// A boxed, `Send` future, as returned by [`Backend`] methods.

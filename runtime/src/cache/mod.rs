@@ -154,12 +154,30 @@ struct Inner {
     logs: Logs,
 }
 
-/// What a cache's write-behind logs share: Redis, and their counters by name.
+/// What a cache's write-behind logs share: Redis, and each log's state by
+/// name, which the cache knows only as far as [`Log`] says.
 #[cfg(feature = "redis")]
 #[derive(Default)]
 struct Logs {
-    streams: std::sync::OnceLock<Arc<dyn crate::write_behind::Streams>>,
-    counters: Mutex<Vec<(String, Arc<crate::write_behind::Counters>)>>,
+    streams: std::sync::OnceLock<Arc<dyn crate::backend::streams::Streams>>,
+    logs: Mutex<Vec<NamedLog>>,
+}
+
+/// One log's state, as itself (to hand it back) and as a [`Log`].
+#[cfg(feature = "redis")]
+struct NamedLog {
+    name: String,
+    state: Arc<dyn std::any::Any + Send + Sync>,
+    log: Arc<dyn Log>,
+}
+
+/// A write-behind log's state, as the cache sees it: what it adds to the
+/// cache's [`Stats`]. (Defined here, implemented by write-behind, which sits
+/// above the cache.)
+#[cfg(feature = "redis")]
+pub(crate) trait Log: Send + Sync {
+    /// Changes logged and not yet flushed, when last seen.
+    fn backlog(&self) -> u64;
 }
 
 impl fmt::Debug for Cache {
@@ -278,13 +296,10 @@ impl Cache {
             let logs = self
                 .inner
                 .logs
-                .counters
+                .logs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            stats.backlog = logs
-                .iter()
-                .map(|(_, c)| c.backlog.load(std::sync::atomic::Ordering::Relaxed))
-                .sum();
+            stats.backlog = logs.iter().map(|named| named.log.backlog()).sum();
         }
         stats
     }
@@ -297,33 +312,41 @@ impl Cache {
 
     /// Gives the cache its Redis backend's streams, for write-behind.
     #[cfg(feature = "redis")]
-    pub(crate) fn attach_streams(&self, streams: Arc<dyn crate::write_behind::Streams>) {
+    pub(crate) fn attach_streams(&self, streams: Arc<dyn crate::backend::streams::Streams>) {
         let _ = self.inner.logs.streams.set(streams);
     }
 
     /// The streams write-behind logs on, and the namespace: `None` without Redis.
     #[cfg(feature = "redis")]
-    pub(crate) fn streams(&self) -> Option<(Arc<dyn crate::write_behind::Streams>, String)> {
+    pub(crate) fn streams(&self) -> Option<(Arc<dyn crate::backend::streams::Streams>, String)> {
         let streams = self.inner.logs.streams.get()?.clone();
         Some((streams, self.inner.settings.namespace.clone()))
     }
 
-    /// The counters of the write-behind log `name`, shared by every handle
-    /// on it.
+    /// The state of the write-behind log `name`, shared by every handle on
+    /// it: made by `new` the first time.
     #[cfg(feature = "redis")]
-    pub(crate) fn log_counters(&self, name: &str) -> Arc<crate::write_behind::Counters> {
+    pub(crate) fn log<L: Log + std::any::Any>(&self, name: &str, new: impl FnOnce() -> L) -> Arc<L> {
         let mut logs = self
             .inner
             .logs
-            .counters
+            .logs
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, counters)) = logs.iter().find(|(n, _)| n == name) {
-            return counters.clone();
+        let found = logs
+            .iter()
+            .find(|named| named.name == name)
+            .and_then(|named| named.state.clone().downcast::<L>().ok());
+        if let Some(state) = found {
+            return state;
         }
-        let counters = Arc::new(crate::write_behind::Counters::new(name));
-        logs.push((name.to_owned(), counters.clone()));
-        counters
+        let state = Arc::new(new());
+        logs.push(NamedLog {
+            name: name.to_owned(),
+            state: state.clone(),
+            log: state.clone(),
+        });
+        state
     }
 
     /// The runtime entry point behind `#[cached]`: returns the value cached at

@@ -30,25 +30,9 @@ use redis::streams::{StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{Script, Value};
 
 use super::Version;
-use crate::backend::BoxFuture;
+use crate::backend::streams::Streams;
 use crate::clock::duration_ms;
 use crate::BackendError;
-
-/// What the write-behind log needs of a backend: commands and scripts on
-/// Redis. Implemented by the Redis backends, single-node and cluster.
-pub(crate) trait Streams: Send + Sync + 'static {
-    /// Sends `cmd` (routed by its first key on a cluster), within the
-    /// cache's operation timeout.
-    fn command(&self, cmd: redis::Cmd) -> BoxFuture<'_, Result<Value, BackendError>>;
-
-    /// Runs `script` with `keys` and `args`, within the operation timeout.
-    fn script(
-        &self,
-        script: &'static Script,
-        keys: Vec<String>,
-        args: Vec<Vec<u8>>,
-    ) -> BoxFuture<'_, Result<Value, BackendError>>;
-}
 
 /// The consumer group every flusher of a log reads in.
 const GROUP: &str = "aside";
@@ -188,6 +172,12 @@ pub(crate) struct Counters {
     /// How long the oldest change of the last flushed batch waited, in ms.
     pub(crate) lag_ms: AtomicU64,
     metrics: crate::metrics::LogMetrics,
+}
+
+impl crate::cache::Log for Counters {
+    fn backlog(&self) -> u64 {
+        self.backlog.load(Relaxed)
+    }
 }
 
 impl Counters {

@@ -17,7 +17,7 @@ mod log;
 
 pub use batch::{Batch, Counted, ParseVersionError, Version, Written};
 pub use flusher::{Flusher, FlusherBuilder};
-pub(crate) use log::{Counters, Streams};
+pub(crate) use log::Counters;
 
 use log::{Appended, Change, Log};
 
@@ -504,7 +504,7 @@ where
                     .into(),
             ));
         };
-        let counters = self.cache.log_counters(&self.name);
+        let counters = self.cache.log(&self.name, || Counters::new(&self.name));
         Ok(WriteBehind {
             shared: Arc::new(Shared {
                 log: Arc::new(Log::new(streams, &namespace, &self.name, counters)),

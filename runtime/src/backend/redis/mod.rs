@@ -209,7 +209,7 @@ impl<C: Link> RedisBackend<C> {
 /// Write-behind's log: plain commands and scripts, each within the operation
 /// timeout, not through a cluster node's breaker (a write to the log must
 /// learn that it failed, not be skipped).
-impl<C: Link> crate::write_behind::Streams for RedisBackend<C> {
+impl<C: Link> crate::backend::streams::Streams for RedisBackend<C> {
     fn command(&self, cmd: redis::Cmd) -> BoxFuture<'_, Result<redis::Value, BackendError>> {
         Box::pin(async move { self.query(&cmd).await })
     }
