@@ -28,7 +28,6 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use crate::clock::duration_ms;
-use crate::l1::Meta;
 use crate::Codec;
 
 const MAGIC: &[u8; 2] = b"as";
@@ -189,6 +188,16 @@ impl<'a> Entry<'a> {
             payload: &bytes[payload_at..],
         })
     }
+}
+
+/// What an entry says besides its value: what a read of either tier
+/// learns, and what the in-process tier keeps beside a value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) stored_at_ms: u64,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) load_time: Duration,
+    pub(crate) negative: bool,
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::clock;
+use crate::entry::Meta;
 use crate::Codec;
 
 /// The in-process tier's bound and, optionally, how long it keeps an entry at
@@ -99,15 +100,6 @@ impl Dep {
     fn changed(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
-}
-
-/// What a read of the tier learns besides the value.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Meta {
-    pub(crate) stored_at_ms: u64,
-    pub(crate) fresh_until_ms: u64,
-    pub(crate) load_time: Duration,
-    pub(crate) negative: bool,
 }
 
 /// An entry: the value as its own type, and what it depends on.

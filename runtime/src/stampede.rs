@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use crate::Cache;
-
 /// How long a stampede or refresh lock is held at most, if its holder never
 /// releases it (it crashed): 10 s.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
@@ -101,62 +99,6 @@ pub(crate) fn jittered(ttl: Duration, jitter: f64, u: f64) -> Duration {
 
 /// The largest jitter share: TTLs may shrink to a tenth, no further.
 pub(crate) const MAX_JITTER: f64 = 0.9;
-
-/// A lock held (or possibly held) in the backend. Released explicitly; if
-/// dropped unreleased (the holder was cancelled or panicked, or the attempt to
-/// take it timed out), released by a spawned task, or by its TTL when there
-/// is no runtime to spawn on. Release is compare-and-delete on the token, so
-/// releasing a lock that was never taken is harmless.
-pub(crate) struct HeldLock {
-    cache: Cache,
-    key: String,
-    token: u64,
-    released: bool,
-}
-
-impl HeldLock {
-    pub(crate) fn new(cache: Cache, key: String, token: u64) -> Self {
-        HeldLock {
-            cache,
-            key,
-            token,
-            released: false,
-        }
-    }
-
-    /// Releases the lock; if cancelled meanwhile, the drop releases it.
-    pub(crate) async fn release(mut self) {
-        self.cache.unlock(&self.key, self.token).await;
-        self.released = true;
-    }
-
-    /// Forgets a lock that was not taken, or was released with a store.
-    pub(crate) fn disarm(mut self) {
-        self.released = true;
-    }
-
-    /// The owner's token.
-    pub(crate) fn token(&self) -> u64 {
-        self.token
-    }
-
-    /// The lock's name.
-    pub(crate) fn key(&self) -> &str {
-        &self.key
-    }
-}
-
-impl Drop for HeldLock {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (cache, key, token) = (self.cache.clone(), std::mem::take(&mut self.key), self.token);
-            runtime.spawn(async move { cache.unlock(&key, token).await });
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

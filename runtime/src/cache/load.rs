@@ -8,14 +8,16 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::slot::Slot;
+use super::stampede::HeldLock;
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Renewal};
 use crate::clock::{duration_ms, now_ms};
 use crate::codec::CodecError;
 use crate::entry::Entry;
+use crate::entry::Meta;
 use crate::flight::{Landed, Leader};
-use crate::l1::{Meta, Watch};
-use crate::stampede::{jittered, HeldLock, MAX_JITTER, REFRESH_GRACE};
+use crate::l1::Watch;
+use crate::stampede::{jittered, MAX_JITTER, REFRESH_GRACE};
 use crate::stats::Counters;
 use crate::tags::Stamp;
 use crate::{BackendError, Codec, Policy, Stampede};

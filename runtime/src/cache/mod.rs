@@ -45,10 +45,10 @@ use slot::{Slot, Typed};
 use tracing::{Instrument, Span};
 
 use crate::recovery::Recovery;
-use crate::stampede::HeldLock;
 use crate::stats::Counters;
 use crate::tags::Stamp;
 use crate::{BackendError, BreakerState, CacheBuilder, Cacheable, Codec, Error, Policy, Stats};
+use stampede::HeldLock;
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
 /// and its counters. Clones share everything.

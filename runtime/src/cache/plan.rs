@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::Under;
 use crate::backend::EntryKeys;
 use crate::clock::Instant;
-use crate::l1::{Meta, Watch};
+use crate::entry::Meta;
+use crate::l1::Watch;
 
 /// What a read found; a value it found is in the caller's slot.
 pub(super) enum Found {

@@ -7,7 +7,8 @@
 
 use super::Cache;
 use crate::codec::CodecError;
-use crate::l1::{Kept, Local, Meta, Watch};
+use crate::entry::Meta;
+use crate::l1::{Kept, Local, Watch};
 use crate::{Cacheable, Codec, Policy};
 
 /// A value of the caller's type, as far as the flows see it.

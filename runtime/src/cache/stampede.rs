@@ -15,7 +15,6 @@ use super::{Cache, Call, Under};
 use crate::backend::{fresh_token, EntryKeys, LockWatch, Locked};
 use crate::clock::Instant;
 use crate::flight::{Landed, Leader, Waiter};
-use crate::stampede::HeldLock;
 use crate::stats::{Counters, Outcome};
 use crate::Policy;
 
@@ -293,4 +292,60 @@ pub(super) enum Lock {
     Busy,
     /// The backend failed (the guard still undoes a lock it may have taken).
     Failed,
+}
+
+/// A lock held (or possibly held) in the backend. Released explicitly; if
+/// dropped unreleased (the holder was cancelled or panicked, or the attempt to
+/// take it timed out), released by a spawned task, or by its TTL when there
+/// is no runtime to spawn on. Release is compare-and-delete on the token, so
+/// releasing a lock that was never taken is harmless.
+pub(crate) struct HeldLock {
+    cache: Cache,
+    key: String,
+    token: u64,
+    released: bool,
+}
+
+impl HeldLock {
+    pub(crate) fn new(cache: Cache, key: String, token: u64) -> Self {
+        HeldLock {
+            cache,
+            key,
+            token,
+            released: false,
+        }
+    }
+
+    /// Releases the lock; if cancelled meanwhile, the drop releases it.
+    pub(crate) async fn release(mut self) {
+        self.cache.unlock(&self.key, self.token).await;
+        self.released = true;
+    }
+
+    /// Forgets a lock that was not taken, or was released with a store.
+    pub(crate) fn disarm(mut self) {
+        self.released = true;
+    }
+
+    /// The owner's token.
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The lock's name.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (cache, key, token) = (self.cache.clone(), std::mem::take(&mut self.key), self.token);
+            runtime.spawn(async move { cache.unlock(&key, token).await });
+        }
+    }
 }
