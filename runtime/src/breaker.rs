@@ -21,6 +21,7 @@ use crate::clock::Instant;
 
 /// Where the breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Calls go to the backend.
     Closed,

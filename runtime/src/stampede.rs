@@ -44,6 +44,7 @@ pub(crate) const REFRESH_GRACE: Duration = DEFAULT_LOCK_TTL;
 /// # let _ = policy;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum Stampede {
     /// One load across all processes, under a lock in the backend.
     Lock {
