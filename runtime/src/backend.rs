@@ -1,11 +1,16 @@
-//! Where entries live: the [`Backend`] trait and its two implementations.
+//! Where entries live: the [`Backend`] trait, for a store of your own, and
+//! what it takes and returns. aside's own backends (in memory, Redis,
+//! Redis Cluster) implement it; [`Cache::with_backend`](crate::Cache::with_backend)
+//! builds a cache on another one.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bytes::Bytes;
+/// The byte buffer backends store, re-exported so that implementations
+/// need not depend on the `bytes` crate themselves.
+pub use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::BackendError;
@@ -38,7 +43,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// # Examples
 ///
 /// ```
-/// let keys = aside::EntryKeys::new("shop", "product:1", vec!["shop#tag:category:7".into()]);
+/// let keys = aside::backend::EntryKeys::new("shop", "product:1", vec!["shop#tag:category:7".into()]);
 /// assert_eq!(keys.entry, "shop:{product:1}");
 /// assert_eq!(keys.guard(), "shop#guard:{product:1}");
 /// assert_eq!(keys.lock(), "shop#lock:{product:1}");
@@ -178,7 +183,7 @@ impl Renewal {
     /// A backend that can compare and set under a lock of its own:
     ///
     /// ```
-    /// # fn renew(stored: &mut Option<aside::Bytes>, renewal: aside::Renewal) -> bool {
+    /// # fn renew(stored: &mut Option<aside::backend::Bytes>, renewal: aside::backend::Renewal) -> bool {
     /// match stored.as_deref().and_then(|entry| renewal.apply(entry)) {
     ///     Some(renewed) => {
     ///         *stored = Some(renewed);
@@ -223,7 +228,7 @@ pub struct Locked {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let (tell, changes) = tokio::sync::watch::channel(0u64);
-/// let mut watch = aside::LockWatch::new(changes, ());
+/// let mut watch = aside::backend::LockWatch::new(changes, ());
 /// tell.send_modify(|releases| *releases += 1);
 /// watch.released().await; // returns at once: a release came after the watch began
 /// # }
@@ -312,7 +317,8 @@ impl std::fmt::Debug for LockWatch {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use aside::{Backend, BackendError, BoxFuture, Bytes, Cache, EntryKeys, Fetched, Locked, Policy, Tokens};
+/// use aside::backend::{Backend, BoxFuture, Bytes, EntryKeys, Fetched, Locked, Tokens};
+/// use aside::{BackendError, Cache, Policy};
 ///
 /// #[derive(Debug)]
 /// struct Down;

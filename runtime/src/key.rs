@@ -76,7 +76,7 @@ impl KeyBuilder {
 /// its whole key, and a name kept as it is never contains the mark.
 ///
 /// A name is never empty and never starts with `}`, so that `{name}` is a
-/// Redis Cluster hash tag of the name (see [`EntryKeys`](crate::EntryKeys)):
+/// Redis Cluster hash tag of the name (see [`EntryKeys`](crate::backend::EntryKeys)):
 /// an empty key, or one that starts with `}`, is stored as its digest alone.
 pub(crate) fn storage_key(key: &str) -> Cow<'_, str> {
     shorten(key, MAX_KEY_LEN, KEPT_PREFIX)

@@ -43,7 +43,7 @@
 //! | `metrics` | off | counters, histograms and gauges through the `metrics` facade, labelled by function (the README lists them) |
 #![warn(missing_docs)]
 
-mod backend;
+pub mod backend;
 mod breaker;
 mod builder;
 mod cache;
@@ -378,12 +378,8 @@ pub use aside_macros::invalidate;
 /// # Ok(()) }
 /// ```
 pub use aside_macros::key;
-pub use backend::{Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Renewal, Tokens};
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
-/// The byte buffer [`Backend`]s store, re-exported so that implementations
-/// need not depend on the `bytes` crate themselves.
-pub use bytes::Bytes;
 pub use cache::Cache;
 pub use cacheable::Cacheable;
 pub use cached_entry::CachedEntry;

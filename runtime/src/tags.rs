@@ -60,9 +60,9 @@
 //! while a load runs) on a real cluster too.
 
 /// The tokens a load ran under: the key's guard and its tags' tokens, read
-/// before the loader started (what [`Backend::tokens`](crate::Backend::tokens)
-/// and [`Backend::lock`](crate::Backend::lock) return).
-pub(crate) type Stamp = crate::Tokens;
+/// before the loader started (what [`Backend::tokens`](crate::backend::Backend::tokens)
+/// and [`Backend::lock`](crate::backend::Backend::lock) return).
+pub(crate) type Stamp = crate::backend::Tokens;
 
 impl Stamp {
     /// Whether an entry recorded with `recorded` tag tokens is still valid

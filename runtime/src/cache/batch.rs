@@ -5,7 +5,7 @@
 //! the caller's task: every guarantee of that flow holds per element
 //! (coalescing with other callers, stampede modes, tags and their races,
 //! negative caching, fail-safe). What the elements share goes through the
-//! batch: their reads become one [`Backend::fetch_many`](crate::Backend::fetch_many),
+//! batch: their reads become one [`Backend::fetch_many`](crate::backend::Backend::fetch_many),
 //! and their loads one call of the loader. Each happens once every element
 //! still running is *parked*: at a read, at a load, or waiting for another
 //! caller's load of its key (in this process, or another's lock). So two

@@ -111,7 +111,7 @@ pub(super) static LOCK: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// KEYS: entry, and the lock to release, if any. ARGV: the entry's times as
-/// read and as renewed (see [`Renewal`](crate::Renewal)), the TTL in ms, and the lock's
+/// read and as renewed (see [`Renewal`](crate::backend::Renewal)), the TTL in ms, and the lock's
 /// token. The entry is rewritten only if its times are still those read.
 pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     let times = crate::entry::TIMES;
