@@ -17,7 +17,7 @@ mod support;
 
 use std::time::Duration;
 
-use aside::WriteBehind;
+use aside::write_behind::WriteBehind;
 use criterion::Criterion;
 use latency::{median, runtime, timed, under_cargo_test};
 use redis::aio::MultiplexedConnection;

@@ -256,7 +256,7 @@ async fn a_write_behind_logs_backlog_and_flushes_are_measured() {
     let prometheus = prometheus();
     let redis = RedisServer::start();
     let cache = redis.cache().await;
-    let log = aside::WriteBehind::<u64, u64>::new(&cache, "metered").unwrap();
+    let log = aside::write_behind::WriteBehind::<u64, u64>::new(&cache, "metered").unwrap();
     for id in 0..5 {
         log.add(&id, 1).await.unwrap();
     }
@@ -265,7 +265,7 @@ async fn a_write_behind_logs_backlog_and_flushes_are_measured() {
     assert_eq!(of("aside_write_behind_appends_total"), 5);
 
     let flusher = log
-        .flusher(|_: aside::Batch<u64, u64>| async { Ok::<_, std::convert::Infallible>(()) })
+        .flusher(|_: aside::write_behind::Batch<u64, u64>| async { Ok::<_, std::convert::Infallible>(()) })
         .flush_every(Duration::from_millis(20))
         .start()
         .unwrap();

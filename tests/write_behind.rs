@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aside::{Batch, Cache, Error, Flusher, Version, WhenFull, WriteBehind};
+use aside::write_behind::{Batch, Flusher, Version, WhenFull, WriteBehind};
+use aside::{Cache, Error};
 use support::redis_server::RedisServer;
 use support::{bounded, RedisCluster};
 

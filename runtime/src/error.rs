@@ -47,7 +47,7 @@ pub enum Error {
         limit: usize,
     },
     /// A write-behind log's backlog is full: its flushers are behind by
-    /// [`max_backlog`](crate::WriteBehindBuilder::max_backlog) changes. The
+    /// [`max_backlog`](crate::write_behind::WriteBehindBuilder::max_backlog) changes. The
     /// change was not logged.
     #[error(
         "the write-behind log `{log}` holds {limit} unflushed changes, its limit; the change was not logged"

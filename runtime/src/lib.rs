@@ -72,7 +72,7 @@ mod stats;
 mod tags;
 mod timeout;
 #[cfg(feature = "redis")]
-mod write_behind;
+pub mod write_behind;
 
 /// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., tags = [...], stampede = "...", ...)]`.
 ///
@@ -395,11 +395,6 @@ pub use scope::{bypass, refresh, with_global};
 pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
 pub use stats::{Outcome, Stats};
 pub use timeout::{hard_timeout, FromTimeout, Timeout};
-#[cfg(feature = "redis")]
-pub use write_behind::{
-    Batch, Counted, Flusher, FlusherBuilder, ParseVersionError, Version, WhenFull, WriteBehind,
-    WriteBehindBuilder, WriteBehindStats, Written,
-};
 
 // At the root, hidden, so that an error names them without a path.
 #[doc(hidden)]

@@ -69,7 +69,7 @@ pub struct Stats {
     /// The circuit breaker's state when the snapshot was taken.
     pub breaker: BreakerState,
     /// Changes not yet flushed in this cache's write-behind logs, when last
-    /// seen by this process (see [`WriteBehindStats`](crate::WriteBehindStats)).
+    /// seen by this process (see [`WriteBehindStats`](crate::write_behind::WriteBehindStats)).
     pub backlog: u64,
     /// Invalidations that met a failing backend and wait to be replayed
     /// when it answers again (a gauge; see [`Cache::replay_pending`](crate::Cache::replay_pending)).

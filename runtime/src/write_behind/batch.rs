@@ -18,7 +18,7 @@ use super::log::{Change, Raw};
 /// # Examples
 ///
 /// ```
-/// let version: aside::Version = "1764547200000-3".parse().unwrap();
+/// let version: aside::write_behind::Version = "1764547200000-3".parse().unwrap();
 /// assert_eq!((version.ms(), version.seq()), (1_764_547_200_000, 3));
 /// assert!(version > "1764547200000-2".parse().unwrap());
 /// assert_eq!(version.to_string(), "1764547200000-3");
@@ -61,7 +61,7 @@ impl fmt::Display for Version {
 /// # Examples
 ///
 /// ```
-/// assert!("yesterday".parse::<aside::Version>().is_err());
+/// assert!("yesterday".parse::<aside::write_behind::Version>().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a write-behind version (`milliseconds-sequence`)")]
@@ -81,7 +81,7 @@ impl FromStr for Version {
 ///
 /// ```
 /// // An upsert that keeps the later version (see `WriteBehind`).
-/// fn upsert(written: &aside::Written<u64, u32>) -> String {
+/// fn upsert(written: &aside::write_behind::Written<u64, u32>) -> String {
 ///     let (id, price, v) = (written.id, written.value, written.version);
 ///     format!(
 ///         "INSERT INTO prices VALUES ({id}, {price}, {}, {}) ON CONFLICT (id) DO UPDATE ... \
@@ -107,7 +107,7 @@ pub struct Written<K, V> {
 /// # Examples
 ///
 /// ```
-/// fn update(counted: &aside::Counted<u64>) -> String {
+/// fn update(counted: &aside::write_behind::Counted<u64>) -> String {
 ///     format!("UPDATE products SET views = views + {} WHERE id = {}", counted.delta, counted.id)
 /// }
 /// ```
@@ -128,7 +128,7 @@ pub struct Counted<K> {
 /// A batch that is delivered again (its flush failed, or its flusher died
 /// before acknowledging it) holds the same changes under the same
 /// [`id`](Batch::id), so a flush function can tell a repeat: see
-/// [`WriteBehind`](crate::WriteBehind).
+/// [`WriteBehind`](crate::write_behind::WriteBehind).
 ///
 /// # Examples
 ///
@@ -137,7 +137,7 @@ pub struct Counted<K> {
 ///
 /// /// A flush function's work, on a database kept in memory: a batch
 /// /// already applied is skipped, the rest applied.
-/// fn apply(applied: &mut HashSet<aside::Version>, views: &mut Vec<(u64, i64)>, batch: &aside::Batch<u64, ()>) {
+/// fn apply(applied: &mut HashSet<aside::write_behind::Version>, views: &mut Vec<(u64, i64)>, batch: &aside::write_behind::Batch<u64, ()>) {
 ///     if !applied.insert(batch.id()) {
 ///         return; // delivered again: applied before
 ///     }

@@ -19,7 +19,7 @@ use crate::clock::Instant;
 use crate::{BackendError, Cache, Error};
 
 /// How a [`Flusher`] batches, retries and takes over; made by
-/// [`WriteBehind::flusher`](crate::WriteBehind::flusher).
+/// [`WriteBehind::flusher`](crate::write_behind::WriteBehind::flusher).
 ///
 /// # Examples
 ///
@@ -28,9 +28,9 @@ use crate::{BackendError, Cache, Error};
 /// use std::time::Duration;
 ///
 /// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
-/// let views = aside::WriteBehind::<u64, ()>::new(&cache, "page_views")?;
+/// let views = aside::write_behind::WriteBehind::<u64, ()>::new(&cache, "page_views")?;
 /// let flusher = views
-///     .flusher(|batch: aside::Batch<u64, ()>| async move {
+///     .flusher(|batch: aside::write_behind::Batch<u64, ()>| async move {
 ///         // UPDATE products SET views = views + delta ... (see WriteBehind)
 ///         Ok::<_, std::io::Error>(())
 ///     })
@@ -202,7 +202,7 @@ struct Stop {
     notify: Notify,
 }
 
-/// A running flusher (see [`WriteBehind`](crate::WriteBehind)).
+/// A running flusher (see [`WriteBehind`](crate::write_behind::WriteBehind)).
 ///
 /// [`stop`](Self::stop) ends it cleanly: it flushes the batch it holds,
 /// then returns. Dropped, it stops at once, as if its process died: the
@@ -214,9 +214,9 @@ struct Stop {
 /// ```no_run
 /// # #[tokio::main] async fn main() -> Result<(), aside::Error> {
 /// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
-/// let log = aside::WriteBehind::<u64, u32>::new(&cache, "prices")?;
+/// let log = aside::write_behind::WriteBehind::<u64, u32>::new(&cache, "prices")?;
 /// let flusher = log
-///     .flusher(|batch: aside::Batch<u64, u32>| async move { Ok::<_, std::io::Error>(()) })
+///     .flusher(|batch: aside::write_behind::Batch<u64, u32>| async move { Ok::<_, std::io::Error>(()) })
 ///     .consumer("worker-1")
 ///     .start()?;
 /// // ... until the service shuts down:

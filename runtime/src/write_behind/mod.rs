@@ -1,5 +1,7 @@
 //! Write-behind: a write is logged in Redis (and cached) now, and reaches
-//! the database later, in batches, at least once.
+//! the database later, in batches, at least once. [`WriteBehind`] logs
+//! writes; a [`Flusher`] hands them to a function of yours as a [`Batch`].
+//! (With the `redis` feature, on by default: the log is a Redis stream.)
 
 use std::fmt;
 use std::future::Future;
@@ -34,9 +36,9 @@ use crate::{Cache, Cacheable, CachedEntry, Error};
 /// use std::time::Duration;
 ///
 /// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
-/// let views = aside::WriteBehind::<u64, ()>::builder(&cache, "page_views")
+/// let views = aside::write_behind::WriteBehind::<u64, ()>::builder(&cache, "page_views")
 ///     .max_backlog(100_000)
-///     .when_full(aside::WhenFull::Wait(Duration::from_millis(500)))
+///     .when_full(aside::write_behind::WhenFull::Wait(Duration::from_millis(500)))
 ///     .build()?;
 /// match views.add(&7, 1).await {
 ///     Err(aside::Error::BacklogFull { .. }) => { /* the flushers are behind: shed load */ }
@@ -111,7 +113,8 @@ pub enum WhenFull {
 /// increment that lands during a flush:
 ///
 /// ```no_run
-/// use aside::{Batch, Cache, WriteBehind};
+/// use aside::write_behind::{Batch, WriteBehind};
+/// use aside::Cache;
 ///
 /// # #[tokio::main] async fn main() -> Result<(), aside::Error> {
 /// let cache = Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
@@ -184,7 +187,7 @@ impl<K, V> fmt::Debug for WriteBehind<K, V> {
 /// ```no_run
 /// # #[tokio::main] async fn main() -> Result<(), aside::Error> {
 /// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
-/// let views = aside::WriteBehind::<u64, ()>::new(&cache, "page_views")?;
+/// let views = aside::write_behind::WriteBehind::<u64, ()>::new(&cache, "page_views")?;
 /// let stats = views.stats();
 /// println!("{} unflushed, the last batch {:?} behind", stats.backlog, stats.lag);
 /// # Ok(()) }
@@ -240,7 +243,7 @@ where
     /// ```no_run
     /// # #[tokio::main] async fn main() -> Result<(), aside::Error> {
     /// use std::time::Duration;
-    /// use aside::{WhenFull, WriteBehind};
+    /// use aside::write_behind::{WhenFull, WriteBehind};
     ///
     /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
     /// struct Product { price: u32 }
@@ -392,7 +395,7 @@ where
 /// use std::time::Duration;
 ///
 /// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
-/// let prices = aside::WriteBehind::<u64, u32>::builder(&cache, "prices")
+/// let prices = aside::write_behind::WriteBehind::<u64, u32>::builder(&cache, "prices")
 ///     .write_timeout(Duration::from_secs(2))
 ///     .build()?;
 /// prices.set(&7, 120).await?;
