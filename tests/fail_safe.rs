@@ -186,7 +186,7 @@ async fn waiters_of_a_failing_load_take_turns(kind: Kind) {
         );
         // Waiting as long as it takes (a `lock_wait` too large to add to now).
         let policy = Policy::new().stampede(Stampede::Lock {
-            lock_ttl: aside::DEFAULT_LOCK_TTL,
+            lock_ttl: aside::Stampede::DEFAULT_LOCK_TTL,
             lock_wait: Duration::MAX,
         });
         tokio::spawn(async move {

@@ -554,24 +554,24 @@ fn stampede(args: &Args) -> Option<TokenStream> {
             let lock_ttl = args
                 .lock_ttl
                 .as_ref()
-                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_TTL), duration);
+                .map_or_else(|| quote!(#rt::Stampede::DEFAULT_LOCK_TTL), duration);
             let lock_wait = args
                 .lock_wait
                 .as_ref()
-                .map_or_else(|| quote!(#rt::DEFAULT_LOCK_WAIT), duration);
+                .map_or_else(|| quote!(#rt::Stampede::DEFAULT_LOCK_WAIT), duration);
             quote!(#rt::Stampede::Lock { lock_ttl: #lock_ttl, lock_wait: #lock_wait })
         }
         Some(Mode::Swr) => {
             let stale = args
                 .stale
                 .as_ref()
-                .map_or_else(|| quote!(#rt::DEFAULT_STALE), duration);
+                .map_or_else(|| quote!(#rt::Stampede::DEFAULT_STALE), duration);
             quote!(#rt::Stampede::Swr { stale: #stale })
         }
         Some(Mode::Early) => {
             let beta = args
                 .beta
-                .map_or_else(|| quote!(#rt::DEFAULT_BETA), |(beta, _)| quote!(#beta));
+                .map_or_else(|| quote!(#rt::Stampede::DEFAULT_BETA), |(beta, _)| quote!(#beta));
             quote!(#rt::Stampede::Early { beta: #beta })
         }
         Some(Mode::None) => quote!(#rt::Stampede::None),

@@ -89,9 +89,9 @@ pub mod write_behind;
 /// | `negative_ttl` | as `ttl`; `0` turns negative caching off; not longer than `ttl` | the smaller of 60 s and `ttl` |
 /// | `tags` | a list of templates, as `key`: `tags = ["product:<id>", "category:<cat>"]`; [`Cache::invalidate_tag`] with any of them drops the entry | none |
 /// | `stampede` | `"lock"`, `"swr"`, `"early"` or `"none"`: see [`Stampede`] | `"lock"` |
-/// | `lock_ttl`, `lock_wait` | with `"lock"`: durations, as `ttl` (also `"500ms"`); `lock_ttl` also with `"swr"` and `"early"`, for the refresh's lock ([`Policy::refresh_lock_ttl`]) | [`DEFAULT_LOCK_TTL`], [`DEFAULT_LOCK_WAIT`] |
-/// | `stale` | with `"swr"`: how long past `ttl` the old value is served while refreshed | [`DEFAULT_STALE`] |
-/// | `beta` | with `"early"`: XFetch's β | [`DEFAULT_BETA`] |
+/// | `lock_ttl`, `lock_wait` | with `"lock"`: durations, as `ttl` (also `"500ms"`); `lock_ttl` also with `"swr"` and `"early"`, for the refresh's lock ([`Policy::refresh_lock_ttl`]) | [`Stampede::DEFAULT_LOCK_TTL`], [`Stampede::DEFAULT_LOCK_WAIT`] |
+/// | `stale` | with `"swr"`: how long past `ttl` the old value is served while refreshed | [`Stampede::DEFAULT_STALE`] |
+/// | `beta` | with `"early"`: XFetch's β | [`Stampede::DEFAULT_BETA`] |
 /// | `jitter` | spread each stored TTL by up to ± this share: `jitter = 0.1` | 0 |
 /// | `sliding` | `true`: every hit pushes the expiry out to a full `ttl`; with `"lock"` or `"none"` | `false` |
 /// | `codec` | `"json"` or `"msgpack"` (with the `msgpack` feature): how the value is serialized, see [`Codec`] | the cache's ([`CacheBuilder::codec`]), JSON by default |
@@ -100,7 +100,7 @@ pub mod write_behind;
 /// | `unless` | a closure or function on the cached value (`T` of `Result<T, E>`): a value for which it holds is returned but not stored, as by [`Policy::unless`]: `unless = \|hits\| hits.is_empty()` | none |
 /// | `hard_timeout` | a duration, as `ttl`: a load that takes longer returns `Err(E::from(`[`Timeout`]`))` (see [`hard_timeout`]); the function must return `Result` with `E: From<aside::Timeout>` | none |
 /// | `fail_safe` | a duration, as `ttl`: values are kept that long past their fresh time, and the last good value is returned when a load returns an `Err` (a `hard_timeout` is one), counted as stale; see [`Policy::fail_safe`]. Not with `sliding` | none |
-/// | `fail_safe_throttle` | with `fail_safe`: a duration, as `ttl`: how long a value that stood in is served before the next attempt, in every process | [`DEFAULT_FAIL_SAFE_THROTTLE`] (30 s) |
+/// | `fail_safe_throttle` | with `fail_safe`: a duration, as `ttl`: how long a value that stood in is served before the next attempt, in every process | [`Policy::DEFAULT_FAIL_SAFE_THROTTLE`] (30 s) |
 /// | `soft_timeout` | with `fail_safe`: a duration, as `ttl`: past it, a load that a kept value stands by for returns that value, and finishes on a task of its own ([`Policy::soft_timeout`]). Needs a future that can be made `'static`, as `refresh = "background"` does | none |
 /// | `refresh` | with `"swr"` or `"early"`: `"background"` runs each refresh on a task of its own, so nobody waits for it ([`Cache::get_or_load_detached`]); `"inline"` runs it on the caller that wins it. `"background"` needs owned arguments (a borrowed one is a compile error naming it); on a `&self` method it clones `self` into the refresh (`Self: Clone + Send + Sync + 'static`). A type that borrows through an elided lifetime (`Query` for `Query<'a>`) is not seen as borrowed: write `refresh = "inline"` | `"background"` when the arguments (but `&self`) are all owned: the body must be `Send`, and a method's `Self` `Clone + Send + Sync + 'static` (a compile error says so otherwise); `"inline"` when one is borrowed |
 /// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
@@ -390,9 +390,9 @@ pub use function::{function_stats, Function, FunctionStats};
 pub use global::{global, init};
 pub use key::KeyBuilder;
 pub use l1::L1;
-pub use policy::{Policy, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_NEGATIVE_TTL};
+pub use policy::Policy;
 pub use scope::{bypass, refresh, with_global};
-pub use stampede::{Stampede, DEFAULT_BETA, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE};
+pub use stampede::Stampede;
 pub use stats::{Outcome, Stats};
 pub use timeout::{hard_timeout, FromTimeout, Timeout};
 
@@ -420,10 +420,7 @@ pub mod __private {
     #[cfg(not(feature = "msgpack"))]
     pub struct MessagePackNeedsTheMsgpackFeatureOfAside;
     pub use crate::timeout::hard_timeout_with;
-    pub use crate::{
-        global, Cache, CachedEntry, Codec, FromTimeout, Function, KeyBuilder, Policy, Stampede, DEFAULT_BETA,
-        DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, DEFAULT_STALE,
-    };
+    pub use crate::{global, Cache, CachedEntry, Codec, FromTimeout, Function, KeyBuilder, Policy, Stampede};
     pub use crate::{CanBeNegative, KnowsItsCache};
     pub use core::convert::Infallible;
     pub use core::time::Duration;

@@ -6,23 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::function::Function;
-use crate::stampede::{Stampede, DEFAULT_LOCK_TTL, DEFAULT_LOCK_WAIT, MAX_JITTER};
+use crate::stampede::{Stampede, MAX_JITTER};
 use crate::Codec;
-
-/// How long a `None` is kept when the function's TTL does not say otherwise.
-pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
-
-/// How long a value served by [fail-safe](Policy::fail_safe) stands in
-/// before the loader is tried again, when
-/// [`fail_safe_throttle`](Policy::fail_safe_throttle) does not say: 30 s.
-pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(30);
 
 /// Per-call caching options: what `#[cached(ttl = ..., negative_ttl = ..., tags = [...])]`
 /// expands to, and what [`Cache::get_or_load`](crate::Cache::get_or_load) takes.
 ///
 /// Unset options fall back to the cache's defaults: the TTL to
 /// [`CacheBuilder::default_ttl`](crate::CacheBuilder::default_ttl), the
-/// negative TTL to the smaller of [`DEFAULT_NEGATIVE_TTL`] and the TTL.
+/// negative TTL to the smaller of [`Policy::DEFAULT_NEGATIVE_TTL`] and the TTL.
 ///
 /// # Examples
 ///
@@ -95,6 +87,15 @@ impl PartialEq for Unless {
 }
 
 impl Policy {
+    /// How long a `None` is kept when the function's TTL does not say
+    /// otherwise (or the TTL, if shorter): 60 s.
+    pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
+
+    /// How long a value served by [fail-safe](Policy::fail_safe) stands in
+    /// before the loader is tried again, when
+    /// [`fail_safe_throttle`](Policy::fail_safe_throttle) does not say: 30 s.
+    pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(30);
+
     /// A policy that uses the cache's defaults for everything.
     pub const fn new() -> Self {
         Policy {
@@ -102,8 +103,8 @@ impl Policy {
             negative_ttl: None,
             tags: Vec::new(),
             stampede: Stampede::Lock {
-                lock_ttl: DEFAULT_LOCK_TTL,
-                lock_wait: DEFAULT_LOCK_WAIT,
+                lock_ttl: Stampede::DEFAULT_LOCK_TTL,
+                lock_wait: Stampede::DEFAULT_LOCK_WAIT,
             },
             jitter: 0.0,
             sliding: false,
@@ -153,7 +154,7 @@ impl Policy {
 
     /// How long the lock of an [`Swr`](Stampede::Swr) or [`Early`](Stampede::Early)
     /// refresh is held at most, if its holder dies before it stores
-    /// (default [`DEFAULT_LOCK_TTL`]). Until then, no other process refreshes
+    /// (default [`Stampede::DEFAULT_LOCK_TTL`]). Until then, no other process refreshes
     /// the key: callers are served the current value. Shorter recovers sooner
     /// from a dead refresher; it should stay above the time a load takes,
     /// or a second process may refresh meanwhile.
@@ -179,7 +180,7 @@ impl Policy {
     pub(crate) fn refresh_lock(&self) -> Duration {
         match self.refresh_lock_ttl {
             Some(ttl) => ttl,
-            None => DEFAULT_LOCK_TTL,
+            None => Stampede::DEFAULT_LOCK_TTL,
         }
     }
 
@@ -191,7 +192,7 @@ impl Policy {
     /// `hard_timeout` is one), the caller gets the last good value instead,
     /// counted and traced as [`Outcome::Stale`](crate::Outcome::Stale). The
     /// value is then fresh again for the [throttle](Self::fail_safe_throttle)
-    /// (default [`DEFAULT_FAIL_SAFE_THROTTLE`]), in every process sharing the
+    /// (default [`Policy::DEFAULT_FAIL_SAFE_THROTTLE`]), in every process sharing the
     /// backend: a failing database sees one attempt per key per throttle,
     /// not one per request. While the loader keeps failing, the value keeps
     /// standing in; an invalidation still drops it at once.
@@ -225,7 +226,7 @@ impl Policy {
 
     /// How long a value that stood in for a failed load is served as fresh
     /// before the loader is tried again (`#[cached(fail_safe_throttle = "10s")]`;
-    /// default [`DEFAULT_FAIL_SAFE_THROTTLE`]). Only with
+    /// default [`Policy::DEFAULT_FAIL_SAFE_THROTTLE`]). Only with
     /// [`fail_safe`](Self::fail_safe).
     ///
     /// # Examples
@@ -292,7 +293,8 @@ impl Policy {
 
     /// The fail-safe throttle: see [`fail_safe_throttle`](Self::fail_safe_throttle).
     pub(crate) fn throttle(&self) -> Duration {
-        self.fail_safe_throttle.unwrap_or(DEFAULT_FAIL_SAFE_THROTTLE)
+        self.fail_safe_throttle
+            .unwrap_or(Policy::DEFAULT_FAIL_SAFE_THROTTLE)
     }
 
     /// Spreads each stored TTL uniformly by up to `± jitter` of itself
@@ -453,7 +455,7 @@ impl Policy {
     pub(crate) fn effective_ttl(&self, default_ttl: Duration, negative: bool) -> Duration {
         let ttl = self.ttl.unwrap_or(default_ttl);
         if negative {
-            self.negative_ttl.unwrap_or(ttl.min(DEFAULT_NEGATIVE_TTL))
+            self.negative_ttl.unwrap_or(ttl.min(Policy::DEFAULT_NEGATIVE_TTL))
         } else {
             ttl
         }
@@ -493,7 +495,7 @@ mod tests {
     fn negative_ttl_defaults_to_smaller_of_minute_and_ttl() {
         assert_eq!(
             Policy::new().ttl(HOUR).effective_ttl(HOUR, true),
-            DEFAULT_NEGATIVE_TTL
+            Policy::DEFAULT_NEGATIVE_TTL
         );
         let short = Duration::from_secs(5);
         assert_eq!(Policy::new().ttl(short).effective_ttl(HOUR, true), short);

@@ -3,21 +3,10 @@
 
 use std::time::Duration;
 
-/// How long a stampede or refresh lock is held at most, if its holder never
-/// releases it (it crashed): 10 s.
-pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
-/// How long callers wait for another process's load before loading
-/// themselves: 5 s.
-pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
-/// How long past its TTL an swr entry is still served, when `stale` is not
-/// given: 10 minutes.
-pub const DEFAULT_STALE: Duration = Duration::from_secs(600);
-/// XFetch's `beta`: 1.0, as the paper recommends.
-pub const DEFAULT_BETA: f64 = 1.0;
 /// How long an early entry stays in the backend past its TTL: as long as a
 /// refresh may hold its lock. A refresh that started just before expiry can
 /// finish meanwhile, and readers are served the current value, not a miss.
-pub(crate) const REFRESH_GRACE: Duration = DEFAULT_LOCK_TTL;
+pub(crate) const REFRESH_GRACE: Duration = Stampede::DEFAULT_LOCK_TTL;
 
 /// The stampede protection of a call.
 ///
@@ -68,11 +57,25 @@ pub enum Stampede {
     None,
 }
 
+impl Stampede {
+    /// How long a stampede or refresh lock is held at most, if its holder
+    /// never releases it (it crashed): 10 s.
+    pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
+    /// How long callers wait for another process's load before loading
+    /// themselves: 5 s.
+    pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
+    /// How long past its TTL an swr entry is still served, when `stale` is
+    /// not given: 10 minutes.
+    pub const DEFAULT_STALE: Duration = Duration::from_secs(600);
+    /// XFetch's `beta`: 1.0, as the paper recommends.
+    pub const DEFAULT_BETA: f64 = 1.0;
+}
+
 impl Default for Stampede {
     fn default() -> Self {
         Stampede::Lock {
-            lock_ttl: DEFAULT_LOCK_TTL,
-            lock_wait: DEFAULT_LOCK_WAIT,
+            lock_ttl: Stampede::DEFAULT_LOCK_TTL,
+            lock_wait: Stampede::DEFAULT_LOCK_WAIT,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::entry::Meta;
 use crate::flight::{Join, Landed};
 use crate::l1::{Kept, Local, Watch};
 use crate::scope::Mode;
-use crate::stampede::{recompute_early, DEFAULT_LOCK_WAIT, REFRESH_GRACE};
+use crate::stampede::{recompute_early, REFRESH_GRACE};
 use crate::stats::{Counters, Outcome};
 use crate::tags::Stamp;
 use crate::{Policy, Stampede};
@@ -474,7 +474,7 @@ impl Cache {
                     // fail-safe, so that a failing database sees one attempt.
                     let lock = match mode {
                         Stampede::Lock { lock_ttl, lock_wait } => Some((lock_ttl, lock_wait)),
-                        _ if standby.is_some() => Some((policy.refresh_lock(), DEFAULT_LOCK_WAIT)),
+                        _ if standby.is_some() => Some((policy.refresh_lock(), Stampede::DEFAULT_LOCK_WAIT)),
                         _ => None,
                     };
                     let Some(lock) = lock else {
@@ -761,6 +761,6 @@ impl Cache {
 fn turns(mode: Stampede) -> Duration {
     match mode {
         Stampede::Lock { lock_wait, .. } => lock_wait,
-        _ => DEFAULT_LOCK_WAIT,
+        _ => Stampede::DEFAULT_LOCK_WAIT,
     }
 }
