@@ -5,7 +5,7 @@
 //! #[cached(key = "<self.tenant>:price:<id>")]
 //! async fn price(&self, id: u64, db: &Db) -> Result<u32, E> { .. }
 //! // emits also:
-//! fn __aside_entry_price(&self, id: &u64) -> CachedEntry<u32> { /* key, policy */ }
+//! fn __aside_entry_price(&self, id: &u64) -> CachedEntry<u32> { /* key, policy, cache */ }
 //!
 //! // A writer names the entry as it would call the function; only the
 //! // arguments the key and tags are made of are given, in order:

@@ -6,11 +6,15 @@
 //! async fn get_product(id: u64) -> Result<Option<Product>, DbError> { body }
 //!
 //! // Output (roughly):
+//! fn __aside_parts_get_product(id: &u64) -> (String, Policy) {
+//!     (KeyBuilder::new("product:").arg(&id).finish(), Policy::new().ttl(..))
+//! }
 //! fn __aside_entry_get_product(id: &u64) -> CachedEntry<Option<Product>> {
-//!     CachedEntry::new(KeyBuilder::new("product:").arg(&id).finish(), Policy::new().ttl(..))
+//!     let (key, policy) = __aside_parts_get_product(id);
+//!     CachedEntry::new(key, policy) // with the function's cache, if it has one
 //! }
 //! async fn get_product(id: u64) -> Result<Option<Product>, DbError> {
-//!     let (key, policy) = { let id = &id; (KeyBuilder::new("product:").arg(&id).finish(), Policy::new().ttl(..)) };
+//!     let (key, policy) = __aside_parts_get_product(&id);
 //!     let current = current(); // the global cache, or that of an enclosing `with_global`
 //!     let cache: &Cache = &*current;
 //!     cache.get_or_load(&key, &policy, move || async move { body }).await
@@ -18,8 +22,8 @@
 //! ```
 //!
 //! The companion (`__aside_entry_...`, see `entry.rs`) is what writers name;
-//! the function builds the same key from references to its arguments, so an
-//! error in a template is reported once.
+//! it and the function build the key and policy with one parts function, so
+//! a template or option is compiled, and a mistake in it reported, once.
 //! A function that does not return `Result` is wrapped in
 //! `Ok::<_, Infallible>` on the way in and unwrapped on the way out.
 //! `#[cache_put]` is the same with `cache.put(...)`; `#[invalidate]` runs the
@@ -301,7 +305,7 @@ pub(crate) fn policy_options(args: &Args, value: &syn::Type, negative: Negative)
     let negative_ttl = args.negative_ttl.as_ref().map(|d| {
         let ttl = duration(d);
         match negative {
-            // Spanned at the option, where a value that is never `None` is reported.
+            // A value that is never `None` is reported at its type.
             Negative::IfOption => {
                 let check = quote_spanned!(d.span=> <#value as #rt::CanBeNegative>::negative_ttl);
                 quote!(.negative_ttl(#check(#ttl)))
