@@ -232,7 +232,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         // the same `cache =` tokens as the function's, so that a wrong type
         // is one error (counted twice by rustc), not two.
         let (knows, new) = match &args.cache {
-            Some(expr) if mentions_any(&quote!(#expr), &argument_names(sig)) => (
+            Some(expr) if mentions_any(&quote!(#expr), &checked.arguments) => (
                 quote!(false),
                 quote!(#rt::CachedEntry::without_cache(__aside_key, __aside_policy)),
             ),
@@ -635,20 +635,6 @@ fn turbofish(sig: &syn::Signature) -> Option<TokenStream> {
             .any(|tree| matches!(tree, proc_macro2::TokenTree::Ident(ident) if ident == "impl"))
     });
     (!params.is_empty() && !impl_trait).then(|| quote!(::<#(#params),*>))
-}
-
-/// The names of the function's arguments, but `self`.
-fn argument_names(sig: &syn::Signature) -> Vec<&Ident> {
-    sig.inputs
-        .iter()
-        .filter_map(|input| match input {
-            syn::FnArg::Typed(typed) => match &*typed.pat {
-                syn::Pat::Ident(pat) => Some(&pat.ident),
-                _ => None,
-            },
-            syn::FnArg::Receiver(_) => None,
-        })
-        .collect()
 }
 
 /// `KeyBuilder::new("lit").arg(&a.b).lit(":")...finish()`, with every

@@ -13,6 +13,8 @@ pub(crate) struct Checked<'a> {
     /// The arguments the default key is made of, in order (not `self`, nor
     /// an argument that is the cache).
     pub(crate) key_args: Vec<&'a Ident>,
+    /// Every named argument (not `self`), the cache among them.
+    pub(crate) arguments: Vec<&'a Ident>,
     /// The arguments the key and tags are made of, in order, with their
     /// types: what the companion of a `#[cached]` function takes.
     pub(crate) entry_args: Vec<(&'a Ident, &'a Type)>,
@@ -159,6 +161,7 @@ pub(crate) fn check<'a>(
         Some(syn::Expr::Path(path)) => path.path.get_ident(),
         _ => None,
     };
+    let arguments = named.clone();
     named.retain(|arg| Some(*arg) != cache_arg);
     // The companion takes what the key and tags are made of.
     let mut used: Vec<&str> = args
@@ -181,6 +184,7 @@ pub(crate) fn check<'a>(
     };
     Some(Checked {
         key_args: named,
+        arguments,
         entry_args: arg_types,
         ret,
         value,

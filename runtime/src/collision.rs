@@ -67,15 +67,16 @@ pub(crate) fn templates_meet(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.iter().zip(&b).all(|(a, b)| parts_meet(a, b))
 }
 
-/// Whether `key` is one that `template` gives.
+/// Whether `key` is one that `template` gives: each of its parts is a
+/// literal the template's part meets.
 pub(crate) fn template_gives(template: &str, key: &str) -> bool {
     let key = unescaped_parts(key);
     let template = parts(template);
     key.len() == template.len()
-        && template.iter().zip(&key).all(|(part, text)| match part.suffix {
-            None => part.prefix == *text,
-            Some(suffix) => fills(part.prefix, suffix, text),
-        })
+        && template
+            .iter()
+            .zip(key)
+            .all(|(part, prefix)| parts_meet(part, &Part { prefix, suffix: None }))
 }
 
 /// `key` split at each `:` that no `\` escapes.
@@ -180,24 +181,18 @@ pub(crate) fn explain_corrupt(reader: &'static Function, reader_type: &'static s
 /// # }
 /// ```
 pub fn check_keys() -> Result<(), Error> {
-    let functions: Vec<&'static Function> = registered()
+    // Each function with a template and a value type seen: the others
+    // cannot be compared.
+    let functions: Vec<(&'static str, &'static str, &'static str)> = registered()
         .into_iter()
-        .filter(|f| f.key_template().is_some())
+        .filter_map(|f| Some((f.name(), f.key_template()?, f.value_type()?)))
         .collect();
     let mut collisions = Vec::new();
-    for (i, a) in functions.iter().enumerate() {
-        for b in &functions[i + 1..] {
-            let (Some(ta), Some(tb)) = (a.key_template(), b.key_template()) else {
-                continue;
-            };
-            let (Some(va), Some(vb)) = (a.value_type(), b.value_type()) else {
-                continue;
-            };
+    for (i, &(a, ta, va)) in functions.iter().enumerate() {
+        for &(b, tb, vb) in &functions[i + 1..] {
             if templates_meet(ta, tb) && !compatible(va, vb) {
                 collisions.push(format!(
-                    "`{}` (key \"{ta}\", {va}) and `{}` (key \"{tb}\", {vb})",
-                    a.name(),
-                    b.name()
+                    "`{a}` (key \"{ta}\", {va}) and `{b}` (key \"{tb}\", {vb})"
                 ));
             }
         }
