@@ -84,7 +84,7 @@ fn main() {
     let cluster = RedisCluster::start();
     runtime().block_on(async {
         let single = Cache::builder().redis(server.url()).build().await.unwrap();
-        let clustered = Cache::builder().redis_cluster(cluster.urls()).build().await.unwrap();
+        let clustered = Cache::builder().redis(aside::Redis::cluster(cluster.urls())).build().await.unwrap();
         for cache in [&single, &clustered] {
             for key in 0..KEYS {
                 hit(cache, &format!("product:{key}")).await;

@@ -559,7 +559,7 @@ struct Phase {
     wall: Duration,
     db_queries: u64,
     /// The cache's counters during the phase.
-    cache: aside::Stats,
+    cache: aside::stats::Stats,
 }
 
 impl Phase {
@@ -967,10 +967,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         );
     }
     println!();
-    println!("per function, over the whole run (aside::function_stats()):");
+    println!("per function, over the whole run (aside::stats::function_stats()):");
     println!("| function | calls | hit rate | misses | coalesced | loads | mean load |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for f in aside::function_stats() {
+    for f in aside::stats::function_stats() {
         println!(
             "| {} | {} | {:.1}% | {} | {} | {} | {} |",
             f.name,

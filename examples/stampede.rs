@@ -115,7 +115,7 @@ async fn expiry(caches: &[Cache], policy: &Policy, key: &str) -> Outcome {
 
 fn finish(
     caches: &[Cache],
-    before: &[aside::Stats],
+    before: &[aside::stats::Stats],
     loads: &AtomicU64,
     mut latencies: Vec<Duration>,
 ) -> Outcome {

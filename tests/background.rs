@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aside::{Cache, Policy, Stampede};
+use aside::{Cache, FailSafe, Policy, Stampede};
 use support::{bounded, Kind, TestCache};
 use tokio::sync::Notify;
 
@@ -190,7 +190,9 @@ async fn a_failed_background_refresh_keeps_the_value(kind: Kind) {
 async fn a_slow_load_is_served_stale_after_the_soft_timeout_then_stored(kind: Kind) {
     const SOFT: Duration = Duration::from_millis(100);
     let cache = TestCache::new(kind).await;
-    let policy = Policy::new().ttl(TTL).fail_safe(HOUR).soft_timeout(SOFT);
+    let policy = Policy::new()
+        .ttl(TTL)
+        .fail_safe(FailSafe::keep(HOUR).soft_timeout(SOFT));
     let _ = cache
         .get_or_load_detached("k", &policy, Db::default().load(Ok(1)))
         .await;

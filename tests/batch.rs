@@ -402,7 +402,7 @@ async fn swr_refreshes_and_fail_safe_stands_in_per_id() {
         let (key, policy) = entry(id);
         let policy = policy
             .ttl(Duration::from_secs(60))
-            .fail_safe(Duration::from_secs(3600));
+            .fail_safe(aside::FailSafe::keep(Duration::from_secs(3600)));
         (format!("kept:{key}"), policy)
     };
     cache.get_or_load_batch([1, 2], kept, db.load()).await.unwrap();

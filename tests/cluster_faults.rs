@@ -10,7 +10,8 @@ mod support;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use aside::{BreakerState, Cache, CacheBuilder, L1};
+use aside::stats::BreakerState;
+use aside::{Cache, CacheBuilder, L1};
 use support::coherence::{assert_within_bound, policy, propagation, report, settle_within, KEY};
 use support::traffic::{Traffic, KEYS};
 use support::{until, RedisCluster};
@@ -22,7 +23,7 @@ static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn cache_on(cluster: &RedisCluster) -> Cache {
     Cache::builder()
-        .redis_cluster(cluster.urls())
+        .redis(aside::Redis::cluster(cluster.urls()))
         .build()
         .await
         .unwrap()
@@ -186,7 +187,7 @@ async fn a_killed_master_leaves_in_process_tiers_nothing_stale() {
     let made = std::sync::Mutex::new(Vec::new());
     let tiered = || async {
         let cache = Cache::builder()
-            .redis_cluster(cluster.urls())
+            .redis(aside::Redis::cluster(cluster.urls()))
             .l1(L1::default())
             .build()
             .await
@@ -367,7 +368,7 @@ async fn failover_under_writes(tier: bool) {
     });
     let mut caches = Vec::new();
     for _ in 0..3 {
-        let builder = Cache::builder().redis_cluster(cluster.urls());
+        let builder = Cache::builder().redis(aside::Redis::cluster(cluster.urls()));
         let builder = if tier { builder.l1(L1::default()) } else { builder };
         caches.push(builder.build().await.unwrap());
     }
@@ -430,7 +431,7 @@ async fn failover_under_writes(tier: bool) {
     let (watch, cluster) = watching;
     let (down, up) = watch.await.expect("the watch ran");
     let ok = killed + up;
-    let at_ok: Vec<aside::Stats> = caches.iter().map(Cache::stats).collect();
+    let at_ok: Vec<aside::stats::Stats> = caches.iter().map(Cache::stats).collect();
     // When the writer's replay had landed.
     let replayed = {
         let writer = caches[0].clone();

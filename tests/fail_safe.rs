@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aside::{Cache, Policy, Stampede};
+use aside::{Cache, FailSafe, Policy, Stampede};
 use support::{bounded, until, Kind, RedisServer, TestCache};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -22,8 +22,7 @@ const THROTTLE: Duration = Duration::from_secs(1);
 fn fail_safe() -> Policy {
     Policy::new()
         .ttl(TTL)
-        .fail_safe(HOUR)
-        .fail_safe_throttle(THROTTLE)
+        .fail_safe(FailSafe::keep(HOUR).throttle(THROTTLE))
         .tag("shelf:1")
 }
 
@@ -246,8 +245,7 @@ async fn a_database_outage_under_load_costs_no_errors_and_one_attempt_per_key_pe
     }
     let policy = Policy::new()
         .ttl(Duration::from_millis(100))
-        .fail_safe(HOUR)
-        .fail_safe_throttle(THROTTLE);
+        .fail_safe(FailSafe::keep(HOUR).throttle(THROTTLE));
     let down = Arc::new(AtomicBool::new(false));
     // Attempts during the outage, by key.
     let attempts: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aside::{BreakerState, Cache, CacheBuilder, Policy, Stampede, L1};
+use aside::stats::BreakerState;
+use aside::{Cache, CacheBuilder, Policy, Stampede, L1};
 use support::traffic::Traffic;
 use support::{bounded, until, RedisServer};
 

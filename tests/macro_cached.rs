@@ -456,8 +456,8 @@ async fn collide(
     logs.text()
 }
 
-fn stats_of(suffix: &str) -> aside::FunctionStats {
-    aside::function_stats()
+fn stats_of(suffix: &str) -> aside::stats::FunctionStats {
+    aside::stats::function_stats()
         .into_iter()
         .find(|f| f.name.ends_with(suffix))
         .expect("the function was called")

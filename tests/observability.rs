@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aside::{Cache, Function, FunctionStats, Policy, Stampede};
+use aside::stats::FunctionStats;
+use aside::{Cache, Function, Policy, Stampede};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::Subscriber;
@@ -21,7 +22,7 @@ use support::redis_server::RedisServer;
 // ---- statistics per function ----
 
 fn stats_of(name_ends: &str) -> FunctionStats {
-    aside::function_stats()
+    aside::stats::function_stats()
         .into_iter()
         .find(|f| f.name.ends_with(name_ends))
         .unwrap_or_else(|| panic!("no statistics for {name_ends}"))

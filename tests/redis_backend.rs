@@ -220,7 +220,7 @@ async fn configuration_errors_are_typed() {
     assert_eq!(stats.loads, 2);
     assert_eq!(
         (stats.errors, stats.breaker),
-        (0, aside::BreakerState::Open),
+        (0, aside::stats::BreakerState::Open),
         "{stats:?}"
     );
     // A name that does not resolve (yet) is an unreachable Redis too.
@@ -517,7 +517,7 @@ async fn lock_waiters_subscribe_while_they_wait_and_unsubscribe_after() {
 async fn a_client_the_program_built_is_used_as_given() {
     let server = RedisServer::start();
     let client = redis::Client::open(server.url()).unwrap();
-    let cache = Cache::builder().redis_client(client).build().await.unwrap();
+    let cache = Cache::builder().redis(client).build().await.unwrap();
     let runs = AtomicU64::new(0);
     for _ in 0..2 {
         let got: u32 = cache
@@ -543,7 +543,7 @@ async fn a_connection_the_program_shares_is_used_as_given() {
     // The connection alone: no client for pub/sub or tracking, so the
     // tier asked for is off, and lock waiters would poll.
     let cache = Cache::builder()
-        .redis_connection(shared.clone())
+        .redis(shared.clone())
         .l1(aside::L1::entries(100))
         .build()
         .await
@@ -562,6 +562,55 @@ async fn a_connection_the_program_shares_is_used_as_given() {
     let stored: Option<Vec<u8>> = redis::cmd("GET")
         .arg("aside:{k}")
         .query_async(&mut shared.clone())
+        .await
+        .unwrap();
+    assert!(stored.is_some());
+}
+
+/// A shared connection with the client it came from: the tier asked for
+/// is on (tracking has a connection of its own), and commands go through the
+/// program's connection.
+#[tokio::test]
+async fn a_shared_connection_with_its_client_keeps_the_tier() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let shared = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
+    let cache = Cache::builder()
+        .redis(aside::Redis::shared(shared.clone(), client))
+        .l1(aside::L1::entries(100))
+        .build()
+        .await
+        .unwrap();
+    let runs = AtomicU64::new(0);
+    for _ in 0..3 {
+        let got: u32 = cache
+            .get_or_load("k", &Policy::new(), || load(&runs, 5))
+            .await
+            .unwrap();
+        assert_eq!(got, 5);
+    }
+    let stats = cache.stats();
+    assert_eq!((runs.load(SeqCst), stats.hits), (1, 2), "{stats:?}");
+    // The first read after the store may go to Redis; the tier answers after.
+    assert!(stats.l1_hits >= 1, "the tier is on: {stats:?}");
+}
+
+/// A `redis::ConnectionInfo` the program parsed is used as a URL would be.
+#[tokio::test]
+async fn connection_info_is_a_way_in() {
+    use redis::IntoConnectionInfo;
+    let server = RedisServer::start();
+    let info = server.url().into_connection_info().unwrap();
+    let cache = Cache::builder()
+        .redis(info)
+        .require_connection(true)
+        .build()
+        .await
+        .unwrap();
+    cache.set("k", &7u32, None).await.unwrap();
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("aside:{k}")
+        .query_async(&mut server.raw().await)
         .await
         .unwrap();
     assert!(stored.is_some());

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aside::{Cache, Policy, Stampede, Stats};
+use aside::stats::Stats;
+use aside::{Cache, Policy, Stampede};
 use support::{bounded, until, Kind, TestCache};
 use tokio::sync::{Barrier, Notify};
 

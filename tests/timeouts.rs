@@ -49,7 +49,7 @@ async fn a_load_past_its_hard_timeout_returns_the_functions_error_at_the_timeout
         assert_eq!(LOADS.load(SeqCst), 2);
     })
     .await;
-    let stats = aside::function_stats()
+    let stats = aside::stats::function_stats()
         .into_iter()
         .find(|f| f.name == "timeouts::report")
         .unwrap();

@@ -314,17 +314,22 @@ pub(crate) fn policy_options(args: &Args, value: &syn::Type, negative: Negative)
         }
     });
     let stampede = stampede(args);
-    let fail_safe = [
-        ("fail_safe", &args.fail_safe),
-        ("fail_safe_throttle", &args.fail_safe_throttle),
-        ("soft_timeout", &args.soft_timeout),
-    ]
-    .into_iter()
-    .filter_map(|(name, d)| {
-        let d = d.as_ref()?;
-        let method = Ident::new(name, d.span);
-        let d = duration(d);
-        Some(quote!(.#method(#d)))
+    // `fail_safe_throttle` and `soft_timeout` are checked to come with it.
+    let fail_safe = args.fail_safe.as_ref().map(|keep| {
+        let keep_for = duration(keep);
+        let keep = quote_spanned!(keep.span=> #rt::FailSafe::keep(#keep_for));
+        let more = [
+            ("throttle", &args.fail_safe_throttle),
+            ("soft_timeout", &args.soft_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(name, d)| {
+            let d = d.as_ref()?;
+            let method = Ident::new(name, d.span);
+            let d = duration(d);
+            Some(quote!(.#method(#d)))
+        });
+        quote!(.fail_safe(#keep #(#more)*))
     });
     let jitter = args
         .jitter
@@ -349,7 +354,7 @@ pub(crate) fn policy_options(args: &Args, value: &syn::Type, negative: Negative)
         .unless
         .as_ref()
         .map(|skip| quote_spanned!(skip.span()=> .unless::<#value>(#skip)));
-    quote!(#rt::Policy::new() #ttl #negative_ttl #stampede #(#fail_safe)* #jitter #sliding #codec #l1 #unless)
+    quote!(#rt::Policy::new() #ttl #negative_ttl #stampede #fail_safe #jitter #sliding #codec #l1 #unless)
 }
 
 /// `#[invalidate]`: the cache handle, keys and tags are taken from the

@@ -464,7 +464,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// [`BackendError::CircuitOpen`], which the cache counts as
     /// short-circuited rather than as a failure. `None` (the default): the
     /// cache's own breaker, in front of the whole backend, is the only one.
-    fn breaker(&self) -> Option<crate::BreakerState> {
+    fn breaker(&self) -> Option<crate::breaker::BreakerState> {
         None
     }
 

@@ -5,12 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::memory::MemoryBackend;
-#[cfg(feature = "redis")]
-use crate::backend::redis::RedisBackend;
-#[cfg(feature = "redis")]
-use crate::backend::tracking;
 use crate::backend::Backend;
 use crate::cache::Settings;
+#[cfg(feature = "redis")]
+use crate::connect::{self, Redis};
 use crate::l1::Local;
 use crate::{Cache, Codec, Error, L1};
 
@@ -43,10 +41,9 @@ use crate::{Cache, Codec, Error, L1};
 /// ```
 #[derive(Clone)]
 pub struct CacheBuilder {
-    redis_url: Option<String>,
-    /// The seed nodes of a Redis Cluster, instead of `redis_url`.
-    #[cfg(feature = "cluster")]
-    redis_cluster: Option<Vec<String>>,
+    /// Where Redis is, if the cache uses it.
+    #[cfg(feature = "redis")]
+    redis: Option<Redis>,
     memory_capacity: u64,
     namespace: String,
     default_ttl: Duration,
@@ -68,20 +65,13 @@ pub struct CacheBuilder {
     trace_keys: bool,
     /// Whether `build` fails when Redis cannot be reached.
     require_connection: bool,
-    /// A client the program built itself, instead of `redis_url`.
-    #[cfg(feature = "redis")]
-    redis_client: Option<redis::Client>,
-    /// A connection the program shares with the cache.
-    #[cfg(feature = "redis")]
-    redis_connection: Option<redis::aio::ConnectionManager>,
 }
 
 impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut f = f.debug_struct("CacheBuilder");
-        f.field("redis_url", &self.redis_url.as_ref().map(|_| "set"));
-        #[cfg(feature = "cluster")]
-        f.field("redis_cluster", &self.redis_cluster.as_ref().map(Vec::len));
+        #[cfg(feature = "redis")]
+        f.field("redis", &self.redis);
         f.field("memory_capacity", &self.memory_capacity)
             .field("namespace", &self.namespace)
             .field("default_ttl", &self.default_ttl)
@@ -98,9 +88,6 @@ impl fmt::Debug for CacheBuilder {
             .field("l1", &self.l1)
             .field("enabled", &self.enabled)
             .field("require_connection", &self.require_connection);
-        #[cfg(feature = "redis")]
-        f.field("redis_client", &self.redis_client.as_ref().map(|_| "set"))
-            .field("redis_connection", &self.redis_connection.as_ref().map(|_| "set"));
         f.finish()
     }
 }
@@ -149,9 +136,8 @@ impl CacheBuilder {
     /// A builder with every setting at its default.
     pub fn new() -> Self {
         CacheBuilder {
-            redis_url: None,
-            #[cfg(feature = "cluster")]
-            redis_cluster: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             memory_capacity: Self::DEFAULT_MEMORY_CAPACITY,
             namespace: Self::DEFAULT_NAMESPACE.to_owned(),
             default_ttl: Self::DEFAULT_TTL,
@@ -169,56 +155,7 @@ impl CacheBuilder {
             enabled: true,
             trace_keys: false,
             require_connection: false,
-            #[cfg(feature = "redis")]
-            redis_client: None,
-            #[cfg(feature = "redis")]
-            redis_connection: None,
         }
-    }
-
-    #[cfg(feature = "redis")]
-    /// Use Redis through a `redis::Client` the program already built (its
-    /// own TLS or connection settings), instead of a URL.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
-    /// let cache = aside::Cache::builder().redis_client(client).build().await?;
-    /// # let _ = cache; Ok(()) }
-    /// ```
-    pub fn redis_client(mut self, client: redis::Client) -> Self {
-        self.redis_client = Some(client);
-        self
-    }
-
-    #[cfg(feature = "redis")]
-    /// Uses Redis through a connection the program already has, instead of
-    /// opening one: the cache's commands share it with the program's.
-    ///
-    /// A connection does not say how to open another, so give the client
-    /// it was made from as well ([`redis_client`](Self::redis_client)) for
-    /// what needs a connection of its own: lock waiters told of a release
-    /// over pub/sub (without it, they poll), and the in-process tier's
-    /// client tracking (without it, the tier is off, with a warning).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
-    /// let shared = redis::aio::ConnectionManager::new(client.clone()).await?;
-    /// let cache = aside::Cache::builder()
-    ///     .redis_connection(shared.clone())
-    ///     .redis_client(client)
-    ///     .build()
-    ///     .await?;
-    /// # let _ = cache; Ok(()) }
-    /// ```
-    pub fn redis_connection(mut self, connection: redis::aio::ConnectionManager) -> Self {
-        self.redis_connection = Some(connection);
-        self
     }
 
     #[cfg(feature = "redis")]
@@ -232,8 +169,8 @@ impl CacheBuilder {
     /// functions (the breaker keeps them from waiting on Redis), and the
     /// in-process tier is bypassed. A wrong password, a missing right or a
     /// certificate that cannot be verified is an error either way: waiting
-    /// would not mend it. With [`redis_connection`](Self::redis_connection)
-    /// there is nothing to check: the program's connection is taken as it is.
+    /// would not mend it. With a connection the program already has
+    /// ([`Redis::shared`]) there is nothing to check: it is taken as it is.
     ///
     /// # Examples
     ///
@@ -337,41 +274,20 @@ impl CacheBuilder {
     }
 
     #[cfg(feature = "redis")]
-    /// Use Redis at `url` instead of the in-memory backend:
-    /// `redis://[user:pass@]host:port[/db]` (an ACL user and its password, or
-    /// only a password with `redis://:pass@`), `rediss://...` for TLS (with
-    /// the `tls` feature), or `unix:///path`.
-    pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = Some(url.into());
-        self
-    }
-
-    #[cfg(feature = "cluster")]
-    /// Use a Redis Cluster instead of the in-memory backend, found through
-    /// any of `urls` (some of its nodes: the others are discovered). Each URL
-    /// is as for [`redis`](Self::redis), and all give the same credentials
-    /// and scheme (`rediss://` for TLS); Unix sockets cannot be used.
-    /// Available with the `cluster` feature.
-    ///
-    /// An entry, its guard and its lock share a hash slot; each tag's token
-    /// has its own (see the README's "Running on Redis Cluster").
+    /// Use Redis instead of the in-memory backend: a URL
+    /// (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS,
+    /// `unix:///path`), a [`redis::Client`] or connection the program built,
+    /// or a Redis Cluster's seed nodes (`Redis::cluster`, with the `cluster` feature). See [`Redis`].
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
-    /// let cache = aside::Cache::builder()
-    ///     .redis_cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])
-    ///     .build()
-    ///     .await?;
+    /// let cache = aside::Cache::builder().redis("redis://127.0.0.1:6379").build().await?;
     /// # let _ = cache; Ok(()) }
     /// ```
-    pub fn redis_cluster<I>(mut self, urls: I) -> Self
-    where
-        I: IntoIterator,
-        I::Item: Into<String>,
-    {
-        self.redis_cluster = Some(urls.into_iter().map(Into::into).collect());
+    pub fn redis(mut self, redis: impl Into<Redis>) -> Self {
+        self.redis = Some(redis.into());
         self
     }
 
@@ -423,7 +339,7 @@ impl CacheBuilder {
     /// The largest value to cache, in encoded bytes (see
     /// [`DEFAULT_MAX_ENTRY_SIZE`](Self::DEFAULT_MAX_ENTRY_SIZE));
     /// `usize::MAX` for no limit. A larger value is returned but not stored,
-    /// counted in [`Stats::oversized`](crate::Stats::oversized) and logged
+    /// counted in [`Stats::oversized`](crate::stats::Stats::oversized) and logged
     /// (a warning the first time, then at debug level);
     /// [`Cache::set`](crate::Cache::set) refuses it with [`Error::TooLarge`](crate::Error::TooLarge).
     ///
@@ -506,7 +422,7 @@ impl CacheBuilder {
     /// kept, one per key or tag, and replayed as soon as the backend
     /// answers again (see [`Cache::replay_pending`]). Past `max`, they
     /// become one clear of the namespace, coarser but still correct, logged
-    /// and counted in [`Stats::overflows`](crate::Stats::overflows). 0
+    /// and counted in [`Stats::overflows`](crate::stats::Stats::overflows). 0
     /// keeps none: an invalidation that fails then returns its error, and
     /// entries it covers may be served until their TTL.
     ///
@@ -564,13 +480,9 @@ impl CacheBuilder {
         if !self.enabled {
             return Ok(self.build_memory());
         }
-        #[cfg(feature = "cluster")]
-        if let Some(urls) = self.redis_cluster.clone() {
-            return self.build_cluster(urls).await;
-        }
         #[cfg(feature = "redis")]
-        if self.redis_url.is_some() || self.redis_client.is_some() || self.redis_connection.is_some() {
-            return self.build_redis().await;
+        if let Some(redis) = self.redis.clone() {
+            return self.build_redis(redis).await;
         }
         if self.memory_capacity == 0 {
             return Err(Error::Config("memory_capacity must be greater than zero".into()));
@@ -579,124 +491,30 @@ impl CacheBuilder {
     }
 
     #[cfg(feature = "redis")]
-    async fn build_redis(self) -> Result<Cache, Error> {
-        let client = match (&self.redis_client, &self.redis_url) {
-            (Some(client), _) => Some(client.clone()),
-            (None, Some(url)) => Some(self.client(url)?),
-            (None, None) => None,
-        };
-        let (connect, op) = (self.connect_timeout, self.op_timeout);
-        let (backend, answered) = match (self.redis_connection.clone(), &client) {
-            (Some(shared), client) => (RedisBackend::over(shared, client.clone(), op), true),
-            (None, Some(client)) => {
-                RedisBackend::connect(client.clone(), connect, op, self.require_connection)
-                    .await
-                    .map_err(|source| Error::connect(client, source))?
-            }
-            (None, None) => unreachable!("build_redis is called with a URL, a client or a connection"),
-        };
-        let mut local = self.l1.flatten().map(|l1| Arc::new(Local::new(l1, false)));
-        match (&local, &client) {
-            // Without tracking (a Redis before 6, or a user not allowed
-            // `CLIENT TRACKING`), the tier stays bypassed: slower, never stale.
-            (Some(tier), Some(client)) => {
-                tracking::track(client, &self.namespace, tier, (connect, op)).await;
-            }
-            (Some(_), None) => {
-                tracing::warn!(
-                    "aside: the in-process tier needs a client to track Redis with (CacheBuilder::redis_client); it is off"
-                );
-                local = None;
-            }
-            (None, _) => {}
+    async fn build_redis(mut self, redis: Redis) -> Result<Cache, Error> {
+        let connected = redis
+            .connect(connect::Settings {
+                namespace: &self.namespace,
+                connect_timeout: self.connect_timeout,
+                op_timeout: self.op_timeout,
+                require_connection: self.require_connection,
+                tls_root_certificate: self.tls_root_certificate.as_deref(),
+                l1: self.l1.flatten(),
+                breaker: (self.breaker_threshold, self.breaker_cooldown),
+            })
+            .await?;
+        if connected.breaker_per_node {
+            self.breaker_threshold = 0;
         }
-        let streams = Arc::new(backend.clone());
-        let cache = self.build_tiers(Arc::new(backend), local);
-        cache.attach_streams(streams);
-        if !answered {
+        let cache = self.build_tiers(connected.backend, connected.local);
+        cache.attach_streams(connected.streams);
+        if !connected.answered {
             // Known to be down: calls go straight to their functions,
             // rather than each waiting out a timeout until the breaker
             // would have opened; it probes after its cool-down.
             cache.trip_breaker();
         }
         Ok(cache)
-    }
-
-    #[cfg(feature = "cluster")]
-    async fn build_cluster(mut self, urls: Vec<String>) -> Result<Cache, Error> {
-        let invalid = |e: redis::RedisError| Error::Config(format!("invalid Redis Cluster URL: {e}"));
-        if self.redis_url.is_some() || self.redis_client.is_some() || self.redis_connection.is_some() {
-            return Err(Error::Config(
-                "a cache uses either a Redis Cluster or a single Redis, not both".into(),
-            ));
-        }
-        // One client per seed, for the pub/sub connection; they also check
-        // each URL (and install the TLS provider).
-        let pubsub = urls
-            .iter()
-            .map(|url| self.client(url))
-            .collect::<Result<Vec<_>, _>>()?;
-        // The redis crate retries what a cluster refuses for now
-        // (`CLUSTERDOWN`, `TRYAGAIN`) after 1.28 s at the least by default:
-        // longer than an operation may take, so the refusal would surface
-        // as a timeout, which counts against a node's breaker, and a
-        // failover would open the healthy nodes' breakers too. Waits of
-        // 5-50 ms, four at most (under 160 ms in all), let it surface as
-        // what it is; redirects (`MOVED`, `ASK`) are retried without a wait.
-        let cluster = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
-            .retries(4)
-            .min_retry_wait(5)
-            .max_retry_wait(50)
-            .retry_wait_formula(10, 2);
-        #[cfg(feature = "tls")]
-        let cluster = match &self.tls_root_certificate {
-            Some(root) => cluster.certs(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root.clone()),
-            }),
-            None => cluster,
-        };
-        let client = cluster.build().map_err(invalid)?;
-        let timeouts = (self.connect_timeout, self.op_timeout);
-        // A breaker per node, in the backend, instead of the cache's for the
-        // whole cluster: a node that hangs does not stop the others.
-        let breaker = (self.breaker_threshold, self.breaker_cooldown);
-        self.breaker_threshold = 0;
-        let backend =
-            RedisBackend::connect_cluster(client, pubsub.clone(), timeouts, breaker, self.require_connection)
-                .await
-                .map_err(|source| Error::connect(&pubsub[0], source))?;
-        let local = self.l1.flatten().map(|l1| Arc::new(Local::new(l1, false)));
-        if let (Some(tier), Some(seed), Some(masters)) = (&local, pubsub.first(), backend.masters()) {
-            tracking::track_cluster(seed, masters, &self.namespace, tier, timeouts).await;
-        }
-        let streams = Arc::new(backend.clone());
-        let cache = self.build_tiers(Arc::new(backend), local);
-        cache.attach_streams(streams);
-        Ok(cache)
-    }
-
-    #[cfg(feature = "redis")]
-    fn client(&self, url: &str) -> Result<redis::Client, Error> {
-        // The redis crate's message names the problem, never the URL itself.
-        let invalid = |e: redis::RedisError| Error::Config(format!("invalid Redis URL: {e}"));
-        // The redis crate builds its TLS settings on rustls's process-wide
-        // crypto provider, and rustls cannot pick one by itself when a program
-        // enables several (aws-lc-rs through another crate, say). Install
-        // ring, unless the program has already chosen.
-        #[cfg(feature = "tls")]
-        if url.starts_with("rediss:") {
-            let _already_chosen = rustls::crypto::ring::default_provider().install_default();
-        }
-        #[cfg(feature = "tls")]
-        if let Some(root) = &self.tls_root_certificate {
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root.clone()),
-            };
-            return redis::Client::build_with_tls(url, certificates).map_err(invalid);
-        }
-        redis::Client::open(url).map_err(invalid)
     }
 
     pub(crate) fn build_memory(self) -> Cache {

@@ -166,7 +166,7 @@ impl<T: Cacheable, const KNOWS_CACHE: bool> CachedEntry<T, KNOWS_CACHE> {
     /// Stores `value` in `cache` as the function's value for these arguments, with its
     /// TTL and tags, as [`Cache::put`] does: the next call is a hit. As
     /// there, a backend failure is logged and counted in
-    /// [`Stats::errors`](crate::Stats::errors), not returned.
+    /// [`Stats::errors`](crate::stats::Stats::errors), not returned.
     pub async fn put(&self, cache: &Cache, value: T) {
         let stored = cache
             .put(&self.key, &self.policy, || async { Ok::<T, Infallible>(value) })

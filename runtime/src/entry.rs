@@ -192,7 +192,7 @@ impl<'a> Entry<'a> {
 
 /// What an entry says besides its value: what a read of either tier
 /// learns, and what the in-process tier keeps beside a value.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Meta {
     pub(crate) stored_at_ms: u64,
     pub(crate) fresh_until_ms: u64,

@@ -6,7 +6,7 @@ use std::time::Duration;
 ///
 /// Calls through `#[cached]` and [`Cache::get_or_load`](crate::Cache::get_or_load)
 /// never return this: there, backend failures are logged, counted in
-/// [`Stats::errors`](crate::Stats::errors), and the loader's own result is
+/// [`Stats::errors`](crate::stats::Stats::errors), and the loader's own result is
 /// returned.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

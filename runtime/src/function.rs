@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use crate::counters::{Outcome, OutcomeCounters};
 use crate::metrics::FunctionMetrics;
-use crate::stats::{Outcome, OutcomeCounters};
 
 /// A cached function, as its statistics, spans and metrics name it.
 ///
@@ -220,7 +220,7 @@ impl Function {
 }
 
 /// A snapshot of one function's counters, from [`Function::stats`] or
-/// [`function_stats`]. The lookups add up as in [`Stats`](crate::Stats):
+/// [`function_stats`]. The lookups add up as in [`Stats`](crate::stats::Stats):
 /// each call is exactly one of a hit (`hits`, of which `negative_hits` found
 /// a cached `None` and `stale_hits` a value past its fresh time), coalesced,
 /// a miss, or bypassed.
@@ -236,7 +236,7 @@ impl Function {
 ///
 /// square(3).await;
 /// square(3).await;
-/// let stats = aside::function_stats()
+/// let stats = aside::stats::function_stats()
 ///     .into_iter()
 ///     .find(|f| f.name.ends_with("::square"))
 ///     .unwrap();
@@ -292,7 +292,7 @@ impl FunctionStats {
 
     /// Hits over lookups (`hits / (hits + coalesced + misses)`), 0 when there were none.
     pub fn hit_ratio(&self) -> f64 {
-        crate::stats::hit_ratio(self.hits, self.coalesced, self.misses)
+        crate::counters::hit_ratio(self.hits, self.coalesced, self.misses)
     }
 
     /// The mean time of a load, zero when none ran.
@@ -321,7 +321,7 @@ impl FunctionStats {
 /// }
 ///
 /// double(1).await;
-/// for f in aside::function_stats() {
+/// for f in aside::stats::function_stats() {
 ///     println!("{:<40} {:>6} calls {:>5.1}% hits", f.name, f.calls(), f.hit_ratio() * 100.0);
 /// }
 /// # }

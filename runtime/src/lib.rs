@@ -31,8 +31,8 @@
 //! the README for every attribute option.
 //!
 //! Each call of a cached function counts into its [`Function`]'s statistics
-//! ([`function_stats`]) and is a `tracing` span at `DEBUG` level
-//! (`aside.get_or_load`, with the function, the [`Outcome`] and the load
+//! ([`function_stats`](stats::function_stats)) and is a `tracing` span at `DEBUG` level
+//! (`aside.get_or_load`, with the function, the [`Outcome`](stats::Outcome) and the load
 //! time). Features:
 //!
 //! | feature | default | what it adds |
@@ -52,8 +52,12 @@ mod cached_entry;
 mod clock;
 mod codec;
 mod collision;
+#[cfg(feature = "redis")]
+mod connect;
+mod counters;
 mod entry;
 mod error;
+mod fail_safe;
 mod flight;
 mod function;
 mod global;
@@ -68,11 +72,34 @@ mod policy;
 mod recovery;
 mod scope;
 mod stampede;
-mod stats;
 mod tags;
 mod timeout;
 #[cfg(feature = "redis")]
 pub mod write_behind;
+
+/// What the cache did: counters per cache and per function.
+///
+/// [`Cache::stats`] sums a cache's lookups, loads and backend errors;
+/// [`function_stats`](stats::function_stats) gives the same per cached
+/// function, whatever cache it used. Every lookup ends as one [`Outcome`](stats::Outcome).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = aside::Cache::memory();
+/// let stats: aside::stats::Stats = cache.stats();
+/// assert_eq!(stats.hits, 0);
+/// for f in aside::stats::function_stats() {
+///     println!("{}: {:.0}% hits", f.name, 100.0 * f.hit_ratio());
+/// }
+/// # }
+/// ```
+pub mod stats {
+    pub use crate::breaker::BreakerState;
+    pub use crate::counters::{Outcome, Stats};
+    pub use crate::function::{function_stats, FunctionStats};
+}
 
 /// Caches an `async fn`: `#[aside::cached(key = "...", ttl = ..., tags = [...], stampede = "...", ...)]`.
 ///
@@ -100,8 +127,8 @@ pub mod write_behind;
 /// | `unless` | a closure or function on the cached value (`T` of `Result<T, E>`): a value for which it holds is returned but not stored, as by [`Policy::unless`]: `unless = \|hits\| hits.is_empty()` | none |
 /// | `hard_timeout` | a duration, as `ttl`: a load that takes longer returns `Err(E::from(`[`Timeout`]`))` (see [`hard_timeout`]); the function must return `Result` with `E: From<aside::Timeout>` | none |
 /// | `fail_safe` | a duration, as `ttl`: values are kept that long past their fresh time, and the last good value is returned when a load returns an `Err` (a `hard_timeout` is one), counted as stale; see [`Policy::fail_safe`]. Not with `sliding` | none |
-/// | `fail_safe_throttle` | with `fail_safe`: a duration, as `ttl`: how long a value that stood in is served before the next attempt, in every process | [`Policy::DEFAULT_FAIL_SAFE_THROTTLE`] (30 s) |
-/// | `soft_timeout` | with `fail_safe`: a duration, as `ttl`: past it, a load that a kept value stands by for returns that value, and finishes on a task of its own ([`Policy::soft_timeout`]). Needs a future that can be made `'static`, as `refresh = "background"` does | none |
+/// | `fail_safe_throttle` | with `fail_safe`: a duration, as `ttl`: how long a value that stood in is served before the next attempt, in every process | [`FailSafe::DEFAULT_THROTTLE`] (30 s) |
+/// | `soft_timeout` | with `fail_safe`: a duration, as `ttl`: past it, a load that a kept value stands by for returns that value, and finishes on a task of its own ([`FailSafe::soft_timeout`]). Needs a future that can be made `'static`, as `refresh = "background"` does | none |
 /// | `refresh` | with `"swr"` or `"early"`: `"background"` runs each refresh on a task of its own, so nobody waits for it ([`Cache::get_or_load_detached`]); `"inline"` runs it on the caller that wins it. `"background"` needs owned arguments (a borrowed one is a compile error naming it); on a `&self` method it clones `self` into the refresh (`Self: Clone + Send + Sync + 'static`). A type that borrows through an elided lifetime (`Query` for `Query<'a>`) is not seen as borrowed: write `refresh = "inline"` | `"background"` when the arguments (but `&self`) are all owned: the body must be `Send`, and a method's `Self` `Clone + Send + Sync + 'static` (a compile error says so otherwise); `"inline"` when one is borrowed |
 /// | `entry` | `false` leaves out the companion that writers name the entry by (below); a trait impl, which may hold no other item, needs it | `true` |
 ///
@@ -317,7 +344,7 @@ pub use aside_macros::entry;
 /// as by [`Cache::invalidate`] and every tag as by [`Cache::invalidate_tags`]:
 /// once the function has returned, no read returns a value loaded before.
 /// A failure to invalidate is logged (error level) and counted in
-/// [`Stats::errors`], never returned: the write itself succeeded.
+/// [`Stats::errors`](stats::Stats::errors), never returned: the write itself succeeded.
 ///
 /// An entry is invalidated in the cache its function reads (see
 /// [which cache](CachedEntry#which-cache)); `cache =` is where `keys` and
@@ -378,22 +405,23 @@ pub use aside_macros::invalidate;
 /// # Ok(()) }
 /// ```
 pub use aside_macros::key;
-pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
 pub use cache::Cache;
 pub use cacheable::Cacheable;
 pub use cached_entry::CachedEntry;
 pub use codec::Codec;
 pub use collision::check_keys;
+#[cfg(feature = "redis")]
+pub use connect::Redis;
 pub use error::{BackendError, Error};
-pub use function::{function_stats, Function, FunctionStats};
+pub use fail_safe::FailSafe;
+pub use function::Function;
 pub use global::{global, init};
 pub use key::KeyBuilder;
 pub use l1::L1;
 pub use policy::Policy;
 pub use scope::{bypass, refresh, with_global};
 pub use stampede::Stampede;
-pub use stats::{Outcome, Stats};
 pub use timeout::{hard_timeout, FromTimeout, Timeout};
 
 // At the root, hidden, so that an error names them without a path.
@@ -420,7 +448,9 @@ pub mod __private {
     #[cfg(not(feature = "msgpack"))]
     pub struct MessagePackNeedsTheMsgpackFeatureOfAside;
     pub use crate::timeout::hard_timeout_with;
-    pub use crate::{global, Cache, CachedEntry, Codec, FromTimeout, Function, KeyBuilder, Policy, Stampede};
+    pub use crate::{
+        global, Cache, CachedEntry, Codec, FailSafe, FromTimeout, Function, KeyBuilder, Policy, Stampede,
+    };
     pub use crate::{CanBeNegative, KnowsItsCache};
     pub use core::convert::Infallible;
     pub use core::time::Duration;

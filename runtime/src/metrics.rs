@@ -32,7 +32,7 @@ use metrics::{Counter, Gauge, Histogram};
 
 use crate::breaker::BreakerState;
 use crate::clock::Instant;
-use crate::stats::Outcome;
+use crate::counters::Outcome;
 
 /// One function's handles.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::breaker::BreakerState;
-use crate::stats::Outcome;
+use crate::counters::Outcome;
 
 /// One function's handles: none.
 #[derive(Debug)]

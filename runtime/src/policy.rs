@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fail_safe::FailSafe;
 use crate::function::Function;
 use crate::stampede::{Stampede, MAX_JITTER};
 use crate::Codec;
@@ -48,12 +49,8 @@ pub struct Policy {
     function: Option<Named>,
     /// The TTL of an swr or early refresh's lock, if not the default.
     refresh_lock_ttl: Option<Duration>,
-    /// How long past its fresh time a value is kept to stand in for a
-    /// failed load, if at all.
-    fail_safe: Option<Duration>,
-    fail_safe_throttle: Option<Duration>,
-    /// How long a caller waits for a load that a kept value stands in for.
-    soft_timeout: Option<Duration>,
+    /// Values kept to stand in for a failed load, if at all.
+    fail_safe: Option<FailSafe>,
 }
 
 /// A [`Function`], compared by identity.
@@ -91,11 +88,6 @@ impl Policy {
     /// otherwise (or the TTL, if shorter): 60 s.
     pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
 
-    /// How long a value served by [fail-safe](Policy::fail_safe) stands in
-    /// before the loader is tried again, when
-    /// [`fail_safe_throttle`](Policy::fail_safe_throttle) does not say: 30 s.
-    pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(30);
-
     /// A policy that uses the cache's defaults for everything.
     pub const fn new() -> Self {
         Policy {
@@ -115,8 +107,6 @@ impl Policy {
             function: None,
             refresh_lock_ttl: None,
             fail_safe: None,
-            fail_safe_throttle: None,
-            soft_timeout: None,
         }
     }
 
@@ -184,117 +174,41 @@ impl Policy {
         }
     }
 
-    /// Fail-safe: keeps each value `keep` past its fresh time, to stand in
-    /// for a load that fails (`#[cached(fail_safe = "1h")]`).
-    ///
-    /// A lookup past the fresh time loads as usual (under the policy's
-    /// stampede protection); if the loader returns an error (a
-    /// `hard_timeout` is one), the caller gets the last good value instead,
-    /// counted and traced as [`Outcome::Stale`](crate::Outcome::Stale). The
-    /// value is then fresh again for the [throttle](Self::fail_safe_throttle)
-    /// (default [`Policy::DEFAULT_FAIL_SAFE_THROTTLE`]), in every process sharing the
-    /// backend: a failing database sees one attempt per key per throttle,
-    /// not one per request. While the loader keeps failing, the value keeps
-    /// standing in; an invalidation still drops it at once.
-    ///
-    /// Without a value to fall back on (never loaded, or invalidated), the
-    /// error is returned. Not for sliding entries, which have no fresh time.
+    /// Fail-safe: keeps each value past its fresh time to stand in for a
+    /// load that fails (`#[cached(fail_safe = "1h")]`); see [`FailSafe`].
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
-    /// use aside::{Cache, Policy};
+    /// use aside::{FailSafe, Policy};
     ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-    /// let cache = Cache::memory();
     /// let policy = Policy::new()
     ///     .ttl(Duration::from_secs(60))
-    ///     .fail_safe(Duration::from_secs(3600));
-    /// let price = cache.get_or_load("price:7", &policy, || async { Ok::<u32, &str>(10) }).await;
-    /// tokio::time::advance(Duration::from_secs(61)).await;
-    /// // The database is down: the last good price stands in.
-    /// let price = cache.get_or_load("price:7", &policy, || async { Err::<u32, _>("down") }).await;
-    /// assert_eq!(price, Ok(10));
-    /// assert_eq!(cache.stats().stale_hits, 1);
-    /// # }
-    /// ```
-    pub const fn fail_safe(mut self, keep: Duration) -> Self {
-        self.fail_safe = Some(keep);
-        self
-    }
-
-    /// How long a value that stood in for a failed load is served as fresh
-    /// before the loader is tried again (`#[cached(fail_safe_throttle = "10s")]`;
-    /// default [`Policy::DEFAULT_FAIL_SAFE_THROTTLE`]). Only with
-    /// [`fail_safe`](Self::fail_safe).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// let policy = aside::Policy::new()
-    ///     .fail_safe(Duration::from_secs(3600))
-    ///     .fail_safe_throttle(Duration::from_secs(5));
+    ///     .fail_safe(FailSafe::keep(Duration::from_secs(3600)).soft_timeout(Duration::from_millis(100)));
     /// # let _ = policy;
     /// ```
-    pub const fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
-        self.fail_safe_throttle = Some(throttle);
+    pub const fn fail_safe(mut self, fail_safe: FailSafe) -> Self {
+        self.fail_safe = Some(fail_safe);
         self
     }
 
-    /// Soft timeout: when a load runs while a value kept for
-    /// [fail-safe](Self::fail_safe) stands by, the caller waits `after` at
-    /// most, then gets that value (counted as stale); the load finishes on
-    /// a task of its own and stores its value when it lands
-    /// (`#[cached(soft_timeout = "100ms")]`). Callers waiting for that load,
-    /// in this process or for its lock in another, get the kept value after
-    /// `after` too.
-    ///
-    /// Only a loader that can run on a task of its own can outlast its
-    /// caller: the caller that runs the load stops waiting for it only under
-    /// [`Cache::get_or_load_detached`](crate::Cache::get_or_load_detached);
-    /// under [`get_or_load`](crate::Cache::get_or_load) it waits for its
-    /// load, and only the callers waiting for that one get the kept value
-    /// after `after`. Without a kept
-    /// value (the first load, or after an invalidation), the caller waits
-    /// for the load; bound that with `hard_timeout`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// let policy = aside::Policy::new()
-    ///     .ttl(Duration::from_secs(60))
-    ///     .fail_safe(Duration::from_secs(3600))
-    ///     .soft_timeout(Duration::from_millis(100));
-    /// # let _ = policy;
-    /// ```
-    pub const fn soft_timeout(mut self, after: Duration) -> Self {
-        self.soft_timeout = Some(after);
-        self
-    }
-
-    /// The soft timeout, if fail-safe keeps values for it to serve.
-    pub(crate) fn soft_timeout_after(&self) -> Option<Duration> {
-        self.soft_timeout.filter(|_| !self.fail_safe_for().is_zero())
+    /// Fail-safe, unless the entry slides (it has no fresh time to outlive).
+    pub(crate) fn fail_safe_of(&self) -> Option<FailSafe> {
+        self.fail_safe.filter(|_| self.touch(Duration::ZERO).is_none())
     }
 
     /// How long past its fresh time a value is kept for fail-safe (zero
     /// without it, and for sliding entries).
     pub(crate) fn fail_safe_for(&self) -> Duration {
-        match self.fail_safe {
-            Some(keep) if self.touch(Duration::ZERO).is_none() => keep,
-            _ => Duration::ZERO,
-        }
+        self.fail_safe_of().map_or(Duration::ZERO, |f| f.kept())
     }
 
-    /// The fail-safe throttle: see [`fail_safe_throttle`](Self::fail_safe_throttle).
-    pub(crate) fn throttle(&self) -> Duration {
-        self.fail_safe_throttle
-            .unwrap_or(Policy::DEFAULT_FAIL_SAFE_THROTTLE)
+    /// The soft timeout, if fail-safe keeps values for it to serve.
+    pub(crate) fn soft_timeout_after(&self) -> Option<Duration> {
+        self.fail_safe_of()
+            .filter(|f| !f.kept().is_zero())?
+            .soft_timeout_after()
     }
 
     /// Spreads each stored TTL uniformly by up to `± jitter` of itself

@@ -31,7 +31,7 @@ tokio::task_local! {
 /// (`#[cached]`, [`Cache::get_or_load`]) are affected: writes
 /// (`#[cache_put]`, `#[invalidate]`, [`Cache::put`]) write as always.
 ///
-/// Counted in [`Stats::bypassed`](crate::Stats::bypassed). The scope covers
+/// Counted in [`Stats::bypassed`](crate::stats::Stats::bypassed). The scope covers
 /// the future itself, not tasks it spawns.
 ///
 /// # Examples
@@ -63,9 +63,9 @@ pub async fn bypass<F: Future>(calls: F) -> F::Output {
 /// entry stays invalidated and the error is returned. Calls made inside
 /// those functions cache as usual; writes are not affected (see [`bypass`]).
 ///
-/// Counted in [`Stats::bypassed`](crate::Stats::bypassed) and
-/// [`Stats::refreshes`](crate::Stats::refreshes) (a failure also in
-/// [`Stats::refresh_errors`](crate::Stats::refresh_errors)).
+/// Counted in [`Stats::bypassed`](crate::stats::Stats::bypassed) and
+/// [`Stats::refreshes`](crate::stats::Stats::refreshes) (a failure also in
+/// [`Stats::refresh_errors`](crate::stats::Stats::refresh_errors)).
 ///
 /// # Examples
 ///

@@ -102,7 +102,7 @@ impl RedisCluster {
 
     fn builder(&self, namespace: &str) -> aside::CacheBuilder {
         Cache::builder()
-            .redis_cluster(self.urls())
+            .redis(aside::Redis::cluster(self.urls()))
             .op_timeout(Duration::from_secs(2))
             .namespace(namespace)
     }

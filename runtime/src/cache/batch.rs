@@ -26,9 +26,9 @@ use tracing::Instrument;
 use super::plan::{Found, InProcess};
 use super::slot::{Slot, Typed};
 use crate::backend::{EntryKeys, Fetched};
+use crate::counters::Counters;
 use crate::l1::Watch;
 use crate::scope::{self, Mode};
-use crate::stats::Counters;
 use crate::{Cache, Cacheable, Policy, Stampede};
 
 tokio::task_local! {

@@ -11,14 +11,14 @@ use super::slot::Slot;
 use super::stampede::HeldLock;
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Renewal};
-use crate::clock::{duration_ms, now_ms};
+use crate::clock::now_ms;
 use crate::codec::CodecError;
+use crate::counters::Counters;
 use crate::entry::Entry;
 use crate::entry::Meta;
 use crate::flight::{Landed, Leader};
 use crate::l1::Watch;
 use crate::stampede::{jittered, MAX_JITTER, REFRESH_GRACE};
-use crate::stats::Counters;
 use crate::tags::Stamp;
 use crate::{BackendError, Codec, Policy, Stampede};
 
@@ -75,16 +75,14 @@ impl Cache {
         }
         let runtime = tokio::runtime::Handle::try_current();
         let now = now_ms();
-        // A value still fresh (an early refresh that failed) keeps its time.
-        if policy.fail_safe_for().is_zero() || runtime.is_err() || now < meta.fresh_until_ms {
+        let fail_safe = policy.fail_safe_of().filter(|f| !f.kept().is_zero());
+        let (Some(fail_safe), Ok(runtime)) = (fail_safe, runtime) else {
             return self.release_behind(lock);
-        }
-        let throttle = policy.throttle();
-        let renewed = Meta {
-            stored_at_ms: now,
-            fresh_until_ms: now.saturating_add(duration_ms(throttle)),
-            ..meta
         };
+        let Some(renewed) = fail_safe.stand_in(meta, now) else {
+            return self.release_behind(lock);
+        };
+        let throttle = fail_safe.throttled();
         let local = self.inner.local.clone();
         let kept = self.kept_for(renewed, policy);
         let renew_local = move || {
@@ -101,26 +99,24 @@ impl Cache {
         let times = (meta.stored_at_ms, meta.fresh_until_ms);
         let renewal = Renewal::new(times, now, throttle, throttle.saturating_add(kept_past(policy)));
         let cache = self.clone();
-        let spawned = runtime.map(|runtime| {
-            runtime.spawn(async move {
-                let unlock = lock.as_ref().map(HeldLock::token);
-                let result = cache
-                    .inner
-                    .call("renew", |b| b.renew(&keys, renewal, unlock))
-                    .await;
-                // Released with the renewal; if that failed, dropping `lock`
-                // releases it in the background.
-                if let (Ok(_), Some(held)) = (&result, lock) {
-                    held.disarm();
-                }
-                if let Ok(true) = result {
-                    renew_local();
-                }
-                // Unsupported by the backend: no throttle, and no error.
-                if !matches!(result, Err(BackendError::Unsupported(_))) {
-                    cache.inner.report(result);
-                }
-            })
+        let spawned = runtime.spawn(async move {
+            let unlock = lock.as_ref().map(HeldLock::token);
+            let result = cache
+                .inner
+                .call("renew", |b| b.renew(&keys, renewal, unlock))
+                .await;
+            // Released with the renewal; if that failed, dropping `lock`
+            // releases it in the background.
+            if let (Ok(_), Some(held)) = (&result, lock) {
+                held.disarm();
+            }
+            if let Ok(true) = result {
+                renew_local();
+            }
+            // Unsupported by the backend: no throttle, and no error.
+            if !matches!(result, Err(BackendError::Unsupported(_))) {
+                cache.inner.report(result);
+            }
         });
         drop(spawned);
     }

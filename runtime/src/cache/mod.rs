@@ -44,10 +44,12 @@ use plan::{Begin, InProcess, Pending, SoftWait};
 use slot::{Slot, Typed};
 use tracing::{Instrument, Span};
 
+use crate::breaker::BreakerState;
+use crate::counters::Counters;
+use crate::counters::Stats;
 use crate::recovery::Recovery;
-use crate::stats::Counters;
 use crate::tags::Stamp;
-use crate::{BackendError, BreakerState, CacheBuilder, Cacheable, Codec, Error, Policy, Stats};
+use crate::{BackendError, CacheBuilder, Cacheable, Codec, Error, Policy};
 use stampede::HeldLock;
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
@@ -396,7 +398,7 @@ impl Cache {
     ///   runs in the background, and the caller that wins it gets the
     ///   current value at once, as every other caller does. The refresh is
     ///   still one across processes, and still loses to an invalidation.
-    /// - With [`Policy::soft_timeout`], a load that a value kept for
+    /// - With [`FailSafe::soft_timeout`](crate::FailSafe::soft_timeout), a load that a value kept for
     ///   [fail-safe](Policy::fail_safe) stands in for returns that value
     ///   once the timeout passes, and finishes in the background, storing
     ///   its value when it lands.

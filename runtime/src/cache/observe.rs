@@ -12,8 +12,8 @@ use tracing::Span;
 
 use super::Cache;
 use crate::clock::Instant;
+use crate::counters::{Counters, Outcome};
 use crate::metrics::Timer;
-use crate::stats::{Counters, Outcome};
 use crate::Policy;
 
 /// What kind of call a span covers; its name.

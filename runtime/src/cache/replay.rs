@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::{Cache, Inner};
 use crate::backend::EntryKeys;
+use crate::counters::Counters;
 use crate::recovery::{Item, Op, Queued, Recovery};
-use crate::stats::Counters;
 use crate::BackendError;
 
 /// The first pause between two attempts while the backend fails; it doubles
@@ -83,7 +83,7 @@ impl Cache {
     /// `#[invalidate]` or a write) that meets a failing backend is kept and
     /// replayed as soon as the backend answers again; meanwhile this
     /// process reads none of what it covers from the backend. The count is
-    /// in [`Stats::pending`](crate::Stats::pending).
+    /// in [`Stats::pending`](crate::stats::Stats::pending).
     ///
     /// # Examples
     ///

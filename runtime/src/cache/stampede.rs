@@ -14,8 +14,8 @@ use super::slot::Slot;
 use super::{Cache, Call, Under};
 use crate::backend::{fresh_token, EntryKeys, LockWatch, Locked};
 use crate::clock::Instant;
+use crate::counters::{Counters, Outcome};
 use crate::flight::{Landed, Leader, Waiter};
-use crate::stats::{Counters, Outcome};
 use crate::Policy;
 
 impl Cache {

@@ -156,7 +156,7 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Counters of one log, shared by its writers and flushers in the process,
-/// summed into the cache's [`Stats`](crate::Stats), and reported as metrics
+/// summed into the cache's [`Stats`](crate::stats::Stats), and reported as metrics
 /// (feature `metrics`).
 #[derive(Debug)]
 pub(crate) struct Counters {

@@ -16,8 +16,9 @@ use tokio::sync::watch;
 
 use super::{bounded, preload, unreachable, Link, Node, RedisBackend};
 use crate::breaker::Breaker;
+use crate::breaker::BreakerState;
 use crate::clock::Instant;
-use crate::{BackendError, BreakerState};
+use crate::BackendError;
 
 /// The cluster connection, which [`Nodes::follow`] replaces when a node's
 /// breaker stays open: after a failover, the `redis` crate's connection can

@@ -693,7 +693,7 @@ impl<C: Link> Backend for RedisBackend<C> {
         Box::pin(self.releases.watch(keys.lock()))
     }
 
-    fn breaker(&self) -> Option<crate::BreakerState> {
+    fn breaker(&self) -> Option<crate::breaker::BreakerState> {
         #[cfg(feature = "cluster")]
         if let Some(nodes) = &self.nodes {
             return Some(nodes.worst());

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::BreakerState;
+use crate::stats::BreakerState;
 
 /// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
 ///
@@ -130,7 +130,7 @@ impl Stats {
 }
 
 /// `hits / (hits + coalesced + misses)`, 0 when there were no lookups: the
-/// ratio of [`Stats`] and of [`FunctionStats`](crate::FunctionStats).
+/// ratio of [`Stats`] and of [`FunctionStats`](crate::stats::FunctionStats).
 pub(crate) fn hit_ratio(hits: u64, coalesced: u64, misses: u64) -> f64 {
     let lookups = hits + coalesced + misses;
     if lookups == 0 {
@@ -192,7 +192,7 @@ impl OutcomeCounters {
 /// # Examples
 ///
 /// ```
-/// assert_eq!(aside::Outcome::Stale.as_str(), "stale");
+/// assert_eq!(aside::stats::Outcome::Stale.as_str(), "stale");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
