@@ -550,3 +550,68 @@ impl CacheBuilder {
         )
     }
 }
+
+/// The ways to a [`Cache`]: here rather than beside the handle, so that the
+/// cache knows nothing of its builder.
+impl Cache {
+    /// An in-process cache with the default settings (see [`CacheBuilder`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = aside::Cache::memory();
+    /// # let _ = cache;
+    /// ```
+    pub fn memory() -> Cache {
+        CacheBuilder::new().build_memory()
+    }
+
+    /// A cache that caches nothing: every call runs its function, writes
+    /// store nothing, reads find nothing, invalidations do nothing. For the
+    /// tests of code that uses aside, or to turn caching off by
+    /// configuration ([`CacheBuilder::enabled`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::{Cache, Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
+    /// let cache = Cache::disabled();
+    /// let policy = Policy::new();
+    /// let first = cache.get_or_load("k", &policy, || async { Ok::<u32, std::io::Error>(1) }).await?;
+    /// let second = cache.get_or_load("k", &policy, || async { Ok::<u32, std::io::Error>(2) }).await?;
+    /// assert_eq!((first, second), (1, 2));
+    /// # Ok(()) }
+    /// ```
+    pub fn disabled() -> Cache {
+        CacheBuilder::new().enabled(false).build_memory()
+    }
+
+    /// A cache over a backend of your own, with the default settings.
+    ///
+    /// See [`Backend`] for what a backend must do.
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Cache {
+        CacheBuilder::new().build_with(backend)
+    }
+
+    /// A builder to configure the backend, namespace, default TTL and timeouts.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let cache = aside::Cache::builder()
+    ///     .redis("redis://127.0.0.1:6379")
+    ///     .namespace("shop")
+    ///     .default_ttl(Duration::from_secs(600))
+    ///     .build()
+    ///     .await?;
+    /// # let _ = cache; Ok(()) }
+    /// ```
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::new()
+    }
+}

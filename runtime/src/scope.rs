@@ -2,28 +2,11 @@
 //! every signature: skip the cache, or refresh it, for the cached calls
 //! that future makes; and a cache standing in for the global one.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::ops::Deref;
 
+use crate::cache::scoped::{self, Mode};
 use crate::Cache;
-
-/// What the cached calls of a scope do instead of a lookup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Lookup,
-    /// Run the function; read and write nothing.
-    Bypass,
-    /// Run the function and store its value, as a write-through does.
-    Refresh,
-}
-
-tokio::task_local! {
-    // A cell, so that a loader's polls can run with plain lookups and the
-    // scope's mode be put back after each (see `lookups_only`).
-    static MODE: Cell<Mode>;
-    static GLOBAL: Cache;
-}
 
 /// Runs `calls` with every cached call it makes skipping the cache: each
 /// runs its function and returns the result, reading and writing nothing.
@@ -53,7 +36,7 @@ tokio::task_local! {
 /// # }
 /// ```
 pub async fn bypass<F: Future>(calls: F) -> F::Output {
-    MODE.scope(Cell::new(Mode::Bypass), calls).await
+    scoped::with_mode(Mode::Bypass, calls).await
 }
 
 /// Runs `calls` with every cached call it makes refreshing its entry: each
@@ -86,7 +69,7 @@ pub async fn bypass<F: Future>(calls: F) -> F::Output {
 /// # }
 /// ```
 pub async fn refresh<F: Future>(calls: F) -> F::Output {
-    MODE.scope(Cell::new(Mode::Refresh), calls).await
+    scoped::with_mode(Mode::Refresh, calls).await
 }
 
 /// Runs `calls` with `cache` standing in for the [`global`](crate::global)
@@ -115,27 +98,7 @@ pub async fn refresh<F: Future>(calls: F) -> F::Output {
 /// # }
 /// ```
 pub async fn with_global<F: Future>(cache: Cache, calls: F) -> F::Output {
-    GLOBAL.scope(cache, calls).await
-}
-
-/// What the cached calls here do. A function's own calls run in
-/// [`Mode::Lookup`]: see [`lookups_only`].
-pub(crate) fn mode() -> Mode {
-    MODE.try_with(Cell::get).unwrap_or(Mode::Lookup)
-}
-
-/// Sets plain lookups for one poll of a loader: a scope applies to the
-/// calls it makes, not to the calls their loaders make. Returns the mode to
-/// put back with [`restore`] once the poll is over. Not generic, so that
-/// it is compiled once rather than per loader.
-pub(crate) fn lookups_only() -> Mode {
-    MODE.try_with(|mode| mode.replace(Mode::Lookup))
-        .unwrap_or(Mode::Lookup)
-}
-
-/// Puts back the mode [`lookups_only`] replaced.
-pub(crate) fn restore(mode: Mode) {
-    let _ = MODE.try_with(|cell| cell.set(mode));
+    scoped::with_cache(cache, calls).await
 }
 
 /// The cache `#[cached]` uses without `cache = ...`: the one of an
@@ -158,21 +121,10 @@ impl Deref for Current {
     }
 }
 
-/// `fut` under the same scoped global cache as the caller, if any: for a
-/// task it spawns (a load in the background), which task-locals do not reach.
-pub(crate) fn carried<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
-    let scoped = GLOBAL.try_with(Cache::clone).ok();
-    async move {
-        match scoped {
-            Some(cache) => GLOBAL.scope(cache, fut).await,
-            None => fut.await,
-        }
-    }
-}
-
 /// See [`Current`].
 pub fn current() -> Current {
-    GLOBAL
-        .try_with(|cache| Current::Scoped(cache.clone()))
-        .unwrap_or_else(|_| Current::Global(crate::global()))
+    match scoped::cache() {
+        Some(cache) => Current::Scoped(cache),
+        None => Current::Global(crate::global()),
+    }
 }

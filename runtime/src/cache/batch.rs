@@ -24,11 +24,11 @@ use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
 use super::plan::{Found, InProcess};
+use super::scoped::{self, Mode};
 use super::slot::{Slot, Typed};
 use crate::backend::{EntryKeys, Fetched};
 use crate::counters::Counters;
 use crate::l1::Watch;
-use crate::scope::{self, Mode};
 use crate::{Cache, Cacheable, Policy, Stampede};
 
 tokio::task_local! {
@@ -400,7 +400,7 @@ impl Cache {
     ) -> (Vec<Option<Result<V, Failed>>>, Vec<Option<Option<Fetched>>>) {
         let mut answered: Vec<Option<Result<V, Failed>>> = entries.iter().map(|_| None).collect();
         let mut firsts: Vec<Option<Option<Fetched>>> = entries.iter().map(|_| None).collect();
-        let mode = scope::mode();
+        let mode = scoped::mode();
         let plain = |policy: &Policy| {
             self.inner.settings.enabled
                 && mode == Mode::Lookup

@@ -1,19 +1,25 @@
-//! After the loader ran (in `get_or_load`): handing its value to the waiters,
-//! storing it under the tokens read before it ran, in the backend and then
-//! the in-process tier.
+//! After the loader ran: its value handed to the waiters and stored under
+//! the tokens read before it ran, in the backend and then the in-process
+//! tier; a failed or panicked load's waiters told, and a value kept for
+//! fail-safe standing in; a load that outlasts its caller's wait.
+//!
+//! Reads nothing: what a lookup found arrives as a `Pending`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
+use tracing::Instrument;
 
+use super::observe::Observed;
+use super::plan::{Pending, Refresh, SoftWait, Standby};
 use super::slot::Slot;
 use super::stampede::HeldLock;
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Renewal};
-use crate::clock::now_ms;
+use crate::clock::{now_ms, Instant};
 use crate::codec::CodecError;
-use crate::counters::Counters;
+use crate::counters::{Counters, Outcome};
 use crate::entry::Entry;
 use crate::entry::Meta;
 use crate::flight::{Landed, Leader};
@@ -348,4 +354,148 @@ pub(super) async fn release<M>(lock: Option<HeldLock>) -> Option<M> {
         held.release().await;
     }
     None
+}
+
+impl Cache {
+    /// A load failed (`pending`, if the lookup planned it): whether the
+    /// slot's value stands in for it (the lookup is then answered, and
+    /// counted as stale if it was not yet).
+    pub(super) fn load_failed(&self, pending: Option<Pending>, policy: &Policy) -> bool {
+        let Some(Pending {
+            keys,
+            watch,
+            under,
+            refresh,
+            standby,
+            ..
+        }) = pending
+        else {
+            return false;
+        };
+        if !matches!(refresh, Refresh::No) {
+            self.refresh_failed(&keys, policy, standby.is_some());
+        }
+        match standby {
+            Some(standby) => {
+                self.stood_in(policy, &standby);
+                self.fall_back(keys, watch, under, standby.meta, policy);
+                true
+            }
+            None => {
+                self.failed(under);
+                false
+            }
+        }
+    }
+
+    /// A load panicked (`pending`, if the lookup planned it): its waiters
+    /// take their turns rather than wait for it; its lock, dropped here,
+    /// is released in the background.
+    pub(super) fn load_panicked(&self, pending: Option<Pending>, policy: &Policy) {
+        if let Some(pending) = pending {
+            self.panicked(&pending.under);
+            if pending.standby.is_some_and(|standby| standby.uncounted) {
+                self.count(policy, Outcome::Miss);
+            }
+        }
+    }
+
+    /// Whether `pending` (of a lookup that may detach its load) runs on a
+    /// task of its own, and if so how long
+    /// its caller waits for it: a refresh with a value to serve not at all;
+    /// a load that a value kept for fail-safe stands in for, `soft_timeout`.
+    /// The caller then counts its own lookup.
+    pub(super) fn detachable(&self, pending: &mut Pending, policy: &Policy) -> Option<Option<SoftWait>> {
+        // A value due for a refresh is served while it runs, as it is to
+        // everyone else (a lookup that may detach plans it unlocked).
+        if matches!(pending.refresh, Refresh::Unlocked(_)) {
+            return Some(None);
+        }
+        let standby = pending.standby.as_mut()?;
+        // What is left of it, if this lookup waited already.
+        let after = match standby.soft_until {
+            Some(until) => until.saturating_duration_since(Instant::now()),
+            None => policy.soft_timeout_after()?,
+        };
+        let wait = SoftWait {
+            after,
+            standby: *standby,
+        };
+        standby.uncounted = false;
+        Some(Some(wait))
+    }
+
+    /// A detached load (see [`detachable`](Self::detachable)) failed or panicked.
+    pub(super) fn detached_failed(&self, pending: Pending, policy: &Policy, panicked: bool) {
+        if panicked {
+            let key = &pending.keys.entry;
+            tracing::error!(key, "aside: a load running in the background panicked");
+            self.load_panicked(Some(pending), policy);
+        } else {
+            self.load_failed(Some(pending), policy);
+        }
+    }
+
+    /// The caller of a load detached after `wait.after` got the loaded
+    /// value (`fresh`) or its standby: counts its lookup.
+    pub(super) fn soft_waited(&self, policy: &Policy, wait: &SoftWait, fresh: bool) {
+        if !fresh {
+            self.stood_in(policy, &wait.standby);
+        } else if wait.standby.uncounted {
+            self.count(policy, Outcome::Miss);
+        }
+    }
+
+    /// A load succeeded with nothing to store it under (the backend failed):
+    /// its lookup, if not counted yet, was a miss.
+    pub(super) fn loaded_idle(&self, pending: Pending, policy: &Policy) {
+        if pending.standby.is_some_and(|standby| standby.uncounted) {
+            self.count(policy, Outcome::Miss);
+        }
+    }
+
+    /// Counts a lookup whose standby answered it, unless it was counted already.
+    pub(super) fn stood_in(&self, policy: &Policy, standby: &Standby) {
+        if standby.uncounted {
+            self.count_hit(policy, standby.meta.negative, true, false);
+        }
+    }
+
+    /// A planned load's value (in `slot`, encoded as `payload`) lands: its
+    /// waiters get it, the backend and then the in-process tier store it.
+    pub(super) async fn finish(
+        &self,
+        pending: Pending,
+        policy: &Policy,
+        payload: Option<Bytes>,
+        skip: bool,
+        slot: &mut dyn Slot,
+        observed: Observed,
+    ) {
+        let Pending {
+            keys,
+            watch,
+            under,
+            started,
+            standby,
+            ..
+        } = pending;
+        if standby.is_some_and(|standby| standby.uncounted) {
+            self.count(policy, Outcome::Miss);
+        }
+        let call = Call::new(&keys, policy, watch.as_ref());
+        // Waiters still get a value too large to store.
+        let skip = skip
+            || payload
+                .as_ref()
+                .is_some_and(|payload| !self.fits(&keys, policy, payload));
+        let land = self.land(call, under, payload, skip, started.elapsed());
+        let (kept, flight) = land.instrument(observed.call.clone()).await;
+        if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {
+            slot.keep(self, watch, weight, meta, policy);
+        }
+        // Closed only now: a caller arriving before the tier had the value
+        // joins this flight rather than loading again.
+        drop(flight);
+    }
 }

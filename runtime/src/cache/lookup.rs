@@ -1,14 +1,15 @@
 //! The read path: what a read finds (fresh, due for a refresh, or nothing),
-//! in the in-process tier or the backend, and what a miss does next. Its
-//! generic shell, which runs the loader, is `Cache::run`.
+//! in the in-process tier or the backend, and what a miss does next (the
+//! plan a load runs under). Runs no loader and stores nothing: `Cache::run`
+//! runs the loader, `load` stores its value.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::batch;
-use super::observe::Observed;
-use super::plan::{Begin, Due, Found, InProcess, Pending, Plan, Refresh, SoftWait, Standby};
+use super::plan::{Begin, Due, Found, InProcess, Pending, Plan, Refresh, Standby};
+use super::scoped::Mode;
 use super::slot::Slot;
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Fetched};
@@ -19,7 +20,6 @@ use crate::entry::Entry;
 use crate::entry::Meta;
 use crate::flight::{Join, Landed};
 use crate::l1::{Kept, Local, Watch};
-use crate::scope::Mode;
 use crate::stampede::{recompute_early, REFRESH_GRACE};
 use crate::tags::Stamp;
 use crate::{Policy, Stampede};
@@ -86,23 +86,6 @@ impl Cache {
         }
     }
 
-    /// A policy asks for the in-process tier (`l1 = "30s"`) of a cache
-    /// that has none: said once per cache, since it does nothing.
-    #[cold]
-    fn l1_without_tier(&self, policy: &Policy) {
-        if !self
-            .inner
-            .warned_l1
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            let function = policy.function_name().unwrap_or("a policy");
-            tracing::warn!(
-                function,
-                "aside: `l1` asks for the in-process tier, but this cache has none: it does nothing (build the cache with CacheBuilder::l1 to have one); said once"
-            );
-        }
-    }
-
     /// The rest of a lookup, short of running the loader: a value (left in
     /// `slot`), or the load to run. Counts the lookup.
     pub(super) async fn begin(
@@ -154,182 +137,8 @@ impl Cache {
         }
     }
 
-    /// A load failed (`pending`, if the lookup planned it): whether the
-    /// slot's value stands in for it (the lookup is then answered, and
-    /// counted as stale if it was not yet).
-    pub(super) fn load_failed(&self, pending: Option<Pending>, policy: &Policy) -> bool {
-        let Some(Pending {
-            keys,
-            watch,
-            under,
-            refresh,
-            standby,
-            ..
-        }) = pending
-        else {
-            return false;
-        };
-        if !matches!(refresh, Refresh::No) {
-            self.refresh_failed(&keys, policy, standby.is_some());
-        }
-        match standby {
-            Some(standby) => {
-                self.stood_in(policy, &standby);
-                self.fall_back(keys, watch, under, standby.meta, policy);
-                true
-            }
-            None => {
-                self.failed(under);
-                false
-            }
-        }
-    }
-
-    /// A load panicked (`pending`, if the lookup planned it): its waiters
-    /// take their turns rather than wait for it; its lock, dropped here,
-    /// is released in the background.
-    pub(super) fn load_panicked(&self, pending: Option<Pending>, policy: &Policy) {
-        if let Some(pending) = pending {
-            self.panicked(&pending.under);
-            if pending.standby.is_some_and(|standby| standby.uncounted) {
-                self.count(policy, Outcome::Miss);
-            }
-        }
-    }
-
-    /// Whether `pending` (of a lookup that may detach its load) runs on a
-    /// task of its own, and if so how long
-    /// its caller waits for it: a refresh with a value to serve not at all;
-    /// a load that a value kept for fail-safe stands in for, `soft_timeout`.
-    /// The caller then counts its own lookup.
-    pub(super) fn detachable(&self, pending: &mut Pending, policy: &Policy) -> Option<Option<SoftWait>> {
-        // A value due for a refresh is served while it runs, as it is to
-        // everyone else (a lookup that may detach plans it unlocked).
-        if matches!(pending.refresh, Refresh::Unlocked(_)) {
-            return Some(None);
-        }
-        let standby = pending.standby.as_mut()?;
-        // What is left of it, if this lookup waited already.
-        let after = match standby.soft_until {
-            Some(until) => until.saturating_duration_since(Instant::now()),
-            None => policy.soft_timeout_after()?,
-        };
-        let wait = SoftWait {
-            after,
-            standby: *standby,
-        };
-        standby.uncounted = false;
-        Some(Some(wait))
-    }
-
-    /// A detached load (see [`detachable`](Self::detachable)) failed or panicked.
-    pub(super) fn detached_failed(&self, pending: Pending, policy: &Policy, panicked: bool) {
-        if panicked {
-            let key = &pending.keys.entry;
-            tracing::error!(key, "aside: a load running in the background panicked");
-            self.load_panicked(Some(pending), policy);
-        } else {
-            self.load_failed(Some(pending), policy);
-        }
-    }
-
-    /// The caller of a load detached after `wait.after` got the loaded
-    /// value (`fresh`) or its standby: counts its lookup.
-    pub(super) fn soft_waited(&self, policy: &Policy, wait: &SoftWait, fresh: bool) {
-        if !fresh {
-            self.stood_in(policy, &wait.standby);
-        } else if wait.standby.uncounted {
-            self.count(policy, Outcome::Miss);
-        }
-    }
-
-    /// A load succeeded with nothing to store it under (the backend failed):
-    /// its lookup, if not counted yet, was a miss.
-    pub(super) fn loaded_idle(&self, pending: Pending, policy: &Policy) {
-        if pending.standby.is_some_and(|standby| standby.uncounted) {
-            self.count(policy, Outcome::Miss);
-        }
-    }
-
-    /// Counts a lookup whose standby answered it, unless it was counted already.
-    fn stood_in(&self, policy: &Policy, standby: &Standby) {
-        if standby.uncounted {
-            self.count_hit(policy, standby.meta.negative, true, false);
-        }
-    }
-
-    /// A planned load's value (in `slot`, encoded as `payload`) lands: its
-    /// waiters get it, the backend and then the in-process tier store it.
-    pub(super) async fn finish(
-        &self,
-        pending: Pending,
-        policy: &Policy,
-        payload: Option<Bytes>,
-        skip: bool,
-        slot: &mut dyn Slot,
-        observed: Observed,
-    ) {
-        let Pending {
-            keys,
-            watch,
-            under,
-            started,
-            standby,
-            ..
-        } = pending;
-        if standby.is_some_and(|standby| standby.uncounted) {
-            self.count(policy, Outcome::Miss);
-        }
-        let call = Call::new(&keys, policy, watch.as_ref());
-        // Waiters still get a value too large to store.
-        let skip = skip
-            || payload
-                .as_ref()
-                .is_some_and(|payload| !self.fits(&keys, policy, payload));
-        let land = self.land(call, under, payload, skip, started.elapsed());
-        let (kept, flight) = land.instrument(observed.call.clone()).await;
-        if let (Some((meta, weight)), Some(watch)) = (kept, call.watch) {
-            slot.keep(self, watch, weight, meta, policy);
-        }
-        // Closed only now: a caller arriving before the tier had the value
-        // joins this flight rather than loading again.
-        drop(flight);
-    }
-
     // Logging, out of the generic flow: a `tracing` event is a good deal of
     // code, which would be compiled again for every cached function.
-
-    /// The in-process tier, the only store, holds a value of another type.
-    fn other_type_in_process(&self, key: &str, policy: &Policy, expected: &'static str) {
-        self.count_corrupt(policy);
-        if !Self::explain_corrupt(policy, expected, key) {
-            tracing::warn!(
-                key,
-                expected,
-                "aside: cached value of another type, treating it as a miss"
-            );
-        }
-    }
-
-    /// Logs who else writes `key` with another type, if a function does:
-    /// whether it did.
-    fn explain_corrupt(policy: &Policy, expected: &'static str, key: &str) -> bool {
-        policy
-            .named()
-            .is_some_and(|reader| crate::collision::explain_corrupt(reader, expected, key))
-    }
-
-    /// A refresh failed; the current value stands in if `fallback`.
-    pub(super) fn refresh_failed(&self, keys: &EntryKeys, policy: &Policy, fallback: bool) {
-        Counters::incr(&self.inner.counters.refresh_errors);
-        if let Some(function) = policy.named() {
-            function.refresh_failed();
-        }
-        if fallback {
-            let key = &keys.entry;
-            tracing::warn!(key, "aside: refresh failed, keeping the current value");
-        }
-    }
 
     /// The rest of a lookup, short of running the loader: the storage
     /// names, the in-process tier's watch, and the plan.
@@ -583,13 +392,6 @@ impl Cache {
         }
     }
 
-    /// Counts the lookup as a miss, unless its outcome was counted already.
-    fn count_miss(&self, policy: &Policy, uncounted: &mut bool) {
-        if std::mem::take(uncounted) {
-            self.count(policy, Outcome::Miss);
-        }
-    }
-
     /// What a fetched entry offers: a fresh value, a value due for a refresh
     /// (swr past the TTL; early by XFetch, or past the TTL while the backend
     /// keeps it for [`REFRESH_GRACE`](crate::stampede::REFRESH_GRACE)), or nothing (absent, expired,
@@ -666,26 +468,6 @@ impl Cache {
             Found::Due(Due { meta, fallback })
         } else {
             Found::Fresh
-        }
-    }
-
-    /// Counts a hit: of a cached `None` (`negative`), past its fresh time
-    /// (`stale`), answered by the in-process tier or not.
-    pub(super) fn count_hit(&self, policy: &Policy, negative: bool, stale: bool, in_process: bool) {
-        let outcome = match (stale, negative) {
-            (true, negative) => {
-                if negative {
-                    Counters::incr(&self.inner.counters.outcomes.negative_hits);
-                }
-                Outcome::Stale
-            }
-            (false, true) => Outcome::Negative,
-            (false, false) => Outcome::Hit,
-        };
-        self.count(policy, outcome);
-        if self.inner.two_tiers() {
-            let tier = if in_process { "in_process" } else { "backend" };
-            tracing::Span::current().record("tier", tier);
         }
     }
 

@@ -1,55 +1,61 @@
-//! The [`Cache`] handle: cache-aside, write-through and invalidation.
+//! The [`Cache`] handle: its public API (cache-aside, write-through,
+//! invalidation, statistics) and the read path's generic shell, `run`,
+//! behind `get_or_load` and `get_or_load_detached`.
 //!
-//! This file holds the handle and its public API, with the read path's
-//! generic shell (`run`, behind `get_or_load` and `get_or_load_detached`:
-//! the in-process hit, running the loader inline or on a task of its own
-//! (`Detach`), encoding its value); each flow has its own file: `lookup` (the read
-//! path: what a read finds, in the in-process tier or the backend, and what
-//! a miss does next), `load` (storing a loaded value), `stampede` (locks,
-//! waits and refreshes), `write` (write-through and invalidation),
-//! `observe` (counts and spans); `slot` holds a value of the caller's type
-//! for the flows, which are not generic. The tiers live beside: the
-//! in-process one in `crate::l1`, the backends in `crate::backend`.
+//! Each flow has its own file, and `run` is the only place they meet:
+//! `lookup` (what a read finds, in the in-process tier or the backend, and
+//! what a miss does next), `load` (what follows the loader: storing its
+//! value, or standing in for its failure), `stampede` (locks, waits and
+//! refreshes), `detach` (loads on a task of their own), `write`
+//! (write-through and invalidation), `batch`, `replay` (invalidations that
+//! met a failing backend), `observe` (counts and spans). `inner` holds what
+//! the clones share, and the one door to the backend; `plan` the values
+//! the flows pass between them; `slot` a value of the caller's type for the
+//! flows, which are not generic; `scoped` what a scope set for a future.
+//! The tiers live below: the in-process one in `crate::l1`, the backends in
+//! `crate::backend`. Nothing here knows the builder, the global cache or
+//! the macros.
 
 mod batch;
+mod detach;
+mod inner;
 mod load;
 mod lookup;
 mod observe;
 mod plan;
 mod replay;
+pub(crate) mod scoped;
 mod slot;
 mod stampede;
 mod write;
 
-use std::collections::HashMap;
+use detach::{CatchUnwind, Detach, Detachable, Inline};
+use inner::Inner;
+#[cfg(feature = "redis")]
+pub(crate) use inner::Log;
+#[cfg(feature = "redis")]
+use inner::NamedLog;
+pub(crate) use inner::Settings;
+
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
-use crate::backend::{Backend, BoxFuture, EntryKeys};
-use crate::breaker::Breaker;
-use crate::flight::{Flights, Leader};
-use crate::key::storage_key;
+use crate::backend::{Backend, EntryKeys};
+use crate::flight::Leader;
 use crate::l1::{Local, Watch};
-use crate::scope::{self, Mode};
 use observe::{CallKind, Observed};
 use plan::{Begin, InProcess, Pending, SoftWait};
 use slot::{Slot, Typed};
-use tracing::{Instrument, Span};
 
-use crate::breaker::BreakerState;
-use crate::counters::Counters;
 use crate::counters::Stats;
-use crate::recovery::Recovery;
 use crate::tags::Stamp;
-use crate::{BackendError, CacheBuilder, Cacheable, Codec, Error, Policy};
+use crate::{Cacheable, Error, Policy};
 use stampede::HeldLock;
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings
@@ -113,75 +119,6 @@ pub struct Cache {
     inner: Arc<Inner>,
 }
 
-/// The settings a [`CacheBuilder`] hands to the cache.
-pub(crate) struct Settings {
-    pub(crate) namespace: String,
-    pub(crate) default_ttl: Duration,
-    pub(crate) invalidation_window: Duration,
-    /// The largest payload stored, in bytes (and inflated, compressed).
-    pub(crate) max_entry_size: usize,
-    /// Payloads larger than this are stored compressed.
-    pub(crate) compress_above: Option<usize>,
-    pub(crate) breaker_threshold: u32,
-    pub(crate) breaker_cooldown: Duration,
-    pub(crate) codec: Codec,
-    /// Off: every call runs its loader, and nothing is stored or read.
-    pub(crate) enabled: bool,
-    /// Record keys in spans.
-    pub(crate) trace_keys: bool,
-    /// The most invalidations kept for replay; 0: none.
-    pub(crate) max_pending: usize,
-}
-
-struct Inner {
-    backend: Arc<dyn Backend>,
-    /// Lock releases started in the background, by lock name; see
-    /// `Cache::release_behind`.
-    releasing: Mutex<HashMap<String, Arc<Notify>>>,
-    /// The typed in-process tier, if this cache has one.
-    local: Option<Arc<Local>>,
-    settings: Settings,
-    flights: Flights,
-    counters: Counters,
-    breaker: Breaker,
-    /// Invalidations that met a failing backend, until it answers again.
-    recovery: Arc<Recovery>,
-    /// Whether an oversized value was logged at warn level already.
-    warned_oversized: std::sync::atomic::AtomicBool,
-    /// Whether a policy's `l1` on a cache without the tier was logged already.
-    warned_l1: std::sync::atomic::AtomicBool,
-    metrics: crate::metrics::CacheMetrics,
-    /// Write-behind: the Redis backend's streams, and each log's counters.
-    #[cfg(feature = "redis")]
-    logs: Logs,
-}
-
-/// What a cache's write-behind logs share: Redis, and each log's state by
-/// name, which the cache knows only as far as [`Log`] says.
-#[cfg(feature = "redis")]
-#[derive(Default)]
-struct Logs {
-    streams: std::sync::OnceLock<Arc<dyn crate::backend::streams::Streams>>,
-    logs: Mutex<Vec<NamedLog>>,
-}
-
-/// One log's state, as itself (to hand it back) and as a [`Log`].
-#[cfg(feature = "redis")]
-struct NamedLog {
-    name: String,
-    state: Arc<dyn std::any::Any + Send + Sync>,
-    log: Arc<dyn Log>,
-}
-
-/// A write-behind log's state, as the cache sees it: what it adds to the
-/// cache's [`Stats`]. (Defined here, implemented by write-behind, which sits
-/// above the cache.)
-#[cfg(feature = "redis")]
-pub(crate) trait Log: Send + Sync {
-    /// Changes logged and not yet flushed, when last seen.
-    fn backlog(&self) -> u64;
-}
-
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let settings = &self.inner.settings;
@@ -196,87 +133,9 @@ impl fmt::Debug for Cache {
 
 impl Cache {
     pub(crate) fn new(backend: Arc<dyn Backend>, local: Option<Arc<Local>>, settings: Settings) -> Cache {
-        let breaker = Breaker::new(settings.breaker_threshold, settings.breaker_cooldown);
-        let (flights, counters) = (Flights::default(), Counters::default());
-        let recovery = Arc::new(Recovery::new(settings.max_pending));
         Cache {
-            inner: Arc::new(Inner {
-                backend,
-                releasing: Mutex::default(),
-                local,
-                settings,
-                flights,
-                counters,
-                breaker,
-                recovery,
-                warned_oversized: Default::default(),
-                warned_l1: Default::default(),
-                metrics: crate::metrics::CacheMetrics::new(),
-                #[cfg(feature = "redis")]
-                logs: Logs::default(),
-            }),
+            inner: Arc::new(Inner::new(backend, local, settings)),
         }
-    }
-
-    /// An in-process cache with the default settings (see [`CacheBuilder`]).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let cache = aside::Cache::memory();
-    /// # let _ = cache;
-    /// ```
-    pub fn memory() -> Cache {
-        CacheBuilder::new().build_memory()
-    }
-
-    /// A cache that caches nothing: every call runs its function, writes
-    /// store nothing, reads find nothing, invalidations do nothing. For the
-    /// tests of code that uses aside, or to turn caching off by
-    /// configuration ([`CacheBuilder::enabled`]).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use aside::{Cache, Policy};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
-    /// let cache = Cache::disabled();
-    /// let policy = Policy::new();
-    /// let first = cache.get_or_load("k", &policy, || async { Ok::<u32, std::io::Error>(1) }).await?;
-    /// let second = cache.get_or_load("k", &policy, || async { Ok::<u32, std::io::Error>(2) }).await?;
-    /// assert_eq!((first, second), (1, 2));
-    /// # Ok(()) }
-    /// ```
-    pub fn disabled() -> Cache {
-        CacheBuilder::new().enabled(false).build_memory()
-    }
-
-    /// A cache over a backend of your own, with the default settings.
-    ///
-    /// See [`Backend`] for what a backend must do.
-    pub fn with_backend(backend: Arc<dyn Backend>) -> Cache {
-        CacheBuilder::new().build_with(backend)
-    }
-
-    /// A builder to configure the backend, namespace, default TTL and timeouts.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
-    /// use std::time::Duration;
-    ///
-    /// let cache = aside::Cache::builder()
-    ///     .redis("redis://127.0.0.1:6379")
-    ///     .namespace("shop")
-    ///     .default_ttl(Duration::from_secs(600))
-    ///     .build()
-    ///     .await?;
-    /// # let _ = cache; Ok(()) }
-    /// ```
-    pub fn builder() -> CacheBuilder {
-        CacheBuilder::new()
     }
 
     /// Whether `other` is this cache or a clone of it.
@@ -300,7 +159,7 @@ impl Cache {
                 .logs
                 .logs
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             stats.backlog = logs.iter().map(|named| named.log.backlog()).sum();
         }
         stats
@@ -334,7 +193,7 @@ impl Cache {
             .logs
             .logs
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let found = logs
             .iter()
             .find(|named| named.name == name)
@@ -457,7 +316,7 @@ impl Cache {
         // `begin` and `finish`, is compiled once rather than per function.
         // A scope may ask otherwise: `Mode::Bypass` runs the loader alone;
         // `Mode::Refresh` loads and stores whatever is cached.
-        let mode = scope::mode();
+        let mode = scoped::mode();
         let mut observed = Observed::new(self.call_span(CallKind::Lookup, key, policy), policy);
         let mut slot = Typed(None);
         let in_process = match self.in_process(key, policy, mode, &mut slot, &observed.call) {
@@ -857,256 +716,5 @@ async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
             }
         }
         Err(_) => fut.await,
-    }
-}
-
-/// Runs a loader's `fut`, returning a panic from it as an `Err` instead of
-/// unwinding. Under a [`bypass`](crate::bypass) or [`refresh`](crate::refresh)
-/// scope (`mode`), it runs with plain lookups: a scope applies to the calls
-/// it makes, not to the calls their loaders make.
-///
-/// A future by hand rather than an `async fn`, which would be one more
-/// state machine compiled for every cached function.
-struct CatchUnwind<'a, F> {
-    fut: Pin<&'a mut F>,
-    mode: Mode,
-    /// Entered on each poll: the load's.
-    span: &'a Span,
-}
-
-impl<F: Future> Future for CatchUnwind<'_, F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let _entered = this.span.enter();
-        // Put back below: a panic is caught before it could skip that.
-        let outer = (this.mode != Mode::Lookup).then(scope::lookups_only);
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
-        if let Some(outer) = outer {
-            scope::restore(outer);
-        }
-        match polled {
-            Ok(poll) => poll.map(Ok),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// Whether a lookup's loader `F` may also run on a task of its own. (A
-/// type parameter of [`Cache::run`] rather than a trait of the loader: the
-/// lookup's future then holds no associated type, which would keep rustc
-/// from proving it `Send`.)
-trait Detach<T, F> {
-    /// Whether [`detach`](Self::detach) may be called.
-    const DETACHABLE: bool;
-
-    /// Runs `load` on a task of its own, landing its value as `pending`
-    /// says; answers its caller (who observed the call) with the standby
-    /// in its slot at once, or after waiting at most its soft wait for the
-    /// loaded value. Only if `DETACHABLE`. (A boxed future: the lookup's
-    /// own holds none of its state, and an inline loader compiles none.)
-    fn detach<'a>(
-        load: F,
-        cache: &'a Cache,
-        policy: &'a Policy,
-        pending: Pending,
-        caller: Caller<'_, T>,
-    ) -> BoxFuture<'a, T>;
-}
-
-/// The caller of a detached load: what it observed, how long it waits for
-/// the load, and its standby.
-type Caller<'c, T> = (&'c Observed, Option<SoftWait>, Typed<T>);
-
-/// Loaders run where their caller does.
-enum Inline {}
-
-impl<T, F> Detach<T, F> for Inline {
-    const DETACHABLE: bool = false;
-
-    fn detach<'a>(_: F, _: &'a Cache, _: &'a Policy, _: Pending, _: Caller<'_, T>) -> BoxFuture<'a, T> {
-        unreachable!("an inline loader is never detached")
-    }
-}
-
-/// Loaders that can also run on a task of their own.
-enum Detachable {}
-
-impl<T, E, F, Fut> Detach<T, F> for Detachable
-where
-    T: Cacheable,
-    E: 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-{
-    const DETACHABLE: bool = true;
-
-    fn detach<'a>(
-        load: F,
-        cache: &'a Cache,
-        policy: &'a Policy,
-        pending: Pending,
-        (caller, wait, slot): Caller<'_, T>,
-    ) -> BoxFuture<'a, T> {
-        let (sent, landed) = oneshot::channel();
-        let answer = async move {
-            match wait {
-                None => slot.take(),
-                Some(wait) => cache.await_detached(policy, wait, landed, slot).await,
-            }
-        };
-        let (cache, policy) = (cache.clone(), policy.clone());
-        let mut observed = Observed::detached(caller);
-        let span = observed.call.clone();
-        let job = async move {
-            let mut pending = pending;
-            if !cache
-                .lock_refresh(&mut pending, &policy, &mut Typed::<T>(None))
-                .await
-            {
-                return;
-            }
-            let fut = std::pin::pin!(load());
-            // In a block: the error need not be `Send`.
-            let value = {
-                let span = observed.start_load();
-                let mode = Mode::Lookup;
-                let loaded = CatchUnwind { fut, mode, span }.await;
-                cache.loaded(&policy, &observed, matches!(loaded, Ok(Ok(_))));
-                match loaded {
-                    Ok(Ok(value)) => value,
-                    Ok(Err(_)) => return cache.detached_failed(pending, &policy, false),
-                    Err(_) => return cache.detached_failed(pending, &policy, true),
-                }
-            };
-            let mut slot = Typed(Some(value));
-            cache.complete(Some(pending), &policy, &mut slot, observed).await;
-            let _ = sent.send(slot.take());
-        };
-        // Nested cached calls in the load see the caller's `with_global` cache.
-        tokio::spawn(scope::carried(job).instrument(span));
-        Box::pin(answer)
-    }
-}
-
-impl Inner {
-    /// The breaker's state: the backend's own (the worst of a cluster's
-    /// nodes), or the cache's in front of it.
-    fn breaker_state(&self) -> BreakerState {
-        self.backend.breaker().unwrap_or_else(|| self.breaker.state())
-    }
-
-    /// Runs one backend operation (`name`, for its span) through the circuit breaker: while it is
-    /// open, fails at once with [`BackendError::CircuitOpen`] instead.
-    async fn call<'a, T>(
-        &'a self,
-        name: &'static str,
-        op: impl FnOnce(&'a dyn Backend) -> BoxFuture<'a, Result<T, BackendError>>,
-    ) -> Result<T, BackendError> {
-        if !self.breaker.allow() {
-            Counters::incr(&self.counters.short_circuited);
-            self.metrics.short_circuited();
-            return Err(BackendError::CircuitOpen);
-        }
-        // One span per round trip, under the call's: where a slow call went.
-        let span = tracing::debug_span!("aside.backend", op = name);
-        let timer = crate::metrics::Timer::start();
-        let result = op(&*self.backend).instrument(span).await;
-        let failed = self.record(&result);
-        self.metrics.backend(name, timer, failed, || self.breaker_state());
-        result
-    }
-
-    /// Tells the breaker (and a waiting replay) what a backend operation
-    /// came to; returns whether it counts as the backend's failure.
-    fn record<T>(&self, result: &Result<T, BackendError>) -> bool {
-        match result {
-            Ok(_) => {
-                self.breaker.success();
-                // The backend answers: a replay waiting to retry goes now.
-                if self.recovery.pending() > 0 {
-                    self.recovery.answered.notify_one();
-                }
-                false
-            }
-            // One of the backend's own breakers (a cluster node's) is open:
-            // short-circuited there, and not the whole backend's failure.
-            Err(BackendError::CircuitOpen) => {
-                Counters::incr(&self.counters.short_circuited);
-                self.metrics.short_circuited();
-                false
-            }
-            Err(error) if error.is_fault() => {
-                self.breaker.failure();
-                true
-            }
-            // The backend answered that it cannot, or a cluster refused
-            // while it moves a slot: no node is at fault.
-            Err(_) => false,
-        }
-    }
-
-    /// The storage names for `key` and `tags` (each shortened past
-    /// [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN) bytes). Entries live at `{ns}:{{key}}`;
-    /// aside's own tokens at `{ns}#...`, which no entry name can equal
-    /// (the namespace may not contain `#`, nor braces, which would move the
-    /// hash tag).
-    fn keys(&self, key: &str, tags: &[String]) -> EntryKeys {
-        let tags = tags.iter().map(|tag| self.tag_key(tag)).collect();
-        EntryKeys::new(&self.settings.namespace, &storage_key(key), tags)
-    }
-
-    fn tag_key(&self, tag: &str) -> String {
-        format!("{}#tag:{}", self.settings.namespace, storage_key(tag))
-    }
-
-    /// This process changed `names` (storage names): the in-process tier
-    /// drops what depends on them before the change returns.
-    fn changed<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
-        if let Some(local) = &self.local {
-            local.changed(names);
-        }
-    }
-
-    /// The in-process tier, if `policy` (whose sliding expiry is `touch`)
-    /// uses it. A tier that is the cache's only store is always used; one in
-    /// front of Redis not for sliding entries, whose hits must push the
-    /// expiry out in Redis.
-    fn two_tiers(&self) -> bool {
-        self.local.as_ref().is_some_and(|local| !local.alone())
-    }
-
-    fn local_for(&self, policy: &Policy, touch: Option<Duration>) -> Option<&Local> {
-        let local = self.local.as_deref()?;
-        let used = local.alone() || (policy.l1_on() && touch.is_none());
-        used.then_some(local)
-    }
-
-    /// Frees `key`'s place in the in-process tier (once
-    /// [`changed`](Self::changed) has made sure it is not served).
-    fn forget(&self, key: &str) {
-        if let Some(local) = &self.local {
-            local.forget(key);
-        }
-    }
-
-    fn releasing(&self) -> MutexGuard<'_, HashMap<String, Arc<Notify>>> {
-        self.releasing.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Fail-open: a backend error becomes `None`, logged and counted.
-    fn report<T>(&self, result: Result<T, BackendError>) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            // Counted as short-circuited, and logged once when the breaker opened.
-            Err(BackendError::CircuitOpen) => None,
-            Err(error) => {
-                Counters::incr(&self.counters.errors);
-                let source = std::error::Error::source(&error);
-                tracing::warn!(%error, ?source, "aside: cache backend failed, calling through");
-                None
-            }
-        }
     }
 }

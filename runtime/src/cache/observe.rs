@@ -11,6 +11,7 @@ use tracing::field::Empty;
 use tracing::Span;
 
 use super::Cache;
+use crate::backend::EntryKeys;
 use crate::clock::Instant;
 use crate::counters::{Counters, Outcome};
 use crate::metrics::Timer;
@@ -170,5 +171,83 @@ impl Observed {
     pub(super) fn start_load(&mut self) -> &Span {
         let span = tracing::debug_span!(parent: &self.call, "aside.load");
         &self.load.insert((Instant::now(), span)).1
+    }
+}
+
+impl Cache {
+    /// A policy asks for the in-process tier (`l1 = "30s"`) of a cache
+    /// that has none: said once per cache, since it does nothing.
+    #[cold]
+    pub(super) fn l1_without_tier(&self, policy: &Policy) {
+        if !self
+            .inner
+            .warned_l1
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let function = policy.function_name().unwrap_or("a policy");
+            tracing::warn!(
+                function,
+                "aside: `l1` asks for the in-process tier, but this cache has none: it does nothing (build the cache with CacheBuilder::l1 to have one); said once"
+            );
+        }
+    }
+
+    /// The in-process tier, the only store, holds a value of another type.
+    pub(super) fn other_type_in_process(&self, key: &str, policy: &Policy, expected: &'static str) {
+        self.count_corrupt(policy);
+        if !Self::explain_corrupt(policy, expected, key) {
+            tracing::warn!(
+                key,
+                expected,
+                "aside: cached value of another type, treating it as a miss"
+            );
+        }
+    }
+
+    /// Logs who else writes `key` with another type, if a function does:
+    /// whether it did.
+    pub(super) fn explain_corrupt(policy: &Policy, expected: &'static str, key: &str) -> bool {
+        policy
+            .named()
+            .is_some_and(|reader| crate::collision::explain_corrupt(reader, expected, key))
+    }
+
+    /// A refresh failed; the current value stands in if `fallback`.
+    pub(super) fn refresh_failed(&self, keys: &EntryKeys, policy: &Policy, fallback: bool) {
+        Counters::incr(&self.inner.counters.refresh_errors);
+        if let Some(function) = policy.named() {
+            function.refresh_failed();
+        }
+        if fallback {
+            let key = &keys.entry;
+            tracing::warn!(key, "aside: refresh failed, keeping the current value");
+        }
+    }
+
+    /// Counts a hit: of a cached `None` (`negative`), past its fresh time
+    /// (`stale`), answered by the in-process tier or not.
+    pub(super) fn count_hit(&self, policy: &Policy, negative: bool, stale: bool, in_process: bool) {
+        let outcome = match (stale, negative) {
+            (true, negative) => {
+                if negative {
+                    Counters::incr(&self.inner.counters.outcomes.negative_hits);
+                }
+                Outcome::Stale
+            }
+            (false, true) => Outcome::Negative,
+            (false, false) => Outcome::Hit,
+        };
+        self.count(policy, outcome);
+        if self.inner.two_tiers() {
+            let tier = if in_process { "in_process" } else { "backend" };
+            tracing::Span::current().record("tier", tier);
+        }
+    }
+
+    /// Counts the lookup as a miss, unless its outcome was counted already.
+    pub(super) fn count_miss(&self, policy: &Policy, uncounted: &mut bool) {
+        if std::mem::take(uncounted) {
+            self.count(policy, Outcome::Miss);
+        }
     }
 }

@@ -14,7 +14,8 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::Value;
 use tokio::sync::watch;
 
-use super::{bounded, preload, unreachable, Link, Node, RedisBackend};
+use super::connection::{preload, unreachable};
+use super::{bounded, Link, Node, RedisBackend};
 use crate::breaker::Breaker;
 use crate::breaker::BreakerState;
 use crate::clock::Instant;
@@ -121,7 +122,7 @@ impl RedisBackend<Cluster> {
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(connect_timeout)
             .set_response_timeout(op_timeout);
-        let tls = pubsub.first().is_some_and(super::tls);
+        let tls = pubsub.first().is_some_and(super::connection::tls);
         let conn = match bounded(
             connect_timeout,
             client.get_async_connection_with_config(config.clone()),
