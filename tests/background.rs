@@ -12,51 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aside::{Cache, FailSafe, Policy, Stampede};
-use support::{bounded, Kind, TestCache};
+use support::{bounded, Kind, Loader, TestCache};
 use tokio::sync::Notify;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const TTL: Duration = Duration::from_millis(50);
 
-/// A loader whose runs are counted and which, while `gate` is set, waits
-/// for it to be released.
-#[derive(Clone, Default)]
-struct Db {
-    runs: Arc<AtomicU64>,
-    /// Loads that finished.
-    done: Arc<AtomicU64>,
-    gate: Option<Arc<Notify>>,
-}
-
-impl Db {
-    fn gated() -> (Db, Arc<Notify>) {
-        let gate = Arc::new(Notify::new());
-        let db = Db {
-            gate: Some(gate.clone()),
-            ..Db::default()
-        };
-        (db, gate)
-    }
-
-    fn load(
-        &self,
-        value: io::Result<u32>,
-    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<u32>> + Send>>
-           + Send
-           + 'static {
-        let db = self.clone();
-        move || {
-            Box::pin(async move {
-                db.runs.fetch_add(1, SeqCst);
-                if let Some(gate) = &db.gate {
-                    gate.notified().await;
-                }
-                db.done.fetch_add(1, SeqCst);
-                value
-            })
-        }
-    }
-}
+type Db = Loader;
 
 /// Past the fresh time (and any jitter); on the memory tests' paused clock, at once.
 async fn expire() {
@@ -69,7 +31,7 @@ async fn until_value(cache: &Cache, policy: &Policy, want: u32) {
     bounded("the background load's value", Duration::from_secs(10), async {
         loop {
             let got = cache
-                .get_or_load_detached("k", policy, never.load(Err(io::Error::other("unused"))))
+                .get_or_load_detached("k", policy, never.load::<u32>(Err(io::Error::other("unused"))))
                 .await;
             if got.as_ref().ok() == Some(&want) {
                 return;
@@ -86,7 +48,7 @@ async fn refresh_in_background(kind: Kind, stampede: Stampede) {
     let db = Db::default();
     assert_eq!(
         cache
-            .get_or_load_detached("k", &policy, db.load(Ok(1)))
+            .get_or_load_detached("k", &policy, db.load::<u32>(Ok(1)))
             .await
             .unwrap(),
         1
@@ -100,16 +62,16 @@ async fn refresh_in_background(kind: Kind, stampede: Stampede) {
         let got = bounded(
             "a caller during the refresh",
             Duration::from_secs(10),
-            cache.get_or_load_detached("k", &policy, slow.load(Ok(2))),
+            cache.get_or_load_detached("k", &policy, slow.load::<u32>(Ok(2))),
         )
         .await;
         assert_eq!(got.unwrap(), 1, "the current value, at once");
     }
-    assert_eq!(slow.done.load(SeqCst), 0, "nobody waited for the refresh");
+    assert_eq!(slow.done(), 0, "nobody waited for the refresh");
     release.notify_one();
     until_value(&cache, &policy, 2).await;
     let stats = cache.stats().since(&before);
-    assert_eq!(slow.runs.load(SeqCst), 1, "one refresh: {stats:?}");
+    assert_eq!(slow.runs(), 1, "one refresh: {stats:?}");
     assert_eq!((stats.refreshes, stats.misses), (1, 0), "{stats:?}");
 }
 
@@ -128,18 +90,20 @@ async fn a_background_refresh_loses_to_an_invalidation(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let policy = Policy::new().ttl(TTL).stampede(Stampede::Swr { stale: HOUR });
     let db = Db::default();
-    let _ = cache.get_or_load_detached("k", &policy, db.load(Ok(1))).await;
+    let _ = cache
+        .get_or_load_detached("k", &policy, db.load::<u32>(Ok(1)))
+        .await;
     expire().await;
     let (slow, release) = Db::gated();
     assert_eq!(
         cache
-            .get_or_load_detached("k", &policy, slow.load(Ok(2)))
+            .get_or_load_detached("k", &policy, slow.load::<u32>(Ok(2)))
             .await
             .unwrap(),
         1
     );
     bounded("the refresh to start", Duration::from_secs(10), async {
-        while slow.runs.load(SeqCst) == 0 {
+        while slow.runs() == 0 {
             tokio::task::yield_now().await;
         }
     })
@@ -147,12 +111,14 @@ async fn a_background_refresh_loses_to_an_invalidation(kind: Kind) {
     cache.invalidate("k").await.unwrap();
     release.notify_one();
     bounded("the refresh to end", Duration::from_secs(10), async {
-        while slow.done.load(SeqCst) == 0 {
+        while slow.done() == 0 {
             tokio::task::yield_now().await;
         }
     })
     .await;
-    let fresh = cache.get_or_load_detached("k", &policy, db.load(Ok(3))).await;
+    let fresh = cache
+        .get_or_load_detached("k", &policy, db.load::<u32>(Ok(3)))
+        .await;
     assert_eq!(
         fresh.unwrap(),
         3,
@@ -165,9 +131,11 @@ async fn a_failed_background_refresh_keeps_the_value(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let policy = Policy::new().ttl(TTL).stampede(Stampede::Swr { stale: HOUR });
     let db = Db::default();
-    let _ = cache.get_or_load_detached("k", &policy, db.load(Ok(1))).await;
+    let _ = cache
+        .get_or_load_detached("k", &policy, db.load::<u32>(Ok(1)))
+        .await;
     expire().await;
-    let failing = db.load(Err(io::Error::other("database down")));
+    let failing = db.load::<u32>(Err(io::Error::other("database down")));
     assert_eq!(
         cache.get_or_load_detached("k", &policy, failing).await.unwrap(),
         1
@@ -179,7 +147,7 @@ async fn a_failed_background_refresh_keeps_the_value(kind: Kind) {
     })
     .await;
     let again = cache
-        .get_or_load_detached("k", &policy, Db::default().load(Ok(2)))
+        .get_or_load_detached("k", &policy, Db::default().load::<u32>(Ok(2)))
         .await;
     assert!(matches!(again, Ok(1 | 2)), "{again:?}");
 }
@@ -194,7 +162,7 @@ async fn a_slow_load_is_served_stale_after_the_soft_timeout_then_stored(kind: Ki
         .ttl(TTL)
         .fail_safe(FailSafe::keep(HOUR).soft_timeout(SOFT));
     let _ = cache
-        .get_or_load_detached("k", &policy, Db::default().load(Ok(1)))
+        .get_or_load_detached("k", &policy, Db::default().load::<u32>(Ok(1)))
         .await;
     expire().await;
     let (slow, release) = Db::gated();
@@ -212,7 +180,9 @@ async fn a_slow_load_is_served_stale_after_the_soft_timeout_then_stored(kind: Ki
             let (policy, slow) = (policy.clone(), slow.clone());
             tokio::spawn(async move {
                 let started = tokio::time::Instant::now();
-                let got = cache.get_or_load_detached("k", &policy, slow.load(Ok(2))).await;
+                let got = cache
+                    .get_or_load_detached("k", &policy, slow.load::<u32>(Ok(2)))
+                    .await;
                 (got.unwrap(), started.elapsed())
             })
         })
@@ -226,8 +196,8 @@ async fn a_slow_load_is_served_stale_after_the_soft_timeout_then_stored(kind: Ki
         assert!(waited >= SOFT, "answered before the timeout: {waited:?}");
         waits.push(waited);
     }
-    assert_eq!(slow.done.load(SeqCst), 0, "no caller waited for the load itself");
-    assert_eq!(slow.runs.load(SeqCst), 1, "one load across both instances");
+    assert_eq!(slow.done(), 0, "no caller waited for the load itself");
+    assert_eq!(slow.runs(), 1, "one load across both instances");
     let stats = cache.stats().since(&before);
     assert!(stats.stale_hits >= 1, "{stats:?}");
     eprintln!("soft timeout {SOFT:?}: callers answered after {waits:?}");

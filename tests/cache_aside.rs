@@ -9,30 +9,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aside::{Cache, Codec, Policy};
-use support::{bounded, until, Kind, TestCache};
+use support::{bounded, until, Kind, Loader, TestCache};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// A loader that counts its runs and returns `value`.
-fn counted<T>(runs: &AtomicU64, value: T) -> std::future::Ready<io::Result<T>> {
-    runs.fetch_add(1, SeqCst);
-    std::future::ready(Ok(value))
-}
-
 async fn miss_then_hit(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let policy = Policy::new().ttl(HOUR);
     let first: String = cache
-        .get_or_load("greeting", &policy, || counted(&runs, "hi".to_owned()))
+        .get_or_load("greeting", &policy, || db.ready("hi".to_owned()))
         .await
         .unwrap();
     let second: String = cache
-        .get_or_load("greeting", &policy, || counted(&runs, "other".to_owned()))
+        .get_or_load("greeting", &policy, || db.ready("other".to_owned()))
         .await
         .unwrap();
     assert_eq!((first.as_str(), second.as_str()), ("hi", "hi"));
-    assert_eq!(runs.load(SeqCst), 1, "the loader runs once");
+    assert_eq!(db.runs(), 1, "the loader runs once");
     let stats = cache.stats();
     assert_eq!(
         (stats.hits, stats.misses, stats.loads, stats.errors),
@@ -44,44 +38,44 @@ async fn miss_then_hit(kind: Kind) {
 
 async fn none_is_cached_under_negative_ttl(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let policy = Policy::new().ttl(HOUR);
     for _ in 0..3 {
         let found: Option<u32> = cache
-            .get_or_load("user:1", &policy, || counted(&runs, None))
+            .get_or_load("user:1", &policy, || db.ready(None))
             .await
             .unwrap();
         assert_eq!(found, None);
     }
-    assert_eq!(runs.load(SeqCst), 1, "a None is cached");
+    assert_eq!(db.runs(), 1, "a None is cached");
     assert_eq!(cache.stats().negative_hits, 2);
 
     let off = Policy::new().ttl(HOUR).negative_ttl(Duration::ZERO);
     for _ in 0..3 {
         let _: Option<u32> = cache
-            .get_or_load("user:2", &off, || counted(&runs, None))
+            .get_or_load("user:2", &off, || db.ready(None))
             .await
             .unwrap();
     }
-    assert_eq!(runs.load(SeqCst), 4, "negative_ttl = 0 caches no None");
+    assert_eq!(db.runs(), 4, "negative_ttl = 0 caches no None");
 }
 
 async fn negative_entries_expire_after_negative_ttl(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let policy = Policy::new().ttl(HOUR).negative_ttl(Duration::from_millis(50));
     let _: Option<u32> = cache
-        .get_or_load("user:3", &policy, || counted(&runs, None))
+        .get_or_load("user:3", &policy, || db.ready(None))
         .await
         .unwrap();
     // Waiting out a TTL is what this test is about, not a synchronisation.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let _: Option<u32> = cache
-        .get_or_load("user:3", &policy, || counted(&runs, None))
+        .get_or_load("user:3", &policy, || db.ready(None))
         .await
         .unwrap();
     assert_eq!(
-        runs.load(SeqCst),
+        db.runs(),
         2,
         "the negative entry expired after 50 ms although ttl is an hour"
     );
@@ -89,18 +83,12 @@ async fn negative_entries_expire_after_negative_ttl(kind: Kind) {
 
 async fn values_expire_after_ttl(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let policy = Policy::new().ttl(Duration::from_millis(50));
-    let _: u32 = cache
-        .get_or_load("short", &policy, || counted(&runs, 1))
-        .await
-        .unwrap();
+    let _: u32 = cache.get_or_load("short", &policy, || db.ready(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let _: u32 = cache
-        .get_or_load("short", &policy, || counted(&runs, 2))
-        .await
-        .unwrap();
-    assert_eq!(runs.load(SeqCst), 2);
+    let _: u32 = cache.get_or_load("short", &policy, || db.ready(2)).await.unwrap();
+    assert_eq!(db.runs(), 2);
 }
 
 /// A value written in MessagePack is read back, by its own function and by a
@@ -108,32 +96,32 @@ async fn values_expire_after_ttl(kind: Kind) {
 /// MessagePack is a negative entry.
 async fn message_pack_entries_are_read_by_either_codec(kind: Kind) {
     let cache = TestCache::new(kind).await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let packed = Policy::new().ttl(HOUR).codec(Codec::MessagePack);
     let value = vec![("lamp".to_owned(), 3u32)];
     for _ in 0..2 {
         let got: Vec<(String, u32)> = cache
-            .get_or_load("k", &packed, || counted(&runs, value.clone()))
+            .get_or_load("k", &packed, || db.ready(value.clone()))
             .await
             .unwrap();
         assert_eq!(got, value);
     }
     let json = Policy::new().ttl(HOUR);
     let got: Vec<(String, u32)> = cache
-        .get_or_load("k", &json, || counted(&runs, Vec::new()))
+        .get_or_load("k", &json, || db.ready(Vec::new()))
         .await
         .unwrap();
     assert_eq!(got, value, "a JSON reader decodes the MessagePack entry");
-    assert_eq!(runs.load(SeqCst), 1);
+    assert_eq!(db.runs(), 1);
 
     for _ in 0..2 {
         let none: Option<u32> = cache
-            .get_or_load("absent", &packed, || counted(&runs, None))
+            .get_or_load("absent", &packed, || db.ready(None))
             .await
             .unwrap();
         assert_eq!(none, None);
     }
-    assert_eq!(runs.load(SeqCst), 2, "a None in MessagePack is cached");
+    assert_eq!(db.runs(), 2, "a None in MessagePack is cached");
     assert_eq!(cache.stats().negative_hits, 1);
 }
 
@@ -298,22 +286,18 @@ async fn a_waiter_takes_over_from_a_cancelled_leader(kind: Kind) {
 async fn an_entry_of_another_type_is_a_counted_miss_and_is_repaired(kind: Kind) {
     let cache = TestCache::new(kind).await;
     cache.set("answer", &"not a number", None).await.unwrap();
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let got: u32 = cache
-        .get_or_load("answer", &Policy::new(), || counted(&runs, 42))
+        .get_or_load("answer", &Policy::new(), || db.ready(42))
         .await
         .unwrap();
     assert_eq!(got, 42);
     assert_eq!(cache.stats().corrupt, 1);
     let again: u32 = cache
-        .get_or_load("answer", &Policy::new(), || counted(&runs, 0))
+        .get_or_load("answer", &Policy::new(), || db.ready(0))
         .await
         .unwrap();
-    assert_eq!(
-        (again, runs.load(SeqCst)),
-        (42, 1),
-        "the load overwrote the bad entry"
-    );
+    assert_eq!((again, db.runs()), (42, 1), "the load overwrote the bad entry");
 }
 
 async fn set_get_invalidate(kind: Kind) {
@@ -327,17 +311,17 @@ async fn set_get_invalidate(kind: Kind) {
     other.invalidate("k").await.unwrap();
     assert_eq!(cache.get::<Vec<u8>>("k").await.unwrap(), None);
 
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let _: u32 = cache
-        .get_or_load("p", &Policy::new(), || counted(&runs, 1))
+        .get_or_load("p", &Policy::new(), || db.ready(1))
         .await
         .unwrap();
     cache.invalidate("p").await.unwrap();
     let _: u32 = cache
-        .get_or_load("p", &Policy::new(), || counted(&runs, 2))
+        .get_or_load("p", &Policy::new(), || db.ready(2))
         .await
         .unwrap();
-    assert_eq!(runs.load(SeqCst), 2, "an invalidated key loads again");
+    assert_eq!(db.runs(), 2, "an invalidated key loads again");
 }
 
 on_both_backends!(
@@ -360,17 +344,17 @@ on_both_backends!(
 #[tokio::test]
 async fn a_disabled_cache_runs_every_call_and_keeps_nothing() {
     let cache = Cache::disabled();
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     for _ in 0..3 {
         let got: u32 = cache
-            .get_or_load("k", &Policy::new(), || counted(&runs, 7))
+            .get_or_load("k", &Policy::new(), || db.ready(7))
             .await
             .unwrap();
         assert_eq!(got, 7);
     }
-    assert_eq!(runs.load(SeqCst), 3);
-    let put: io::Result<u32> = cache.put("k", &Policy::new(), || counted(&runs, 8)).await;
-    assert_eq!((put.unwrap(), runs.load(SeqCst)), (8, 4));
+    assert_eq!(db.runs(), 3);
+    let put: io::Result<u32> = cache.put("k", &Policy::new(), || db.ready(8)).await;
+    assert_eq!((put.unwrap(), db.runs()), (8, 4));
     cache.set("k", &9u32, None).await.unwrap();
     assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
     cache.invalidate("k").await.unwrap();
@@ -385,7 +369,7 @@ async fn a_disabled_cache_runs_every_call_and_keeps_nothing() {
         .await
         .unwrap();
     let got: u32 = off
-        .get_or_load("k", &Policy::new(), || counted(&runs, 1))
+        .get_or_load("k", &Policy::new(), || db.ready(1))
         .await
         .unwrap();
     assert_eq!(got, 1);

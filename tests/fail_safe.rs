@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aside::{Cache, FailSafe, Policy, Stampede};
-use support::{bounded, until, Kind, RedisServer, TestCache};
+use support::{bounded, until, Kind, Loader, RedisServer, TestCache};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const TTL: Duration = Duration::from_millis(50);
@@ -26,12 +26,6 @@ fn fail_safe() -> Policy {
         .tag("shelf:1")
 }
 
-/// A load that counts its runs and returns `value`, or fails if `value` is `None`.
-async fn load(runs: &AtomicU64, value: Option<u32>) -> io::Result<u32> {
-    runs.fetch_add(1, SeqCst);
-    value.ok_or_else(|| io::Error::other("database down"))
-}
-
 /// Past the fresh time (and any TTL jitter): on the paused clock of the
 /// memory tests, at once.
 async fn expire() {
@@ -41,9 +35,9 @@ async fn expire() {
 async fn the_last_good_value_stands_in_for_a_failed_load_and_is_throttled(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let policy = fail_safe();
-    let runs = AtomicU64::new(0);
-    let runs = &runs;
-    let get = |value| cache.get_or_load("price", &policy, move || load(runs, value));
+    let db = Loader::new();
+    let db = &db;
+    let get = |value| cache.get_or_load("price", &policy, move || db.answer::<u32>(value));
     assert_eq!(get(Some(10)).await.unwrap(), 10);
     expire().await;
     let before = cache.stats();
@@ -54,30 +48,30 @@ async fn the_last_good_value_stands_in_for_a_failed_load_and_is_throttled(kind: 
         (1, 1, 0, 1),
         "counted once, as a stale hit: {stats:?}"
     );
-    assert_eq!(runs.load(SeqCst), 2);
+    assert_eq!(db.runs(), 2);
     // Within the throttle, the value is served as fresh: no attempt.
     for _ in 0..5 {
         assert_eq!(get(None).await.unwrap(), 10);
     }
-    assert_eq!(runs.load(SeqCst), 2, "no attempt within the throttle");
+    assert_eq!(db.runs(), 2, "no attempt within the throttle");
     // Past it, one attempt; it fails too, and the value stands in again.
     tokio::time::sleep(THROTTLE + TTL).await;
     assert_eq!(get(None).await.unwrap(), 10);
-    assert_eq!(runs.load(SeqCst), 3);
+    assert_eq!(db.runs(), 3);
     // The database is back: the next attempt's value is stored.
     tokio::time::sleep(THROTTLE + TTL).await;
     assert_eq!(get(Some(11)).await.unwrap(), 11);
     assert_eq!(get(None).await.unwrap(), 11);
-    assert_eq!(runs.load(SeqCst), 4);
+    assert_eq!(db.runs(), 4);
 }
 
 async fn an_invalidated_value_never_stands_in(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let policy = fail_safe();
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let get = |key: &'static str, value| {
-        let (cache, policy, runs) = (&cache, &policy, &runs);
-        async move { cache.get_or_load(key, policy, || load(runs, value)).await }
+        let (cache, policy, db) = (&cache, &policy, &db);
+        async move { cache.get_or_load(key, policy, || db.answer::<u32>(value)).await }
     };
     assert_eq!(get("by-key", Some(1)).await.unwrap(), 1);
     assert_eq!(get("by-tag", Some(2)).await.unwrap(), 2);
@@ -95,13 +89,18 @@ async fn an_invalidated_value_never_stands_in(kind: Kind) {
 async fn a_write_during_the_failing_load_wins(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let policy = fail_safe();
-    let runs = AtomicU64::new(0);
-    let _ = cache.get_or_load("k", &policy, || load(&runs, Some(1))).await;
+    let db = Loader::new();
+    let _ = cache
+        .get_or_load("k", &policy, || db.answer::<u32>(Some(1)))
+        .await;
     expire().await;
     let writer = cache.another().await;
     let got = cache
         .get_or_load("k", &policy, || async {
-            writer.put("k", &policy, || load(&runs, Some(2))).await.unwrap();
+            writer
+                .put("k", &policy, || db.answer::<u32>(Some(2)))
+                .await
+                .unwrap();
             Err::<u32, _>(io::Error::other("database down"))
         })
         .await;
@@ -110,7 +109,7 @@ async fn a_write_during_the_failing_load_wins(kind: Kind) {
     for cache in [&cache.cache, &reader] {
         let read = bounded("the written value", Duration::from_secs(10), async {
             loop {
-                let got = cache.get_or_load("k", &policy, || load(&runs, None)).await;
+                let got = cache.get_or_load("k", &policy, || db.answer::<u32>(None)).await;
                 if let Ok(2) = got {
                     return;
                 }
@@ -125,10 +124,12 @@ async fn a_write_during_the_failing_load_wins(kind: Kind) {
 async fn without_fail_safe_the_error_is_returned(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let policy = Policy::new().ttl(TTL);
-    let runs = AtomicU64::new(0);
-    let _ = cache.get_or_load("k", &policy, || load(&runs, Some(1))).await;
+    let db = Loader::new();
+    let _ = cache
+        .get_or_load("k", &policy, || db.answer::<u32>(Some(1)))
+        .await;
     expire().await;
-    let got = cache.get_or_load("k", &policy, || load(&runs, None)).await;
+    let got = cache.get_or_load("k", &policy, || db.answer::<u32>(None)).await;
     assert!(got.is_err());
 }
 
@@ -138,7 +139,11 @@ async fn waiters_of_a_failed_load_fall_back_at_once(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let policy = fail_safe();
     let runs = Arc::new(AtomicU64::new(0));
-    let _ = cache.get_or_load("k", &policy, || load(&runs, Some(7))).await;
+    let first = || {
+        runs.fetch_add(1, SeqCst);
+        std::future::ready(Ok::<u32, io::Error>(7))
+    };
+    let _ = cache.get_or_load("k", &policy, first).await;
     expire().await;
     let release = Arc::new(tokio::sync::Notify::new());
     let call = || {

@@ -4,19 +4,13 @@
 mod support;
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aside::{Cache, Error, Policy};
 use redis::AsyncCommands;
-use support::{bounded, RedisServer};
+use support::{bounded, Loader, RedisServer};
 use tokio::sync::Notify;
-
-fn load(runs: &AtomicU64, value: u32) -> std::future::Ready<io::Result<u32>> {
-    runs.fetch_add(1, SeqCst);
-    std::future::ready(Ok(value))
-}
 
 /// Commands executed since `before`, sorted by name, leaving out the `INFO` that measured them.
 fn delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)> {
@@ -36,15 +30,15 @@ fn delta(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<(String, u64)
 async fn a_hit_is_exactly_one_round_trip() {
     let server = RedisServer::start();
     let cache = server.cache().await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let _: u32 = cache
-        .get_or_load("product:1", &Policy::new(), || load(&runs, 1))
+        .get_or_load("product:1", &Policy::new(), || db.ready::<u32>(1))
         .await
         .unwrap();
 
     let before = server.command_calls().await;
     let hit: u32 = cache
-        .get_or_load("product:1", &Policy::new(), || load(&runs, 2))
+        .get_or_load("product:1", &Policy::new(), || db.ready::<u32>(2))
         .await
         .unwrap();
     let after = server.command_calls().await;
@@ -66,11 +60,11 @@ async fn a_miss_is_a_read_and_a_guarded_write_under_the_namespace() {
         .build()
         .await
         .unwrap();
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let before = server.command_calls().await;
     let policy = Policy::new().ttl(Duration::from_secs(90));
     let _: u32 = cache
-        .get_or_load("product:1", &policy, || load(&runs, 1))
+        .get_or_load("product:1", &policy, || db.ready::<u32>(1))
         .await
         .unwrap();
     let after = server.command_calls().await;
@@ -106,7 +100,7 @@ async fn corrupt_bytes_are_a_counted_miss_and_are_repaired() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     let mut raw = server.raw().await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let garbage: [&[u8]; 4] = [
         b"",
         b"\xff\x00garbage",
@@ -117,12 +111,12 @@ async fn corrupt_bytes_are_a_counted_miss_and_are_repaired() {
         let key = format!("k{i}");
         let _: () = raw.set(format!("aside:{{{key}}}"), *bytes).await.unwrap();
         let got: u32 = cache
-            .get_or_load(&key, &Policy::new(), || load(&runs, 7))
+            .get_or_load(&key, &Policy::new(), || db.ready::<u32>(7))
             .await
             .unwrap();
         assert_eq!(got, 7);
         let repaired: u32 = cache
-            .get_or_load(&key, &Policy::new(), || load(&runs, 8))
+            .get_or_load(&key, &Policy::new(), || db.ready::<u32>(8))
             .await
             .unwrap();
         assert_eq!(repaired, 7, "the load overwrote the corrupt entry");
@@ -136,11 +130,11 @@ async fn calls_succeed_when_redis_is_gone() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     drop(server); // killed
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     for i in 0..3 {
         let got: u32 = bounded("a call with Redis down", Duration::from_secs(5), async {
             cache
-                .get_or_load("k", &Policy::new(), || load(&runs, i))
+                .get_or_load("k", &Policy::new(), || db.ready::<u32>(i))
                 .await
                 .unwrap()
         })
@@ -169,11 +163,11 @@ async fn calls_succeed_within_the_timeout_when_redis_hangs() {
         .await
         .unwrap();
     server.signal("STOP");
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let started = Instant::now();
     let got: u32 = bounded("a call with Redis hung", Duration::from_secs(5), async {
         cache
-            .get_or_load("k", &Policy::new(), || load(&runs, 5))
+            .get_or_load("k", &Policy::new(), || db.ready::<u32>(5))
             .await
             .unwrap()
     })
@@ -248,15 +242,15 @@ async fn the_password_never_appears_in_debug_output() {
 async fn a_tagged_hit_is_one_round_trip_too() {
     let server = RedisServer::start();
     let cache = server.cache().await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let policy = Policy::new().tag("product:1").tag("category:7");
     let _: u32 = cache
-        .get_or_load("product:1", &policy, || load(&runs, 1))
+        .get_or_load("product:1", &policy, || db.ready::<u32>(1))
         .await
         .unwrap();
     let before = server.command_calls().await;
     let hit: u32 = cache
-        .get_or_load("product:1", &policy, || load(&runs, 2))
+        .get_or_load("product:1", &policy, || db.ready::<u32>(2))
         .await
         .unwrap();
     let after = server.command_calls().await;
@@ -280,10 +274,10 @@ async fn tokens_live_under_the_namespace_with_the_documented_lifetimes() {
         .build()
         .await
         .unwrap();
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let policy = Policy::new().tag("category:7");
     let _: u32 = cache
-        .get_or_load("product:1", &policy, || load(&runs, 1))
+        .get_or_load("product:1", &policy, || db.ready::<u32>(1))
         .await
         .unwrap();
     cache.invalidate("product:1").await.unwrap();
@@ -311,7 +305,7 @@ async fn tokens_live_under_the_namespace_with_the_documented_lifetimes() {
     // a change of TTL is pushed to every process's in-process tier.
     let before = server.command_calls().await;
     let _: u32 = cache
-        .get_or_load("product:2", &policy, || load(&runs, 2))
+        .get_or_load("product:2", &policy, || db.ready::<u32>(2))
         .await
         .unwrap();
     let calls = delta(&before, &server.command_calls().await);
@@ -360,13 +354,22 @@ async fn an_evicted_guard_refuses_the_slow_load_rather_than_accepting_it() {
 async fn an_evicted_tag_token_only_causes_a_miss() {
     let server = RedisServer::start();
     let cache = server.cache().await;
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let policy = Policy::new().tag("t");
-    let _: u32 = cache.get_or_load("k", &policy, || load(&runs, 1)).await.unwrap();
+    let _: u32 = cache
+        .get_or_load("k", &policy, || db.ready::<u32>(1))
+        .await
+        .unwrap();
     let _: () = server.raw().await.del("aside#tag:t").await.unwrap();
-    let got: u32 = cache.get_or_load("k", &policy, || load(&runs, 2)).await.unwrap();
+    let got: u32 = cache
+        .get_or_load("k", &policy, || db.ready::<u32>(2))
+        .await
+        .unwrap();
     assert_eq!(got, 2, "an entry whose tag token is gone is a miss");
-    let again: u32 = cache.get_or_load("k", &policy, || load(&runs, 3)).await.unwrap();
+    let again: u32 = cache
+        .get_or_load("k", &policy, || db.ready::<u32>(3))
+        .await
+        .unwrap();
     assert_eq!(again, 2, "and the reload is cached under a fresh token");
 }
 
@@ -391,9 +394,9 @@ async fn a_lock_release_is_published_to_its_waiters() {
         .await
         .unwrap();
 
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     let _: u32 = cache
-        .get_or_load("stored", &Policy::new(), || load(&runs, 1))
+        .get_or_load("stored", &Policy::new(), || db.ready::<u32>(1))
         .await
         .unwrap();
     let message = next_message(&mut messages).await;
@@ -518,15 +521,15 @@ async fn a_client_the_program_built_is_used_as_given() {
     let server = RedisServer::start();
     let client = redis::Client::open(server.url()).unwrap();
     let cache = Cache::builder().redis(client).build().await.unwrap();
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     for _ in 0..2 {
         let got: u32 = cache
-            .get_or_load("k", &Policy::new(), || load(&runs, 3))
+            .get_or_load("k", &Policy::new(), || db.ready::<u32>(3))
             .await
             .unwrap();
         assert_eq!(got, 3);
     }
-    assert_eq!(runs.load(SeqCst), 1, "stored in that Redis, then a hit");
+    assert_eq!(db.runs(), 1, "stored in that Redis, then a hit");
     let stored: Option<Vec<u8>> = redis::cmd("GET")
         .arg("aside:{k}")
         .query_async(&mut server.raw().await)
@@ -548,15 +551,15 @@ async fn a_connection_the_program_shares_is_used_as_given() {
         .build()
         .await
         .unwrap();
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     for _ in 0..3 {
         let got: u32 = cache
-            .get_or_load("k", &Policy::new(), || load(&runs, 5))
+            .get_or_load("k", &Policy::new(), || db.ready::<u32>(5))
             .await
             .unwrap();
         assert_eq!(got, 5);
     }
-    assert_eq!(runs.load(SeqCst), 1, "stored through that connection, then hits");
+    assert_eq!(db.runs(), 1, "stored through that connection, then hits");
     let stats = cache.stats();
     assert_eq!((stats.hits, stats.l1_hits), (2, 0), "{stats:?}");
     let stored: Option<Vec<u8>> = redis::cmd("GET")
@@ -581,16 +584,16 @@ async fn a_shared_connection_with_its_client_keeps_the_tier() {
         .build()
         .await
         .unwrap();
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     for _ in 0..3 {
         let got: u32 = cache
-            .get_or_load("k", &Policy::new(), || load(&runs, 5))
+            .get_or_load("k", &Policy::new(), || db.ready::<u32>(5))
             .await
             .unwrap();
         assert_eq!(got, 5);
     }
     let stats = cache.stats();
-    assert_eq!((runs.load(SeqCst), stats.hits), (1, 2), "{stats:?}");
+    assert_eq!((db.runs(), stats.hits), (1, 2), "{stats:?}");
     // The first read after the store may go to Redis; the tier answers after.
     assert!(stats.l1_hits >= 1, "the tier is on: {stats:?}");
 }
@@ -638,11 +641,11 @@ async fn every_key_aside_writes_expires() {
             .stampede(stampede)
     };
     let modes = [Stampede::default(), Stampede::None, Stampede::Swr { stale: ttl }];
-    let runs = AtomicU64::new(0);
+    let db = Loader::new();
     for (i, mode) in modes.into_iter().enumerate() {
         let key = format!("product:{i}");
         let _: u32 = cache
-            .get_or_load(&key, &tagged(mode), || load(&runs, 1))
+            .get_or_load(&key, &tagged(mode), || db.ready::<u32>(1))
             .await
             .unwrap();
     }
@@ -650,16 +653,16 @@ async fn every_key_aside_writes_expires() {
     // checked for a TTL, then invalidated.
     let early = Policy::new().ttl(ttl).stampede(Stampede::Early { beta: 1.0 });
     let _: u32 = cache
-        .get_or_load("early", &early, || load(&runs, 1))
+        .get_or_load("early", &early, || db.ready::<u32>(1))
         .await
         .unwrap();
     let _: u32 = cache
-        .put("product:9", &tagged(Stampede::None), || load(&runs, 2))
+        .put("product:9", &tagged(Stampede::None), || db.ready::<u32>(2))
         .await
         .unwrap();
     cache.invalidate_tag("user:1").await.unwrap();
     let _: u32 = cache
-        .get_or_load("product:0", &tagged(Stampede::default()), || load(&runs, 3))
+        .get_or_load("product:0", &tagged(Stampede::default()), || db.ready::<u32>(3))
         .await
         .unwrap();
     cache.invalidate("product:1").await.unwrap();

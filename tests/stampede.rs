@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aside::stats::Stats;
 use aside::{Cache, Policy, Stampede};
-use support::{bounded, until, Kind, TestCache};
+use support::{bounded, until, Kind, Load, Loader, TestCache};
 use tokio::sync::{Barrier, Notify};
 
 const LOAD: Duration = Duration::from_millis(50);
@@ -27,29 +27,20 @@ async fn processes(cache: &TestCache) -> Vec<Cache> {
 }
 
 /// A loader that takes `LOAD`, counts its runs, and returns `value`.
-fn slow(runs: &Arc<AtomicU64>, value: &str) -> impl FnOnce() -> Load {
+fn slow(runs: &Loader, value: &str) -> impl FnOnce() -> Load<String> {
     timed(runs, value, |_| LOAD)
 }
 
-type Load = std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<String>> + Send>>;
-
 /// A loader that counts its runs, takes `time(run)` (the runs before it),
 /// and returns `value`.
-fn timed(runs: &Arc<AtomicU64>, value: &str, time: fn(u64) -> Duration) -> impl FnOnce() -> Load {
-    let (runs, value) = (runs.clone(), value.to_owned());
-    move || {
-        Box::pin(async move {
-            let n = runs.fetch_add(1, SeqCst);
-            tokio::time::sleep(time(n)).await;
-            Ok(value)
-        })
-    }
+fn timed(runs: &Loader, value: &str, time: fn(u64) -> Duration) -> impl FnOnce() -> Load<String> {
+    runs.timed(Ok(value.to_owned()), time)
 }
 
 async fn lock_loads_once_for_a_thousand_cold_callers(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let caches = processes(&cache).await;
-    let runs = Arc::new(AtomicU64::new(0));
+    let runs = Loader::new();
     let callers: Vec<_> = (0..CALLERS)
         .map(|i| {
             let (cache, runs) = (caches[i % 4].clone(), runs.clone());
@@ -69,7 +60,7 @@ async fn lock_loads_once_for_a_thousand_cold_callers(kind: Kind) {
     }
     let waits: u64 = caches.iter().map(|c| c.stats().lock_waits).sum();
     assert_eq!(
-        runs.load(SeqCst),
+        runs.runs(),
         1,
         "one load for {CALLERS} callers in 4 processes ({waits} lock waits)"
     );
@@ -102,7 +93,7 @@ async fn a_dead_lock_holder_delays_the_others_by_at_most_the_lock_ttl(kind: Kind
         started.notified(),
     )
     .await;
-    let runs = Arc::new(AtomicU64::new(0));
+    let runs = Loader::new();
     let others: Vec<_> = (1..4)
         .map(|i| {
             let (cache, policy, runs) = (caches[i].clone(), policy.clone(), runs.clone());
@@ -129,7 +120,7 @@ async fn a_dead_lock_holder_delays_the_others_by_at_most_the_lock_ttl(kind: Kind
     }
     let took = died.elapsed();
     assert_eq!(
-        runs.load(SeqCst),
+        runs.runs(),
         1,
         "one of the others loaded, once (took {took:?} after the holder died)"
     );
@@ -242,7 +233,7 @@ fn total(kind: Kind, caches: &[Cache], before: &[Stats], field: fn(&Stats) -> u6
 
 /// A loader that takes 20 to 50 ms (a different time each run), counts its
 /// runs, and returns `value`.
-fn uneven(runs: &Arc<AtomicU64>, value: &str) -> impl FnOnce() -> Load {
+fn uneven(runs: &Loader, value: &str) -> impl FnOnce() -> Load<String> {
     timed(runs, value, |n| Duration::from_millis(20 + n * 7 % 31))
 }
 
@@ -253,7 +244,7 @@ async fn early_refreshes_before_expiry_under_steady_traffic(kind: Kind) {
     let caches = processes(&cache).await;
     let ttl = Duration::from_millis(500);
     let policy = Policy::new().ttl(ttl).stampede(Stampede::Early { beta: 1.0 });
-    let runs = Arc::new(AtomicU64::new(0));
+    let runs = Loader::new();
     let _ = caches[0]
         .get_or_load("k", &policy, uneven(&runs, "v"))
         .await
@@ -278,7 +269,7 @@ async fn early_refreshes_before_expiry_under_steady_traffic(kind: Kind) {
     }
     let misses = total(kind, &caches, &before, |s| s.misses);
     let refreshes = total(kind, &caches, &before, |s| s.refreshes);
-    let loads = runs.load(SeqCst) - 1;
+    let loads = runs.runs() - 1;
     assert_eq!(
         misses, 0,
         "no reader saw a miss after the first load ({refreshes} early refreshes, {loads} loads)"
@@ -440,15 +431,15 @@ async fn sliding_hits_extend_the_expiry(kind: Kind) {
     let cache = TestCache::new(kind).await;
     let ttl = Duration::from_secs(1);
     let policy = Policy::new().ttl(ttl).sliding(true);
-    let runs = Arc::new(AtomicU64::new(0));
+    let runs = Loader::new();
     for _ in 0..8 {
         let _ = cache.get_or_load("k", &policy, slow(&runs, "v")).await.unwrap();
         tokio::time::sleep(ttl / 4).await; // well within the TTL each time
     }
-    assert_eq!(runs.load(SeqCst), 1, "2 s of hits kept a 1 s entry alive");
+    assert_eq!(runs.runs(), 1, "2 s of hits kept a 1 s entry alive");
     tokio::time::sleep(ttl + Duration::from_millis(500)).await;
     let _ = cache.get_or_load("k", &policy, slow(&runs, "v")).await.unwrap();
-    assert_eq!(runs.load(SeqCst), 2, "without hits it expires");
+    assert_eq!(runs.runs(), 2, "without hits it expires");
 }
 
 on_both_backends!(
@@ -539,7 +530,7 @@ async fn a_crashed_holders_lock_expires_by_its_ttl() {
         lock_ttl: Duration::from_secs(10),
         lock_wait: Duration::from_secs(30),
     });
-    let runs = Arc::new(AtomicU64::new(0));
+    let runs = Loader::new();
     let got = bounded(
         "the caller",
         Duration::from_secs(10),
@@ -547,11 +538,7 @@ async fn a_crashed_holders_lock_expires_by_its_ttl() {
     )
     .await;
     assert_eq!(got.unwrap(), "v");
-    assert_eq!(
-        runs.load(SeqCst),
-        1,
-        "it loaded once the dead holder's lock expired"
-    );
+    assert_eq!(runs.runs(), 1, "it loaded once the dead holder's lock expired");
     assert!(cache.stats().lock_waits > 0);
 }
 

@@ -1,8 +1,9 @@
 //! Shared by the integration tests: a private `redis-server` per test, and
 //! caches on either backend.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod coherence;
+pub mod loader;
 pub mod logs;
 pub mod redis_cluster;
 pub mod redis_server;
@@ -12,6 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use aside::Cache;
+pub use loader::{Load, Loader};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
