@@ -9,6 +9,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
 
+use crate::conflicts;
 use crate::entry;
 use crate::template::{self, Segment};
 
@@ -377,119 +378,8 @@ impl Args {
                 _ => unreachable!("every option in Attr::options is handled"),
             }
         }
-        args.check_mode(errors);
-        args.check_negative_ttl(errors);
-        args.check_fail_safe(errors);
-        if args.entry.is_some() {
-            // The entry's policy is its #[cached] function's.
-            for (label, span) in &named {
-                if ["key", "ttl", "negative_ttl", "tags", "jitter", "codec", "unless"]
-                    .contains(&label.as_str())
-                {
-                    errors.add(
-                        *span,
-                        format!(
-                            "`{label}` comes from the #[cached] function that `entry` names; remove it here, \
-                             so that the two cannot differ"
-                        ),
-                    );
-                }
-            }
-        }
+        conflicts::check(&args, &named, errors);
         args
-    }
-
-    /// A cached `None` must not outlive a cached value of the same key.
-    fn check_negative_ttl(&self, errors: &mut Errors) {
-        let literal = |d: &Option<SpannedDuration>| d.as_ref().and_then(|d| Some((d.value?, d.span)));
-        if let (Some((ttl, _)), Some((negative, span))) = (literal(&self.ttl), literal(&self.negative_ttl)) {
-            if negative > ttl {
-                errors.add(
-                    span,
-                    format!(
-                        "`negative_ttl` ({negative:?}) is longer than `ttl` ({ttl:?}): a cached `None` would be kept longer than a value; make it at most `ttl`"
-                    ),
-                );
-            }
-        }
-    }
-
-    /// A throttle or soft timeout without fail-safe does nothing; nor does
-    /// fail-safe on a sliding entry, which has no fresh time to outlive.
-    fn check_fail_safe(&self, errors: &mut Errors) {
-        if let (Some(soft), None) = (&self.soft_timeout, &self.fail_safe) {
-            errors.add(
-                soft.span,
-                "`soft_timeout` returns a value kept by `fail_safe` when a load is slow; add `fail_safe = \"1h\"` (or how long to keep values)",
-            );
-        }
-        if let (Some((Refresh::Inline, _)), Some(soft)) = (self.refresh, &self.soft_timeout) {
-            errors.add(
-                soft.span,
-                "`soft_timeout` lets a slow load finish on a task of its own after its caller returned, which `refresh = \"inline\"` rules out; drop one of them",
-            );
-        }
-        if let (Some(throttle), None) = (&self.fail_safe_throttle, &self.fail_safe) {
-            errors.add(
-                throttle.span,
-                "`fail_safe_throttle` only applies with `fail_safe`, which keeps values to stand in for a failed load; add `fail_safe = \"1h\"` (or how long to keep them)",
-            );
-        }
-        if let (Some(fail_safe), Some((true, _))) = (&self.fail_safe, self.sliding) {
-            errors.add(
-                fail_safe.span,
-                "`fail_safe` does not apply to a sliding entry, which has no fresh time to outlive; drop `sliding` or `fail_safe`",
-            );
-        }
-    }
-
-    /// The options that only some stampede modes take.
-    fn check_mode(&self, errors: &mut Errors) {
-        let mode = self.stampede.map_or(Mode::Lock, |(mode, _)| mode);
-        let only = |given: Option<Span>, option: &str, modes: &[Mode], errors: &mut Errors| {
-            if let Some(span) = given.filter(|_| !modes.contains(&mode)) {
-                let names: Vec<_> = modes
-                    .iter()
-                    .map(|m| format!("stampede = \"{}\"", m.name()))
-                    .collect();
-                errors.add(
-                    span,
-                    format!(
-                        "`{option}` only applies to {}; this function uses stampede = \"{}\"",
-                        names.join(" or "),
-                        mode.name()
-                    ),
-                );
-            }
-        };
-        only(
-            self.lock_ttl.as_ref().map(|d| d.span),
-            "lock_ttl",
-            &[Mode::Lock, Mode::Swr, Mode::Early],
-            errors,
-        );
-        only(
-            self.lock_wait.as_ref().map(|d| d.span),
-            "lock_wait",
-            &[Mode::Lock],
-            errors,
-        );
-        only(self.stale.as_ref().map(|d| d.span), "stale", &[Mode::Swr], errors);
-        only(self.beta.map(|(_, s)| s), "beta", &[Mode::Early], errors);
-        if self.soft_timeout.is_none() {
-            only(
-                self.refresh.map(|(_, s)| s),
-                "refresh",
-                &[Mode::Swr, Mode::Early],
-                errors,
-            );
-        }
-        only(
-            self.sliding.filter(|(on, _)| *on).map(|(_, s)| s),
-            "sliding",
-            &[Mode::Lock, Mode::None],
-            errors,
-        );
     }
 
     /// Every template the attribute was given, for checking placeholders.

@@ -4,6 +4,7 @@
 
 mod args;
 mod batch;
+mod conflicts;
 mod entry;
 mod expand;
 mod template;

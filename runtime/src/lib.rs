@@ -422,7 +422,7 @@ pub use l1::L1;
 pub use policy::Policy;
 pub use scope::{bypass, refresh, with_global};
 pub use stampede::Stampede;
-pub use timeout::{hard_timeout, FromTimeout, Timeout};
+pub use timeout::{hard_timeout, Timeout};
 
 // At the root, hidden, so that an error names them without a path.
 #[doc(hidden)]
@@ -431,6 +431,8 @@ pub use cacheable::OwnedReceiver;
 pub use cached_entry::KnowsItsCache;
 #[doc(hidden)]
 pub use policy::CanBeNegative;
+#[doc(hidden)]
+pub use timeout::FromTimeout;
 
 /// What `#[cached]` expands to. Not public API: it may change in any release.
 #[doc(hidden)]

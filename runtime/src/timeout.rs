@@ -38,7 +38,9 @@ pub struct Timeout {
     pub after: Duration,
 }
 
-/// An error type a [`Timeout`] can become: any `E: From<Timeout>`.
+/// An error type a [`Timeout`] can become: any `E: From<Timeout>`. What
+/// `hard_timeout = ...` asks of the function's error type, named so that
+/// a missing impl is one error that says what to add.
 #[diagnostic::on_unimplemented(
     message = "`hard_timeout` needs the function's error type `{Self}` to be made from an `aside::Timeout`",
     label = "`{Self}` has no `From<aside::Timeout>`",
@@ -82,10 +84,10 @@ impl<E: From<Timeout>> FromTimeout for E {
 /// ```
 pub async fn hard_timeout<T, E, F>(after: Duration, load: F) -> Result<T, E>
 where
-    E: FromTimeout,
+    E: From<Timeout>,
     F: Future<Output = Result<T, E>>,
 {
-    hard_timeout_with(None, after, E::from_timeout, load).await
+    hard_timeout_with(None, after, E::from, load).await
 }
 
 /// [`hard_timeout`], making the error with `make`. What the attribute
