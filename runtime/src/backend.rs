@@ -13,7 +13,7 @@ use std::time::Duration;
 pub use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::BackendError;
+use crate::error::BackendError;
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::Backend;
+use crate::cache::Cache;
 use crate::cache::Settings;
+use crate::codec::Codec;
 #[cfg(feature = "redis")]
 use crate::connect::{self, Redis};
+use crate::error::Error;
 use crate::l1::Local;
-use crate::{Cache, Codec, Error, L1};
+use crate::l1::L1;
 
 /// Configures and builds a [`Cache`].
 ///

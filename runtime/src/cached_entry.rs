@@ -4,7 +4,10 @@ use std::convert::Infallible;
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::{Cache, Cacheable, Error, Policy};
+use crate::cache::Cache;
+use crate::cacheable::Cacheable;
+use crate::error::Error;
+use crate::policy::Policy;
 
 /// The entry of a `#[cached]` function for given arguments: its key and its
 /// policy (TTL, tags, codec...), typed by the value it holds.

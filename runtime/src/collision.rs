@@ -17,8 +17,8 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
+use crate::error::Error;
 use crate::function::{registered, Function};
-use crate::Error;
 
 /// One `:`-separated part of a template: `prefix<...>suffix`, or a literal.
 #[derive(Debug, PartialEq, Eq)]

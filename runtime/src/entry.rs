@@ -28,7 +28,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use crate::clock::duration_ms;
-use crate::Codec;
+use crate::codec::Codec;
 
 const MAGIC: &[u8; 2] = b"as";
 /// Bumped whenever the layout above changes; entries of another version are misses.

@@ -2,7 +2,8 @@
 
 use std::sync::OnceLock;
 
-use crate::{Cache, Error};
+use crate::cache::Cache;
+use crate::error::Error;
 
 static GLOBAL: OnceLock<Cache> = OnceLock::new();
 

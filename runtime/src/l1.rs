@@ -28,8 +28,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::clock;
+use crate::codec::Codec;
 use crate::entry::Meta;
-use crate::Codec;
 
 /// The in-process tier's bound and, optionally, how long it keeps an entry at
 /// most; for [`CacheBuilder::l1`](crate::CacheBuilder::l1).

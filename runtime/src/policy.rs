@@ -5,10 +5,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::Codec;
 use crate::fail_safe::FailSafe;
 use crate::function::Function;
 use crate::stampede::{Stampede, MAX_JITTER};
-use crate::Codec;
 
 /// Per-call caching options: what `#[cached(ttl = ..., negative_ttl = ..., tags = [...])]`
 /// expands to, and what [`Cache::get_or_load`](crate::Cache::get_or_load) takes.

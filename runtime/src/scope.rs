@@ -6,7 +6,7 @@ use std::future::Future;
 use std::ops::Deref;
 
 use crate::cache::scoped::{self, Mode};
-use crate::Cache;
+use crate::cache::Cache;
 
 /// Runs `calls` with every cached call it makes skipping the cache: each
 /// runs its function and returns the result, reading and writing nothing.

@@ -8,7 +8,8 @@ use moka::sync::Cache as Moka;
 use moka::Expiry;
 
 use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, Locked, Renewal, Tokens};
-use crate::{clock, BackendError};
+use crate::clock;
+use crate::error::BackendError;
 
 /// How many tag tokens are kept. An evicted token only turns the entries
 /// carrying its tag into misses.

@@ -6,7 +6,7 @@
 use redis::{Script, Value};
 
 use crate::backend::BoxFuture;
-use crate::BackendError;
+use crate::error::BackendError;
 
 /// Commands and scripts on Redis. Implemented by the Redis backends,
 /// single-node and cluster.

@@ -26,10 +26,13 @@ use tracing::Instrument;
 use super::plan::{Found, InProcess};
 use super::scoped::{self, Mode};
 use super::slot::{Slot, Typed};
+use super::Cache;
 use crate::backend::{EntryKeys, Fetched};
+use crate::cacheable::Cacheable;
 use crate::counters::Counters;
 use crate::l1::Watch;
-use crate::{Cache, Cacheable, Policy, Stampede};
+use crate::policy::Policy;
+use crate::stampede::Stampede;
 
 tokio::task_local! {
     /// The batch an element's flow belongs to, while it runs.

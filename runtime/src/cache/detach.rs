@@ -15,7 +15,8 @@ use super::scoped::{self, Mode};
 use super::slot::Typed;
 use super::Cache;
 use crate::backend::BoxFuture;
-use crate::{Cacheable, Policy};
+use crate::cacheable::Cacheable;
+use crate::policy::Policy;
 
 /// Runs a loader's `fut`, returning a panic from it as an `Err` instead of
 /// unwinding. Under a [`bypass`](crate::bypass) or [`refresh`](crate::refresh)

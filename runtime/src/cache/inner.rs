@@ -14,12 +14,14 @@ use tracing::Instrument;
 
 use crate::backend::{Backend, BoxFuture, EntryKeys};
 use crate::breaker::{Breaker, BreakerState};
+use crate::codec::Codec;
 use crate::counters::Counters;
+use crate::error::BackendError;
 use crate::flight::Flights;
 use crate::key::storage_key;
 use crate::l1::Local;
+use crate::policy::Policy;
 use crate::recovery::Recovery;
-use crate::{BackendError, Codec, Policy};
 
 /// The settings a [`CacheBuilder`] hands to the cache.
 pub(crate) struct Settings {

@@ -18,15 +18,18 @@ use super::stampede::HeldLock;
 use super::{Cache, Call, Under};
 use crate::backend::{EntryKeys, Renewal};
 use crate::clock::{now_ms, Instant};
+use crate::codec::Codec;
 use crate::codec::CodecError;
 use crate::counters::{Counters, Outcome};
 use crate::entry::Entry;
 use crate::entry::Meta;
+use crate::error::BackendError;
 use crate::flight::{Landed, Leader};
 use crate::l1::Watch;
+use crate::policy::Policy;
+use crate::stampede::Stampede;
 use crate::stampede::{jittered, MAX_JITTER, REFRESH_GRACE};
 use crate::tags::Stamp;
-use crate::{BackendError, Codec, Policy, Stampede};
 
 impl Cache {
     /// The tokens a load of `keys` under `policy` runs under, read (and

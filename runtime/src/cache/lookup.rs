@@ -20,9 +20,10 @@ use crate::entry::Entry;
 use crate::entry::Meta;
 use crate::flight::{Join, Landed};
 use crate::l1::{Kept, Local, Watch};
+use crate::policy::Policy;
+use crate::stampede::Stampede;
 use crate::stampede::{recompute_early, REFRESH_GRACE};
 use crate::tags::Stamp;
-use crate::{Policy, Stampede};
 use tracing::{Instrument, Span};
 
 impl Cache {

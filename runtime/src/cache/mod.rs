@@ -53,9 +53,11 @@ use observe::{CallKind, Observed};
 use plan::{Begin, InProcess, Pending, SoftWait};
 use slot::{Slot, Typed};
 
+use crate::cacheable::Cacheable;
 use crate::counters::Stats;
+use crate::error::Error;
+use crate::policy::Policy;
 use crate::tags::Stamp;
-use crate::{Cacheable, Error, Policy};
 use stampede::HeldLock;
 
 /// A cache: a cheap-to-clone handle (an `Arc`) over one backend, its settings

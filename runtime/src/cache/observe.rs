@@ -15,7 +15,7 @@ use crate::backend::EntryKeys;
 use crate::clock::Instant;
 use crate::counters::{Counters, Outcome};
 use crate::metrics::Timer;
-use crate::Policy;
+use crate::policy::Policy;
 
 /// What kind of call a span covers; its name.
 #[derive(Debug, Clone, Copy)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::{Cache, Inner};
 use crate::backend::EntryKeys;
 use crate::counters::Counters;
+use crate::error::BackendError;
 use crate::recovery::{Item, Op, Queued, Recovery};
-use crate::BackendError;
 
 /// The first pause between two attempts while the backend fails; it doubles
 /// up to [`RETRY_MAX`]. Any answer from the backend (another call's) cuts

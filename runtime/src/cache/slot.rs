@@ -6,10 +6,12 @@
 //! so the flows are compiled once, not once per cached function.
 
 use super::Cache;
+use crate::cacheable::Cacheable;
+use crate::codec::Codec;
 use crate::codec::CodecError;
 use crate::entry::Meta;
 use crate::l1::{Kept, Local, Watch};
-use crate::{Cacheable, Codec, Policy};
+use crate::policy::Policy;
 
 /// A value of the caller's type, as far as the flows see it.
 pub(super) trait Slot: Send {

@@ -16,7 +16,7 @@ use crate::backend::{fresh_token, EntryKeys, LockWatch, Locked};
 use crate::clock::Instant;
 use crate::counters::{Counters, Outcome};
 use crate::flight::{Landed, Leader, Waiter};
-use crate::Policy;
+use crate::policy::Policy;
 
 impl Cache {
     /// `Stampede::Lock` for the in-process leader: one load across processes.

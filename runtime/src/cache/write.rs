@@ -12,12 +12,14 @@ use super::observe::CallKind;
 use super::slot::{Slot, Typed};
 use super::{detached, Cache};
 use crate::backend::EntryKeys;
+use crate::cacheable::Cacheable;
 use crate::clock::{now_ms, Instant};
 use crate::counters::Counters;
 use crate::entry::Entry;
+use crate::error::{BackendError, Error};
 use crate::function::Function;
+use crate::policy::Policy;
 use crate::tags::Stamp;
-use crate::{BackendError, Cacheable, Error, Policy};
 use tracing::Instrument;
 
 impl Cache {

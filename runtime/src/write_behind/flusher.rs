@@ -15,8 +15,9 @@ use tokio::task::JoinHandle;
 use super::batch::{coalesce, Batch};
 use super::log::{Log, Raw, Renewal, MAX_BATCH};
 use super::Invalidate;
+use crate::cache::Cache;
 use crate::clock::Instant;
-use crate::{BackendError, Cache, Error};
+use crate::error::{BackendError, Error};
 
 /// How a [`Flusher`] batches, retries and takes over; made by
 /// [`WriteBehind::flusher`](crate::write_behind::WriteBehind::flusher).

@@ -32,7 +32,7 @@ use redis::{Script, Value};
 use super::Version;
 use crate::backend::streams::Streams;
 use crate::clock::duration_ms;
-use crate::BackendError;
+use crate::error::BackendError;
 
 /// The consumer group every flusher of a log reads in.
 const GROUP: &str = "aside";

@@ -24,7 +24,10 @@ pub(crate) use log::Counters;
 use log::{Appended, Change, Log};
 
 use crate::backend::BoxFuture;
-use crate::{Cache, Cacheable, CachedEntry, Error};
+use crate::cache::Cache;
+use crate::cacheable::Cacheable;
+use crate::cached_entry::CachedEntry;
+use crate::error::Error;
 
 /// What a writer does when the backlog is full (see
 /// [`WriteBehindBuilder::max_backlog`]).

@@ -19,7 +19,7 @@ use super::{bounded, Link, Node, RedisBackend};
 use crate::breaker::Breaker;
 use crate::breaker::BreakerState;
 use crate::clock::Instant;
-use crate::BackendError;
+use crate::error::BackendError;
 
 /// The cluster connection, which [`Nodes::follow`] replaces when a node's
 /// breaker stays open: after a failover, the `redis` crate's connection can

@@ -12,7 +12,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use super::releases::Releases;
 use super::scripts::{GUARDED_SET, LOCK, RENEW, TAG_TOKEN, TOKENS, UNLOCK};
 use super::{bounded, RedisBackend};
-use crate::BackendError;
+use crate::error::BackendError;
 
 /// What a [`RedisBackend`] sends its commands over: one node, or a cluster.
 pub(crate) trait Link: ConnectionLike + Clone + Send + Sync + 'static {

@@ -34,7 +34,7 @@ use redis::aio::ConnectionManager;
 
 use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Renewal, Tokens};
 use crate::clock::duration_ms;
-use crate::BackendError;
+use crate::error::BackendError;
 use releases::Releases;
 use scripts::{GUARDED_SET, LOCK, RENEW, TAG_TOKEN, TOKENS, UNLOCK};
 

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::bounded;
 use crate::backend::LockWatch;
-use crate::BackendError;
+use crate::error::BackendError;
 
 /// Lock releases, told over pub/sub: the store and unlock scripts publish on
 /// the lock's name when they release it, and a waiter in this process
