@@ -442,8 +442,53 @@ async fn sliding_hits_extend_the_expiry(kind: Kind) {
     assert_eq!(runs.runs(), 2, "without hits it expires");
 }
 
+/// A caller whose read missed, and who then got the value another caller
+/// loaded (it waited for that caller's lock, in another process, or joined
+/// its load in this one), is counted as coalesced, not as a miss: a miss is
+/// a call whose body ran.
+async fn a_lock_waiter_that_gets_the_value_is_coalesced_not_a_miss(kind: Kind) {
+    let cache = TestCache::new(kind).await;
+    let (first, second) = (cache.cache.clone(), cache.another().await);
+    let (db, gate) = Loader::gated();
+    let holder = tokio::spawn({
+        let (first, load) = (first.clone(), db.load(Ok("value".to_owned())));
+        async move { first.get_or_load("k", &Policy::new(), load).await }
+    });
+    until("the first caller loads, under the lock", || db.runs() == 1).await;
+    let before = second.stats();
+    let waiter = tokio::spawn({
+        let second = second.clone();
+        async move {
+            second
+                .get_or_load("k", &Policy::new(), || async {
+                    Ok::<_, io::Error>("other".to_owned())
+                })
+                .await
+        }
+    });
+    until("the second caller waits", || {
+        let now = second.stats();
+        now.lock_waits > before.lock_waits || now.waiting > before.waiting
+    })
+    .await;
+    gate.notify_one();
+    assert_eq!(holder.await.unwrap().unwrap(), "value");
+    assert_eq!(
+        waiter.await.unwrap().unwrap(),
+        "value",
+        "the waiter got the loaded value"
+    );
+    let delta = second.stats().since(&before);
+    assert_eq!(
+        (delta.coalesced, delta.misses, delta.loads),
+        (1, 0, 0),
+        "{delta:?}"
+    );
+}
+
 on_both_backends!(
     lock_loads_once_for_a_thousand_cold_callers,
+    a_lock_waiter_that_gets_the_value_is_coalesced_not_a_miss,
     a_dead_lock_holder_delays_the_others_by_at_most_the_lock_ttl,
     swr_serves_stale_at_once_while_one_caller_refreshes,
     swr_keeps_the_stale_value_when_the_refresh_fails,

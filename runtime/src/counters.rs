@@ -203,7 +203,8 @@ pub enum Outcome {
     Negative,
     /// A value past its fresh time, served while it is refreshed.
     Stale,
-    /// Another caller's load of the same key, waited for.
+    /// Another caller's load of the same key, waited for: joined in this
+    /// process, or found once another process's lock was released.
     Coalesced,
     /// Nothing usable: the loader ran.
     Miss,

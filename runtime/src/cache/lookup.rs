@@ -298,8 +298,13 @@ impl Cache {
                             self.miss(policy, &mut uncounted, standby, under, started)
                         }
                         Plan::Standby => self.serve_standby(policy, &mut uncounted, standby),
+                        // Another caller's load landed between this
+                        // lookup's read and its lock, or while it waited
+                        // for the lock: its value, waited for.
                         Plan::Answer => {
-                            self.count_miss(policy, &mut uncounted);
+                            if std::mem::take(&mut uncounted) {
+                                self.count(policy, Outcome::Coalesced);
+                            }
                             Plan::Answer
                         }
                     };
