@@ -516,26 +516,37 @@ async fn lock_waiters_subscribe_while_they_wait_and_unsubscribe_after() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_the_program_built_is_used_as_given() {
-    let server = RedisServer::start();
-    let client = redis::Client::open(server.url()).unwrap();
-    let cache = Cache::builder().redis(client).build().await.unwrap();
-    let db = Loader::new();
-    for _ in 0..2 {
-        let got: u32 = cache
-            .get_or_load("k", &Policy::new(), || db.ready::<u32>(3))
-            .await
-            .unwrap();
-        assert_eq!(got, 3);
-    }
-    assert_eq!(db.runs(), 1, "stored in that Redis, then a hit");
+/// Whether `server` holds an entry at `k`.
+async fn stored_at_k(server: &RedisServer) -> bool {
     let stored: Option<Vec<u8>> = redis::cmd("GET")
         .arg("aside:{k}")
         .query_async(&mut server.raw().await)
         .await
         .unwrap();
-    assert!(stored.is_some());
+    stored.is_some()
+}
+
+/// `n` reads of one key: the loader's runs, and the cache's stats.
+async fn reads(cache: &Cache, n: usize) -> (u64, aside::stats::Stats) {
+    let db = Loader::new();
+    for _ in 0..n {
+        let got: u32 = cache
+            .get_or_load("k", &Policy::new(), || db.ready::<u32>(5))
+            .await
+            .unwrap();
+        assert_eq!(got, 5);
+    }
+    (db.runs(), cache.stats())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_the_program_built_is_used_as_given() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let cache = Cache::builder().redis(client).build().await.unwrap();
+    let (runs, stats) = reads(&cache, 2).await;
+    assert_eq!((runs, stats.hits), (1, 1), "stored in that Redis, then a hit");
+    assert!(stored_at_k(&server).await, "written to that Redis");
 }
 
 #[tokio::test]
@@ -551,16 +562,8 @@ async fn a_connection_the_program_shares_is_used_as_given() {
         .build()
         .await
         .unwrap();
-    let db = Loader::new();
-    for _ in 0..3 {
-        let got: u32 = cache
-            .get_or_load("k", &Policy::new(), || db.ready::<u32>(5))
-            .await
-            .unwrap();
-        assert_eq!(got, 5);
-    }
-    assert_eq!(db.runs(), 1, "stored through that connection, then hits");
-    let stats = cache.stats();
+    let (runs, stats) = reads(&cache, 3).await;
+    assert_eq!(runs, 1, "stored through that connection, then hits");
     assert_eq!((stats.hits, stats.l1_hits), (2, 0), "{stats:?}");
     let stored: Option<Vec<u8>> = redis::cmd("GET")
         .arg("aside:{k}")
@@ -584,16 +587,8 @@ async fn a_shared_connection_with_its_client_keeps_the_tier() {
         .build()
         .await
         .unwrap();
-    let db = Loader::new();
-    for _ in 0..3 {
-        let got: u32 = cache
-            .get_or_load("k", &Policy::new(), || db.ready::<u32>(5))
-            .await
-            .unwrap();
-        assert_eq!(got, 5);
-    }
-    let stats = cache.stats();
-    assert_eq!((db.runs(), stats.hits), (1, 2), "{stats:?}");
+    let (runs, stats) = reads(&cache, 3).await;
+    assert_eq!((runs, stats.hits), (1, 2), "{stats:?}");
     // The first read after the store may go to Redis; the tier answers after.
     assert!(stats.l1_hits >= 1, "the tier is on: {stats:?}");
 }
@@ -611,12 +606,7 @@ async fn connection_info_is_a_way_in() {
         .await
         .unwrap();
     cache.set("k", &7u32, None).await.unwrap();
-    let stored: Option<Vec<u8>> = redis::cmd("GET")
-        .arg("aside:{k}")
-        .query_async(&mut server.raw().await)
-        .await
-        .unwrap();
-    assert!(stored.is_some());
+    assert!(stored_at_k(&server).await, "written to that Redis");
 }
 
 /// Every key aside writes has a TTL, tag tokens included (a tag per user or

@@ -23,7 +23,7 @@ use crate::l1::Local;
 use crate::policy::Policy;
 use crate::recovery::Recovery;
 
-/// The settings a [`CacheBuilder`] hands to the cache.
+/// The settings a [`CacheBuilder`](crate::CacheBuilder) hands to the cache.
 pub(crate) struct Settings {
     pub(crate) namespace: String,
     pub(crate) default_ttl: Duration,
@@ -84,7 +84,7 @@ pub(super) struct NamedLog {
 }
 
 /// A write-behind log's state, as the cache sees it: what it adds to the
-/// cache's [`Stats`]. (Defined here, implemented by write-behind, which sits
+/// cache's [`Stats`](crate::stats::Stats). (Defined here, implemented by write-behind, which sits
 /// above the cache.)
 #[cfg(feature = "redis")]
 pub(crate) trait Log: Send + Sync {

@@ -517,7 +517,7 @@ impl Cache {
     /// # Errors
     ///
     /// The backend refused it for good, or replay is off
-    /// ([`CacheBuilder::max_pending`]`(0)`): the entry may still be there.
+    /// ([`CacheBuilder::max_pending`](crate::CacheBuilder::max_pending)`(0)`): the entry may still be there.
     /// A failure that may pass is kept and replayed instead (see
     /// [`replay_pending`](Self::replay_pending)).
     ///
@@ -550,7 +550,7 @@ impl Cache {
     /// # Errors
     ///
     /// The backend refused it for good, or replay is off
-    /// ([`CacheBuilder::max_pending`]`(0)`): the entries may still be valid.
+    /// ([`CacheBuilder::max_pending`](crate::CacheBuilder::max_pending)`(0)`): the entries may still be valid.
     /// A failure that may pass is kept and replayed instead (see
     /// [`replay_pending`](Self::replay_pending)).
     ///
@@ -590,7 +590,7 @@ impl Cache {
     /// # Errors
     ///
     /// The backend refused it for good, or replay is off
-    /// ([`CacheBuilder::max_pending`]`(0)`): some entries may remain.
+    /// ([`CacheBuilder::max_pending`](crate::CacheBuilder::max_pending)`(0)`): some entries may remain.
     /// A failure that may pass is kept and replayed instead (see
     /// [`replay_pending`](Self::replay_pending)).
     ///
@@ -625,7 +625,7 @@ impl Cache {
     /// # Errors
     ///
     /// The backend refused it for good, or replay is off
-    /// ([`CacheBuilder::max_pending`]`(0)`): the entries may still be valid.
+    /// ([`CacheBuilder::max_pending`](crate::CacheBuilder::max_pending)`(0)`): the entries may still be valid.
     /// A failure that may pass is kept and replayed instead (see
     /// [`replay_pending`](Self::replay_pending)).
     ///
