@@ -14,7 +14,8 @@
 //! that `benches/hits.rs` uses, over 1,000 hot keys.
 //!
 //! Run with `cargo bench --bench l1` (criterion also times each hit); the
-//! table is printed at the end.
+//! table is printed at the end. To profile one measure alone:
+//! `perf record -g target/release/deps/l1-* --bench through_the_macro --profile-time 8`.
 
 mod latency;
 mod product;
@@ -154,8 +155,10 @@ fn main() {
         group.finish();
     }
     c.final_summary();
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` runs each once; there is nothing to compare.
+    // `cargo test --benches` runs each once, and `--profile-time` (for a
+    // profiler) runs one for a while: there is nothing to compare.
+    if std::env::args().any(|a| a == "--list" || a == "--test" || a == "--profile-time") {
+        return;
     }
 
     let (mut hit, mut wide, mut over_redis, mut without) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
