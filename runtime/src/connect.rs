@@ -197,19 +197,9 @@ impl Redis {
             #[cfg(feature = "cluster")]
             Source::Cluster(urls) => return connect_cluster(urls, settings).await,
             Source::Shared(shared, client) => (RedisBackend::over(shared, client.clone(), op), client, true),
-            source => {
-                let client = match source {
-                    Source::Url(url) => client(url.as_str(), &settings)?,
-                    Source::Info(info) => client(info, &settings)?,
-                    Source::Client(client) => client,
-                    _ => unreachable!("the other sources are matched above"),
-                };
-                let (backend, answered) =
-                    RedisBackend::connect(client.clone(), connect, op, settings.require_connection)
-                        .await
-                        .map_err(|source| Error::connect(&client, source))?;
-                (backend, Some(client), answered)
-            }
+            Source::Url(url) => open(client(url.as_str(), &settings)?, &settings).await?,
+            Source::Info(info) => open(client(info, &settings)?, &settings).await?,
+            Source::Client(client) => open(client, &settings).await?,
         };
         let mut local = settings.l1.map(|l1| Arc::new(Local::new(l1, false)));
         match (&local, &client) {
@@ -232,6 +222,18 @@ impl Redis {
             breaker_per_node: false,
         })
     }
+}
+
+/// A backend of its own over `client`, and whether Redis answered.
+async fn open(
+    client: redis::Client,
+    settings: &Settings<'_>,
+) -> Result<(RedisBackend, Option<redis::Client>, bool), Error> {
+    let (connect, op) = (settings.connect_timeout, settings.op_timeout);
+    let (backend, answered) = RedisBackend::connect(client.clone(), connect, op, settings.require_connection)
+        .await
+        .map_err(|source| Error::connect(&client, source))?;
+    Ok((backend, Some(client), answered))
 }
 
 #[cfg(feature = "cluster")]

@@ -193,9 +193,11 @@ impl Policy {
         self
     }
 
-    /// Fail-safe, unless the entry slides (it has no fresh time to outlive).
+    /// Fail-safe, unless it keeps nothing or the entry slides (it has no
+    /// fresh time to outlive).
     pub(crate) fn fail_safe_of(&self) -> Option<FailSafe> {
-        self.fail_safe.filter(|_| self.touch(Duration::ZERO).is_none())
+        self.fail_safe
+            .filter(|f| !f.kept().is_zero() && self.touch(Duration::ZERO).is_none())
     }
 
     /// How long past its fresh time a value is kept for fail-safe (zero
@@ -206,9 +208,7 @@ impl Policy {
 
     /// The soft timeout, if fail-safe keeps values for it to serve.
     pub(crate) fn soft_timeout_after(&self) -> Option<Duration> {
-        self.fail_safe_of()
-            .filter(|f| !f.kept().is_zero())?
-            .soft_timeout_after()
+        self.fail_safe_of()?.soft_timeout_after()
     }
 
     /// Spreads each stored TTL uniformly by up to `± jitter` of itself

@@ -84,7 +84,7 @@ impl Cache {
         }
         let runtime = tokio::runtime::Handle::try_current();
         let now = now_ms();
-        let fail_safe = policy.fail_safe_of().filter(|f| !f.kept().is_zero());
+        let fail_safe = policy.fail_safe_of();
         let (Some(fail_safe), Ok(runtime)) = (fail_safe, runtime) else {
             return self.release_behind(lock);
         };

@@ -302,9 +302,7 @@ impl Cache {
                         // lookup's read and its lock, or while it waited
                         // for the lock: its value, waited for.
                         Plan::Answer => {
-                            if std::mem::take(&mut uncounted) {
-                                self.count(policy, Outcome::Coalesced);
-                            }
+                            self.count_once(policy, Outcome::Coalesced, &mut uncounted);
                             Plan::Answer
                         }
                     };
@@ -327,9 +325,7 @@ impl Cache {
                         // caller has seen is not for it.
                         Landed::Value(payload, Some(theirs)) if theirs == stamp => {
                             if slot.decode(self.codec(policy), &payload).is_ok() {
-                                if std::mem::take(&mut uncounted) {
-                                    self.count(policy, Outcome::Coalesced);
-                                }
+                                self.count_once(policy, Outcome::Coalesced, &mut uncounted);
                                 return Plan::Answer;
                             }
                         }
@@ -386,7 +382,7 @@ impl Cache {
                 Some(standby)
             }
             None => {
-                self.count_miss(policy, uncounted);
+                self.count_once(policy, Outcome::Miss, uncounted);
                 None
             }
         };

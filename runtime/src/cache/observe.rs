@@ -244,10 +244,10 @@ impl Cache {
         }
     }
 
-    /// Counts the lookup as a miss, unless its outcome was counted already.
-    pub(super) fn count_miss(&self, policy: &Policy, uncounted: &mut bool) {
+    /// Counts the lookup as `outcome`, unless it was counted already.
+    pub(super) fn count_once(&self, policy: &Policy, outcome: Outcome, uncounted: &mut bool) {
         if std::mem::take(uncounted) {
-            self.count(policy, Outcome::Miss);
+            self.count(policy, outcome);
         }
     }
 }

@@ -65,7 +65,7 @@ pub(crate) fn restore(mode: Mode) {
 /// `fut` under the same scoped global cache as the caller, if any: for a
 /// task it spawns (a load in the background), which task-locals do not reach.
 pub(crate) fn carried<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
-    let scoped = GLOBAL.try_with(Cache::clone).ok();
+    let scoped = cache();
     async move {
         match scoped {
             Some(cache) => GLOBAL.scope(cache, fut).await,
