@@ -106,6 +106,11 @@ struct Escaped<'a>(&'a mut String);
 
 impl Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Most values (numbers, ids) have nothing to escape: copied at once.
+        if !s.contains([':', '\\']) {
+            self.0.push_str(s);
+            return Ok(());
+        }
         for c in s.chars() {
             if matches!(c, ':' | '\\') {
                 self.0.push('\\');

@@ -62,7 +62,8 @@ enum Bound {
 }
 
 impl L1 {
-    /// At most `n` entries, the least recently and frequently used evicted first.
+    /// At most `n` entries. What is evicted first is what was read least
+    /// (a scan-resistant policy: keys read once do not push out hot ones).
     pub const fn entries(n: u64) -> Self {
         L1 {
             bound: Bound::Entries(n),
@@ -71,6 +72,11 @@ impl L1 {
     }
 
     /// At most `bytes`, each entry weighed by its encoded size plus its key.
+    ///
+    /// The tier is split into shards (up to four per core, fewer for a small
+    /// bound), each with its share of the bound: a value heavier than a
+    /// shard's share is not kept in the tier (it is still served from the
+    /// backend). A value of 1/256 of the bound is always kept.
     pub const fn bytes(bytes: u64) -> Self {
         L1 {
             bound: Bound::Bytes(bytes),
@@ -612,6 +618,22 @@ mod tests {
             );
         }
         assert!(!local.entries.is_empty());
+    }
+
+    #[test]
+    fn a_value_of_a_256th_of_a_weighted_bound_is_kept_and_one_of_all_of_it_is_not() {
+        let capacity = 1 << 20;
+        let local = Local::new(L1::bytes(capacity), true);
+        let size = (capacity / 256) as usize - 16;
+        let watch = local.watch("big", ["big"].into_iter()).unwrap();
+        local.fill(&watch, &vec![1u8; size], (Codec::Json, size), meta(), MINUTE);
+        let kept = local.get::<Vec<u8>>("big", clock::now_ms()).value();
+        assert_eq!(kept.map(|v| v.len()), Some(size));
+        // One as heavy as the whole bound is not kept.
+        let size = capacity as usize;
+        let watch = local.watch("huge", ["huge"].into_iter()).unwrap();
+        local.fill(&watch, &vec![1u8; size], (Codec::Json, size), meta(), MINUTE);
+        assert!(local.get::<Vec<u8>>("huge", clock::now_ms()).value().is_none());
     }
 
     #[test]
