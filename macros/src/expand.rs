@@ -51,9 +51,21 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     };
     let rt = quote!(::aside::__private);
 
+    // Where the key is built (the parts function, or the function itself),
+    // each argument is a reference to its declared type: one declared as
+    // an integer is written without `Display` (`KeyBuilder::int`).
+    let integers: Vec<&Ident> = checked
+        .entry_args
+        .iter()
+        .filter(|(_, ty)| is_integer(ty))
+        .map(|(arg, _)| *arg)
+        .collect();
     let key = || match &args.key {
-        Some(template) => key_from_template(template),
-        None => default_key(sig, &checked.key_args),
+        Some(template) => {
+            let key = key_builder(template, &integers);
+            quote!(#key.finish())
+        }
+        None => default_key(sig, &checked.key_args, &integers),
     };
     let tags = args.tags.iter().flatten().map(key_from_template);
     let (cache_owner, cache) = cache_ref(args);
@@ -645,18 +657,38 @@ fn turbofish(sig: &syn::Signature) -> Option<TokenStream> {
 /// `KeyBuilder::new("lit").arg(&a.b).lit(":")...finish()`, with every
 /// argument spanned at the template so a non-`Display` value is reported there.
 pub(crate) fn key_from_template(template: &KeyTemplate) -> TokenStream {
+    let key = key_builder(template, &[]);
+    quote!(#key.finish())
+}
+
+/// [`key_from_template`] short of `finish()`, where each of `integers` is a
+/// reference to an integer: written with `int(*arg)`.
+fn key_builder(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
     let span = template.lit.span();
     let mut key = quote!(::aside::__private::KeyBuilder::new(""));
     for segment in &template.segments {
         key = match segment {
             Segment::Lit(text) => quote!(#key.lit(#text)),
+            Segment::Placeholder(path) if path.len() == 1 && integers.iter().any(|arg| *arg == &path[0]) => {
+                let value = field_path(path, span);
+                quote_spanned!(span=> #key.int(*#value))
+            }
             Segment::Placeholder(path) => {
                 let value = field_path(path, span);
                 quote_spanned!(span=> #key.arg(&#value))
             }
         };
     }
-    quote!(#key.finish())
+    key
+}
+
+/// Whether `ty` is a primitive integer type, written as such.
+fn is_integer(ty: &syn::Type) -> bool {
+    const INTEGERS: [&str; 12] = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+    ];
+    matches!(ty, syn::Type::Path(path) if path.qself.is_none()
+        && path.path.get_ident().is_some_and(|ident| INTEGERS.iter().any(|int| ident == int)))
 }
 
 /// `a.b.0` as an expression; `self` stays the receiver.
@@ -691,7 +723,7 @@ fn field_path(path: &[String], span: Span) -> TokenStream {
 /// type instead (two impls in one module may have methods of one name), and
 /// a generic function's prefix names its type arguments (`f::<A>` and `f::<B>`
 /// must not share entries).
-fn default_key(sig: &syn::Signature, args: &[&Ident]) -> TokenStream {
+fn default_key(sig: &syn::Signature, args: &[&Ident], integers: &[&Ident]) -> TokenStream {
     let name = format!("::{}", sig.ident);
     // Only free functions have one: a method must give its key (validate).
     let owner = quote!(::core::module_path!());
@@ -701,9 +733,10 @@ fn default_key(sig: &syn::Signature, args: &[&Ident]) -> TokenStream {
         quote!(.lit(#open).lit(::core::any::type_name::<#ident>()))
     });
     let close = sig.generics.type_params().next().map(|_| quote!(.lit(">")));
-    let args = args
-        .iter()
-        .map(|arg| quote_spanned!(arg.span()=> .lit(":").arg(&#arg)));
+    let args = args.iter().map(|arg| match integers.contains(arg) {
+        true => quote_spanned!(arg.span()=> .lit(":").int(*#arg)),
+        false => quote_spanned!(arg.span()=> .lit(":").arg(&#arg)),
+    });
     quote! {
         ::aside::__private::KeyBuilder::new(#owner).lit(#name) #(#type_args)* #close
             #(#args)*

@@ -62,6 +62,23 @@ impl KeyBuilder {
         self
     }
 
+    /// Appends an integer: the text [`arg`](Self::arg) writes for it (an
+    /// integer has nothing to escape), without going through [`Display`].
+    /// `#[cached]` calls it for arguments declared as integers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use aside::KeyBuilder;
+    ///
+    /// let fast = KeyBuilder::new("product:").int(-42i64).finish();
+    /// assert_eq!(fast, KeyBuilder::new("product:").arg(&-42i64).finish());
+    /// ```
+    pub fn int<T: itoa::Integer>(mut self, value: T) -> Self {
+        self.buf.push_str(itoa::Buffer::new().format(value));
+        self
+    }
+
     /// The finished key.
     pub fn finish(self) -> String {
         self.buf
@@ -127,6 +144,20 @@ mod tests {
 
     fn two(a: &str, b: &str) -> String {
         KeyBuilder::new("k:").arg(a).lit(":").arg(b).finish()
+    }
+
+    #[test]
+    fn an_integer_is_written_as_display_writes_it() {
+        for n in [0i128, 7, -7, i128::from(u64::MAX), i128::MIN, i128::MAX] {
+            assert_eq!(
+                KeyBuilder::new("k:").int(n).finish(),
+                KeyBuilder::new("k:").arg(&n).finish()
+            );
+        }
+        assert_eq!(
+            KeyBuilder::new("k:").int(u128::MAX).finish(),
+            format!("k:{}", u128::MAX)
+        );
     }
 
     #[test]

@@ -1,0 +1,81 @@
+//! One kind of hit, `n` times, for `scripts/instructions-per-hit`: it runs
+//! this under callgrind, which counts instructions whatever else the machine
+//! is doing, and divides by `n`. Not a timing: the count is the same from run
+//! to run, so a change of a few percent shows.
+//!
+//! `target/release/deps/per_hit-* <kind> <n>`, where kind is one of `aside`
+//! (a `#[cached]` function on `Cache::memory()`), `peer` (the `cached`
+//! crate's `#[cached]`), `moka` (get + clone) or `quick_cache` (get + clone).
+
+mod product;
+
+use std::hint::black_box;
+use std::io;
+
+use product::{product, Product};
+
+const KEYS: u64 = 100;
+
+#[aside::cached(cache = cache, key = "product:<id>", ttl = "1h")]
+async fn aside_product(cache: &aside::Cache, id: u64) -> io::Result<Product> {
+    Ok(product(id))
+}
+
+#[cached::proc_macro::cached]
+async fn peer_product(id: u64) -> Product {
+    product(id)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --benches` runs every bench once: nothing to count.
+    let [_, kind, n] = args.as_slice() else {
+        return;
+    };
+    let n: u64 = n.parse().expect("n, a number of hits");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("product:{k}")).collect();
+    match kind.as_str() {
+        "aside" => rt.block_on(async {
+            let cache = aside::Cache::memory();
+            for id in 0..KEYS {
+                aside_product(&cache, id).await.unwrap();
+            }
+            for i in 0..n {
+                black_box(aside_product(&cache, i % KEYS).await.unwrap());
+            }
+        }),
+        "peer" => rt.block_on(async {
+            for id in 0..KEYS {
+                peer_product(id).await;
+            }
+            for i in 0..n {
+                black_box(peer_product(i % KEYS).await);
+            }
+        }),
+        "moka" => {
+            let map = moka::sync::Cache::new(KEYS * 2);
+            for (id, key) in keys.iter().enumerate() {
+                map.insert(key.clone(), product(id as u64));
+            }
+            for i in 0..n {
+                let key = &keys[(i % KEYS) as usize];
+                black_box(map.get(key.as_str()).unwrap());
+            }
+        }
+        "quick_cache" => {
+            let map = quick_cache::sync::Cache::new(KEYS as usize * 2);
+            for (id, key) in keys.iter().enumerate() {
+                map.insert(key.clone(), product(id as u64));
+            }
+            for i in 0..n {
+                let key = &keys[(i % KEYS) as usize];
+                black_box(map.get(key.as_str()).unwrap());
+            }
+        }
+        other => panic!("no kind {other}: aside, peer, moka or quick_cache"),
+    }
+}
