@@ -69,7 +69,8 @@ impl EntryKeys {
     /// ensures both).
     pub fn new(namespace: &str, key: &str, tags: Vec<String>) -> Self {
         EntryKeys {
-            entry: format!("{namespace}:{{{key}}}"),
+            // `concat` sizes the name once; `format!` grows it (three allocations).
+            entry: [namespace, ":{", key, "}"].concat(),
             tags,
             namespace: namespace.len(),
             guard: OnceLock::new(),
@@ -112,7 +113,7 @@ impl EntryKeys {
     fn derived(&self, kind: &str) -> String {
         // The key, in its braces.
         let (namespace, key) = (&self.entry[..self.namespace], &self.entry[self.namespace + 1..]);
-        format!("{namespace}#{kind}:{key}")
+        [namespace, "#", kind, ":", key].concat()
     }
 }
 

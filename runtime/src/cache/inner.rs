@@ -181,7 +181,7 @@ impl Inner {
     }
 
     pub(super) fn tag_key(&self, tag: &str) -> String {
-        format!("{}#tag:{}", self.settings.namespace, storage_key(tag))
+        [&self.settings.namespace, "#tag:", &storage_key(tag)].concat()
     }
 
     /// This process changed `names` (storage names): the in-process tier

@@ -185,7 +185,10 @@ impl<C: Link> RedisBackend<C> {
     /// The entry at `name`: another type there (which `MGET` reads as nil)
     /// is no entry, and the store will replace it.
     async fn entry(&self, name: &str) -> Result<Option<Bytes>, BackendError> {
-        match self.query::<Option<Bytes>>(redis::cmd("GET").arg(name)).await {
+        // Sized at once: `redis::cmd` grows its buffers (one allocation more).
+        let mut get = redis::Cmd::with_capacity(2, "GET".len() + name.len());
+        get.arg("GET").arg(name);
+        match self.query::<Option<Bytes>>(&get).await {
             Err(BackendError::Redis(e)) if e.code() == Some("WRONGTYPE") => Ok(None),
             entry => entry,
         }
