@@ -95,7 +95,7 @@ impl EntryKeys {
     }
 
     /// The names an entry depends on: the entry's, then its tags' tokens.
-    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> + Clone {
         std::iter::once(self.entry.as_str()).chain(self.tags.iter().map(String::as_str))
     }
 

@@ -185,10 +185,7 @@ impl<C: Link> RedisBackend<C> {
     /// The entry at `name`: another type there (which `MGET` reads as nil)
     /// is no entry, and the store will replace it.
     async fn entry(&self, name: &str) -> Result<Option<Bytes>, BackendError> {
-        // Sized at once: `redis::cmd` grows its buffers (one allocation more).
-        let mut get = redis::Cmd::with_capacity(2, "GET".len() + name.len());
-        get.arg("GET").arg(name);
-        match self.query::<Option<Bytes>>(&get).await {
+        match self.query::<Option<Bytes>>(&sized("GET", [name])).await {
             Err(BackendError::Redis(e)) if e.code() == Some("WRONGTYPE") => Ok(None),
             entry => entry,
         }
@@ -303,6 +300,25 @@ impl<C: Link> RedisBackend<C> {
     }
 }
 
+/// The command `name` with `args`, its buffers sized once (`redis::cmd`
+/// grows them as arguments come: an allocation or two more on every read).
+fn sized<'a, I>(name: &str, args: I) -> redis::Cmd
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
+    let args = args.into_iter();
+    let (count, bytes) = args
+        .clone()
+        .fold((1, name.len()), |(n, b), arg| (n + 1, b + arg.len()));
+    let mut cmd = redis::Cmd::with_capacity(count, bytes);
+    cmd.arg(name);
+    for arg in args {
+        cmd.arg(arg);
+    }
+    cmd
+}
+
 impl<C: Link> Backend for RedisBackend<C> {
     fn fetch<'a>(
         &'a self,
@@ -320,8 +336,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             if C::CLUSTER {
                 return self.fetch_apart(keys, touch).await;
             }
-            let mut mget = redis::cmd("MGET");
-            mget.arg(&keys.entry).arg(&keys.tags);
+            let mget = sized("MGET", keys.names());
             let values: Vec<Option<Vec<u8>>> = match touch {
                 // A tagged hit: one plain MGET, no pipeline either.
                 None => self.query(&mget).await?,
