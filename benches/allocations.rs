@@ -12,40 +12,19 @@
 //! Run with `cargo bench --bench allocations` (a private `redis-server` is
 //! started, as in the tests).
 
+mod counting;
 mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use aside::Cache;
+use counting::Counting;
 use product::{product, Product};
 use support::RedisServer;
-
-/// The system allocator, counting allocations.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -74,11 +53,11 @@ async fn per_call<F: std::future::Future>(call: impl Fn(u64) -> F) -> f64 {
     for id in 0..KEYS {
         black_box(call(id).await);
     }
-    let before = ALLOCATIONS.load(Relaxed);
+    let before = counting::allocations();
     for i in 0..CALLS {
         black_box(call(i % KEYS).await);
     }
-    (ALLOCATIONS.load(Relaxed) - before) as f64 / CALLS as f64
+    (counting::allocations() - before) as f64 / CALLS as f64
 }
 
 fn main() {

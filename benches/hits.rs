@@ -20,22 +20,22 @@
 //! Run with `cargo bench --bench hits` (criterion also times the sequential
 //! hits); the table is printed at the end.
 
+mod counting;
 mod criterion_means;
 mod latency;
 mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use counting::Counting;
 use criterion_means::mean_ns;
 use product::{product, Product};
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use aside::{Cache, Codec, Policy, Stampede};
@@ -44,27 +44,6 @@ use latency::{median, runtime};
 use redis::aio::MultiplexedConnection;
 use support::RedisServer;
 use tokio::runtime::Runtime;
-
-/// Counts every allocation (and reallocation) in the process.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -116,11 +95,11 @@ async fn timed<F: std::future::Future>(n: usize, mut op: impl FnMut(usize) -> F)
 
 /// Allocations per call of `op`, over `n` calls.
 async fn allocations<F: std::future::Future>(n: usize, mut op: impl FnMut(usize) -> F) -> f64 {
-    let before = ALLOCATIONS.load(Relaxed);
+    let before = counting::allocations();
     for i in 0..n {
         black_box(op(i).await);
     }
-    (ALLOCATIONS.load(Relaxed) - before) as f64 / n as f64
+    (counting::allocations() - before) as f64 / n as f64
 }
 
 /// Commands sent per call of `op`, by name, over `n` calls: what `MONITOR`
