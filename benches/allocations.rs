@@ -122,7 +122,7 @@ fn main() {
             }
         }
 
-        let peer = per_call(peer_product).await;
+        let (peer, hand) = (per_call(peer_product).await, per_call(hand).await);
         let rows = [
             (
                 "in-memory hit",
@@ -133,13 +133,13 @@ fn main() {
             (
                 "Redis hit",
                 per_call(|id| aside_product(&redis, id)).await,
-                per_call(hand).await,
+                hand,
                 "ConnectionManager + GET + serde_json",
             ),
             (
                 "Redis hit, 2 tags",
                 per_call(|id| tagged_product(&redis, id, 7)).await,
-                per_call(hand).await,
+                hand,
                 "the same GET",
             ),
             (

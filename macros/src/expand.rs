@@ -61,10 +61,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         .map(|(arg, _)| *arg)
         .collect();
     let key = || match &args.key {
-        Some(template) => {
-            let key = key_builder(template, &integers);
-            quote!(#key.finish())
-        }
+        Some(template) => template_key(template, &integers),
         None => default_key(sig, &checked.key_args, &integers),
     };
     let tags = args.tags.iter().flatten().map(key_from_template);
@@ -657,13 +654,12 @@ fn turbofish(sig: &syn::Signature) -> Option<TokenStream> {
 /// `KeyBuilder::new("lit").arg(&a.b).lit(":")...finish()`, with every
 /// argument spanned at the template so a non-`Display` value is reported there.
 pub(crate) fn key_from_template(template: &KeyTemplate) -> TokenStream {
-    let key = key_builder(template, &[]);
-    quote!(#key.finish())
+    template_key(template, &[])
 }
 
-/// [`key_from_template`] short of `finish()`, where each of `integers` is a
-/// reference to an integer: written with `int(*arg)`.
-fn key_builder(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
+/// [`key_from_template`], where each of `integers` is a reference to an
+/// integer: written with `int(*arg)`.
+fn template_key(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
     let span = template.lit.span();
     let mut key = quote!(::aside::__private::KeyBuilder::new(""));
     for segment in &template.segments {
@@ -679,7 +675,7 @@ fn key_builder(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
             }
         };
     }
-    key
+    quote!(#key.finish())
 }
 
 /// Whether `ty` is a primitive integer type, written as such.

@@ -203,16 +203,18 @@ impl CacheMetrics {
         failed: bool,
         breaker: impl FnOnce() -> BreakerState,
     ) {
-        let (duration, errors) = match OPS.iter().position(|known| *known == op) {
-            Some(i) => (self.ops[i].0.clone(), self.ops[i].1.clone()),
-            None => (
-                histogram!("aside_backend_duration_seconds", "op" => op),
-                counter!("aside_backend_errors_total", "op" => op),
-            ),
+        let record = |duration: &Histogram, errors: &Counter| {
+            duration.record(timer.elapsed());
+            if failed {
+                errors.increment(1);
+            }
         };
-        duration.record(timer.elapsed());
-        if failed {
-            errors.increment(1);
+        match OPS.iter().position(|known| *known == op) {
+            Some(i) => record(&self.ops[i].0, &self.ops[i].1),
+            None => record(
+                &histogram!("aside_backend_duration_seconds", "op" => op),
+                &counter!("aside_backend_errors_total", "op" => op),
+            ),
         }
         self.breaker(breaker());
     }

@@ -210,7 +210,8 @@ impl<C: Link> RedisBackend<C> {
             if keys.tags.is_empty() {
                 return Ok(Vec::new());
             }
-            let tokens: Vec<Option<Vec<u8>>> = self.query(redis::cmd("MGET").arg(&keys.tags)).await?;
+            let mget = sized("MGET", keys.tags.iter().map(String::as_str));
+            let tokens: Vec<Option<Vec<u8>>> = self.query(&mget).await?;
             Ok(tokens.iter().map(|t| parse_token(t.as_deref())).collect())
         };
         let (entry, tags) = tokio::try_join!(entry, tags)?;
@@ -229,10 +230,7 @@ impl<C: Link> RedisBackend<C> {
     ) -> Result<Vec<Option<Option<Vec<u8>>>>, BackendError> {
         let groups = self.by_node(names);
         let each = groups.iter().map(|group| {
-            let mut mget = redis::cmd("MGET");
-            for &i in group {
-                mget.arg(&names[i]);
-            }
+            let mget = sized("MGET", group.iter().map(|&i| names[i].as_str()));
             let touched = touch.map(|(ttl, n)| (ttl, group.iter().filter(move |&&i| i < n)));
             self.part(&names[group[0]], async move {
                 let Some((ttl, touched)) = touched else {
