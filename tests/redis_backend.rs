@@ -70,11 +70,12 @@ async fn a_miss_is_a_read_and_a_guarded_write_under_the_namespace() {
     let after = server.command_calls().await;
     // The default (lock) mode, three round trips: the GET; a script that
     // takes the lock (SET NX), reads the entry again (another process may
-    // have stored it meanwhile) and creates the key's missing guard (GET,
-    // SET); a script that checks the guard, writes the entry, releases the
-    // lock and tells its waiters (GET, SET, GET, DEL, PUBLISH).
+    // have stored it meanwhile) with the key's guard, and creates the missing
+    // guard (MGET, SET); a script that checks the guard, writes the entry
+    // and releases the lock (MGET of the guard and the lock, SET, DEL; no
+    // PUBLISH, as nobody waited for it).
     let expected =
-        [("del", 1), ("evalsha", 2), ("get", 5), ("publish", 1), ("set", 3)].map(|(c, n)| (c.to_owned(), n));
+        [("del", 1), ("evalsha", 2), ("get", 1), ("mget", 2), ("set", 3)].map(|(c, n)| (c.to_owned(), n));
     assert_eq!(delta(&before, &after), expected);
 
     let mut raw = server.raw().await;
@@ -382,39 +383,79 @@ async fn next_message(messages: &mut redis::aio::PubSubStream) -> redis::Msg {
         .expect("the subscription is open")
 }
 
-/// A lock's release is published on the lock's name: with `1` by the store
-/// that wrote the value, with `0` by the unlock of a load that failed.
-#[tokio::test]
+/// Subscribers of the pub/sub channel `channel`.
+async fn subscribers(server: &RedisServer, channel: &str) -> u32 {
+    let (_, n): (String, u32) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut server.raw().await)
+        .await
+        .unwrap();
+    n
+}
+
+/// A lock's release is published on the lock's name when a caller in
+/// another process waits for it: with `1` by the store that wrote the
+/// value, with `0` by the unlock of a load that failed. A release nobody
+/// waits for publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_release_is_published_to_its_waiters() {
     let server = RedisServer::start();
-    let cache = server.cache().await;
+    let (holder, waiter) = (server.cache().await, server.cache().await);
     let client = redis::Client::open(server.url()).unwrap();
     let (mut sink, mut messages) = client.get_async_pubsub().await.unwrap().split();
     sink.subscribe(&["aside#lock:{stored}", "aside#lock:{failed}"])
         .await
         .unwrap();
 
-    let db = Loader::new();
-    let _: u32 = cache
-        .get_or_load("stored", &Policy::new(), || db.ready::<u32>(1))
-        .await
-        .unwrap();
-    let message = next_message(&mut messages).await;
-    assert_eq!(message.get_channel_name(), "aside#lock:{stored}");
-    assert_eq!(message.get_payload::<u32>().unwrap(), 1, "stored");
-
-    let failed: io::Result<u32> = cache
-        .get_or_load("failed", &Policy::new(), || async {
-            Err(io::Error::other("db down"))
+    for (key, load, published) in [
+        ("stored", Ok(1), 1),
+        ("failed", Err(io::Error::other("db down")), 0),
+    ] {
+        let (db, gate) = Loader::gated();
+        let holding = tokio::spawn({
+            let (holder, load) = (holder.clone(), db.load(load));
+            async move {
+                let got: io::Result<u32> = holder.get_or_load(key, &Policy::new(), load).await;
+                got
+            }
+        });
+        support::until("the holder to load", || db.runs() == 1).await;
+        let waiting = tokio::spawn({
+            let waiter = waiter.clone();
+            async move {
+                waiter
+                    .get_or_load(key, &Policy::new(), || async { Ok::<_, io::Error>(0u32) })
+                    .await
+            }
+        });
+        let channel = format!("aside#lock:{{{key}}}");
+        bounded("the waiter to subscribe", Duration::from_secs(10), async {
+            // The test's own subscription, and the waiter's.
+            while subscribers(&server, &channel).await < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         })
         .await;
-    assert!(failed.is_err());
-    let message = next_message(&mut messages).await;
-    assert_eq!(message.get_channel_name(), "aside#lock:{failed}");
-    assert_eq!(
-        message.get_payload::<u32>().unwrap(),
-        0,
-        "released without a value"
+        gate.notify_one();
+        let message = next_message(&mut messages).await;
+        assert_eq!(message.get_channel_name(), channel);
+        assert_eq!(message.get_payload::<u32>().unwrap(), published, "{key}");
+        let _ = bounded("the holder", Duration::from_secs(10), holding).await;
+        let _ = bounded("the waiter", Duration::from_secs(10), waiting).await;
+    }
+
+    let before = server.command_calls().await;
+    let db = Loader::new();
+    let _: u32 = holder
+        .get_or_load("alone", &Policy::new(), || db.ready::<u32>(1))
+        .await
+        .unwrap();
+    let after = server.command_calls().await;
+    assert!(
+        !delta(&before, &after).iter().any(|(name, _)| name == "publish"),
+        "a release nobody waits for is not published: {:?}",
+        delta(&before, &after)
     );
 }
 
@@ -678,4 +719,249 @@ async fn every_key_aside_writes_expires() {
         }
     })
     .await;
+}
+
+/// A cache whose operations wait for a stopped Redis (`SIGSTOP`) for up to 5 s.
+async fn patient_cache(server: &RedisServer) -> Cache {
+    Cache::builder()
+        .redis(server.url())
+        .op_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A read of `r:{k}`, whose value (once loaded) is `k`; even keys have two
+/// tags (their read is an `MGET` of the entry and its tags' tokens).
+async fn read(cache: Cache, db: Loader, k: u32) -> u32 {
+    let policy = match k % 2 {
+        0 => Policy::new().tag(format!("t:{}", k % 3)).tag("all"),
+        _ => Policy::new(),
+    };
+    cache
+        .get_or_load(&format!("r:{k}"), &policy, || db.ready(k))
+        .await
+        .unwrap()
+}
+
+/// `GET` and `MGET` calls between two `command_calls`.
+fn reads_sent(before: &[(String, u64)], after: &[(String, u64)]) -> (u64, u64) {
+    let delta = delta(before, after);
+    let calls = |name: &str| delta.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
+    (calls("get"), calls("mget"))
+}
+
+#[tokio::test]
+async fn hits_that_wait_together_go_as_one_mget() {
+    let server = RedisServer::start();
+    let cache = patient_cache(&server).await;
+    let db = Loader::new();
+    for k in 0..21 {
+        read(cache.clone(), db.clone(), k).await;
+    }
+    let before = server.command_calls().await;
+    // Redis stopped: the first read is in flight when the others come, so
+    // they queue behind it.
+    server.signal("STOP");
+    let first = tokio::spawn(read(cache.clone(), db.clone(), 0));
+    tokio::task::yield_now().await;
+    let rest: Vec<_> = (1..21)
+        .map(|k| tokio::spawn(read(cache.clone(), db.clone(), k)))
+        .collect();
+    tokio::task::yield_now().await;
+    server.signal("CONT");
+    assert_eq!(first.await.unwrap(), 0);
+    for (k, read) in (1..).zip(rest) {
+        assert_eq!(read.await.unwrap(), k);
+    }
+    let after = server.command_calls().await;
+    assert_eq!(db.runs(), 21, "all 21 were hits");
+    assert_eq!(
+        reads_sent(&before, &after),
+        (0, 2),
+        "the first read (tagged) went at once; the 20 that came while it was in flight, \
+         tagged or not, went as one MGET"
+    );
+}
+
+#[tokio::test]
+async fn the_queue_goes_out_when_the_first_read_is_abandoned() {
+    let server = RedisServer::start();
+    let cache = patient_cache(&server).await;
+    let db = Loader::new();
+    for k in 0..11 {
+        read(cache.clone(), db.clone(), k).await;
+    }
+    let before = server.command_calls().await;
+    server.signal("STOP");
+    // The caller that went first gives up (its future is dropped) while
+    // Redis is stopped: those queued behind it must still be sent.
+    let (gave_up, give_up) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn({
+        let (cache, db) = (cache.clone(), db.clone());
+        async move {
+            tokio::select! {
+                _ = read(cache, db, 0) => false,
+                _ = give_up => true,
+            }
+        }
+    });
+    tokio::task::yield_now().await;
+    let rest: Vec<_> = (1..11)
+        .map(|k| tokio::spawn(read(cache.clone(), db.clone(), k)))
+        .collect();
+    tokio::task::yield_now().await;
+    gave_up.send(()).unwrap();
+    assert!(first.await.unwrap(), "the first read was abandoned");
+    server.signal("CONT");
+    for (k, read) in (1..).zip(rest) {
+        assert_eq!(
+            bounded("a queued read", Duration::from_secs(5), read)
+                .await
+                .unwrap(),
+            k
+        );
+    }
+    let after = server.command_calls().await;
+    assert_eq!(db.runs(), 11, "the 10 queued reads were hits");
+    assert_eq!(
+        reads_sent(&before, &after),
+        (0, 2),
+        "the first read (an MGET: tagged), then the queued ones as one MGET"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_reads_fail_open_and_resume_after_a_hung_redis() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis(server.url())
+        .op_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let db = Loader::new();
+    for k in 0..16 {
+        read(cache.clone(), db.clone(), k).await;
+    }
+    server.signal("STOP");
+    let hung: Vec<_> = (0..16)
+        .map(|k| tokio::spawn(read(cache.clone(), db.clone(), k)))
+        .collect();
+    for (k, read) in (0..).zip(hung) {
+        let got = bounded("a call while Redis hangs", Duration::from_secs(5), read).await;
+        assert_eq!(got.unwrap(), k, "the function's own result");
+    }
+    server.signal("CONT");
+    // Every call has returned; nothing is left in flight or queued, so
+    // reads go out again as soon as Redis answers.
+    assert!(
+        cache.stats().errors > 0,
+        "the reads timed out while Redis was stopped"
+    );
+    // The breaker opened on those timeouts: calls go through until it lets
+    // a read by and it is answered. A queue left busy would never be.
+    bounded("a hit once Redis answers", Duration::from_secs(10), async {
+        loop {
+            let loads = db.runs();
+            read(cache.clone(), db.clone(), 0).await;
+            if db.runs() == loads {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let loads = db.runs();
+    let back: Vec<_> = (0..16)
+        .map(|k| tokio::spawn(read(cache.clone(), db.clone(), k)))
+        .collect();
+    for (k, read) in (0..).zip(back) {
+        assert_eq!(
+            bounded("a call after Redis is back", Duration::from_secs(5), read)
+                .await
+                .unwrap(),
+            k
+        );
+    }
+    assert_eq!(db.runs(), loads, "all 16 were hits once Redis answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_begins_after_an_invalidation_never_gets_the_old_value() {
+    let server = RedisServer::start();
+    let cache = server.cache_of(support::Kind::Redis).await;
+    let background = Loader::new();
+    for k in 0..32 {
+        read(cache.clone(), background.clone(), k).await;
+    }
+    // Readers keep the connection busy, so that reads queue and coalesce.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..16)
+        .map(|t| {
+            let (cache, db, stop) = (cache.clone(), background.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    read(cache.clone(), db.clone(), i % 32).await;
+                    i += 7;
+                }
+            })
+        })
+        .collect();
+    let before = server.command_calls().await;
+    let version = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let load = || {
+        let version = version.clone();
+        async move { Ok::<_, io::Error>(version.load(std::sync::atomic::Ordering::SeqCst)) }
+    };
+    for v in 1..=200 {
+        let _: u64 = cache
+            .get_or_load("versioned", &Policy::new(), load)
+            .await
+            .unwrap();
+        version.store(v, std::sync::atomic::Ordering::SeqCst);
+        cache.invalidate("versioned").await.unwrap();
+        let got: u64 = cache
+            .get_or_load("versioned", &Policy::new(), load)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            v,
+            "a read after the invalidation of version {} returned",
+            v - 1
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let after = server.command_calls().await;
+    let (_, mgets) = reads_sent(&before, &after);
+    assert!(mgets > 0, "reads coalesced while the versions were read");
+}
+
+#[tokio::test]
+async fn scripts_redis_forgot_are_loaded_again() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let db = Loader::new();
+    // As after a restart or a failover: Redis knows none of the scripts
+    // loaded when the cache connected.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut server.raw().await)
+        .await
+        .unwrap();
+    let tagged = Policy::new().tag("t");
+    for policy in [Policy::new(), tagged.clone().stampede(aside::Stampede::None)] {
+        for _ in 0..2 {
+            let got: u32 = cache.get_or_load("k", &policy, || db.ready(5)).await.unwrap();
+            assert_eq!(got, 5);
+        }
+        cache.invalidate("k").await.unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!((db.runs(), stats.hits, stats.errors), (2, 2, 0), "{stats:?}");
 }

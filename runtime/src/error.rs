@@ -83,7 +83,7 @@ fn cause(error: &BackendError) -> String {
 }
 
 /// A failed backend operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
     /// The operation did not complete within the cache's operation timeout.

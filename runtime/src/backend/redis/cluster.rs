@@ -153,6 +153,7 @@ impl RedisBackend<Cluster> {
             conn,
             op_timeout,
             releases: super::releases::Releases::new(pubsub, op_timeout),
+            reads: Default::default(),
             nodes: Some(nodes),
         })
     }

@@ -124,6 +124,7 @@ impl RedisBackend {
             conn,
             op_timeout,
             releases: Releases::new(client.into_iter().collect(), op_timeout),
+            reads: Default::default(),
             #[cfg(feature = "cluster")]
             nodes: None,
         }

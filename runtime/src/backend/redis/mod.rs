@@ -7,13 +7,13 @@
 //!
 //! | operation | commands |
 //! |---|---|
-//! | fetch | `GET entry`, or `MGET entry tag...` (pipelined with `PEXPIRE entry` for sliding expiry) |
-//! | tokens | a script: `GET` the guard and tag tokens, `SET` the missing ones, and give a tag token that the entry could outlive twice the entry's lifetime |
-//! | lock | a script: `SET lock token NX PX ttl`; if taken, `GET` the entry and the tokens as above |
-//! | store | a script: compare the guard, then `SET entry ... PX`; release the caller's lock, if any |
+//! | fetch | `GET entry`, or `MGET entry tag...` (pipelined with `PEXPIRE entry` for sliding expiry); on one node, fetches that come while one is in flight go together as one `MGET` (see `reads`) |
+//! | tokens | a script: `MGET` the guard and tag tokens, `SET` the missing ones, and give a tag token that the entry could outlive twice the entry's lifetime |
+//! | lock | a script: `SET lock token NX PX ttl`; if taken, `MGET` the entry and the tokens as above; if held, mark it waited for |
+//! | store | a script: `MGET` the guard and the lock, compare the guard, then `SET entry ... PX`; release the caller's lock, if any, publishing the release if it was waited for |
 //! | invalidate | `MULTI`, `SET guard token PX window`, `DEL entry`, `EXEC` |
 //! | invalidate tags | `DEL tag ...` (the next load makes a fresh token) |
-//! | unlock | a script: `DEL lock` if it still holds the token |
+//! | unlock | a script: `DEL lock` if it still holds the token (and `PUBLISH` if it was waited for) |
 //! | renew | a script: rewrite the entry's times if they are still those read (fail-safe's throttle); release the caller's lock, if any |
 //!
 //! On a cluster, an entry, its guard and its lock share a slot (see
@@ -36,11 +36,12 @@ use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Lock
 use crate::clock::duration_ms;
 use crate::error::BackendError;
 use releases::Releases;
-use scripts::{GUARDED_SET, LOCK, RENEW, TAG_TOKEN, TOKENS, UNLOCK};
+use scripts::{Eval, GUARDED_SET, LOCK, RENEW, TAG_TOKEN, TOKENS, UNLOCK};
 
 #[cfg(feature = "cluster")]
 mod cluster;
 mod connection;
+mod reads;
 mod releases;
 mod scripts;
 
@@ -53,6 +54,8 @@ pub(crate) struct RedisBackend<C = ConnectionManager> {
     conn: C,
     op_timeout: Duration,
     releases: Releases,
+    /// Reads waiting on the connection at once go as one `MGET` (one node).
+    reads: std::sync::Arc<reads::Reads>,
     /// On a cluster: the slot map and a circuit breaker per node.
     #[cfg(feature = "cluster")]
     nodes: Option<std::sync::Arc<cluster::Nodes>>,
@@ -80,6 +83,22 @@ impl<C: Link> RedisBackend<C> {
     ) -> Result<T, BackendError> {
         let mut conn = self.conn.clone();
         bounded(self.op_timeout, invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Runs `eval`, loading its script first if Redis does not know it (a
+    /// restart or a failover forgets the scripts loaded at connect).
+    async fn eval<T: redis::FromRedisValue>(&self, eval: &Eval) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        bounded(self.op_timeout, async {
+            match eval.cmd.query_async(&mut conn).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    eval.script.load_async(&mut conn).await?;
+                    eval.cmd.query_async(&mut conn).await
+                }
+                answer => answer,
+            }
+        })
+        .await
     }
 }
 
@@ -288,14 +307,28 @@ impl<C: Link> RedisBackend<C> {
     async fn tag_tokens(&self, tags: &[String], keep: Duration) -> Result<Vec<u64>, BackendError> {
         let each = tags.iter().map(|tag| {
             self.part(tag, async move {
-                let mut invocation = TAG_TOKEN.prepare_invoke();
-                invocation.key(tag).arg(fresh_token().to_string()).arg(px(keep));
-                let token: Option<Vec<u8>> = self.run_script(invocation).await?;
+                let mut eval = Eval::new(&TAG_TOKEN, 1, 2, tag.len() + 40);
+                eval.arg(tag).arg(fresh_token()).arg(px(keep));
+                let token: Option<Vec<u8>> = self.eval(&eval).await?;
                 Ok(parse_token(token.as_deref()).unwrap_or(0))
             })
         });
         futures_util::future::try_join_all(each).await
     }
+}
+
+/// The bytes of a token script's names (the guard and `tags`) and of its
+/// numbers: a fresh token per name, and `numbers` more.
+fn names_len(keys: &EntryKeys, tags: &[String], numbers: usize) -> usize {
+    keys.guard().len() + tags.iter().map(String::len).sum::<usize>() + 20 * (numbers + 1 + tags.len())
+}
+
+/// An entry and its tags' tokens, from their names' values in order.
+fn fetched(values: Vec<Option<Vec<u8>>>) -> Fetched {
+    let mut values = values.into_iter();
+    let entry = values.next().flatten().map(Bytes::from);
+    let tags = values.map(|v| parse_token(v.as_deref())).collect();
+    Fetched { entry, tags }
 }
 
 /// The command `name` with `args`, its buffers sized once (`redis::cmd`
@@ -324,10 +357,23 @@ impl<C: Link> Backend for RedisBackend<C> {
         touch: Option<Duration>,
     ) -> BoxFuture<'a, Result<Fetched, BackendError>> {
         Box::pin(async move {
+            // On one node, a read that finds another in flight joins the
+            // next batch (see `reads`).
+            let first = match (C::CLUSTER, touch) {
+                (false, None) => match self.reads.join(&self.conn, self.op_timeout, keys.names()) {
+                    reads::Turn::Now(first) => Some(first),
+                    reads::Turn::Queued(answer) => {
+                        return Ok(fetched(reads::queued(answer, self.op_timeout).await?))
+                    }
+                },
+                _ => None,
+            };
             // The common hit is one plain GET: no pipeline, no array reply.
             if keys.tags.is_empty() && touch.is_none() {
+                let entry = self.part(&keys.entry, self.entry(&keys.entry)).await?;
+                drop(first);
                 return Ok(Fetched {
-                    entry: self.part(&keys.entry, self.entry(&keys.entry)).await?,
+                    entry,
                     tags: Vec::new(),
                 });
             }
@@ -337,7 +383,11 @@ impl<C: Link> Backend for RedisBackend<C> {
             let mget = sized("MGET", keys.names());
             let values: Vec<Option<Vec<u8>>> = match touch {
                 // A tagged hit: one plain MGET, no pipeline either.
-                None => self.query(&mget).await?,
+                None => {
+                    let values = self.query(&mget).await?;
+                    drop(first);
+                    values
+                }
                 Some(ttl) => {
                     let mut pipe = redis::pipe();
                     pipe.add_command(mget);
@@ -347,10 +397,7 @@ impl<C: Link> Backend for RedisBackend<C> {
                     values
                 }
             };
-            let mut values = values.into_iter();
-            let entry = values.next().flatten().map(Bytes::from);
-            let tags = values.map(|v| parse_token(v.as_deref())).collect();
-            Ok(Fetched { entry, tags })
+            Ok(fetched(values))
         })
     }
 
@@ -401,16 +448,18 @@ impl<C: Link> Backend for RedisBackend<C> {
         Box::pin(async move {
             let apart = C::CLUSTER && !keys.tags.is_empty();
             let guard = self.part(keys.guard(), async {
-                let mut invocation = TOKENS.prepare_invoke();
-                invocation.arg(px(window));
-                invocation.key(keys.guard()).arg(fresh_token().to_string());
-                if !apart {
-                    for tag in &keys.tags {
-                        invocation.key(tag).arg(fresh_token().to_string());
-                    }
+                let tags = if apart { &[] } else { &keys.tags[..] };
+                let mut eval = Eval::new(&TOKENS, 1 + tags.len(), 3 + tags.len(), names_len(keys, tags, 2));
+                eval.arg(keys.guard());
+                for tag in tags {
+                    eval.arg(tag);
                 }
-                invocation.arg(px(keep_tags));
-                let tokens: Vec<Option<Vec<u8>>> = self.run_script(invocation).await?;
+                eval.arg(px(window));
+                for _ in 0..=tags.len() {
+                    eval.arg(fresh_token());
+                }
+                eval.arg(px(keep_tags));
+                let tokens: Vec<Option<Vec<u8>>> = self.eval(&eval).await?;
                 Ok(tokens_from(tokens.iter().map(|t| parse_token(t.as_deref()))))
             });
             if !apart {
@@ -431,13 +480,18 @@ impl<C: Link> Backend for RedisBackend<C> {
         unlock: Option<u64>,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
-            let mut invocation = GUARDED_SET.prepare_invoke();
-            invocation.key(&keys.entry).key(keys.guard());
-            invocation.arg(&entry[..]).arg(px(ttl)).arg(guard.to_string());
-            if let Some(token) = unlock {
-                invocation.key(keys.lock()).arg(token.to_string());
+            let locked = usize::from(unlock.is_some());
+            let bytes = keys.entry.len() + keys.guard().len() + keys.lock().len() + entry.len() + 60;
+            let mut eval = Eval::new(&GUARDED_SET, 2 + locked, 3 + locked, bytes);
+            eval.arg(&keys.entry).arg(keys.guard());
+            if unlock.is_some() {
+                eval.arg(keys.lock());
             }
-            let stored: i64 = self.part(&keys.entry, self.run_script(invocation)).await?;
+            eval.arg(&entry[..]).arg(px(ttl)).arg(guard);
+            if let Some(token) = unlock {
+                eval.arg(token);
+            }
+            let stored: i64 = self.part(&keys.entry, self.eval(&eval)).await?;
             Ok(stored == 1)
         })
     }
@@ -450,13 +504,18 @@ impl<C: Link> Backend for RedisBackend<C> {
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
             let (_, was, now) = renewal.times();
-            let mut invocation = RENEW.prepare_invoke();
-            invocation.key(&keys.entry);
-            invocation.arg(&was[..]).arg(&now[..]).arg(px(renewal.ttl));
-            if let Some(token) = unlock {
-                invocation.key(keys.lock()).arg(token.to_string());
+            let locked = usize::from(unlock.is_some());
+            let bytes = keys.entry.len() + keys.lock().len() + was.len() + now.len() + 40;
+            let mut eval = Eval::new(&RENEW, 1 + locked, 3 + locked, bytes);
+            eval.arg(&keys.entry);
+            if unlock.is_some() {
+                eval.arg(keys.lock());
             }
-            let renewed: i64 = self.part(&keys.entry, self.run_script(invocation)).await?;
+            eval.arg(&was[..]).arg(&now[..]).arg(px(renewal.ttl));
+            if let Some(token) = unlock {
+                eval.arg(token);
+            }
+            let renewed: i64 = self.part(&keys.entry, self.eval(&eval)).await?;
             Ok(renewed == 1)
         })
     }
@@ -514,17 +573,19 @@ impl<C: Link> Backend for RedisBackend<C> {
         Box::pin(async move {
             let apart = C::CLUSTER && !keys.tags.is_empty();
             let locked = self.part(&keys.entry, async {
-                let mut invocation = LOCK.prepare_invoke();
-                invocation.key(keys.lock()).key(&keys.entry);
-                invocation.arg(token.to_string()).arg(px(ttl)).arg(px(window));
-                invocation.key(keys.guard()).arg(fresh_token().to_string());
-                if !apart {
-                    for tag in &keys.tags {
-                        invocation.key(tag).arg(fresh_token().to_string());
-                    }
+                let tags = if apart { &[] } else { &keys.tags[..] };
+                let bytes = names_len(keys, tags, 5) + keys.lock().len() + keys.entry.len();
+                let mut eval = Eval::new(&LOCK, 3 + tags.len(), 5 + tags.len(), bytes);
+                eval.arg(keys.lock()).arg(&keys.entry).arg(keys.guard());
+                for tag in tags {
+                    eval.arg(tag);
                 }
-                invocation.arg(px(keep_tags));
-                let Some(reply): Option<Vec<Option<Vec<u8>>>> = self.run_script(invocation).await? else {
+                eval.arg(token).arg(px(ttl)).arg(px(window));
+                for _ in 0..=tags.len() {
+                    eval.arg(fresh_token());
+                }
+                eval.arg(px(keep_tags));
+                let Some(reply): Option<Vec<Option<Vec<u8>>>> = self.eval(&eval).await? else {
                     return Ok(None);
                 };
                 let mut reply = reply.into_iter();
@@ -549,9 +610,9 @@ impl<C: Link> Backend for RedisBackend<C> {
 
     fn unlock<'a>(&'a self, key: &'a str, token: u64) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
-            let mut invocation = UNLOCK.prepare_invoke();
-            invocation.key(key).arg(token.to_string());
-            self.part(key, self.run_script::<i64>(invocation)).await?;
+            let mut eval = Eval::new(&UNLOCK, 1, 1, key.len() + 20);
+            eval.arg(key).arg(token);
+            self.part(key, self.eval::<i64>(&eval)).await?;
             Ok(())
         })
     }
