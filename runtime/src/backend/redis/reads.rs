@@ -13,6 +13,7 @@
 //! Owns the queue and who sends it; knows nothing of entries or tags (a read
 //! is a list of names, and its answer their values, nil where none).
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -134,27 +135,35 @@ impl<C: Link> Drop for Ticket<'_, C> {
 }
 
 /// Sends batch after batch until nobody waits.
-async fn drain<C: Link>(reads: Arc<Reads>, mut conn: C, limit: Duration) {
-    // Dropped mid-batch (the runtime shutting down): the connection is idle
-    // again, and those still waiting hear that their read was dropped.
-    struct Abandon<'a>(&'a Reads, bool);
-    impl Drop for Abandon<'_> {
+fn drain<C: Link>(reads: Arc<Reads>, mut conn: C, limit: Duration) -> impl Future<Output = ()> + Send {
+    // Dropped before it is done (the runtime shutting down, even before its
+    // first poll): the connection is idle again, and those still waiting
+    // hear that their read was dropped.
+    struct Abandon(Arc<Reads>, bool);
+    impl Abandon {
+        fn done(mut self) {
+            self.1 = false;
+        }
+    }
+    impl Drop for Abandon {
         fn drop(&mut self) {
             if self.1 {
                 *self.0.queue() = Queue::default();
             }
         }
     }
-    let mut abandon = Abandon(&reads, true);
-    while let Some((mget, waiting)) = reads.take() {
-        // Those who gave up (timed out, cancelled) need no answer.
-        if waiting.iter().all(|waiter| waiter.reply.is_closed()) {
-            continue;
+    let abandon = Abandon(reads, true);
+    async move {
+        while let Some((mget, waiting)) = abandon.0.take() {
+            // Those who gave up (timed out, cancelled) need no answer.
+            if waiting.iter().all(|waiter| waiter.reply.is_closed()) {
+                continue;
+            }
+            let answer = bounded(limit, mget.query_async::<Values>(&mut conn)).await;
+            answer_each(waiting, answer);
         }
-        let answer = bounded(limit, mget.query_async::<Values>(&mut conn)).await;
-        answer_each(waiting, answer);
+        abandon.done();
     }
-    abandon.1 = false;
 }
 
 /// Gives each waiter its names' values, or the batch's error.
