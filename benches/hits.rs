@@ -497,7 +497,9 @@ fn main() {
     for row in &rows {
         println!("| {} | {:.2} | {} |", row.measure, row.ratio, row.target);
     }
-    let middle = |pick: fn(&((f64, f64), (f64, f64))) -> f64| median(cpu_us.iter().map(pick).collect());
+    // Per round: (aside, the GET loop), each (user, user + system).
+    type Round = ((f64, f64), (f64, f64));
+    let middle = |pick: fn(&Round) -> f64| median(cpu_us.iter().map(pick).collect());
     println!(
         "\nRedis CPU per 64-way hit, medians (µs): user: aside {:.2}, GET loop {:.2}; user + system: aside {:.2}, GET loop {:.2}",
         middle(|c| c.0 .0),
