@@ -5,9 +5,14 @@
 //!
 //! `target/release/deps/per_hit-* <kind> <n>`, where kind is one of `aside`
 //! (a `#[cached]` function on `Cache::memory()`), `peer` (the `cached`
-//! crate's `#[cached]`), `moka` (get + clone) or `quick_cache` (get + clone).
+//! crate's `#[cached]`), `moka` (get + clone), `quick_cache` (get + clone),
+//! `redis` (the `#[cached]` function on a private `redis-server`, no
+//! in-process tier: the client's side of a sequential Redis hit) or
+//! `redis_get` (the hand-written `GET` + serde_json on the same).
 
 mod product;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::hint::black_box;
 use std::io;
@@ -46,6 +51,37 @@ fn main() {
             }
             for i in 0..n {
                 black_box(aside_product(&cache, i % KEYS).await.unwrap());
+            }
+        }),
+        "redis" | "redis_get" => rt.block_on(async {
+            let server = support::RedisServer::start();
+            let cache = server.cache().await;
+            let mut conn = redis::Client::open(server.url())
+                .unwrap()
+                .get_connection_manager()
+                .await
+                .unwrap();
+            for id in 0..KEYS {
+                aside_product(&cache, id).await.unwrap();
+                let json = serde_json::to_vec(&product(id)).unwrap();
+                let _: () = redis::cmd("SET")
+                    .arg(&keys[id as usize])
+                    .arg(json)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            for i in 0..n {
+                if kind == "redis" {
+                    black_box(aside_product(&cache, i % KEYS).await.unwrap());
+                } else {
+                    let bytes: Vec<u8> = redis::cmd("GET")
+                        .arg(&keys[(i % KEYS) as usize])
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    black_box(serde_json::from_slice::<Product>(&bytes).unwrap());
+                }
             }
         }),
         "peer" => rt.block_on(async {
