@@ -836,7 +836,7 @@ async fn coalesced_reads_fail_open_and_resume_after_a_hung_redis() {
     let server = RedisServer::start();
     let cache = Cache::builder()
         .redis(server.url())
-        .op_timeout(Duration::from_millis(100))
+        .op_timeout(Duration::from_millis(500))
         .build()
         .await
         .unwrap();
@@ -849,7 +849,7 @@ async fn coalesced_reads_fail_open_and_resume_after_a_hung_redis() {
         .map(|k| tokio::spawn(read(cache.clone(), db.clone(), k)))
         .collect();
     for (k, read) in (0..).zip(hung) {
-        let got = bounded("a call while Redis hangs", Duration::from_secs(5), read).await;
+        let got = bounded("a call while Redis hangs", Duration::from_secs(10), read).await;
         assert_eq!(got.unwrap(), k, "the function's own result");
     }
     server.signal("CONT");
@@ -895,7 +895,8 @@ async fn a_read_that_begins_after_an_invalidation_never_gets_the_old_value() {
     for k in 0..32 {
         read(cache.clone(), background.clone(), k).await;
     }
-    // Readers keep the connection busy, so that reads queue and coalesce.
+    // Readers of untagged keys keep the connection busy, so that reads
+    // queue and coalesce: every MGET is a batch of queued reads.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..16)
         .map(|t| {
@@ -903,7 +904,7 @@ async fn a_read_that_begins_after_an_invalidation_never_gets_the_old_value() {
             tokio::spawn(async move {
                 let mut i = t;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    read(cache.clone(), db.clone(), i % 32).await;
+                    read(cache.clone(), db.clone(), (i % 16) * 2 + 1).await;
                     i += 7;
                 }
             })
@@ -964,4 +965,60 @@ async fn scripts_redis_forgot_are_loaded_again() {
     }
     let stats = cache.stats();
     assert_eq!((db.runs(), stats.hits, stats.errors), (2, 2, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_first_read_whose_caller_stopped_polling_holds_up_no_one() {
+    let server = RedisServer::start();
+    let limit = Duration::from_millis(200);
+    let cache = Cache::builder()
+        .redis(server.url())
+        .op_timeout(limit)
+        .build()
+        .await
+        .unwrap();
+    let db = Loader::new();
+    for k in 0..11 {
+        read(cache.clone(), db.clone(), k).await;
+    }
+    // Polled once (its read goes first), then parked: its caller keeps the
+    // future and never polls it again.
+    let mut parked = Box::pin(read(cache.clone(), db.clone(), 0));
+    tokio::select! {
+        biased;
+        _ = &mut parked => panic!("a read cannot be answered on its first poll"),
+        _ = std::future::ready(()) => {}
+    }
+    // Past the operation timeout the read in flight is presumed parked.
+    tokio::time::sleep(limit + Duration::from_millis(50)).await;
+    let later: Vec<_> = (1..11)
+        .map(|k| tokio::spawn(read(cache.clone(), db.clone(), k)))
+        .collect();
+    for (k, read) in (1..).zip(later) {
+        assert_eq!(
+            bounded("a later read", Duration::from_secs(5), read)
+                .await
+                .unwrap(),
+            k
+        );
+    }
+    assert_eq!(
+        db.runs(),
+        11,
+        "the later reads were hits: none waited for the parked one"
+    );
+    drop(parked);
+}
+
+#[tokio::test]
+async fn a_tag_given_twice_costs_no_extra_miss() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let db = Loader::new();
+    let twice = Policy::new().tag("t").tag("t");
+    for _ in 0..3 {
+        let got: u32 = cache.get_or_load("k", &twice, || db.ready(1)).await.unwrap();
+        assert_eq!(got, 1);
+    }
+    assert_eq!(db.runs(), 1, "one load, then hits: {:?}", cache.stats());
 }

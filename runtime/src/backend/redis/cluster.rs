@@ -153,7 +153,7 @@ impl RedisBackend<Cluster> {
             conn,
             op_timeout,
             releases: super::releases::Releases::new(pubsub, op_timeout),
-            reads: Default::default(),
+            reads: super::reads::Reads::new(),
             nodes: Some(nodes),
         })
     }

@@ -124,7 +124,7 @@ impl RedisBackend {
             conn,
             op_timeout,
             releases: Releases::new(client.into_iter().collect(), op_timeout),
-            reads: Default::default(),
+            reads: super::reads::Reads::new(),
             #[cfg(feature = "cluster")]
             nodes: None,
         }

@@ -15,7 +15,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -27,15 +27,22 @@ use crate::error::BackendError;
 pub(super) type Values = Vec<Option<Vec<u8>>>;
 
 /// One connection's read queue.
-#[derive(Default)]
 pub(super) struct Reads {
     queue: Mutex<Queue>,
+    /// The runtime the connection was made on, which drives it: batches are
+    /// sent there, not on whatever runtime the first read happened to end on
+    /// (a `block_on` that returns would leave them unsent).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
 struct Queue {
-    /// A read is in flight: a new read waits for the next batch.
-    busy: bool,
+    /// Since when a read has been in flight: a new read waits for the next
+    /// batch, unless this is older than the operation timeout. A read that
+    /// went first is answered within it; past it, its caller's future is
+    /// parked unpolled (or the task sending batches is stuck), and a new
+    /// read goes at once rather than wait for it.
+    busy: Option<Instant>,
     /// The next batch's `MGET`, built as reads join it.
     next: Option<redis::Cmd>,
     /// Who waits for the next batch, in the order of its names.
@@ -57,6 +64,14 @@ pub(super) enum Turn<'a, C: Link> {
 }
 
 impl Reads {
+    /// A queue for a connection made on the current runtime, if any.
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Reads {
+            queue: Mutex::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        })
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -70,8 +85,9 @@ impl Reads {
         names: impl Iterator<Item = &'n str>,
     ) -> Turn<'a, C> {
         let mut queue = self.queue();
-        if !queue.busy {
-            queue.busy = true;
+        let now = Instant::now();
+        if queue.busy.is_none_or(|since| now.duration_since(since) >= limit) {
+            queue.busy = Some(now);
             return Turn::Now(Ticket {
                 reads: self,
                 conn,
@@ -95,10 +111,11 @@ impl Reads {
     fn hand_on<C: Link>(self: &Arc<Self>, conn: &C, limit: Duration) {
         let mut queue = self.queue();
         if queue.waiting.is_empty() {
-            queue.busy = false;
+            queue.busy = None;
             return;
         }
-        match tokio::runtime::Handle::try_current() {
+        let runtime = self.runtime.clone().ok_or(());
+        match runtime.or_else(|()| tokio::runtime::Handle::try_current()) {
             Ok(runtime) => {
                 drop(queue);
                 runtime.spawn(drain(self.clone(), conn.clone(), limit));
@@ -113,9 +130,10 @@ impl Reads {
     fn take(&self) -> Option<(redis::Cmd, Vec<Waiter>)> {
         let mut queue = self.queue();
         if queue.waiting.is_empty() {
-            queue.busy = false;
+            queue.busy = None;
             return None;
         }
+        queue.busy = Some(Instant::now());
         Some((queue.next.take()?, std::mem::take(&mut queue.waiting)))
     }
 }

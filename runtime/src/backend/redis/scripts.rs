@@ -57,10 +57,15 @@ pub(super) static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
 const READ_TOKENS: &str = r"
     local function read_tokens(first, window, read, at, out, out_at)
         local keep = tonumber(ARGV[#ARGV])
+        -- A tag given twice was read once, before either was made.
+        local made = {}
         for i = first, #KEYS do
             local token = read[at + i - first]
-            if not token or not tonumber(token) then
+            if made[KEYS[i]] then
+                token = made[KEYS[i]]
+            elseif not token or not tonumber(token) then
                 token = ARGV[i + 1]
+                made[KEYS[i]] = token
                 if i == first then
                     redis.call('SET', KEYS[i], token, 'PX', ARGV[window])
                 else
@@ -127,7 +132,8 @@ pub(super) static LOCK: LazyLock<Script> = LazyLock::new(|| {
             -- Held: mark it waited for, so that its release is published.
             local held = redis.call('GET', KEYS[1])
             if held and string.sub(held, -1) ~= '+' then
-                redis.call('SET', KEYS[1], held .. '+', 'KEEPTTL')
+                local left = redis.call('PTTL', KEYS[1])
+                if left > 0 then redis.call('SET', KEYS[1], held .. '+', 'PX', left) end
             end
             return false
         end
