@@ -30,7 +30,7 @@ const RELEASE: &str = r"
     end";
 
 /// KEYS: entry, guard, and the lock to release, if any. ARGV: bytes, ttl in
-/// ms, the expected guard, and the lock's token. A missing guard (GET gives
+/// ms, the expected guard, and the lock's token. A missing guard (read as
 /// false) never equals it. The lock is released whether or not the entry
 /// was written.
 pub(super) static GUARDED_SET: LazyLock<Script> = LazyLock::new(|| {
