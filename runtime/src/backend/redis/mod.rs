@@ -79,14 +79,6 @@ impl<C: Link> RedisBackend<C> {
         bounded(self.op_timeout, cmd.query_async(&mut conn)).await
     }
 
-    async fn run_script<T: redis::FromRedisValue>(
-        &self,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<T, BackendError> {
-        let mut conn = self.conn.clone();
-        bounded(self.op_timeout, invocation.invoke_async(&mut conn)).await
-    }
-
     /// Runs `eval`, loading its script first if Redis does not know it (a
     /// restart or a failover forgets the scripts loaded at connect).
     async fn eval<T: redis::FromRedisValue>(&self, eval: &Eval) -> Result<T, BackendError> {
@@ -119,14 +111,19 @@ impl<C: Link> crate::backend::streams::Streams for RedisBackend<C> {
         args: Vec<Vec<u8>>,
     ) -> BoxFuture<'_, Result<redis::Value, BackendError>> {
         Box::pin(async move {
-            let mut invocation = script.prepare_invoke();
+            let bytes = keys
+                .iter()
+                .map(String::len)
+                .chain(args.iter().map(Vec::len))
+                .sum();
+            let mut eval = Eval::new(script, keys.len(), args.len(), bytes);
             for key in &keys {
-                invocation.key(key);
+                eval.arg(key);
             }
             for arg in &args {
-                invocation.arg(arg.as_slice());
+                eval.arg(arg.as_slice());
             }
-            self.run_script(invocation).await
+            self.eval(&eval).await
         })
     }
 }

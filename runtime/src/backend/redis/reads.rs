@@ -114,15 +114,18 @@ impl Reads {
             queue.busy = None;
             return;
         }
-        let runtime = self.runtime.clone().ok_or(());
-        match runtime.or_else(|()| tokio::runtime::Handle::try_current()) {
-            Ok(runtime) => {
+        match self
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        {
+            Some(runtime) => {
                 drop(queue);
                 runtime.spawn(drain(self.clone(), conn.clone(), limit));
             }
             // Outside a runtime nothing can send them: they hear that
             // their read was dropped, and the connection is idle again.
-            Err(_) => *queue = Queue::default(),
+            None => *queue = Queue::default(),
         }
     }
 
