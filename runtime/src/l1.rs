@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::clock;
-use crate::codec::Codec;
+use crate::codec::{Codec, CodecError};
 use crate::entry::Meta;
 
 /// The in-process tier's bound and, optionally, how long it keeps an entry at
@@ -142,7 +142,7 @@ impl Weighter<String, Arc<Held>> for Weigh {
 }
 
 /// Encodes a held value (of the type it was filled with) in a codec.
-type Encode = fn(&(dyn Any + Send + Sync), Codec) -> Option<Vec<u8>>;
+pub(crate) type Encode = fn(&(dyn Any + Send + Sync), Codec) -> Option<Vec<u8>>;
 
 fn encode_as<T: Serialize + 'static>(value: &(dyn Any + Send + Sync), codec: Codec) -> Option<Vec<u8>> {
     codec.encode(value.downcast_ref::<T>()?).ok()
@@ -156,7 +156,43 @@ fn encoded_bytes(value: &(dyn Any + Send + Sync), _: Codec) -> Option<Vec<u8>> {
     Some(value.downcast_ref::<Encoded>()?.0.to_vec())
 }
 
-/// What [`Local::get`] finds.
+/// Where [`Local::take`] puts a hit: a place for a value of one type.
+pub(crate) trait Place {
+    /// Clones `value` in, if it is of the place's type; whether it was.
+    fn clone_in(&mut self, value: &(dyn Any + Send + Sync)) -> bool;
+
+    /// Decodes `bytes`, written in `codec`, in; whether they decoded.
+    fn decode_in(&mut self, codec: Codec, bytes: &[u8]) -> Result<(), CodecError>;
+
+    /// The value in the place, shared, with its encoder: for the tier to
+    /// hold it decoded.
+    fn shared(&self) -> Option<(Arc<dyn Any + Send + Sync>, Encode)>;
+}
+
+impl<T> Place for Option<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn clone_in(&mut self, value: &(dyn Any + Send + Sync)) -> bool {
+        let Some(value) = value.downcast_ref::<T>() else {
+            return false;
+        };
+        *self = Some(value.clone());
+        true
+    }
+
+    fn decode_in(&mut self, codec: Codec, bytes: &[u8]) -> Result<(), CodecError> {
+        *self = Some(codec.decode(bytes)?);
+        Ok(())
+    }
+
+    fn shared(&self) -> Option<(Arc<dyn Any + Send + Sync>, Encode)> {
+        let value = self.as_ref()?;
+        Some((Arc::new(value.clone()), encode_as::<T>))
+    }
+}
+
+/// What [`Local::take`] finds.
 pub(crate) enum Kept<T> {
     /// A value of the type asked for.
     Value(T, Meta),
@@ -260,27 +296,42 @@ impl Local {
         self.deps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The value at `key`, if one is held, live, and nothing it depends on
-    /// has changed: a hit if it is a `T`. A value held encoded (written by
-    /// `set`) is decoded as `T`, and from then on held as `T`.
-    pub(crate) fn get<T>(&self, key: &str, now_ms: u64) -> Kept<T>
-    where
-        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
-    {
+    /// Takes the value at `key` into `place`, if one is held, live, and
+    /// nothing it depends on has changed: a hit if it is of the place's
+    /// type. A value held encoded (written by `set`) is decoded as that
+    /// type, and from then on held as it. Not generic: a cached function
+    /// compiles only its [`Place`].
+    pub(crate) fn take(&self, key: &str, now_ms: u64, place: &mut dyn Place) -> Kept<()> {
         let Some(held) = self.live(key, now_ms) else {
             return Kept::Nothing;
         };
-        if let Some(value) = held.value.downcast_ref::<T>() {
-            return Kept::Value(value.clone(), held.meta);
+        if place.clone_in(&*held.value) {
+            return Kept::Value((), held.meta);
         }
         let Some(Encoded(bytes)) = held.value.downcast_ref::<Encoded>() else {
             return Kept::OtherType;
         };
-        let Ok(value) = held.codec.decode::<T>(bytes) else {
+        if place.decode_in(held.codec, bytes).is_err() {
             return Kept::OtherType;
-        };
-        self.now_typed(key, &held, (Arc::new(value.clone()), encode_as::<T>));
-        Kept::Value(value, held.meta)
+        }
+        if let Some(typed) = place.shared() {
+            self.now_typed(key, &held, typed);
+        }
+        Kept::Value((), held.meta)
+    }
+
+    /// [`take`](Self::take) as a `T`.
+    #[cfg(test)]
+    fn get<T>(&self, key: &str, now_ms: u64) -> Kept<T>
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let mut place = None::<T>;
+        match self.take(key, now_ms, &mut place) {
+            Kept::Value((), meta) => Kept::Value(place.expect("a value taken"), meta),
+            Kept::OtherType => Kept::OtherType,
+            Kept::Nothing => Kept::Nothing,
+        }
     }
 
     /// Replaces `held`, an entry kept encoded, by its value decoded.
@@ -347,25 +398,18 @@ impl Local {
 
     /// Keeps `value` (stored in the backend with `codec`, `weight` bytes) for
     /// `ttl` at most, unless a dep of `watch` changed since it was taken.
-    pub(crate) fn fill<T: Serialize + Clone + Send + Sync + 'static>(
-        &self,
-        watch: &Watch,
-        value: &T,
-        (codec, weight): (Codec, usize),
-        meta: Meta,
-        ttl: Duration,
-    ) {
-        self.fill_erased(
-            watch,
-            (Arc::new(value.clone()), encode_as::<T>),
-            (codec, weight),
-            meta,
-            ttl,
-        );
+    #[cfg(test)]
+    fn fill<T>(&self, watch: &Watch, value: &T, (codec, weight): (Codec, usize), meta: Meta, ttl: Duration)
+    where
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let shared = Some(value.clone()).shared().expect("a value");
+        self.fill_shared(watch, shared, (codec, weight), meta, ttl);
     }
 
-    /// [`fill`](Self::fill), the same for every type.
-    fn fill_erased(
+    /// [`fill`](Self::fill) with a value as [`Place::shared`] gives it:
+    /// the same for every type.
+    pub(crate) fn fill_shared(
         &self,
         watch: &Watch,
         (value, encode): (Arc<dyn Any + Send + Sync>, Encode),

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tracing::Instrument;
 
 use super::observe::Observed;
@@ -25,7 +24,7 @@ use crate::entry::Entry;
 use crate::entry::Meta;
 use crate::error::BackendError;
 use crate::flight::{Landed, Leader};
-use crate::l1::Watch;
+use crate::l1::{Place, Watch};
 use crate::policy::Policy;
 use crate::stampede::Stampede;
 use crate::stampede::{jittered, MAX_JITTER, REFRESH_GRACE};
@@ -247,20 +246,19 @@ impl Cache {
     /// `policy`: past its freshness for swr's stale window and early's
     /// grace; a sliding entry (only ever in a tier that is the only store)
     /// for its TTL, which each hit restarts.
-    pub(super) fn keep_in_process<T>(
+    pub(super) fn keep_in_process(
         &self,
         watch: &Watch,
-        value: &T,
+        value: &dyn Place,
         weight: usize,
         meta: Meta,
         policy: &Policy,
-    ) where
-        T: Serialize + Clone + Send + Sync + 'static,
-    {
+    ) {
         let Some(local) = &self.inner.local else { return };
-        local.fill(
+        let Some(shared) = value.shared() else { return };
+        local.fill_shared(
             watch,
-            value,
+            shared,
             (self.codec(policy), weight),
             meta,
             self.kept_for(meta, policy),

@@ -1,12 +1,14 @@
 //! The [`Cache`] handle: its public API (cache-aside, write-through,
-//! invalidation, statistics) and the read path's generic shell, `run`,
-//! behind `get_or_load` and `get_or_load_detached`.
+//! invalidation, statistics) and the read path, `lookup_or_load`, behind
+//! `get_or_load` and `get_or_load_detached` (through `run`, its generic
+//! shell).
 //!
-//! Each flow has its own file, and `run` is the only place they meet:
-//! `lookup` (what a read finds, in the in-process tier or the backend, and
+//! Each flow has its own file, and `lookup_or_load` is the only place they
+//! meet: `lookup` (what a read finds, in the in-process tier or the backend, and
 //! what a miss does next), `load` (what follows the loader: storing its
 //! value, or standing in for its failure), `stampede` (locks, waits and
-//! refreshes), `detach` (loads on a task of their own), `write`
+//! refreshes), `loader` (the caller's loader, inline or on a task of its
+//! own), `write`
 //! (write-through and invalidation), `batch`, `replay` (invalidations that
 //! met a failing backend), `observe` (counts and spans). `inner` holds what
 //! the clones share, and the one door to the backend; `plan` the values
@@ -17,9 +19,9 @@
 //! the macros.
 
 mod batch;
-mod detach;
 mod inner;
 mod load;
+mod loader;
 mod lookup;
 mod observe;
 mod plan;
@@ -29,29 +31,30 @@ mod slot;
 mod stampede;
 mod write;
 
-use detach::{CatchUnwind, Detach, Detachable, Inline};
 use inner::Inner;
 #[cfg(feature = "redis")]
 pub(crate) use inner::Log;
 #[cfg(feature = "redis")]
 use inner::NamedLog;
 pub(crate) use inner::Settings;
+use loader::{Detach, Detachable, Inline, Loaded, Loader, SendIf, TypedLoader};
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use crate::backend::{Backend, EntryKeys};
 use crate::flight::Leader;
 use crate::l1::{Local, Watch};
 use observe::{CallKind, Observed};
-use plan::{Begin, InProcess, Pending, SoftWait};
-use slot::{Slot, Typed};
+use plan::{Begin, First, InProcess, Pending, Served};
+use scoped::Mode;
+use slot::Slot;
 
 use crate::cacheable::Cacheable;
 use crate::counters::Stats;
@@ -305,90 +308,153 @@ impl Cache {
     }
 
     /// The read path's generic shell, for a loader that runs inline only
-    /// or may also run on a task of its own (`D`).
-    async fn run<T, E, F, Fut, D>(&self, key: &str, policy: &Policy, load: F) -> Result<T, E>
+    /// or may also run on a task of its own (`D`): the call's typed side
+    /// ([`TypedLoader`]) lent to the path, [`lookup_or_load`](Self::lookup_or_load), which
+    /// is compiled once rather than once per cached function.
+    fn run<'s, 'k, 'p, T, E, F, Fut, D>(
+        &'s self,
+        key: &'k str,
+        policy: &'p Policy,
+        load: F,
+    ) -> impl Future<Output = Result<T, E>> + use<'s, 'k, 'p, T, E, F, Fut, D>
     where
         T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         D: Detach<T, F>,
     {
-        // The flow's generic shell: a hit in the in-process tier (a clone of
-        // a `T`), running the loader, and encoding its value. The rest,
-        // `begin` and `finish`, is compiled once rather than per function.
-        // A scope may ask otherwise: `Mode::Bypass` runs the loader alone;
-        // `Mode::Refresh` loads and stores whatever is cached.
+        SendIf::<(T, F, Fut), _>::new(async move {
+            let mut loader = std::pin::pin!(TypedLoader::<T, E, F, Fut, D>::new(load));
+            // A hit in the in-process tier never makes the rest's future.
+            let served = match self.look_first(key, policy, loader.as_mut().slot()) {
+                None => Served::Value,
+                Some(first) => {
+                    self.lookup_or_load::<dyn Loader>(key, policy, first, loader.as_mut())
+                        .await
+                }
+            };
+            loader.answer(served)
+        })
+    }
+
+    /// The read path's first step, in the in-process tier: `None` for a
+    /// hit, in `slot`; else where the rest of the path starts. A scope may
+    /// ask otherwise: `Mode::Bypass` runs the loader alone;
+    /// `Mode::Refresh` loads and stores whatever is cached.
+    fn look_first(&self, key: &str, policy: &Policy, slot: &mut dyn Slot) -> Option<First> {
         let mode = scoped::mode();
-        let mut observed = Observed::new(self.call_span(CallKind::Lookup, key, policy), policy);
-        let mut slot = Typed(None);
-        let in_process = match self.in_process(key, policy, mode, &mut slot, &observed.call) {
-            InProcess::Hit => return Ok(slot.take()),
-            found => found,
-        };
+        let observed = Observed::new(self.call_span(CallKind::Lookup, key, policy), policy);
+        match self.in_process(key, policy, mode, slot, &observed.call) {
+            InProcess::Hit => None,
+            in_process => Some(First {
+                mode,
+                observed,
+                in_process,
+            }),
+        }
+    }
+
+    /// The rest of the read path, after [`look_first`](Self::look_first):
+    /// the backend (`begin`), then the loader, inline or on a task of its
+    /// own, and its value landing (`complete`). Generic only so that its
+    /// `Send` can be proven (see [`SendIf`]): the cached functions all use
+    /// `L = dyn Loader`.
+    async fn lookup_or_load<L: Loader + ?Sized>(
+        &self,
+        key: &str,
+        policy: &Policy,
+        first: First,
+        mut loader: Pin<&mut L>,
+    ) -> Served {
+        let First {
+            mode,
+            mut observed,
+            in_process,
+        } = first;
         // Detached only inside a Tokio runtime, which runs the task.
-        let detach = D::DETACHABLE && tokio::runtime::Handle::try_current().is_ok();
+        let detach = loader.detachable() && tokio::runtime::Handle::try_current().is_ok();
         let mut pending = match self
-            .begin(key, policy, (mode, detach), in_process, &mut slot, &observed.call)
+            .begin(
+                key,
+                policy,
+                (mode, detach),
+                in_process,
+                loader.as_mut().slot(),
+                &observed.call,
+            )
             .await
         {
-            Begin::Answer => return Ok(slot.take()),
+            Begin::Answer => return Served::Value,
             Begin::Load(pending) => pending,
         };
         // A load that a value stands by for may run on a task of its own:
         // a refresh nobody waits for, or one that outlasts `soft_timeout`.
-        // `D::DETACHABLE` first, a constant: for an inline loader this
-        // branch is not compiled at all.
-        if D::DETACHABLE && detach {
+        if detach {
             if let Some(wait) = pending.as_mut().and_then(|p| self.detachable(p, policy)) {
                 let pending = pending.expect("a detachable load was planned");
-                let caller = (&observed, wait, slot);
-                return Ok(D::detach(load, self, policy, pending, caller).await);
+                loader.as_mut().detach(self, policy, pending, &observed);
+                if let Some(wait) = wait {
+                    let landed = std::future::poll_fn(|cx| loader.as_mut().poll_landed(cx));
+                    let fresh = matches!(tokio::time::timeout(wait.after, landed).await, Ok(true));
+                    self.soft_waited(policy, &wait, fresh);
+                }
+                return Served::Value;
             }
         }
-        // The one place the loader runs inline. Its result lives in this
-        // block only, and no `.await` comes before it is a value: an error
-        // need not be `Send` (`tests/ui/pass/send-futures.rs`).
-        let fut = std::pin::pin!(load());
-        let value = {
+        // The one place the loader runs inline.
+        let loaded = {
             let span = observed.start_load();
-            let loaded = CatchUnwind { fut, mode, span }.await;
-            self.loaded(policy, &observed, matches!(loaded, Ok(Ok(_))));
-            match loaded {
-                Ok(Ok(value)) => value,
-                Ok(Err(error)) => {
-                    return if self.load_failed(pending, policy) {
-                        Ok(slot.take())
-                    } else {
-                        Err(error)
-                    };
-                }
-                Err(panic) => {
-                    self.load_panicked(pending, policy);
-                    std::panic::resume_unwind(panic);
-                }
-            }
+            std::future::poll_fn(|cx| loader.as_mut().poll_load(cx, mode, span)).await
         };
-        slot.0 = Some(value);
-        self.complete(pending, policy, &mut slot, observed).await;
-        Ok(slot.take())
+        self.loaded(policy, &observed, matches!(loaded, Loaded::Value));
+        match loaded {
+            Loaded::Value => {}
+            // The loader keeps the error; nothing awaits before the caller
+            // takes it (see `SendIf`).
+            Loaded::Failed => {
+                return match self.load_failed(pending, policy) {
+                    true => Served::Value,
+                    false => Served::Error,
+                };
+            }
+            Loaded::Panicked(panic) => {
+                self.load_panicked(pending, policy);
+                std::panic::resume_unwind(panic);
+            }
+        }
+        self.complete(pending, policy, loader.as_mut().slot(), observed)
+            .await;
+        Served::Value
     }
 
-    /// Waits `wait.after` at most for a detached load's value; its standby,
-    /// in `slot`, otherwise.
-    async fn await_detached<T>(
+    /// A detached load (see [`Detach`]): takes the refresh's lock if it
+    /// needs one, runs the loader and lands its value; whether the value is
+    /// in the loader's slot. Generic only for `SendIf`, as `lookup_or_load` is.
+    async fn load_detached<L: Loader + ?Sized>(
         &self,
+        mut pending: Pending,
         policy: &Policy,
-        wait: SoftWait,
-        landed: oneshot::Receiver<T>,
-        slot: Typed<T>,
-    ) -> T {
-        let landed = tokio::time::timeout(wait.after, landed).await;
-        let fresh = matches!(landed, Ok(Ok(_)));
-        self.soft_waited(policy, &wait, fresh);
-        match landed {
-            Ok(Ok(value)) => value,
-            _ => slot.take(),
+        mut observed: Observed,
+        mut loader: Pin<&mut L>,
+    ) -> bool {
+        if !self
+            .lock_refresh(&mut pending, policy, loader.as_mut().slot())
+            .await
+        {
+            return false;
         }
+        let loaded = {
+            let span = observed.start_load();
+            std::future::poll_fn(|cx| loader.as_mut().poll_load(cx, Mode::Lookup, span)).await
+        };
+        self.loaded(policy, &observed, matches!(loaded, Loaded::Value));
+        if let Loaded::Failed | Loaded::Panicked(_) = loaded {
+            self.detached_failed(pending, policy, matches!(loaded, Loaded::Panicked(_)));
+            return false;
+        }
+        self.complete(Some(pending), policy, loader.as_mut().slot(), observed)
+            .await;
+        true
     }
 
     /// A loaded value, in `slot`, lands as `pending` says: its waiters get

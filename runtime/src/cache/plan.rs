@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use super::observe::Observed;
+use super::scoped::Mode;
 use super::Under;
 use crate::backend::EntryKeys;
 use crate::clock::Instant;
@@ -43,6 +45,22 @@ pub(super) enum Begin {
     Answer,
     /// Run the loader; `None`: alone, past the cache.
     Load(Option<Pending>),
+}
+
+/// Where the read path goes on from the in-process tier (see
+/// `Cache::look_first`).
+pub(super) struct First {
+    pub(super) mode: Mode,
+    pub(super) observed: Observed,
+    pub(super) in_process: InProcess,
+}
+
+/// How a call was served.
+pub(super) enum Served {
+    /// With the value in the loader's slot.
+    Value,
+    /// With its loader's error.
+    Error,
 }
 
 /// A load that a lookup planned, and what its value needs afterwards.

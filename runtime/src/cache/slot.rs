@@ -10,7 +10,7 @@ use crate::cacheable::Cacheable;
 use crate::codec::Codec;
 use crate::codec::CodecError;
 use crate::entry::Meta;
-use crate::l1::{Kept, Local, Watch};
+use crate::l1::{Kept, Local, Place, Watch};
 use crate::policy::Policy;
 
 /// A value of the caller's type, as far as the flows see it.
@@ -37,30 +37,25 @@ pub(super) trait Slot: Send {
     fn skipped_by(&self, policy: &Policy) -> bool;
 }
 
+/// [`Slot::decode`], the same for every type.
+fn decode_in(place: &mut dyn Place, codec: Codec, payload: &[u8]) -> Result<(), String> {
+    place.decode_in(codec, payload).map_err(|e| e.to_string())
+}
+
 /// The slot of a `T`.
 pub(super) struct Typed<T>(pub(super) Option<T>);
 
 impl<T: Cacheable> Slot for Typed<T> {
     fn decode(&mut self, codec: Codec, payload: &[u8]) -> Result<(), String> {
-        self.0 = Some(codec.decode(payload).map_err(|e| e.to_string())?);
-        Ok(())
+        decode_in(&mut self.0, codec, payload)
     }
 
     fn keep(&self, cache: &Cache, watch: &Watch, weight: usize, meta: Meta, policy: &Policy) {
-        if let Some(value) = &self.0 {
-            cache.keep_in_process(watch, value, weight, meta, policy);
-        }
+        cache.keep_in_process(watch, &self.0, weight, meta, policy);
     }
 
     fn take_local(&mut self, local: &Local, key: &str, now_ms: u64) -> Kept<()> {
-        match local.get::<T>(key, now_ms) {
-            Kept::Value(value, meta) => {
-                self.0 = Some(value);
-                Kept::Value((), meta)
-            }
-            Kept::OtherType => Kept::OtherType,
-            Kept::Nothing => Kept::Nothing,
-        }
+        local.take(key, now_ms, &mut self.0)
     }
 
     fn type_name(&self) -> &'static str {

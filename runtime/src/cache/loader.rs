@@ -1,0 +1,300 @@
+//! The caller's loader as the read path sees it: a [`Loader`] behind a
+//! pointer, so that the path ([`Cache::lookup_or_load`]) is compiled once rather
+//! than once per cached function. [`TypedLoader`], its one implementation,
+//! is all a cached function compiles of it: running the loader with its
+//! panic caught, or on a task of its own ([`Detach`]).
+
+use std::any::Any;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+use tracing::{Instrument, Span};
+
+use super::observe::Observed;
+use super::plan::{First, Pending, Served};
+use super::scoped::{self, Mode};
+use super::slot::{Slot, Typed};
+use super::Cache;
+use crate::cacheable::Cacheable;
+use crate::policy::Policy;
+
+/// A call's typed side, for the read path: where a value of the caller's
+/// type goes, and the loader.
+pub(super) trait Loader {
+    /// Where the path puts a value it found, and the load leaves its own.
+    fn slot(self: Pin<&mut Self>) -> &mut dyn Slot;
+
+    /// Polls the load, made at the first poll, with `span` entered and its
+    /// panic caught. Under a [`bypass`](crate::bypass) or
+    /// [`refresh`](crate::refresh) scope (`mode`), it runs with plain
+    /// lookups: a scope applies to the calls it makes, not to the calls
+    /// their loaders make. A value goes to the slot; an error stays here
+    /// for the caller.
+    fn poll_load(self: Pin<&mut Self>, cx: &mut Context<'_>, mode: Mode, span: &Span) -> Poll<Loaded>;
+
+    /// Whether [`detach`](Self::detach) may be called.
+    fn detachable(&self) -> bool;
+
+    /// Runs the load on a task of its own, landing its value as `pending`
+    /// says, for a caller who observed the call as `caller`.
+    fn detach(self: Pin<&mut Self>, cache: &Cache, policy: &Policy, pending: Pending, caller: &Observed);
+
+    /// Polls for the detached load's value: `true` once it is in the slot,
+    /// `false` if the load ended without one.
+    fn poll_landed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool>;
+}
+
+/// How a load ended.
+pub(super) enum Loaded {
+    /// Its value is in the slot.
+    Value,
+    /// It returned an error, which its loader keeps.
+    Failed,
+    /// It panicked.
+    Panicked(Box<dyn Any + Send>),
+}
+
+/// A detached load's value, when it lands.
+type Landed<T> = Pin<Box<dyn Future<Output = Option<T>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The [`Loader`] of a function returning `Result<T, E>` through `F`.
+    pub(super) struct TypedLoader<T, E, F, Fut, D> {
+        slot: Typed<T>,
+        load: Option<F>,
+        #[pin]
+        running: Option<Fut>,
+        landed: Option<Landed<T>>,
+        // Set as the load ends, and taken by the caller before anything
+        // awaits again: it never crosses an `.await`, so an error need not
+        // be `Send` (see `SendIf`).
+        error: Option<E>,
+        detach: PhantomData<D>,
+    }
+}
+
+impl<T, E, F, Fut, D> TypedLoader<T, E, F, Fut, D> {
+    pub(super) fn new(load: F) -> Self {
+        TypedLoader {
+            slot: Typed(None),
+            load: Some(load),
+            running: None,
+            landed: None,
+            error: None,
+            detach: PhantomData,
+        }
+    }
+
+    /// The call's answer, once the read path `served` it.
+    pub(super) fn answer(self: Pin<&mut Self>, served: Served) -> Result<T, E> {
+        let this = self.project();
+        match served {
+            Served::Value => Ok(this
+                .slot
+                .0
+                .take()
+                .expect("a call served with a value leaves it in the slot")),
+            Served::Error => Err(this.error.take().expect("a failed load leaves its error")),
+        }
+    }
+}
+
+impl<T, E, F, Fut, D> Loader for TypedLoader<T, E, F, Fut, D>
+where
+    T: Cacheable,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    D: Detach<T, F>,
+{
+    fn slot(self: Pin<&mut Self>) -> &mut dyn Slot {
+        self.project().slot
+    }
+
+    fn poll_load(self: Pin<&mut Self>, cx: &mut Context<'_>, mode: Mode, span: &Span) -> Poll<Loaded> {
+        let mut this = self.project();
+        poll_caught(mode, span, &mut || {
+            if this.running.is_none() {
+                let load = this.load.take().expect("a load starts once");
+                this.running.set(Some(load()));
+            }
+            let running = this.running.as_mut().as_pin_mut();
+            let Poll::Ready(result) = running.expect("a load is running").poll(cx) else {
+                return Poll::Pending;
+            };
+            this.running.set(None);
+            Poll::Ready(match result {
+                Ok(value) => {
+                    this.slot.0 = Some(value);
+                    Loaded::Value
+                }
+                Err(error) => {
+                    *this.error = Some(error);
+                    Loaded::Failed
+                }
+            })
+        })
+    }
+
+    fn detachable(&self) -> bool {
+        D::DETACHABLE
+    }
+
+    fn detach(self: Pin<&mut Self>, cache: &Cache, policy: &Policy, pending: Pending, caller: &Observed) {
+        let this = self.project();
+        D::detach(this.load, this.landed, (cache, policy, pending, caller));
+    }
+
+    fn poll_landed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let this = self.project();
+        D::poll_landed(this.landed, this.slot, cx)
+    }
+}
+
+/// Polls a load (`poll`) with `span` entered, under plain lookups if a
+/// scope (`mode`) asked otherwise, and its panic caught. Not generic: a
+/// cached function compiles only `poll`.
+fn poll_caught(mode: Mode, span: &Span, poll: &mut dyn FnMut() -> Poll<Loaded>) -> Poll<Loaded> {
+    let _entered = span.enter();
+    // Put back below: a panic is caught before it could skip that.
+    let outer = (mode != Mode::Lookup).then(scoped::lookups_only);
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(poll));
+    if let Some(outer) = outer {
+        scoped::restore(outer);
+    }
+    polled.unwrap_or_else(|panic| Poll::Ready(Loaded::Panicked(panic)))
+}
+
+pin_project_lite::pin_project! {
+    /// A call's future, `Send` when its typed side is (`M`: the value, the
+    /// loader and its future). rustc cannot see that through the
+    /// `&mut dyn Loader` that [`Cache::lookup_or_load`] holds; the rest of its
+    /// future is proven `Send` below, and a loader's error never crosses
+    /// an `.await` (see [`TypedLoader`]).
+    pub(super) struct SendIf<M, Fut> {
+        #[pin]
+        fut: Fut,
+        marker: PhantomData<M>,
+    }
+}
+
+impl<M, Fut> SendIf<M, Fut> {
+    pub(super) fn new(fut: Fut) -> Self {
+        SendIf {
+            fut,
+            marker: PhantomData,
+        }
+    }
+}
+
+// SAFETY: what `fut` holds across an `.await` is `Send`, but for the
+// caller's `TypedLoader<T, E, F, Fut, D>`: its `T`, `F` and `Fut`, which `M`
+// names, and its `E`, which is never held across one.
+unsafe impl<M: Send, Fut> Send for SendIf<M, Fut> {}
+
+impl<M, Fut: Future> Future for SendIf<M, Fut> {
+    type Output = Fut::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().fut.poll(cx)
+    }
+}
+
+/// `lookup_or_load`'s and `load_detached`'s futures are `Send` when their loader
+/// is: the proof behind [`SendIf`] (a compile error here otherwise).
+#[allow(dead_code)]
+fn send_when_the_loader_is<'a>(
+    cache: &'a Cache,
+    (key, policy, first): (&'a str, &'a Policy, First),
+    (pending, observed): (Pending, Observed),
+    loaders: [Pin<&'a mut (dyn Loader + Send)>; 2],
+) -> (impl Future + Send + 'a, impl Future + Send + 'a) {
+    let [serving, detached] = loaders;
+    let serve = cache.lookup_or_load(key, policy, first, serving);
+    (serve, cache.load_detached(pending, policy, observed, detached))
+}
+
+/// Whether a lookup's loader `F` may also run on a task of its own.
+pub(super) trait Detach<T, F> {
+    /// Whether [`detach`](Self::detach) may be called.
+    const DETACHABLE: bool;
+
+    /// Runs the `load` on a task of its own, landing its value as
+    /// `pending` says; the value it stores lands in `landed`. Only if
+    /// `DETACHABLE`.
+    fn detach(
+        load: &mut Option<F>,
+        landed: &mut Option<Landed<T>>,
+        call: (&Cache, &Policy, Pending, &Observed),
+    );
+
+    /// Polls `landed` for a detached load's value, into `slot`: `true` once
+    /// it is there, `false` if the load ended without one.
+    fn poll_landed(landed: &mut Option<Landed<T>>, slot: &mut Typed<T>, cx: &mut Context<'_>) -> Poll<bool>;
+}
+
+/// Loaders run where their caller does (and compile nothing to detach).
+pub(super) enum Inline {}
+
+impl<T, F> Detach<T, F> for Inline {
+    const DETACHABLE: bool = false;
+
+    fn detach(_: &mut Option<F>, _: &mut Option<Landed<T>>, _: (&Cache, &Policy, Pending, &Observed)) {}
+
+    fn poll_landed(_: &mut Option<Landed<T>>, _: &mut Typed<T>, _: &mut Context<'_>) -> Poll<bool> {
+        Poll::Ready(false)
+    }
+}
+
+/// Loaders that can also run on a task of their own.
+pub(super) enum Detachable {}
+
+impl<T, E, F, Fut> Detach<T, F> for Detachable
+where
+    T: Cacheable,
+    E: 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    const DETACHABLE: bool = true;
+
+    fn detach(
+        load: &mut Option<F>,
+        landed: &mut Option<Landed<T>>,
+        call: (&Cache, &Policy, Pending, &Observed),
+    ) {
+        let (cache, policy, pending, caller) = call;
+        let load = load.take().expect("a load is detached before it starts");
+        let (sent, received) = oneshot::channel();
+        let (cache, policy) = (cache.clone(), policy.clone());
+        let observed = Observed::detached(caller);
+        let span = observed.call.clone();
+        let job = SendIf::<(T, F, Fut), _>::new(async move {
+            let mut loader = std::pin::pin!(TypedLoader::<T, E, F, Fut, Inline>::new(load));
+            if cache
+                .load_detached::<dyn Loader>(pending, &policy, observed, loader.as_mut())
+                .await
+            {
+                let _ = sent.send(loader.answer(Served::Value).ok());
+            }
+        });
+        // Nested cached calls in the load see the caller's `with_global` cache.
+        tokio::spawn(scoped::carried(job).instrument(span));
+        *landed = Some(Box::pin(async move { received.await.ok().flatten() }));
+    }
+
+    fn poll_landed(landed: &mut Option<Landed<T>>, slot: &mut Typed<T>, cx: &mut Context<'_>) -> Poll<bool> {
+        let Some(landed) = landed else {
+            return Poll::Ready(false);
+        };
+        landed.as_mut().poll(cx).map(|landed| match landed {
+            Some(value) => {
+                slot.0 = Some(value);
+                true
+            }
+            None => false,
+        })
+    }
+}
