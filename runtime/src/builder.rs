@@ -68,6 +68,9 @@ pub struct CacheBuilder {
     trace_keys: bool,
     /// Whether `build` fails when Redis cannot be reached.
     require_connection: bool,
+    /// Faults for the backend, in a test.
+    #[cfg(feature = "testing")]
+    chaos: Option<crate::testing::Chaos>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -158,6 +161,8 @@ impl CacheBuilder {
             enabled: true,
             trace_keys: false,
             require_connection: false,
+            #[cfg(feature = "testing")]
+            chaos: None,
         }
     }
 
@@ -462,6 +467,27 @@ impl CacheBuilder {
         self
     }
 
+    /// Puts `chaos` in front of the backend, Redis or in memory: its
+    /// operations then fail, hang or slow down as the chaos says. For
+    /// tests (the `testing` feature); see [`Chaos`](crate::testing::Chaos).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let chaos = aside::testing::Chaos::seeded(3).errors(1.0);
+    /// let cache = aside::Cache::builder().chaos(chaos).build().await?;
+    /// let value = cache.get_or_load("k", &aside::Policy::new(), || async { Ok::<_, ()>(1) }).await;
+    /// assert_eq!(value, Ok(1));
+    /// assert!(cache.stats().errors > 0);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "testing")]
+    pub fn chaos(mut self, chaos: crate::testing::Chaos) -> Self {
+        self.chaos = Some(chaos);
+        self
+    }
+
     /// Builds the cache, connecting to Redis if one was configured.
     ///
     /// # Errors
@@ -534,6 +560,11 @@ impl CacheBuilder {
     }
 
     fn build_tiers(self, backend: Arc<dyn Backend>, local: Option<Arc<Local>>) -> Cache {
+        #[cfg(feature = "testing")]
+        let backend = match self.chaos {
+            Some(chaos) => chaos.wrap(backend, self.op_timeout),
+            None => backend,
+        };
         Cache::new(
             backend,
             local,

@@ -100,6 +100,10 @@ pub enum BackendError {
     /// The backend does not implement this operation.
     #[error("the cache backend does not support {0}")]
     Unsupported(&'static str),
+    /// A test's `aside::testing::Chaos` (the `testing` feature) failed this operation
+    /// (named) on purpose.
+    #[error("the cache backend's {0} failed: injected by a test's chaos")]
+    Injected(&'static str),
 }
 
 impl BackendError {
@@ -109,7 +113,7 @@ impl BackendError {
             BackendError::Timeout(_) => true,
             #[cfg(feature = "redis")]
             BackendError::Redis(e) => e.is_timeout(),
-            BackendError::CircuitOpen | BackendError::Unsupported(_) => false,
+            BackendError::CircuitOpen | BackendError::Unsupported(_) | BackendError::Injected(_) => false,
         }
     }
 
@@ -120,7 +124,8 @@ impl BackendError {
     /// not support, or one Redis refuses whatever happens (a missing right).
     pub(crate) fn is_transient(&self) -> bool {
         match self {
-            BackendError::Timeout(_) | BackendError::CircuitOpen => true,
+            // An injected fault stands for a backend that failed for now.
+            BackendError::Timeout(_) | BackendError::CircuitOpen | BackendError::Injected(_) => true,
             BackendError::Unsupported(_) => false,
             #[cfg(feature = "redis")]
             BackendError::Redis(e) => {

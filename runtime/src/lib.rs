@@ -73,6 +73,8 @@ mod recovery;
 mod scope;
 mod stampede;
 mod tags;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod timeout;
 #[cfg(feature = "redis")]
 pub mod write_behind;

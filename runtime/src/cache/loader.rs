@@ -51,11 +51,18 @@ pub(super) trait Loader {
 pub(super) enum Loaded {
     /// Its value is in the slot.
     Value,
-    /// It returned an error, which its loader keeps.
-    Failed,
+    /// It returned an error, which its loader keeps until the token is
+    /// dropped.
+    Failed(ErrorHeld),
     /// It panicked.
     Panicked(Box<dyn Any + Send>),
 }
+
+/// Held by the read path while its loader keeps an error. Not `Send`: an
+/// `.await` while it is alive makes `send_when_the_loader_is` fail to
+/// compile, which keeps [`SendIf`]'s promise that an error never crosses
+/// one.
+pub(super) struct ErrorHeld(PhantomData<*const ()>);
 
 /// A detached load's value, when it lands.
 type Landed<T> = Pin<Box<dyn Future<Output = Option<T>> + Send>>;
@@ -132,7 +139,7 @@ where
                 }
                 Err(error) => {
                     *this.error = Some(error);
-                    Loaded::Failed
+                    Loaded::Failed(ErrorHeld(PhantomData))
                 }
             })
         })
@@ -296,5 +303,50 @@ where
             }
             None => false,
         })
+    }
+}
+
+// The detached job owns a `Cache` and a `Policy` across its awaits, which
+// `send_when_the_loader_is` sees only by reference.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Cache>();
+    send::<Policy>();
+};
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use crate::{Cache, Policy};
+
+    /// Implemented twice for a `Send` type, so that naming it for one is
+    /// ambiguous: `not_send` compiles only for a type that is not `Send`.
+    trait AmbiguousIfSend<A> {}
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    impl<T: ?Sized + Send> AmbiguousIfSend<u8> for T {}
+    fn not_send<F: ?Sized + AmbiguousIfSend<A>, A>(_: &F) {}
+    fn send<F: Send>(_: &F) {}
+
+    /// A loader whose future holds an `Rc` across an `.await`.
+    async fn holds_an_rc() -> Result<u32, ()> {
+        let rc = Rc::new(1);
+        tokio::task::yield_now().await;
+        Ok(*rc)
+    }
+
+    /// A loader whose error is not `Send`.
+    async fn fails_with_an_rc() -> Result<u32, Rc<()>> {
+        Err(Rc::new(()))
+    }
+
+    #[test]
+    fn a_call_is_send_exactly_when_its_loader_is() {
+        let (cache, policy) = (Cache::memory(), Policy::new());
+        // An error that is not `Send` does not matter: it never crosses an `.await`.
+        send(&cache.get_or_load("k", &policy, fails_with_an_rc));
+        // A loader's future that holds an `Rc` across an `.await` is not
+        // `Send`, nor is the call.
+        not_send(&cache.get_or_load("k", &policy, holds_an_rc));
     }
 }

@@ -407,11 +407,13 @@ impl Cache {
             std::future::poll_fn(|cx| loader.as_mut().poll_load(cx, mode, span)).await
         };
         self.loaded(policy, &observed, matches!(loaded, Loaded::Value));
-        match loaded {
+        // Moved into the match (`identity`), so that nothing of it is held
+        // across the `.await` below.
+        match std::convert::identity(loaded) {
             Loaded::Value => {}
             // The loader keeps the error; nothing awaits before the caller
             // takes it (see `SendIf`).
-            Loaded::Failed => {
+            Loaded::Failed(_held) => {
                 return match self.load_failed(pending, policy) {
                     true => Served::Value,
                     false => Served::Error,
@@ -448,9 +450,16 @@ impl Cache {
             std::future::poll_fn(|cx| loader.as_mut().poll_load(cx, Mode::Lookup, span)).await
         };
         self.loaded(policy, &observed, matches!(loaded, Loaded::Value));
-        if let Loaded::Failed | Loaded::Panicked(_) = loaded {
-            self.detached_failed(pending, policy, matches!(loaded, Loaded::Panicked(_)));
-            return false;
+        match std::convert::identity(loaded) {
+            Loaded::Value => {}
+            Loaded::Failed(_held) => {
+                self.detached_failed(pending, policy, false);
+                return false;
+            }
+            Loaded::Panicked(_) => {
+                self.detached_failed(pending, policy, true);
+                return false;
+            }
         }
         self.complete(Some(pending), policy, loader.as_mut().slot(), observed)
             .await;

@@ -155,7 +155,7 @@ pub(super) fn unreachable(error: &BackendError, tls: bool) -> bool {
                 || error.is_connection_dropped()
                 || (error.is_io_error() && !tls)
         }
-        BackendError::CircuitOpen | BackendError::Unsupported(_) => false,
+        BackendError::CircuitOpen | BackendError::Unsupported(_) | BackendError::Injected(_) => false,
     }
 }
 
