@@ -43,8 +43,13 @@ pub(crate) fn cache() -> Option<Cache> {
 }
 
 /// What the cached calls here do. A function's own calls run in
-/// `Mode::Lookup`: see [`lookups_only`].
+/// `Mode::Lookup`: see [`lookups_only`]. Under a test's switch
+/// ([`crate::testing::caching_off`]), every call on the thread bypasses.
 pub(crate) fn mode() -> Mode {
+    #[cfg(feature = "testing")]
+    if crate::testing::switched_off() {
+        return Mode::Bypass;
+    }
     MODE.try_with(Cell::get).unwrap_or(Mode::Lookup)
 }
 
