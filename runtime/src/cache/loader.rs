@@ -51,8 +51,8 @@ pub(super) trait Loader {
 pub(super) enum Loaded {
     /// Its value is in the slot.
     Value,
-    /// It returned an error, which its loader keeps until the token is
-    /// dropped.
+    /// It returned an error, which its loader keeps for the caller; the
+    /// read path holds the token until it returns.
     Failed(ErrorHeld),
     /// It panicked.
     Panicked(Box<dyn Any + Send>),
