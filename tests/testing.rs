@@ -103,3 +103,182 @@ fn two_tests_on_their_own_threads_do_not_see_each_others_switch() {
     );
     assert_eq!(on.join().unwrap(), 1, "the other loaded once, then hit");
 }
+
+/// A catalogue service as an application builds it: a repository with its
+/// own cache, a writer naming its reader's entry, tags.
+struct Catalog {
+    cache: Cache,
+    queries: AtomicU64,
+}
+
+impl Catalog {
+    fn new(cache: Cache) -> Self {
+        Catalog {
+            cache,
+            queries: AtomicU64::new(0),
+        }
+    }
+
+    #[aside::cached(cache = self.cache, key = "product:<id>", tags = ["category:<cat>"], ttl = 60)]
+    async fn product(&self, id: u64, cat: u32) -> Option<String> {
+        self.queries.fetch_add(1, SeqCst);
+        (id != 0).then(|| format!("product {id} in {cat}"))
+    }
+
+    #[aside::invalidate(entries = [self.product(id, cat)])]
+    async fn rename(&self, id: u64, cat: u32) {
+        let _ = (id, cat);
+    }
+
+    #[aside::invalidate(cache = self.cache, tags = ["category:<cat>"])]
+    async fn reprice_category(&self, cat: u32) {
+        let _ = cat;
+    }
+
+    #[aside::cache_put(entry = self.product(id, cat))]
+    async fn save(&self, id: u64, cat: u32, name: &str) -> Option<String> {
+        let _ = (id, cat);
+        Some(name.to_owned())
+    }
+}
+
+#[tokio::test]
+async fn isolated_stands_in_for_a_repositorys_cache_and_records_by_companion() {
+    // The service's cache is built elsewhere, and already holds a value
+    // that the test must not see.
+    let catalog = Arc::new(Catalog::new(Cache::memory()));
+    catalog.product(1, 7).await;
+    assert_eq!(catalog.queries.load(SeqCst), 1);
+
+    let test = aside::testing::isolated();
+    let entry = aside::entry!(catalog.product(1, 7));
+    assert_eq!(catalog.product(1, 7).await.as_deref(), Some("product 1 in 7"));
+    assert_eq!(catalog.queries.load(SeqCst), 2, "the stand-in started empty");
+    test.assert_miss(&entry);
+    let spawned = {
+        let catalog = catalog.clone();
+        tokio::spawn(async move { catalog.product(1, 7).await })
+    };
+    spawned.await.unwrap();
+    test.assert_hit(&entry);
+    assert_eq!(
+        test.counts(&entry),
+        aside::testing::Counts {
+            misses: 1,
+            loads: 1,
+            hits: 1,
+            ..Default::default()
+        },
+        "{:?}",
+        test.events()
+    );
+    assert_eq!(catalog.cache.stats().hits, 1, "stats are the stand-in's");
+
+    // A writer naming the entry, a tag writer, a put: each recorded
+    // against the entry.
+    catalog.rename(1, 7).await;
+    assert_eq!(test.invalidations(&entry), 1);
+    catalog.reprice_category(7).await;
+    assert_eq!(
+        test.invalidations(&entry),
+        2,
+        "through its tag, which the companion knows"
+    );
+    assert_eq!(
+        test.invalidations("product:1"),
+        1,
+        "a key alone does not know its tags"
+    );
+    catalog.save(1, 7, "renamed").await;
+    assert_eq!(test.counts(&entry).puts, 1);
+    assert_eq!(catalog.product(1, 7).await.as_deref(), Some("renamed"));
+    test.assert_hit(&entry);
+    // Negative caching, by function.
+    catalog.product(0, 7).await;
+    catalog.product(0, 7).await;
+    assert_eq!(test.counts(&aside::entry!(catalog.product(0, 7))).negative, 1);
+    let by_function = test.function("product");
+    assert_eq!((by_function.loads, by_function.hits), (2, 2), "{by_function:?}");
+    assert_eq!(test.function("testing::save").puts, 1, "a put is its writer's");
+    drop(test);
+
+    assert_eq!(catalog.product(1, 7).await.as_deref(), Some("product 1 in 7"));
+    assert_eq!(
+        catalog.queries.load(SeqCst),
+        3,
+        "after the guard the service's cache is its own again, untouched"
+    );
+}
+
+#[test]
+fn isolated_tests_on_their_own_threads_share_one_static_cache_without_seeing_each_other() {
+    static SHARED: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Cache::memory);
+    #[aside::cached(cache = &*SHARED, key = "greeting:<id>")]
+    async fn greeting(id: u64, from: &'static str) -> String {
+        format!("{from} says hello to {id}")
+    }
+    let steps = Arc::new(Barrier::new(2));
+    let test = |name: &'static str| {
+        let steps = steps.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let test = aside::testing::isolated();
+                steps.wait(); // both guards live
+                let first = greeting(1, name).await;
+                steps.wait(); // both have stored their greeting
+                let second = greeting(1, name).await;
+                steps.wait();
+                assert_eq!(test.loads(&aside::entry!(greeting(1))), 1);
+                (first, second)
+            })
+        })
+    };
+    let (a, b) = (test("a"), test("b"));
+    let expected = |name: &str| {
+        (
+            format!("{name} says hello to 1"),
+            format!("{name} says hello to 1"),
+        )
+    };
+    assert_eq!(a.join().unwrap(), expected("a"), "a saw only its own value");
+    assert_eq!(b.join().unwrap(), expected("b"), "b saw only its own value");
+    assert_eq!(
+        SHARED.stats().misses + SHARED.stats().hits,
+        0,
+        "nothing reached the shared cache"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn isolated_on_a_paused_clock_records_expiry_and_a_refresh_in_the_background() {
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    #[aside::cached(key = "rate:<id>", ttl = 60, stampede = "swr", stale = 600)]
+    async fn rate(id: u64) -> u64 {
+        id * 100 + LOADS.fetch_add(1, SeqCst)
+    }
+    let test = aside::testing::isolated();
+    let entry = aside::entry!(rate(1));
+    let first = rate(1).await;
+    tokio::time::advance(std::time::Duration::from_secs(61)).await;
+    assert_eq!(rate(1).await, first, "past its TTL, the old value is served");
+    assert_eq!(test.last_outcome(&entry), Some(aside::stats::Outcome::Stale));
+    // The refresh runs on a task of its own; let it land.
+    tokio::task::yield_now().await;
+    assert_eq!(rate(1).await, first + 1, "then the refreshed one");
+    test.assert_hit(&entry);
+    assert_eq!(test.loads(&entry), 2, "{:?}", test.events_of(&entry));
+}
+
+#[tokio::test]
+#[should_panic(
+    expected = "expected the last lookup of `stock:9` to be a hit, but it was miss; what happened to it: [Lookup"
+)]
+async fn a_failed_assertion_names_the_entry_and_what_happened_to_it() {
+    let test = aside::testing::isolated();
+    stock(9).await;
+    test.assert_hit(&aside::entry!(stock(9)));
+}

@@ -71,6 +71,9 @@ pub struct CacheBuilder {
     /// Faults for the backend, in a test.
     #[cfg(feature = "testing")]
     chaos: Option<crate::testing::Chaos>,
+    /// What records the cache's operations, in a test.
+    #[cfg(feature = "testing")]
+    recorder: Option<crate::testing::Recorder>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -163,6 +166,8 @@ impl CacheBuilder {
             require_connection: false,
             #[cfg(feature = "testing")]
             chaos: None,
+            #[cfg(feature = "testing")]
+            recorder: None,
         }
     }
 
@@ -488,6 +493,42 @@ impl CacheBuilder {
         self
     }
 
+    /// Records what the cache does in `recorder`: each lookup's outcome,
+    /// load, put and invalidation, by function and key. For tests (the
+    /// `testing` feature); see [`Recorder`](crate::testing::Recorder).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), aside::Error> {
+    /// let rec = aside::testing::Recorder::new();
+    /// let cache = aside::Cache::builder().record(&rec).build().await?;
+    /// cache.invalidate("price:1").await?;
+    /// assert_eq!(rec.invalidations("price:1"), 1);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "testing")]
+    pub fn record(mut self, recorder: &crate::testing::Recorder) -> Self {
+        self.recorder = Some(recorder.clone());
+        self
+    }
+
+    /// A fresh in-memory cache standing in for `cache` in a test, with its
+    /// namespace, default TTL, codec and limits, recorded by `recorder`.
+    #[cfg(feature = "testing")]
+    pub(crate) fn stand_in(cache: &Cache, recorder: &crate::testing::Recorder) -> Cache {
+        let settings = cache.settings();
+        let mut builder = CacheBuilder::new()
+            .namespace(settings.namespace.clone())
+            .default_ttl(settings.default_ttl)
+            .codec(settings.codec)
+            .max_entry_size(settings.max_entry_size)
+            .enabled(settings.enabled)
+            .record(recorder);
+        builder.compress_above = settings.compress_above;
+        builder.build_memory()
+    }
+
     /// Builds the cache, connecting to Redis if one was configured.
     ///
     /// # Errors
@@ -580,6 +621,8 @@ impl CacheBuilder {
                 enabled: self.enabled,
                 trace_keys: self.trace_keys,
                 max_pending: self.max_pending,
+                #[cfg(feature = "testing")]
+                recorder: self.recorder,
             },
         )
     }

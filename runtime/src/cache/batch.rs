@@ -285,6 +285,7 @@ impl Cache {
         F: FnMut(Vec<Id>) -> Fut,
         Fut: Future<Output = Result<HashMap<Id, T>, E>>,
     {
+        let this = self.target();
         let mut seen = HashSet::new();
         let ids: Vec<Id> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
         drop(seen);
@@ -304,7 +305,7 @@ impl Cache {
         );
         // The plain hits are answered here, by the in-process tier and one
         // read; the flows run for the rest.
-        let (mut answered, mut firsts) = self
+        let (mut answered, mut firsts) = this
             .plain_hits::<Option<T>>(&entries)
             .instrument(span.clone())
             .await;
@@ -328,7 +329,7 @@ impl Cache {
             let first = firsts[index].take();
             shared.run(
                 first,
-                self.get_or_load::<Option<T>, Failed, _, _>(key, policy, load),
+                this.get_or_load::<Option<T>, Failed, _, _>(key, policy, load),
             )
         });
         let driver = async {
@@ -340,7 +341,7 @@ impl Cache {
                         span.record("loaded", loaded);
                         return error;
                     }
-                    Next::Read(reads) => self.read_batch(reads).await,
+                    Next::Read(reads) => this.read_batch(reads).await,
                     Next::Load => {
                         let waiters =
                             std::mem::take(&mut *parked.lock().unwrap_or_else(PoisonError::into_inner));

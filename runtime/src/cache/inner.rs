@@ -41,6 +41,9 @@ pub(crate) struct Settings {
     pub(crate) trace_keys: bool,
     /// The most invalidations kept for replay; 0: none.
     pub(crate) max_pending: usize,
+    /// What records the cache's operations, in a test.
+    #[cfg(feature = "testing")]
+    pub(crate) recorder: Option<crate::testing::Recorder>,
 }
 
 pub(super) struct Inner {

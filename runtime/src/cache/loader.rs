@@ -198,7 +198,9 @@ impl<M, Fut> SendIf<M, Fut> {
 
 // SAFETY: what `fut` holds across an `.await` is `Send`, but for the
 // caller's `TypedLoader<T, E, F, Fut, D>`: its `T`, `F` and `Fut`, which `M`
-// names, and its `E`, which is never held across one.
+// names, and its `E`, which is never held across one. (With the `testing`
+// feature it also holds the cache it runs on, a `Cow<Cache>`, and a
+// recorded `Call`: both `Send + Sync`, asserted beside them.)
 unsafe impl<M: Send, Fut> Send for SendIf<M, Fut> {}
 
 impl<M, Fut: Future> Future for SendIf<M, Fut> {

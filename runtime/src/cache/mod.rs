@@ -124,6 +124,24 @@ pub struct Cache {
     inner: Arc<Inner>,
 }
 
+/// A cache or its stand-in (see [`Cache::target`]).
+#[cfg(feature = "testing")]
+type Target<'a> = std::borrow::Cow<'a, Cache>;
+#[cfg(not(feature = "testing"))]
+type Target<'a> = &'a Cache;
+
+/// A cache, known without keeping it: its allocation stays, so no other
+/// cache takes its address.
+#[cfg(feature = "testing")]
+pub(crate) struct WeakCache(std::sync::Weak<Inner>);
+
+#[cfg(feature = "testing")]
+impl WeakCache {
+    pub(crate) fn is(&self, cache: &Cache) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&cache.inner))
+    }
+}
+
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let settings = &self.inner.settings;
@@ -148,18 +166,40 @@ impl Cache {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    #[cfg(feature = "testing")]
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The cache this one's operations go to: itself, or in a test its
+    /// stand-in ([`crate::testing::isolated`]).
+    fn target(&self) -> Target<'_> {
+        #[cfg(feature = "testing")]
+        return crate::testing::stand_in(self)
+            .map_or(std::borrow::Cow::Borrowed(self), std::borrow::Cow::Owned);
+        #[cfg(not(feature = "testing"))]
+        self
+    }
+
+    /// Who knows this cache without keeping it.
+    #[cfg(feature = "testing")]
+    pub(crate) fn downgrade(&self) -> WeakCache {
+        WeakCache(Arc::downgrade(&self.inner))
+    }
+
     /// Counters of what this cache (and its clones) did so far, and the
     /// circuit breaker's state.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.inner.counters.snapshot();
-        stats.breaker = self.inner.breaker_state();
-        let recovery = &self.inner.recovery;
+        let this = self.target();
+        let mut stats = this.inner.counters.snapshot();
+        stats.breaker = this.inner.breaker_state();
+        let recovery = &this.inner.recovery;
         stats.pending = recovery.pending() as u64;
         stats.replayed = recovery.replayed.load(std::sync::atomic::Ordering::Relaxed);
         stats.overflows = recovery.overflows.load(std::sync::atomic::Ordering::Relaxed);
         #[cfg(feature = "redis")]
         {
-            let logs = self
+            let logs = this
                 .inner
                 .logs
                 .logs
@@ -324,13 +364,27 @@ impl Cache {
         D: Detach<T, F>,
     {
         SendIf::<(T, F, Fut), _>::new(async move {
+            let this = self.target();
             let mut loader = std::pin::pin!(TypedLoader::<T, E, F, Fut, D>::new(load));
+            // In a test, the outcomes counted while this call is polled are
+            // recorded as its own.
+            #[cfg(feature = "testing")]
+            let call = this
+                .recorder()
+                .map(|recorder| crate::testing::Call::new(recorder, key, policy));
+            #[cfg(feature = "testing")]
+            let look_first =
+                |slot| crate::testing::polling(call.as_ref(), || this.look_first(key, policy, slot));
+            #[cfg(not(feature = "testing"))]
+            let look_first = |slot| this.look_first(key, policy, slot);
             // A hit in the in-process tier never makes the rest's future.
-            let served = match self.look_first(key, policy, loader.as_mut().slot()) {
+            let served = match look_first(loader.as_mut().slot()) {
                 None => Served::Value,
                 Some(first) => {
-                    self.lookup_or_load::<dyn Loader>(key, policy, first, loader.as_mut())
-                        .await
+                    let rest = this.lookup_or_load::<dyn Loader>(key, policy, first, loader.as_mut());
+                    #[cfg(feature = "testing")]
+                    let rest = crate::testing::polled_as(call.as_ref(), rest);
+                    rest.await
                 }
             };
             loader.answer(served)
@@ -516,10 +570,11 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if !self.inner.settings.enabled {
+        let this = self.target();
+        if !this.inner.settings.enabled {
             return load().await;
         }
-        self.write_through(key, policy, load).await
+        this.write_through(key, policy, load).await
     }
 
     /// Reads the value at `key`, if a fresh one is stored, carries no tags,
@@ -541,10 +596,11 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        if !self.inner.settings.enabled {
+        let this = self.target();
+        if !this.inner.settings.enabled {
             return Ok(None);
         }
-        self.read_plain(key).await
+        this.read_plain(key).await
     }
 
     /// Stores `value` at `key` for `ttl` (the cache's default TTL if `None`),
@@ -575,10 +631,11 @@ impl Cache {
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
-        if !self.inner.settings.enabled {
+        let this = self.target();
+        if !this.inner.settings.enabled {
             return Ok(());
         }
-        self.write_plain(key, value, ttl).await
+        this.write_plain(key, value, ttl).await
     }
 
     /// Invalidates `key`: the entry is deleted, and no later read returns a
@@ -607,10 +664,11 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate(&self, key: &str) -> Result<(), Error> {
-        if !self.inner.settings.enabled {
+        let this = self.target();
+        if !this.inner.settings.enabled {
             return Ok(());
         }
-        self.invalidate_key(key).await
+        this.invalidate_key(key).await
     }
 
     /// Invalidates every entry that carries `tag`, in O(1): each becomes a
@@ -680,17 +738,20 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn clear(&self) -> Result<(), Error> {
-        if !self.inner.settings.enabled {
+        let this = self.target();
+        if !this.inner.settings.enabled {
             return Ok(());
         }
-        let namespace = &self.inner.settings.namespace;
-        let cleared = self.inner.call("clear", |b| b.clear(namespace)).await;
-        if let Some(local) = &self.inner.local {
+        #[cfg(feature = "testing")]
+        this.record(|| crate::testing::Event::Clear);
+        let namespace = &this.inner.settings.namespace;
+        let cleared = this.inner.call("clear", |b| b.clear(namespace)).await;
+        if let Some(local) = &this.inner.local {
             local.changed_all();
         }
         match cleared {
             Ok(()) => Ok(()),
-            Err(error) if self.keep_for_replay(&error, |queue| queue.queue_clear()) => Ok(()),
+            Err(error) if this.keep_for_replay(&error, |queue| queue.queue_clear()) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }
@@ -713,10 +774,11 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn invalidate_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
-        if !self.inner.settings.enabled {
+        let this = self.target();
+        if !this.inner.settings.enabled {
             return Ok(());
         }
-        self.invalidate_tag_names(tags).await
+        this.invalidate_tag_names(tags).await
     }
 }
 

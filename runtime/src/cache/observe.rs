@@ -50,6 +50,8 @@ impl Cache {
     /// and the current span (the call's).
     pub(super) fn count(&self, policy: &Policy, outcome: Outcome) {
         self.inner.counters.outcomes.count(outcome);
+        #[cfg(feature = "testing")]
+        crate::testing::outcome(outcome);
         if let Some(function) = policy.named() {
             function.outcome(outcome);
         }
@@ -84,6 +86,10 @@ impl Cache {
         let took = started.elapsed();
         if let Some(function) = policy.named() {
             function.loaded(took, ok);
+        }
+        #[cfg(feature = "testing")]
+        if let Some(call) = &observed.recorded {
+            call.loaded(ok);
         }
         if !observed.call.is_disabled() {
             observed.call.record("load_ms", took.as_secs_f64() * 1e3);
@@ -146,6 +152,9 @@ pub(crate) struct Observed {
     pub(super) call: Span,
     load: Option<(Instant, Span)>,
     _in_flight: InFlight,
+    /// In a test, where the call's load is recorded.
+    #[cfg(feature = "testing")]
+    recorded: Option<std::sync::Arc<crate::testing::Call>>,
 }
 
 impl Observed {
@@ -154,6 +163,8 @@ impl Observed {
             call,
             load: None,
             _in_flight: InFlight::enter(policy),
+            #[cfg(feature = "testing")]
+            recorded: crate::testing::polled(),
         }
     }
 
@@ -164,6 +175,8 @@ impl Observed {
             call: tracing::debug_span!(parent: &caller.call, "aside.background"),
             load: None,
             _in_flight: InFlight::none(),
+            #[cfg(feature = "testing")]
+            recorded: caller.recorded.clone(),
         }
     }
 
@@ -175,6 +188,20 @@ impl Observed {
 }
 
 impl Cache {
+    /// What records this cache's operations, in a test.
+    #[cfg(feature = "testing")]
+    pub(super) fn recorder(&self) -> Option<&crate::testing::Recorder> {
+        self.inner.settings.recorder.as_ref()
+    }
+
+    /// Records `event`, if this cache is recorded.
+    #[cfg(feature = "testing")]
+    pub(super) fn record(&self, event: impl FnOnce() -> crate::testing::Event) {
+        if let Some(recorder) = self.recorder() {
+            recorder.push(event());
+        }
+    }
+
     /// A policy asks for the in-process tier (`l1 = "30s"`) of a cache
     /// that has none: said once per cache, since it does nothing.
     #[cold]

@@ -99,7 +99,8 @@ impl Cache {
     /// # }
     /// ```
     pub async fn replay_pending(&self) {
-        let recovery = &self.inner.recovery;
+        let this = self.target();
+        let recovery = &this.inner.recovery;
         loop {
             let drained = recovery.drained.notified();
             let mut drained = std::pin::pin!(drained);
@@ -107,7 +108,7 @@ impl Cache {
             if recovery.pending() == 0 {
                 return;
             }
-            self.inner.spawn_replay();
+            this.inner.spawn_replay();
             drained.await;
         }
     }

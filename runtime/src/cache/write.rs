@@ -37,6 +37,11 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let span = self.call_span(CallKind::Put, key, policy);
+        #[cfg(feature = "testing")]
+        self.record(|| crate::testing::Event::Put {
+            function: policy.function_name(),
+            key: key.to_owned(),
+        });
         let keys = self.inner.keys(key, policy.tags());
         // The tag tokens are read before the new value is computed, as for a load.
         let tokens = self.tokens(&keys, policy).instrument(span.clone()).await;
@@ -176,6 +181,8 @@ impl Cache {
 
     /// The flow of [`Cache::invalidate`].
     pub(super) async fn invalidate_key(&self, key: &str) -> Result<(), Error> {
+        #[cfg(feature = "testing")]
+        self.record(|| crate::testing::Event::Invalidate { key: key.to_owned() });
         let invalidated = self.invalidate_keys(&self.inner.keys(key, &[])).await;
         self.inner.forget(key);
         match invalidated {
@@ -206,6 +213,12 @@ impl Cache {
 
     /// The flow of [`Cache::invalidate_tags`].
     pub(super) async fn invalidate_tag_names<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
+        #[cfg(feature = "testing")]
+        for tag in tags {
+            self.record(|| crate::testing::Event::InvalidateTag {
+                tag: tag.as_ref().to_owned(),
+            });
+        }
         let names: Vec<String> = tags.iter().map(|t| self.inner.tag_key(t.as_ref())).collect();
         let done = self
             .inner
@@ -229,22 +242,28 @@ impl Cache {
         tags: Vec<String>,
         function: &Function,
     ) {
+        #[cfg(feature = "testing")]
+        let this = self.target().into_owned();
+        #[cfg(not(feature = "testing"))]
+        let this = self;
         let span = tracing::debug_span!("aside.invalidate", function = function.name());
         let write = async move {
             let mut failed = Vec::new();
             for key in &keys {
-                if let Err(missed) = self.invalidate_keys(&self.inner.keys(key, &[])).await {
+                #[cfg(feature = "testing")]
+                this.record(|| crate::testing::Event::Invalidate { key: key.clone() });
+                if let Err(missed) = this.invalidate_keys(&this.inner.keys(key, &[])).await {
                     failed.extend(missed.kept().err());
                 }
-                self.inner.forget(key);
+                this.inner.forget(key);
             }
             if !tags.is_empty() {
-                if let Err(Error::Backend(error)) = self.invalidate_tags(&tags).await {
+                if let Err(Error::Backend(error)) = this.invalidate_tags(&tags).await {
                     failed.push(error);
                 }
             }
             for error in failed {
-                Counters::incr(&self.inner.counters.errors);
+                Counters::incr(&this.inner.counters.errors);
                 tracing::error!(%error, ?keys, ?tags, "aside: invalidation after a write failed; entries may be stale until their TTL");
             }
         };

@@ -4,17 +4,28 @@
 //!   function, whichever cache it names (the global one, `cache =
 //!   self.cache`, one given as an argument), including calls in tasks the
 //!   test spawns on its runtime.
+//! - [`isolated`]: every cache the test's thread names is stood in for by
+//!   a fresh in-memory cache of the test's own, and what they do is
+//!   recorded ([`Recorder`]) for the test to assert on.
+//! - [`Recorder`]: what a cache did, per function and key
+//!   ([`CacheBuilder::record`](crate::CacheBuilder::record)).
 //! - [`Chaos`]: faults injected into a cache's backend, the in-memory one
 //!   or Redis, by a seeded schedule, so that a test can see how a service
 //!   behaves when its cache is slow, failing, hung or flapping without
 //!   killing a process, and replay a failure with the same seed.
 
 mod chaos;
+mod isolate;
+mod record;
 
 use std::cell::Cell;
 use std::marker::PhantomData;
 
 pub use chaos::{Chaos, Fault};
+pub(crate) use isolate::stand_in;
+pub use isolate::{isolated, Isolated};
+pub(crate) use record::{outcome, polled, polled_as, polling, Call};
+pub use record::{Counts, Event, Named, Recorder};
 
 thread_local! {
     /// How many [`CachingOff`] guards live on this thread.
