@@ -9,7 +9,7 @@
 //! | Redis hit, 2 tags | the same with two tags | the same `GET` |
 //! | Redis hit through the tier | a `#[cached]` function on Redis behind the tier | the in-memory `cached` crate |
 //!
-//! Run with `cargo bench --bench allocations` (a private `redis-server` is
+//! Run with `cargo bench -p aside-benches --bench allocations` (a private `redis-server` is
 //! started, as in the tests).
 
 mod counting;

@@ -13,7 +13,7 @@
 //! all of them; criterion also times the batch and the baseline. The value
 //! is a product of about 1 KB as JSON.
 //!
-//! Run with `cargo bench --bench batch`.
+//! Run with `cargo bench -p aside-benches --bench batch`.
 
 mod latency;
 mod product;

@@ -8,7 +8,7 @@
 //! - **64 callers:** `WIDE` tasks calling hits over 64 keys for `WINDOW`;
 //!   it prints hits per second on each and the ratio.
 //!
-//! Run with `cargo bench --bench cluster`.
+//! Run with `cargo bench -p aside-benches --bench cluster`.
 
 mod latency;
 #[path = "../tests/support/mod.rs"]

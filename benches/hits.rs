@@ -17,7 +17,7 @@
 //! commands per operation from `MONITOR` (those the client sent, not those
 //! its scripts ran). The value is a product of about 1 KB as JSON.
 //!
-//! Run with `cargo bench --bench hits` (criterion also times the sequential
+//! Run with `cargo bench -p aside-benches --bench hits` (criterion also times the sequential
 //! hits); the table is printed at the end.
 
 mod counting;

@@ -15,7 +15,7 @@
 //! sides alternating within a round. The value is the product of about 1 KB
 //! that `benches/hits.rs` uses, over 1,000 hot keys.
 //!
-//! Run with `cargo bench --bench l1` (criterion also times each hit); the
+//! Run with `cargo bench -p aside-benches --bench l1` (criterion also times each hit); the
 //! table is printed at the end. To profile one measure alone:
 //! `perf record -g target/release/deps/l1-* --bench through_the_macro --profile-time 8`.
 

@@ -5,7 +5,7 @@
 //! `compress_above(64 KiB)` (the values, one letter repeated, compress
 //! about 250 times). The baseline is the same hits with no writer.
 //!
-//! Run with `cargo bench --bench large_values`; it prints p50, p99 and the
+//! Run with `cargo bench -p aside-benches --bench large_values`; it prints p50, p99 and the
 //! worst small hit for each case, and their ratios to the baseline.
 
 mod latency;

@@ -16,7 +16,7 @@
 //!
 //! Ratios are quick_cache / moka (below 1 for times, above 1 for
 //! throughput: quick_cache is cheaper), medians over `ROUNDS` interleaved
-//! rounds. Run with `cargo bench --bench maps`.
+//! rounds. Run with `cargo bench -p aside-benches --bench maps`.
 
 mod latency;
 

@@ -10,8 +10,8 @@
 //! | Prometheus | `metrics-exporter-prometheus`'s recorder installed, the function's metrics live |
 //!
 //! Each ratio is the median of per-round ratios against the baseline over
-//! `ROUNDS` rounds. Run with `cargo bench --bench observe`; the table is
-//! printed at the end. (The tests crate builds aside with its `metrics`
+//! `ROUNDS` rounds. Run with `cargo bench -p aside-benches --bench observe`; the table is
+//! printed at the end. (The benches package builds aside with its `metrics`
 //! feature, so every variant runs the code that feeds metrics.)
 
 mod latency;

@@ -6,7 +6,7 @@
 //!
 //! Four callers call one key in a loop for `WINDOW`; the entry is fresh for
 //! 50 ms, so about one refresh runs every 150 ms. Each case is run
-//! `ROUNDS` times, interleaved. Run with `cargo bench --bench refresh`; it
+//! `ROUNDS` times, interleaved. Run with `cargo bench -p aside-benches --bench refresh`; it
 //! prints p50, p99 and the worst call of each case, and for the calls
 //! served while the value was due (the one that won the refresh included)
 //! their p99 over the baseline's p99 (the target: at most 2) and their

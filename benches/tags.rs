@@ -5,7 +5,7 @@
 //! - `hit/untagged` vs `hit/tagged`: a hit on an entry without tags and on one
 //!   with two. Target: tagged within 1.2x of untagged.
 //!
-//! Run with `cargo bench --bench tags`; the ratios are printed at the end,
+//! Run with `cargo bench -p aside-benches --bench tags`; the ratios are printed at the end,
 //! computed from this run's criterion estimates.
 
 mod criterion_means;

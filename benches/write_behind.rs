@@ -9,7 +9,7 @@
 //! Each ratio is the median of per-round ratios over `ROUNDS` rounds, the
 //! sides alternating within a round; criterion also times one of each.
 //!
-//! Run with `cargo bench --bench write_behind`.
+//! Run with `cargo bench -p aside-benches --bench write_behind`.
 
 mod latency;
 #[path = "../tests/support/mod.rs"]
