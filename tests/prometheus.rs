@@ -284,14 +284,20 @@ async fn a_write_behind_logs_backlog_and_flushes_are_measured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidations_kept_during_an_outage_and_replayed_are_measured() {
     let prometheus = prometheus();
-    let mut redis = RedisServer::start();
-    let cache = redis.cache().await;
-    redis.kill();
+    let redis = RedisServer::start();
+    let chaos = aside::testing::Chaos::seeded(0);
+    let cache = Cache::builder()
+        .redis(redis.url())
+        .chaos(chaos.clone())
+        .build()
+        .await
+        .unwrap();
+    chaos.go_down();
     cache.invalidate("product:1").await.unwrap();
     cache.invalidate_tag("category:7").await.unwrap();
     let of = |metric: &str| sample(&samples(&prometheus.render(), metric), "{}");
     assert_eq!(of("aside_recovery_pending"), 2);
-    redis.restart();
+    chaos.come_back();
     support::bounded("the replay", Duration::from_secs(10), cache.replay_pending()).await;
     assert_eq!(of("aside_recovery_pending"), 0);
     assert!(of("aside_recovery_replayed_total") >= 2);
