@@ -282,3 +282,42 @@ async fn a_failed_assertion_names_the_entry_and_what_happened_to_it() {
     stock(9).await;
     test.assert_hit(&aside::entry!(stock(9)));
 }
+
+#[tokio::test]
+async fn isolated_records_coalesced_callers_and_reaches_the_global_cache() {
+    static LOADS: AtomicU64 = AtomicU64::new(0);
+    #[aside::cached(key = "slow:<id>")]
+    async fn slow(id: u64) -> u64 {
+        LOADS.fetch_add(1, SeqCst);
+        for _ in 0..3 {
+            tokio::task::yield_now().await; // the second caller finds the load in flight
+        }
+        id
+    }
+    let test = aside::testing::isolated();
+    let (a, b) = tokio::join!(slow(3), slow(3));
+    assert_eq!((a, b), (3, 3));
+    let entry = aside::entry!(slow(3));
+    assert_eq!(
+        test.counts(&entry),
+        aside::testing::Counts {
+            misses: 1,
+            coalesced: 1,
+            loads: 1,
+            ..Default::default()
+        },
+        "{:?}",
+        test.events_of(&entry)
+    );
+    assert_eq!(
+        aside::global().stats().coalesced,
+        1,
+        "the global cache's stand-in"
+    );
+    drop(test);
+    assert_eq!(
+        aside::global().stats().coalesced,
+        0,
+        "the global cache itself saw nothing"
+    );
+}
