@@ -10,11 +10,11 @@
 //! acknowledging it) is applied once.
 //!
 //! It needs Redis (write-behind logs there, durably) and the product_api
-//! database (built by `cargo run --release --example product_api`, or here
+//! database (built by `cargo run --release -p aside-examples --example product_api`, or here
 //! if missing):
 //!
 //! ```sh
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example page_views
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p aside-examples --example page_views
 //! ```
 //!
 //! `VIEWS=50000` changes the number of views per variant (default 20,000).
@@ -161,11 +161,11 @@ fn percentile(latencies: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    product_api::init_logs();
+    product_api::logs::init();
     let Ok(url) = std::env::var("REDIS_URL") else {
         eprintln!(
             "page_views needs Redis, where write-behind logs its changes durably:\n  \
-             REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example page_views"
+             REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p aside-examples --example page_views"
         );
         std::process::exit(2);
     };

@@ -27,14 +27,14 @@
 //! Run it with the in-memory cache (the default):
 //!
 //! ```sh
-//! cargo run --release --example product_api
+//! cargo run --release -p aside-examples --example product_api
 //! ```
 //!
 //! or against Redis (keys go under a fresh `product_api:<timestamp>` namespace,
 //! so each run starts cold; they expire after the 1 h TTL, nothing is flushed):
 //!
 //! ```sh
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example product_api
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p aside-examples --example product_api
 //! ```
 //!
 //! With Redis, hot products are also kept in process (the typed in-process
@@ -43,8 +43,11 @@
 //! `REQUESTS=10000` changes the number of cold cached requests (default 3000);
 //! `UNCACHED_REQUESTS` the number of uncached ones (default: as many as fit in
 //! about 15 s, at most `REQUESTS`); `WARM_REQUESTS` the warm ones (default 100,000);
-//! `LISTING_REQUESTS` the listing requests per variant (default 100). `RUST_LOG=aside=debug` shows more of aside's
+//! `LISTING_REQUESTS` the listing requests per variant (default 100). `RUST_LOG=warn,aside=debug` shows more of aside's
 //! logs (default: warnings only).
+
+#[path = "logs.rs"]
+pub mod logs;
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -756,20 +759,9 @@ fn times(ratio: f64) -> String {
     }
 }
 
-/// aside's logs (and the rest) on stderr: warnings, unless `RUST_LOG` says otherwise.
-pub(crate) fn init_logs() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    init_logs();
+    logs::init();
 
     // The cache: Redis if REDIS_URL is set, else in memory. `aside::init` makes
     // it the one every `#[cached]` function without `cache = ...` uses.

@@ -1,7 +1,7 @@
 //! The README's first program: one cached function, on the in-memory default.
 //!
 //! ```sh
-//! cargo run --example quickstart
+//! cargo run -p aside-examples --example quickstart
 //! ```
 
 use serde::{Deserialize, Serialize};

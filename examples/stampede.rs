@@ -12,12 +12,15 @@
 //! in the same run.
 //!
 //! ```sh
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example stampede   # four processes on one Redis
-//! cargo run --release --example stampede                                    # in memory (one process)
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p aside-examples --example stampede   # four processes on one Redis
+//! cargo run --release -p aside-examples --example stampede                                    # in memory (one process)
 //! ```
 //!
 //! With Redis, keys go under a fresh `stampede:<timestamp>` namespace and
 //! expire on their own; nothing is deleted.
+
+#[path = "logs.rs"]
+pub mod logs;
 
 use std::error::Error;
 use std::io;
@@ -145,12 +148,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    logs::init();
     let (caches, backend) = match std::env::var("REDIS_URL") {
         Ok(url) => {
             let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
