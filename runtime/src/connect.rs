@@ -301,7 +301,11 @@ fn client(target: impl IntoConnectionInfo, settings: &Settings<'_>) -> Result<re
         // The redis crate builds its TLS settings on rustls's process-wide
         // crypto provider, and rustls cannot pick one by itself when a
         // program enables several (aws-lc-rs through another crate, say).
-        // Install ring, unless the program has already chosen.
+        // Install ring, unless the program has already chosen. (rustls
+        // 0.23.48 deprecates ring's provider for lacking post-quantum key
+        // exchange; it is the one that builds without a C toolchain. A
+        // program that wants aws-lc-rs installs it first.)
+        #[allow(deprecated)]
         let _already_chosen = rustls::crypto::ring::default_provider().install_default();
         if let Some(root) = settings.tls_root_certificate {
             let certificates = redis::TlsCertificates {

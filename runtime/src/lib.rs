@@ -42,6 +42,7 @@
 //! | `msgpack` | off | `Codec::MessagePack` |
 //! | `metrics` | off | counters, histograms and gauges through the `metrics` facade, labelled by function (the README lists them) |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
 mod breaker;
