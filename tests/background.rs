@@ -170,9 +170,9 @@ async fn a_slow_load_is_served_stale_after_the_soft_timeout_then_stored(kind: Ki
     let before = cache.stats();
     // Eight callers at once over two instances: one loads (held until
     // released), every one gets the kept value once the timeout passes.
-    let callers: Vec<_> = (0..8)
+    let callers: Vec<_> = (0..8u32)
         .map(|i| {
-            let cache = if i % 2 == 0 {
+            let cache = if i.is_multiple_of(2) {
                 cache.cache.clone()
             } else {
                 other.clone()

@@ -231,7 +231,7 @@ async fn no_stale_reads_across_two_processes() {
                     let k = (writes as usize + w) % KEYS;
                     let version = db[k].fetch_add(1, SeqCst) + 1;
                     // Half by key, half by tag.
-                    if writes % 2 == 0 {
+                    if writes.is_multiple_of(2) {
                         cache.invalidate(&format!("item:{k}")).await.unwrap();
                     } else {
                         cache.invalidate_tag(&format!("item-tag:{k}")).await.unwrap();

@@ -98,7 +98,7 @@ async fn parse(cache: &Cache, probe: &Probe, text: &str) -> Result<u32, std::num
 #[aside::cached(cache = cache, key = "maybe:<id>", negative_ttl = 0)]
 async fn maybe(cache: &Cache, probe: &Probe, id: u32) -> Option<u32> {
     probe.hit();
-    (id % 2 == 0).then_some(id)
+    id.is_multiple_of(2).then_some(id)
 }
 
 // Methods: an inherent impl, taking the cache and part of the key from `self`.

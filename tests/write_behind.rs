@@ -599,7 +599,7 @@ async fn nothing_acknowledged_is_lost_through_flusher_deaths_a_failing_database_
             for n in 0..WRITES / WRITERS {
                 let id = (n * 7 + writer) % RECORDS;
                 let started = Instant::now();
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     let value = writer * 1_000_000 + n;
                     let version = log.set(&id, value).await.expect("a write is acknowledged");
                     let mut values = acknowledged.values.lock().unwrap();
@@ -616,7 +616,7 @@ async fn nothing_acknowledged_is_lost_through_flusher_deaths_a_failing_database_
                 if started.elapsed() >= Duration::from_millis(200) {
                     acknowledged.waited.fetch_add(1, SeqCst);
                 }
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     tokio::task::yield_now().await;
                 }
             }
