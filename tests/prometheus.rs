@@ -302,3 +302,47 @@ async fn invalidations_kept_during_an_outage_and_replayed_are_measured() {
     assert_eq!(of("aside_recovery_pending"), 0);
     assert!(of("aside_recovery_replayed_total") >= 2);
 }
+
+/// The Grafana dashboard (`examples/grafana/aside-dashboard.json`) queries
+/// only metrics aside describes, and takes quantiles of histograms only.
+#[test]
+fn the_dashboard_queries_only_metrics_aside_exports() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let source = std::fs::read_to_string(format!("{root}/runtime/src/metrics.rs")).unwrap();
+    // Each `describe_<kind>!(` and the metric name after it.
+    let mut described: HashMap<String, &str> = HashMap::new();
+    for kind in ["counter", "gauge", "histogram"] {
+        for (at, _) in source.match_indices(&format!("describe_{kind}!(")) {
+            let rest = &source[at..];
+            let name = rest.split('"').nth(1).expect("a described metric has a name");
+            described.insert(name.to_owned(), kind);
+        }
+    }
+    assert!(described.len() > 20, "{described:?}");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/examples/grafana/aside-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("aside_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                let (base, bucket) = match name.strip_suffix("_bucket") {
+                    Some(base) => (base.to_owned(), true),
+                    None => (name.clone(), false),
+                };
+                let kind = described
+                    .get(&base)
+                    .unwrap_or_else(|| panic!("panel {:?} queries {name}, which aside does not export", panel["title"]));
+                assert!(!bucket || *kind == "histogram", "{name} is not a histogram's");
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried}");
+}
