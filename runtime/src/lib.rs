@@ -45,6 +45,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
+pub mod guide;
 mod breaker;
 mod builder;
 mod cache;
