@@ -4,6 +4,9 @@
 //! it, one topic at a time.)
 //!
 //! Pages:
+//!
+//! - [`write_behind`]: writes logged in Redis now and flushed to the
+//!   database in batches, at least once (the `redis` feature).
 #![cfg_attr(
     feature = "testing",
     doc = "- [`testing`]: testing code that uses aside: caching off, isolated and recorded, \
@@ -17,3 +20,7 @@
 #[cfg(feature = "testing")]
 #[doc = include_str!("testing.md")]
 pub mod testing {}
+
+#[cfg(feature = "redis")]
+#[doc = include_str!("write_behind.md")]
+pub mod write_behind {}
