@@ -5,6 +5,7 @@
 //!
 //! Pages:
 //!
+//! - `cluster`: running on Redis Cluster (the `cluster` feature).
 //! - [`write_behind`]: writes logged in Redis now and flushed to the
 //!   database in batches, at least once (the `redis` feature).
 #![cfg_attr(
@@ -24,3 +25,7 @@ pub mod testing {}
 #[cfg(feature = "redis")]
 #[doc = include_str!("write_behind.md")]
 pub mod write_behind {}
+
+#[cfg(feature = "cluster")]
+#[doc = include_str!("cluster.md")]
+pub mod cluster {}
