@@ -5,9 +5,18 @@
 //!
 //! Pages:
 //!
-//! - `cluster`: running on Redis Cluster (the `cluster` feature).
+//! - [`semantics`]: what is cached, keys, entries, coalescing, the
+//!   invalidation guarantee and why it holds, the Redis layout.
+//! - [`stampede`]: the four stampede modes and which to choose.
+//! - [`batch`]: `#[cached_batch]`, many ids in one round trip and one query.
+//! - [`tiers`]: the typed in-process tier, alone or in front of Redis, and
+//!   its coherence (the `redis` feature).
+//! - [`failures`]: what a call does when Redis or the database fails, and
+//!   invalidations kept through an outage.
+//! - [`observability`]: statistics, spans, metrics, a dashboard.
 //! - [`write_behind`]: writes logged in Redis now and flushed to the
 //!   database in batches, at least once (the `redis` feature).
+//! - `cluster`: running on Redis Cluster (the `cluster` feature).
 #![cfg_attr(
     feature = "testing",
     doc = "- [`testing`]: testing code that uses aside: caching off, isolated and recorded, \
@@ -17,6 +26,25 @@
     not(feature = "testing"),
     doc = "- `testing`: testing code that uses aside (shown with the `testing` feature)."
 )]
+
+#[doc = include_str!("semantics.md")]
+pub mod semantics {}
+
+#[doc = include_str!("stampede.md")]
+pub mod stampede {}
+
+#[doc = include_str!("batch.md")]
+pub mod batch {}
+
+#[cfg(feature = "redis")]
+#[doc = include_str!("tiers.md")]
+pub mod tiers {}
+
+#[doc = include_str!("failures.md")]
+pub mod failures {}
+
+#[doc = include_str!("observability.md")]
+pub mod observability {}
 
 #[cfg(feature = "testing")]
 #[doc = include_str!("testing.md")]
