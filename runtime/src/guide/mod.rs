@@ -5,6 +5,10 @@
 //!
 //! Pages:
 //!
+//! - [`keys`]: key templates, methods, how a key is made, the compile
+//!   errors, and keys that collide.
+//! - [`invalidation`]: `#[invalidate]` and `#[cache_put]`, which cache a
+//!   writer writes, the runtime API without the macro, escape hatches.
 //! - [`semantics`]: what is cached, keys, entries, coalescing, the
 //!   invalidation guarantee and why it holds, the Redis layout.
 //! - [`stampede`]: the four stampede modes and which to choose.
@@ -26,6 +30,12 @@
     not(feature = "testing"),
     doc = "- `testing`: testing code that uses aside (shown with the `testing` feature)."
 )]
+
+#[doc = include_str!("keys.md")]
+pub mod keys {}
+
+#[doc = include_str!("invalidation.md")]
+pub mod invalidation {}
 
 #[doc = include_str!("semantics.md")]
 pub mod semantics {}
