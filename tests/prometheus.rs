@@ -336,9 +336,12 @@ fn the_dashboard_queries_only_metrics_aside_exports() {
                     Some(base) => (base.to_owned(), true),
                     None => (name.clone(), false),
                 };
-                let kind = described
-                    .get(&base)
-                    .unwrap_or_else(|| panic!("panel {:?} queries {name}, which aside does not export", panel["title"]));
+                let kind = described.get(&base).unwrap_or_else(|| {
+                    panic!(
+                        "panel {:?} queries {name}, which aside does not export",
+                        panel["title"]
+                    )
+                });
                 assert!(!bucket || *kind == "histogram", "{name} is not a histogram's");
                 queried += 1;
             }

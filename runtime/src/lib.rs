@@ -28,7 +28,9 @@
 //! on the global cache (an in-memory one unless [`init`] sets another) or on
 //! the cache named by `cache = ...`. Everything the cache does is in this
 //! crate and usable without the macro: see [`Cache`] for the behaviour and
-//! the README for every attribute option.
+//! [`cached`] for every option. The [`guide`] has a page per topic: keys,
+//! invalidation, stampede modes, tiers, failures, batch loads, write-behind,
+//! observability, testing, performance.
 //!
 //! Each call of a cached function counts into its [`Function`]'s statistics
 //! ([`function_stats`](stats::function_stats)) and is a `tracing` span at `DEBUG` level
@@ -40,12 +42,13 @@
 //! | `redis` | on | the Redis backend (`CacheBuilder::redis`) |
 //! | `tls` | off | `rediss://` URLs (rustls) |
 //! | `msgpack` | off | `Codec::MessagePack` |
-//! | `metrics` | off | counters, histograms and gauges through the `metrics` facade, labelled by function (the README lists them) |
+//! | `cluster` | off | Redis Cluster (`aside::Redis::cluster`) |
+//! | `metrics` | off | counters, histograms and gauges through the `metrics` facade, labelled by function ([`guide::observability`] lists them) |
+//! | `testing` | off | `aside::testing`: caching off, isolated and recorded caches, and chaos, for the tests of code that uses aside |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
-pub mod guide;
 mod breaker;
 mod builder;
 mod cache;
@@ -63,6 +66,7 @@ mod fail_safe;
 mod flight;
 mod function;
 mod global;
+pub mod guide;
 mod key;
 mod l1;
 #[cfg(feature = "metrics")]

@@ -17,6 +17,7 @@
 //!   its coherence (the `redis` feature).
 //! - [`failures`]: what a call does when Redis or the database fails, and
 //!   invalidations kept through an outage.
+//! - [`performance`]: what the main example measures, and the compile cost.
 //! - [`observability`]: statistics, spans, metrics, a dashboard.
 //! - [`write_behind`]: writes logged in Redis now and flushed to the
 //!   database in batches, at least once (the `redis` feature).
@@ -52,6 +53,9 @@ pub mod tiers {}
 
 #[doc = include_str!("failures.md")]
 pub mod failures {}
+
+#[doc = include_str!("performance.md")]
+pub mod performance {}
 
 #[doc = include_str!("observability.md")]
 pub mod observability {}
