@@ -30,7 +30,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// *guard* token, its stampede lock, and the *tokens* of the tags the entry
 /// carries.
 ///
-/// [`Cache`](crate::Cache) builds them (see the README's "Redis layout"); a
+/// [`Cache`](crate::Cache) builds them (see "Redis layout" in [`guide::semantics`](crate::guide::semantics)); a
 /// backend only reads and writes them. The guard's and the lock's names are
 /// built when first asked for: a hit needs neither.
 ///

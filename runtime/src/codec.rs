@@ -11,7 +11,7 @@ use serde::Serialize;
 /// | codec | for |
 /// |---|---|
 /// | [`Codec::Json`] (default) | readable in `redis-cli`; any serde type |
-/// | `Codec::MessagePack` (the `msgpack` feature) | smaller entries, faster decoding (see the README for figures); structs are written with their field names, so adding or reordering fields behaves as with JSON |
+/// | `Codec::MessagePack` (the `msgpack` feature) | smaller entries, faster decoding (see "Codecs" in [`guide::semantics`](crate::guide::semantics) for figures); structs are written with their field names, so adding or reordering fields behaves as with JSON |
 ///
 /// # Examples
 ///

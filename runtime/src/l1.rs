@@ -36,8 +36,8 @@ use crate::entry::Meta;
 ///
 /// The tier holds decoded values and returns clones of them: a hit parses
 /// nothing and crosses no network. An entry never outlives its value's TTL.
-/// In front of Redis, it is kept coherent by Redis itself (see the README's
-/// "Two tiers").
+/// In front of Redis, it is kept coherent by Redis itself (see the guide's page
+/// [`guide::tiers`](crate::guide::tiers)).
 ///
 /// # Examples
 ///
