@@ -321,3 +321,32 @@ async fn isolated_records_coalesced_callers_and_reaches_the_global_cache() {
         "the global cache itself saw nothing"
     );
 }
+
+#[tokio::test]
+async fn a_batch_records_the_ids_its_first_read_did_not_answer() {
+    use std::collections::HashMap;
+    let rec = aside::testing::Recorder::new();
+    let cache = Cache::builder().record(&rec).build().await.unwrap();
+    let entry = |id: &u64| (format!("n:{id}"), aside::Policy::new());
+    let load = |ids: Vec<u64>| async move {
+        Ok::<_, ()>(ids.into_iter().map(|id| (id, id)).collect::<HashMap<_, _>>())
+    };
+    cache.get_or_load_batch([1, 2], entry, load).await.unwrap();
+    assert_eq!(
+        rec.counts("n:1"),
+        aside::testing::Counts {
+            misses: 1,
+            loads: 1,
+            ..Default::default()
+        },
+        "{:?}",
+        rec.events()
+    );
+    let events = rec.events().len();
+    cache.get_or_load_batch([1, 2], entry, load).await.unwrap();
+    assert_eq!(
+        rec.events().len(),
+        events,
+        "hits answered by the batch's one read are not recorded"
+    );
+}

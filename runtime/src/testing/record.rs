@@ -22,8 +22,9 @@ use crate::CachedEntry;
 /// `#[cached]` call) and their loads, including those on a task of their
 /// own; puts (`#[cache_put]`, [`Cache::put`](crate::Cache::put));
 /// invalidations of keys and tags (`#[invalidate]` and the cache's
-/// methods) and clears. A batch ([`get_or_load_batch`](crate::Cache::get_or_load_batch))
-/// is not recorded per key.
+/// methods) and clears. A batch ([`get_or_load_batch`](crate::Cache::get_or_load_batch),
+/// `#[cached_batch]`) records the ids its one read did not answer, as
+/// lookups and loads; the hits of that read are not recorded.
 ///
 /// # Examples
 ///
