@@ -1,8 +1,0 @@
-use std::collections::HashMap;
-
-#[aside::cached_batch(key = "product:<id>", tags = ["products:<ids>"])]
-async fn products(ids: &[u64]) -> HashMap<u64, String> {
-    ids.iter().map(|&id| (id, String::new())).collect()
-}
-
-fn main() {}

@@ -1,6 +1,0 @@
-#[aside::invalidate(keys = ["p:<id>"])]
-fn save(id: u64) {
-    let _ = id;
-}
-
-fn main() {}
