@@ -380,14 +380,13 @@ pub(crate) async fn polled_as<F: std::future::Future>(call: Option<&Arc<Call>>, 
 pub(crate) fn polling<R>(call: Option<&Arc<Call>>, poll: impl FnOnce() -> R) -> R {
     let outer = POLLED.with(|polled| polled.replace(call.cloned()));
     // Put back even if the poll panics (a loader's panic is caught above).
-    struct Restore(Option<Option<Arc<Call>>>);
+    struct Restore(Option<Arc<Call>>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            let outer = self.0.take().flatten();
-            let _ = POLLED.try_with(|polled| polled.replace(outer));
+            let _ = POLLED.try_with(|polled| polled.replace(self.0.take()));
         }
     }
-    let _restore = Restore(Some(outer));
+    let _restore = Restore(outer);
     poll()
 }
 
