@@ -102,7 +102,7 @@ impl Redis {
     /// sockets cannot be used. Available with the `cluster` feature.
     ///
     /// An entry, its guard and its lock share a hash slot; each tag's token
-    /// has its own (see the guide's cluster page, `guide/cluster.md`).
+    /// has its own (see [`guide::cluster`](crate::guide::cluster)).
     ///
     /// # Examples
     ///

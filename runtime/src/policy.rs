@@ -327,8 +327,11 @@ impl Policy {
     }
 
     /// Whether `value` is to be returned without being stored.
-    pub(crate) fn skips<T: 'static>(&self, value: &T) -> bool {
-        self.unless.as_ref().is_some_and(|unless| (unless.0)(value))
+    pub(crate) fn skips(&self, value: &dyn Any) -> bool {
+        match &self.unless {
+            Some(unless) => (unless.0)(value),
+            None => false,
+        }
     }
 
     pub(crate) fn l1_on(&self) -> bool {

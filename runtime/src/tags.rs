@@ -56,7 +56,7 @@
 //! entry (and, under the stampede lock, with the lock), each tag's token on
 //! its own, sent together. The load runs only once every part has
 //! answered, so every token it records was read before it began.
-//! `tests/invalidation.rs` runs its barrier races (an invalidation landing
+//! `tests/suite/invalidation.rs` runs its barrier races (an invalidation landing
 //! while a load runs) on a real cluster too.
 
 /// The tokens a load ran under: the key's guard and its tags' tokens, read

@@ -166,7 +166,7 @@ impl Shared {
 pub(super) fn read(
     keys: &EntryKeys,
     touch: Option<Duration>,
-) -> Option<impl Future<Output = Option<Fetched>>> {
+) -> Option<impl Future<Output = Option<Fetched>> + use<>> {
     let (shared, first) = MEMBER
         .try_with(|member| {
             let first = member.first.lock().unwrap_or_else(PoisonError::into_inner).take();

@@ -1,5 +1,5 @@
 //! The caller's loader as the read path sees it: a [`Loader`] behind a
-//! pointer, so that the path ([`Cache::lookup_or_load`]) is compiled once rather
+//! pointer, so that the path ([`Cache::read_path`]) is compiled once rather
 //! than once per cached function. [`TypedLoader`], its one implementation,
 //! is all a cached function compiles of it: running the loader with its
 //! panic caught, or on a task of its own ([`Detach`]).
@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, Span};
 
 use super::observe::Observed;
-use super::plan::{First, Pending, Served};
+use super::plan::{Pending, Served};
 use super::scoped::{self, Mode};
 use super::slot::{Slot, Typed};
 use super::Cache;
@@ -65,16 +65,17 @@ pub(super) enum Loaded {
 pub(super) struct ErrorHeld(PhantomData<*const ()>);
 
 /// A detached load's value, when it lands.
-type Landed<T> = Pin<Box<dyn Future<Output = Option<T>> + Send>>;
+pub(super) type Landed<T> = Option<Pin<Box<dyn Future<Output = Option<T>> + Send>>>;
 
 pin_project_lite::pin_project! {
     /// The [`Loader`] of a function returning `Result<T, E>` through `F`.
-    pub(super) struct TypedLoader<T, E, F, Fut, D> {
+    pub(super) struct TypedLoader<T, E, F, Fut, D: Detach<T, F>> {
         slot: Typed<T>,
         load: Option<F>,
         #[pin]
         running: Option<Fut>,
-        landed: Option<Landed<T>>,
+        // Nothing for a loader that runs inline only.
+        landed: D::Landed,
         // Set as the load ends, and taken by the caller before anything
         // awaits again: it never crosses an `.await`, so an error need not
         // be `Send` (see `SendIf`).
@@ -83,13 +84,13 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<T, E, F, Fut, D> TypedLoader<T, E, F, Fut, D> {
+impl<T, E, F, Fut, D: Detach<T, F>> TypedLoader<T, E, F, Fut, D> {
     pub(super) fn new(load: F) -> Self {
         TypedLoader {
             slot: Typed(None),
             load: Some(load),
             running: None,
-            landed: None,
+            landed: D::Landed::default(),
             error: None,
             detach: PhantomData,
         }
@@ -123,14 +124,11 @@ where
     fn poll_load(self: Pin<&mut Self>, cx: &mut Context<'_>, mode: Mode, span: &Span) -> Poll<Loaded> {
         let mut this = self.project();
         poll_caught(mode, span, &mut || {
-            if this.running.is_none() {
-                let load = this.load.take().expect("a load starts once");
+            if let Some(load) = this.load.take() {
                 this.running.set(Some(load()));
             }
             let running = this.running.as_mut().as_pin_mut();
-            let Poll::Ready(result) = running.expect("a load is running").poll(cx) else {
-                return Poll::Pending;
-            };
+            let result = std::task::ready!(running.expect("a load is running").poll(cx));
             this.running.set(None);
             Poll::Ready(match result {
                 Ok(value) => {
@@ -177,7 +175,7 @@ fn poll_caught(mode: Mode, span: &Span, poll: &mut dyn FnMut() -> Poll<Loaded>) 
 pin_project_lite::pin_project! {
     /// A call's future, `Send` when its typed side is (`M`: the value, the
     /// loader and its future). rustc cannot see that through the
-    /// `&mut dyn Loader` that [`Cache::lookup_or_load`] holds; the rest of its
+    /// `&mut dyn Loader` that [`Cache::read_path`] holds; the rest of its
     /// future is proven `Send` below, and a loader's error never crosses
     /// an `.await` (see [`TypedLoader`]).
     pub(super) struct SendIf<M, Fut> {
@@ -211,17 +209,17 @@ impl<M, Fut: Future> Future for SendIf<M, Fut> {
     }
 }
 
-/// `lookup_or_load`'s and `load_detached`'s futures are `Send` when their loader
+/// `read_path`'s and `load_detached`'s futures are `Send` when their loader
 /// is: the proof behind [`SendIf`] (a compile error here otherwise).
 #[allow(dead_code)]
 fn send_when_the_loader_is<'a>(
     cache: &'a Cache,
-    (key, policy, first): (&'a str, &'a Policy, First),
+    (key, policy): (&'a str, &'a Policy),
     (pending, observed): (Pending, Observed),
     loaders: [Pin<&'a mut (dyn Loader + Send)>; 2],
 ) -> (impl Future + Send + 'a, impl Future + Send + 'a) {
     let [serving, detached] = loaders;
-    let serve = cache.lookup_or_load(key, policy, first, serving);
+    let serve = cache.read_path(key, policy, serving);
     (serve, cache.load_detached(pending, policy, observed, detached))
 }
 
@@ -230,18 +228,17 @@ pub(super) trait Detach<T, F> {
     /// Whether [`detach`](Self::detach) may be called.
     const DETACHABLE: bool;
 
+    /// Where a detached load's value lands.
+    type Landed: Default;
+
     /// Runs the `load` on a task of its own, landing its value as
     /// `pending` says; the value it stores lands in `landed`. Only if
     /// `DETACHABLE`.
-    fn detach(
-        load: &mut Option<F>,
-        landed: &mut Option<Landed<T>>,
-        call: (&Cache, &Policy, Pending, &Observed),
-    );
+    fn detach(load: &mut Option<F>, landed: &mut Self::Landed, call: (&Cache, &Policy, Pending, &Observed));
 
     /// Polls `landed` for a detached load's value, into `slot`: `true` once
     /// it is there, `false` if the load ended without one.
-    fn poll_landed(landed: &mut Option<Landed<T>>, slot: &mut Typed<T>, cx: &mut Context<'_>) -> Poll<bool>;
+    fn poll_landed(landed: &mut Self::Landed, slot: &mut Typed<T>, cx: &mut Context<'_>) -> Poll<bool>;
 }
 
 /// Loaders run where their caller does (and compile nothing to detach).
@@ -249,10 +246,11 @@ pub(super) enum Inline {}
 
 impl<T, F> Detach<T, F> for Inline {
     const DETACHABLE: bool = false;
+    type Landed = ();
 
-    fn detach(_: &mut Option<F>, _: &mut Option<Landed<T>>, _: (&Cache, &Policy, Pending, &Observed)) {}
+    fn detach(_: &mut Option<F>, _: &mut (), _: (&Cache, &Policy, Pending, &Observed)) {}
 
-    fn poll_landed(_: &mut Option<Landed<T>>, _: &mut Typed<T>, _: &mut Context<'_>) -> Poll<bool> {
+    fn poll_landed(_: &mut (), _: &mut Typed<T>, _: &mut Context<'_>) -> Poll<bool> {
         Poll::Ready(false)
     }
 }
@@ -268,12 +266,9 @@ where
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
     const DETACHABLE: bool = true;
+    type Landed = Landed<T>;
 
-    fn detach(
-        load: &mut Option<F>,
-        landed: &mut Option<Landed<T>>,
-        call: (&Cache, &Policy, Pending, &Observed),
-    ) {
+    fn detach(load: &mut Option<F>, landed: &mut Landed<T>, call: (&Cache, &Policy, Pending, &Observed)) {
         let (cache, policy, pending, caller) = call;
         let load = load.take().expect("a load is detached before it starts");
         let (sent, received) = oneshot::channel();
@@ -294,7 +289,7 @@ where
         *landed = Some(Box::pin(async move { received.await.ok().flatten() }));
     }
 
-    fn poll_landed(landed: &mut Option<Landed<T>>, slot: &mut Typed<T>, cx: &mut Context<'_>) -> Poll<bool> {
+    fn poll_landed(landed: &mut Landed<T>, slot: &mut Typed<T>, cx: &mut Context<'_>) -> Poll<bool> {
         let Some(landed) = landed else {
             return Poll::Ready(false);
         };

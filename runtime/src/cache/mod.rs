@@ -1,5 +1,5 @@
 //! The [`Cache`] handle: its public API (cache-aside, write-through,
-//! invalidation, statistics) and the read path, `lookup_or_load`, behind
+//! invalidation, statistics) and the read path (`read_path`, then `lookup_or_load`) behind
 //! `get_or_load` and `get_or_load_detached` (through `run`, its generic
 //! shell).
 //!
@@ -349,8 +349,9 @@ impl Cache {
 
     /// The read path's generic shell, for a loader that runs inline only
     /// or may also run on a task of its own (`D`): the call's typed side
-    /// ([`TypedLoader`]) lent to the path, [`lookup_or_load`](Self::lookup_or_load), which
-    /// is compiled once rather than once per cached function.
+    /// ([`TypedLoader`]) lent to the path, [`read_path`](Self::read_path), which
+    /// is compiled once rather than once per cached function. All else
+    /// is there, so that what each function compiles of this is small.
     fn run<'s, 'k, 'p, T, E, F, Fut, D>(
         &'s self,
         key: &'k str,
@@ -364,31 +365,44 @@ impl Cache {
         D: Detach<T, F>,
     {
         SendIf::<(T, F, Fut), _>::new(async move {
-            let this = self.target();
             let mut loader = std::pin::pin!(TypedLoader::<T, E, F, Fut, D>::new(load));
-            // In a test, the outcomes counted while this call is polled are
-            // recorded as its own.
-            #[cfg(feature = "testing")]
-            let call = this
-                .recorder()
-                .map(|recorder| crate::testing::Call::new(recorder, key, policy));
-            #[cfg(feature = "testing")]
-            let look_first =
-                |slot| crate::testing::polling(call.as_ref(), || this.look_first(key, policy, slot));
-            #[cfg(not(feature = "testing"))]
-            let look_first = |slot| this.look_first(key, policy, slot);
-            // A hit in the in-process tier never makes the rest's future.
-            let served = match look_first(loader.as_mut().slot()) {
-                None => Served::Value,
-                Some(first) => {
-                    let rest = this.lookup_or_load::<dyn Loader>(key, policy, first, loader.as_mut());
-                    #[cfg(feature = "testing")]
-                    let rest = crate::testing::polled_as(call.as_ref(), rest);
-                    rest.await
-                }
-            };
+            let served = self.read_path::<dyn Loader>(key, policy, loader.as_mut()).await;
             loader.answer(served)
         })
+    }
+
+    /// The read path, for every cached function: the in-process tier
+    /// ([`look_first`](Self::look_first)), then, unless it answered,
+    /// [`lookup_or_load`](Self::lookup_or_load). Generic only so that its
+    /// `Send` can be proven (see [`SendIf`]): the cached functions all use
+    /// `L = dyn Loader`.
+    async fn read_path<L: Loader + ?Sized>(
+        &self,
+        key: &str,
+        policy: &Policy,
+        mut loader: Pin<&mut L>,
+    ) -> Served {
+        let this = self.target();
+        // In a test, the outcomes counted while this call is polled are
+        // recorded as its own.
+        #[cfg(feature = "testing")]
+        let call = this
+            .recorder()
+            .map(|recorder| crate::testing::Call::new(recorder, key, policy));
+        #[cfg(feature = "testing")]
+        let first = crate::testing::polling(call.as_ref(), || {
+            this.look_first(key, policy, loader.as_mut().slot())
+        });
+        #[cfg(not(feature = "testing"))]
+        let first = this.look_first(key, policy, loader.as_mut().slot());
+        // A hit in the in-process tier never makes the rest's future.
+        let Some(first) = first else {
+            return Served::Value;
+        };
+        let rest = this.lookup_or_load(key, policy, first, loader);
+        #[cfg(feature = "testing")]
+        let rest = crate::testing::polled_as(call.as_ref(), rest);
+        rest.await
     }
 
     /// The read path's first step, in the in-process tier: `None` for a
@@ -443,17 +457,15 @@ impl Cache {
         };
         // A load that a value stands by for may run on a task of its own:
         // a refresh nobody waits for, or one that outlasts `soft_timeout`.
-        if detach {
-            if let Some(wait) = pending.as_mut().and_then(|p| self.detachable(p, policy)) {
-                let pending = pending.expect("a detachable load was planned");
-                loader.as_mut().detach(self, policy, pending, &observed);
-                if let Some(wait) = wait {
-                    let landed = std::future::poll_fn(|cx| loader.as_mut().poll_landed(cx));
-                    let fresh = matches!(tokio::time::timeout(wait.after, landed).await, Ok(true));
-                    self.soft_waited(policy, &wait, fresh);
-                }
-                return Served::Value;
+        if detach && let Some(wait) = pending.as_mut().and_then(|p| self.detachable(p, policy)) {
+            let pending = pending.expect("a detachable load was planned");
+            loader.as_mut().detach(self, policy, pending, &observed);
+            if let Some(wait) = wait {
+                let landed = std::future::poll_fn(|cx| loader.as_mut().poll_landed(cx));
+                let fresh = matches!(tokio::time::timeout(wait.after, landed).await, Ok(true));
+                self.soft_waited(policy, &wait, fresh);
             }
+            return Served::Value;
         }
         // The one place the loader runs inline.
         let loaded = {
@@ -848,10 +860,10 @@ impl<'a> Call<'a> {
 async fn detached(fut: impl Future<Output = ()> + Send + 'static) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            if let Err(error) = runtime.spawn(fut).await {
-                if error.is_panic() {
-                    std::panic::resume_unwind(error.into_panic());
-                }
+            if let Err(error) = runtime.spawn(fut).await
+                && error.is_panic()
+            {
+                std::panic::resume_unwind(error.into_panic());
             }
         }
         Err(_) => fut.await,

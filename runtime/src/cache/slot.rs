@@ -67,7 +67,10 @@ impl<T: Cacheable> Slot for Typed<T> {
     }
 
     fn skipped_by(&self, policy: &Policy) -> bool {
-        self.0.as_ref().is_some_and(|value| policy.skips(value))
+        match &self.0 {
+            Some(value) => policy.skips(value),
+            None => false,
+        }
     }
 }
 

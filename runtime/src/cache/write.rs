@@ -110,12 +110,12 @@ impl Cache {
 
     /// The flow of [`Cache::get`].
     pub(super) async fn read_plain<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        if let Some(local) = &self.inner.local {
-            if let Some((bytes, codec, meta, tagless)) = local.encoded(key) {
-                if now_ms() < meta.fresh_until_ms && tagless {
-                    return Ok(codec.decode(&bytes).ok());
-                }
-            }
+        if let Some(local) = &self.inner.local
+            && let Some((bytes, codec, meta, tagless)) = local.encoded(key)
+            && now_ms() < meta.fresh_until_ms
+            && tagless
+        {
+            return Ok(codec.decode(&bytes).ok());
         }
         let keys = self.inner.keys(key, &[]);
         if self.covered(&keys) {
@@ -257,10 +257,10 @@ impl Cache {
                 }
                 this.inner.forget(key);
             }
-            if !tags.is_empty() {
-                if let Err(Error::Backend(error)) = this.invalidate_tags(&tags).await {
-                    failed.push(error);
-                }
+            if !tags.is_empty()
+                && let Err(Error::Backend(error)) = this.invalidate_tags(&tags).await
+            {
+                failed.push(error);
             }
             for error in failed {
                 Counters::incr(&this.inner.counters.errors);
