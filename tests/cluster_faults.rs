@@ -475,6 +475,14 @@ async fn failover_under_writes(tier: bool) {
         .iter()
         .filter(|&&after| after > UNTOUCHED_BOUND)
         .collect();
+    // An item's tag token hashes to a slot of its own, which may be on the
+    // dead master although its entry is not: how many of those loads read
+    // a token that moved (a lead on the rare late loads, see UNTOUCHED_BOUND).
+    let token_moved = |id: usize| cluster.master_of(&format!("aside#tag:item:{id}")) == victim;
+    let untouched_token_moved = loads
+        .iter()
+        .filter(|(at, id)| stayed.contains(id) && !written.contains(id) && *at > ok && token_moved(*id))
+        .count();
     let last_moved_load = loads
         .iter()
         .filter(|(_, id)| moved.contains(id) && !written.contains(id))
@@ -504,7 +512,8 @@ async fn failover_under_writes(tier: bool) {
     eprintln!("since ok, per cache (short-circuited, errors, misses): {since_ok:?}");
     eprintln!(
         "master killed (tier {tier}): the cluster refused from {down:?} and was ok again {up:?} after the kill; from then, \
-         {untouched:?}: the reads of keys that neither moved nor were written that ran a load; the dead \
+         {untouched:?}: the reads of keys that neither moved nor were written that ran a load \
+         ({untouched_token_moved} of them of items whose tag token was on the dead master); the dead \
          master's keys' last loading read began {last_moved_load:?} after; {old} old reads of written items of {} reads, the last \
          {last_old:?} after, {old_late} later than 1 s, {old_in_writer} in the writer's cache; writer: {} \
          replayed, {} pending, the last {replayed:?} after",

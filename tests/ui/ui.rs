@@ -8,6 +8,8 @@
 //! one module per mistake: `fail/templates.rs`, `options.rs`,
 //! `signatures.rs`, `writers.rs`, `batch.rs`. A mistake rustc reports after
 //! type checking has a file of its own, where no other error can hide it.
+//! The pass cases are one program, `pass/all.rs`, a module per case
+//! (`pass/cases/*.rs`).
 
 #[test]
 fn ui() {
