@@ -58,6 +58,7 @@ pub mod failures {}
 pub mod performance {}
 
 #[doc = include_str!("observability.md")]
+#[doc = include_str!("dashboard.md")]
 pub mod observability {}
 
 #[cfg(feature = "testing")]
