@@ -394,6 +394,12 @@ async fn failover_under_writes(tier: bool) {
     let victim = cluster.master_of(&entry(0));
     let on_victim = |id: usize| cluster.master_of(&format!("aside:{{item:{id}}}")) == victim;
     let moved: Vec<usize> = (0..ITEMS).filter(|&id| on_victim(id)).collect();
+    // An item's tag token hashes to a slot of its own, which may be on the
+    // dying master although its entry is not (read now: after the kill, the
+    // cluster maps the slot to the replica that took over).
+    let token_on_victim: Vec<usize> = (0..ITEMS)
+        .filter(|&id| cluster.master_of(&format!("aside#tag:item:{id}")) == victim)
+        .collect();
     let stayed: Vec<usize> = (0..ITEMS).filter(|&id| !on_victim(id)).collect();
     // Five written items on the dying master, five elsewhere.
     let written: Vec<usize> = moved
@@ -475,13 +481,13 @@ async fn failover_under_writes(tier: bool) {
         .iter()
         .filter(|&&after| after > UNTOUCHED_BOUND)
         .collect();
-    // An item's tag token hashes to a slot of its own, which may be on the
-    // dead master although its entry is not: how many of those loads read
-    // a token that moved (a lead on the rare late loads, see UNTOUCHED_BOUND).
-    let token_moved = |id: usize| cluster.master_of(&format!("aside#tag:item:{id}")) == victim;
+    // How many of those loads were of items whose token moved (a lead on
+    // the rare late loads, see UNTOUCHED_BOUND).
     let untouched_token_moved = loads
         .iter()
-        .filter(|(at, id)| stayed.contains(id) && !written.contains(id) && *at > ok && token_moved(*id))
+        .filter(|(at, id)| {
+            stayed.contains(id) && !written.contains(id) && *at > ok && token_on_victim.contains(id)
+        })
         .count();
     let last_moved_load = loads
         .iter()
@@ -513,10 +519,13 @@ async fn failover_under_writes(tier: bool) {
     eprintln!(
         "master killed (tier {tier}): the cluster refused from {down:?} and was ok again {up:?} after the kill; from then, \
          {untouched:?}: the reads of keys that neither moved nor were written that ran a load \
-         ({untouched_token_moved} of them of items whose tag token was on the dead master); the dead \
+         ({untouched_token_moved} of them of items whose tag token was on the dead master, as were {} of the {} \
+         untouched items' tokens); the dead \
          master's keys' last loading read began {last_moved_load:?} after; {old} old reads of written items of {} reads, the last \
          {last_old:?} after, {old_late} later than 1 s, {old_in_writer} in the writer's cache; writer: {} \
          replayed, {} pending, the last {replayed:?} after",
+        stayed.iter().filter(|id| !written.contains(id) && token_on_victim.contains(id)).count(),
+        stayed.iter().filter(|id| !written.contains(id)).count(),
         reads.len(),
         stats.replayed,
         stats.pending,
