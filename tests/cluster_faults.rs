@@ -344,8 +344,8 @@ fn cluster_down_and_up(cluster: &RedisCluster, dead: u16, since: Instant) -> (Du
 /// How long after the cluster is ok again a read of a key that neither
 /// moved nor was written may still run its loader. The aim is 100 ms; about
 /// one tiered run in twenty or thirty shows such loads, counted as misses
-/// rather than errors or short-circuits (cause not found), up to 0.23 s
-/// after in session 17 and once 0.26 s, which failed the test when it
+/// rather than errors or short-circuits (cause not found): up to 0.23 s
+/// after in about 70 runs, and once 0.26 s, which failed the test when it
 /// allowed one operation timeout (250 ms). It allows two and prints the figure.
 const UNTOUCHED_BOUND: Duration = Duration::from_millis(500);
 
