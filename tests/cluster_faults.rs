@@ -410,6 +410,12 @@ async fn failover_under_writes(tier: bool) {
         .copied()
         .collect();
     assert_eq!(written.len(), 10, "items spread over the masters");
+    // The items that neither moved nor were written.
+    let untouched_items: Vec<usize> = stayed
+        .iter()
+        .copied()
+        .filter(|id| !written.contains(id))
+        .collect();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..16)
@@ -475,7 +481,7 @@ async fn failover_under_writes(tier: bool) {
     // loader, begun after the cluster was ok again.
     let untouched: Vec<Duration> = loads
         .iter()
-        .filter(|(at, id)| stayed.contains(id) && !written.contains(id) && *at > ok)
+        .filter(|(at, id)| untouched_items.contains(id) && *at > ok)
         .map(|(at, _)| at.duration_since(ok))
         .collect();
     let untouched_late: Vec<&Duration> = untouched
@@ -486,9 +492,7 @@ async fn failover_under_writes(tier: bool) {
     // the rare late loads, see UNTOUCHED_BOUND).
     let untouched_token_moved = loads
         .iter()
-        .filter(|(at, id)| {
-            stayed.contains(id) && !written.contains(id) && *at > ok && token_on_victim.contains(id)
-        })
+        .filter(|(at, id)| untouched_items.contains(id) && *at > ok && token_on_victim.contains(id))
         .count();
     let last_moved_load = loads
         .iter()
@@ -525,8 +529,8 @@ async fn failover_under_writes(tier: bool) {
          master's keys' last loading read began {last_moved_load:?} after; {old} old reads of written items of {} reads, the last \
          {last_old:?} after, {old_late} later than 1 s, {old_in_writer} in the writer's cache; writer: {} \
          replayed, {} pending, the last {replayed:?} after",
-        stayed.iter().filter(|id| !written.contains(id) && token_on_victim.contains(id)).count(),
-        stayed.iter().filter(|id| !written.contains(id)).count(),
+        untouched_items.iter().filter(|id| token_on_victim.contains(id)).count(),
+        untouched_items.len(),
         reads.len(),
         stats.replayed,
         stats.pending,
