@@ -7,8 +7,9 @@
 //! (a `#[cached]` function on `Cache::memory()`), `peer` (the `cached`
 //! crate's `#[cached]`), `moka` (get + clone), `quick_cache` (get + clone),
 //! `redis` (the `#[cached]` function on a private `redis-server`, no
-//! in-process tier: the client's side of a sequential Redis hit) or
-//! `redis_get` (the hand-written `GET` + serde_json on the same).
+//! in-process tier: the client's side of a sequential Redis hit),
+//! `redis_get` (the hand-written `GET` + serde_json on the same) or
+//! `redis_tagged` (a `#[cached]` function with two tags on the same).
 
 mod product;
 #[path = "../tests/support/mod.rs"]
@@ -23,6 +24,11 @@ const KEYS: u64 = 100;
 
 #[aside::cached(cache = cache, key = "product:<id>", ttl = "1h")]
 async fn aside_product(cache: &aside::Cache, id: u64) -> io::Result<Product> {
+    Ok(product(id))
+}
+
+#[aside::cached(cache = cache, key = "tagged:<id>", ttl = "1h", tags = ["product:<id>", "brand:<brand>"])]
+async fn tagged_product(cache: &aside::Cache, id: u64, brand: u32) -> io::Result<Product> {
     Ok(product(id))
 }
 
@@ -53,7 +59,7 @@ fn main() {
                 black_box(aside_product(&cache, i % KEYS).await.unwrap());
             }
         }),
-        "redis" | "redis_get" => rt.block_on(async {
+        "redis" | "redis_get" | "redis_tagged" => rt.block_on(async {
             let server = support::RedisServer::start();
             let cache = server.cache().await;
             let mut conn = redis::Client::open(server.url())
@@ -63,6 +69,7 @@ fn main() {
                 .unwrap();
             for id in 0..KEYS {
                 aside_product(&cache, id).await.unwrap();
+                tagged_product(&cache, id, 7).await.unwrap();
                 let json = serde_json::to_vec(&product(id)).unwrap();
                 let _: () = redis::cmd("SET")
                     .arg(&keys[id as usize])
@@ -74,6 +81,8 @@ fn main() {
             for i in 0..n {
                 if kind == "redis" {
                     black_box(aside_product(&cache, i % KEYS).await.unwrap());
+                } else if kind == "redis_tagged" {
+                    black_box(tagged_product(&cache, i % KEYS, 7).await.unwrap());
                 } else {
                     let bytes: Vec<u8> = redis::cmd("GET")
                         .arg(&keys[(i % KEYS) as usize])

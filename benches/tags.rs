@@ -34,7 +34,7 @@ async fn populate(cache: &Cache, tag: &str, n: usize) {
         );
         tasks.spawn(async move {
             for i in (worker..n).step_by(16) {
-                let key = format!("{}:{i}", policy.tags()[0]);
+                let key = format!("{}:{i}", policy.tags().next().expect("a tag"));
                 let _: io::Result<usize> = cache.get_or_load(&key, &policy, || async move { Ok(i) }).await;
             }
         });

@@ -30,7 +30,8 @@ use syn::{Ident, ItemFn, ReturnType, Type};
 
 use crate::args::{Args, Attr, Errors};
 use crate::expand::{
-    body_tokens, cache_ref, function_static, key_from_template, key_template, policy_options, Negative,
+    body_tokens, cache_ref, function_static, key_from_template, key_template, policy_options,
+    tag_into_policy, Negative,
 };
 use crate::template::Segment;
 use crate::validate::{check_owned, check_placeholders, inputs, only_type_argument, Inputs};
@@ -260,7 +261,7 @@ pub(crate) fn expand(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> Token
     }
     let sig = &sig;
     let key = key_from_template(args.key.as_ref().expect("checked"));
-    let tags = args.tags.iter().flatten().map(key_from_template);
+    let tags = args.tags.iter().flatten().map(|tag| tag_into_policy(tag, &[]));
     let options = policy_options(args, value, Negative::Always);
     let function = function_static(sig, key_template(args, sig, &[]));
     let (cache_owner, cache) = cache_ref(args);
@@ -314,7 +315,7 @@ pub(crate) fn expand(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> Token
             #cache_owner
             let #cache_var: &#rt::Cache = #cache;
             let #entry_var = |#each: &#id| -> (::std::string::String, #rt::Policy) {
-                (#key, ::core::clone::Clone::clone(&__aside_options) #(.tag(#tags))*)
+                (#key, ::core::clone::Clone::clone(&__aside_options) #(#tags)*)
             };
             #[allow(unused_mut)]
             let mut #load_var = |#missing: ::std::vec::Vec<#id>| {

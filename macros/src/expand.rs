@@ -64,7 +64,12 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         Some(template) => template_key(template, &integers),
         None => default_key(sig, &checked.key_args, &integers),
     };
-    let tags = args.tags.iter().flatten().map(key_from_template);
+    let tags: Vec<TokenStream> = args
+        .tags
+        .iter()
+        .flatten()
+        .map(|tag| tag_into_policy(tag, &integers))
+        .collect();
     let (cache_owner, cache) = cache_ref(args);
     // The call is spanned at the cached type, so that a type serde cannot
     // round-trip is reported on the return type rather than on the attribute.
@@ -182,7 +187,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     // The options, without the tags: evaluated where the arguments are
     // still themselves (the key and tags see them by reference).
     let options = policy_options(args, value, Negative::IfOption);
-    let tags = quote!(#(.tag(#tags))*);
+    let tags = quote!(#(#tags)*);
     let key_and_policy = match &args.entry {
         // The #[cached] function's key, policy and cache (see `entry_target`);
         // a value of another type is a mismatch at the return type.
@@ -660,8 +665,27 @@ pub(crate) fn key_from_template(template: &KeyTemplate) -> TokenStream {
 /// [`key_from_template`], where each of `integers` is a reference to an
 /// integer: written with `int(*arg)`.
 fn template_key(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
+    let key = template_writes(
+        template,
+        integers,
+        quote!(::aside::__private::KeyBuilder::new("")),
+    );
+    quote!(#key.finish())
+}
+
+/// `.tag_built(..)` on a policy: the tag `template` written straight into
+/// the policy's buffer for its tags (no string of its own on every call).
+/// `integers` as in [`template_key`].
+pub(crate) fn tag_into_policy(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
+    let tag = Ident::new("__aside_tag", Span::call_site());
+    let written = template_writes(template, integers, quote!(#tag));
+    quote!(.tag_built(|#tag| #written))
+}
+
+/// `builder`, a `KeyBuilder`, with the segments of `template` written to it.
+fn template_writes(template: &KeyTemplate, integers: &[&Ident], builder: TokenStream) -> TokenStream {
     let span = template.lit.span();
-    let mut key = quote!(::aside::__private::KeyBuilder::new(""));
+    let mut key = builder;
     for segment in &template.segments {
         key = match segment {
             Segment::Lit(text) => quote!(#key.lit(#text)),
@@ -675,7 +699,7 @@ fn template_key(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
             }
         };
     }
-    quote!(#key.finish())
+    key
 }
 
 /// Whether `ty` is a primitive integer type, written as such.

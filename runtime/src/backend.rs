@@ -14,6 +14,7 @@ pub use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::error::BackendError;
+use crate::names::Names;
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
@@ -43,18 +44,18 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// # Examples
 ///
 /// ```
-/// let keys = aside::backend::EntryKeys::new("shop", "product:1", vec!["shop#tag:category:7".into()]);
-/// assert_eq!(keys.entry, "shop:{product:1}");
+/// let keys = aside::backend::EntryKeys::new("shop", "product:1", ["shop#tag:category:7"]);
+/// assert_eq!(keys.entry(), "shop:{product:1}");
+/// assert!(keys.tags().eq(["shop#tag:category:7"]));
 /// assert_eq!(keys.guard(), "shop#guard:{product:1}");
 /// assert_eq!(keys.lock(), "shop#lock:{product:1}");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryKeys {
-    /// Where the encoded entry is stored: `{namespace}:{{key}}`.
-    pub entry: String,
-    /// Where each tag's current token is stored.
-    pub tags: Vec<String>,
-    /// The length of the namespace at the start of `entry`.
+    /// The entry's name, then its tags' token names: one buffer, built on
+    /// every call.
+    names: Names,
+    /// The length of the namespace at the start of the entry's name.
     namespace: usize,
     guard: OnceLock<String>,
     lock: OnceLock<String>,
@@ -67,15 +68,48 @@ impl EntryKeys {
     /// The three names share a slot as long as `namespace` has no `{` or `}`
     /// and `key` is not empty and does not start with `}` (the cache
     /// ensures both).
-    pub fn new(namespace: &str, key: &str, tags: Vec<String>) -> Self {
+    pub fn new(namespace: &str, key: &str, tags: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        Self::with_tags(namespace, key, 0, |names| {
+            for tag in tags {
+                names.push(tag.as_ref());
+            }
+        })
+    }
+
+    /// The names for `key`, with the tags' token names that `tags` pushes
+    /// after the entry's (`tag_bytes` long in all, if known: room is made
+    /// for them at once).
+    pub(crate) fn with_tags(
+        namespace: &str,
+        key: &str,
+        tag_bytes: usize,
+        tags: impl FnOnce(&mut Names),
+    ) -> Self {
+        let mut names = Names::with_capacity(namespace.len() + key.len() + 3 + tag_bytes);
+        names.push_with(|mut entry| {
+            entry.push_str(namespace);
+            entry.push_str(":{");
+            entry.push_str(key);
+            entry.push('}');
+            entry
+        });
+        tags(&mut names);
         EntryKeys {
-            // `concat` sizes the name once; `format!` grows it (three allocations).
-            entry: [namespace, ":{", key, "}"].concat(),
-            tags,
+            names,
             namespace: namespace.len(),
             guard: OnceLock::new(),
             lock: OnceLock::new(),
         }
+    }
+
+    /// Where the encoded entry is stored: `{namespace}:{{key}}`.
+    pub fn entry(&self) -> &str {
+        self.names.get(0)
+    }
+
+    /// Where each tag's current token is stored, in the order of the entry's tags.
+    pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        self.names.iter().skip(1)
     }
 
     /// Where the key's guard token is stored (present for a while after the
@@ -91,19 +125,19 @@ impl EntryKeys {
 
     /// The key as stored (shortened if it was long), without the namespace.
     pub(crate) fn key(&self) -> &str {
-        &self.entry[self.namespace + 2..self.entry.len() - 1]
+        let entry = self.entry();
+        &entry[self.namespace + 2..entry.len() - 1]
     }
 
     /// The names an entry depends on: the entry's, then its tags' tokens.
-    pub(crate) fn names(&self) -> impl Iterator<Item = &str> + Clone {
-        std::iter::once(self.entry.as_str()).chain(self.tags.iter().map(String::as_str))
+    pub(crate) fn names(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.names.iter()
     }
 
     /// The same key's names without its tags: what invalidating it needs.
     pub(crate) fn untagged(&self) -> EntryKeys {
         EntryKeys {
-            entry: self.entry.clone(),
-            tags: Vec::new(),
+            names: [self.entry()].into_iter().collect(),
             namespace: self.namespace,
             guard: self.guard.clone(),
             lock: OnceLock::new(),
@@ -112,7 +146,8 @@ impl EntryKeys {
 
     fn derived(&self, kind: &str) -> String {
         // The key, in its braces.
-        let (namespace, key) = (&self.entry[..self.namespace], &self.entry[self.namespace + 1..]);
+        let entry = self.entry();
+        let (namespace, key) = (&entry[..self.namespace], &entry[self.namespace + 1..]);
         [namespace, "#", kind, ":", key].concat()
     }
 }
@@ -498,8 +533,8 @@ mod tests {
         /// entry, its guard and its lock touches one slot.
         #[test]
         fn an_entry_its_guard_and_its_lock_share_a_slot(key in "[}{a:]{0,6}") {
-            let keys = EntryKeys::new("ns", &storage_key(&key), Vec::new());
-            let slot = Slot::for_key(&keys.entry);
+            let keys = EntryKeys::new("ns", &storage_key(&key), [""; 0]);
+            let slot = Slot::for_key(keys.entry());
             prop_assert_eq!(Slot::for_key(keys.guard()), slot);
             prop_assert_eq!(Slot::for_key(keys.lock()), slot);
         }

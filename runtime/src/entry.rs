@@ -43,7 +43,9 @@ pub(crate) struct Entry<'a> {
     pub(crate) stored_at_ms: u64,
     pub(crate) fresh_until_ms: u64,
     pub(crate) load_time: Duration,
-    pub(crate) tag_versions: Vec<u64>,
+    /// The tags' tokens, 8 bytes each: read with [`tag_versions`](Self::tag_versions)
+    /// (a hit compares them where they lie, collecting nothing).
+    tag_bytes: &'a [u8],
     pub(crate) codec: Codec,
     /// Whether `payload` is compressed: read it with [`value`](Self::value).
     compressed: bool,
@@ -105,6 +107,13 @@ impl<'a> Entry<'a> {
             load_time: self.load_time,
             negative: self.is_negative(),
         }
+    }
+
+    /// The token of each tag when the entry was stored, in the order of its tags.
+    pub(crate) fn tag_versions(&self) -> impl ExactSizeIterator<Item = u64> + Clone + 'a {
+        self.tag_bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
     }
 
     /// Whether the entry is still fresh at `now_ms`.
@@ -174,15 +183,11 @@ impl<'a> Entry<'a> {
         let tags = usize::from(u16::from_le_bytes(header[24..26].try_into().expect("2 bytes")));
         let payload_at = HEADER_LEN + 8 * tags;
         let tag_bytes = bytes.get(HEADER_LEN..payload_at).ok_or(DecodeError::Truncated)?;
-        let tag_versions = tag_bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
         Ok(Entry {
             stored_at_ms: u64_at(4),
             fresh_until_ms: u64_at(12),
             load_time: Duration::from_micros(u64::from(load_us)),
-            tag_versions,
+            tag_bytes,
             codec,
             compressed,
             payload: &bytes[payload_at..],
@@ -219,7 +224,7 @@ mod tests {
         assert_eq!(entry.stored_at_ms, 1_000);
         assert_eq!(entry.fresh_until_ms, 3_000);
         assert_eq!(entry.load_time, Duration::from_micros(1500));
-        assert_eq!(entry.tag_versions, vec![7, 9]);
+        assert_eq!(entry.tag_versions().collect::<Vec<_>>(), vec![7, 9]);
         assert_eq!(entry.payload, b"{\"a\":1}");
         assert_eq!(entry.codec, Codec::Json);
         assert!(entry.is_fresh(2_999));
@@ -382,8 +387,8 @@ mod tests {
                 bytes.extend_from_slice(&rest);
                 match Entry::decode(&bytes) {
                     Ok(entry) => {
-                        prop_assert_eq!(entry.tag_versions.len(), usize::from(tags));
-                        prop_assert_eq!(HEADER_LEN + 8 * entry.tag_versions.len() + entry.payload.len(), bytes.len());
+                        prop_assert_eq!(entry.tag_versions().len(), usize::from(tags));
+                        prop_assert_eq!(HEADER_LEN + 8 * entry.tag_versions().len() + entry.payload.len(), bytes.len());
                     }
                     Err(error) => prop_assert_eq!(error, DecodeError::Truncated),
                 }
@@ -439,7 +444,7 @@ mod tests {
                 let entry = Entry::decode(&bytes).unwrap();
                 prop_assert_eq!(entry.stored_at_ms, now);
                 prop_assert_eq!(entry.fresh_until_ms, now + ttl_ms);
-                prop_assert_eq!(entry.tag_versions, tags);
+                prop_assert_eq!(entry.tag_versions().collect::<Vec<_>>(), tags);
                 prop_assert_eq!(entry.payload, &payload[..]);
             }
         }

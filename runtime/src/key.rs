@@ -48,6 +48,11 @@ impl KeyBuilder {
         KeyBuilder { buf }
     }
 
+    /// Goes on writing after what `buf` holds.
+    pub(crate) fn resume(buf: String) -> Self {
+        KeyBuilder { buf }
+    }
+
     /// Appends literal text, unescaped.
     pub fn lit(mut self, text: &str) -> Self {
         self.buf.push_str(text);

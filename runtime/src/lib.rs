@@ -80,6 +80,7 @@ mod metrics;
 #[cfg(not(feature = "metrics"))]
 #[path = "metrics_off.rs"]
 mod metrics;
+mod names;
 mod policy;
 mod recovery;
 mod scope;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::codec::Codec;
 use crate::fail_safe::FailSafe;
 use crate::function::Function;
+use crate::key::KeyBuilder;
+use crate::names::Names;
 use crate::stampede::{Stampede, MAX_JITTER};
 
 /// Per-call caching options: what `#[cached(ttl = ..., negative_ttl = ..., tags = [...])]`
@@ -27,13 +29,13 @@ use crate::stampede::{Stampede, MAX_JITTER};
 ///     .ttl(Duration::from_secs(3600))
 ///     .negative_ttl(Duration::ZERO) // never cache a `None`
 ///     .tag("category:7");           // invalidate_tag("category:7") drops it
-/// assert_eq!(policy.tags(), ["category:7"]);
+/// assert!(policy.tags().eq(["category:7"]));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     ttl: Option<Duration>,
     negative_ttl: Option<Duration>,
-    tags: Vec<String>,
+    tags: Names,
     stampede: Stampede,
     jitter: f64,
     sliding: bool,
@@ -93,7 +95,7 @@ impl Policy {
         Policy {
             ttl: None,
             negative_ttl: None,
-            tags: Vec::new(),
+            tags: Names::new(),
             stampede: Stampede::Lock {
                 lock_ttl: Stampede::DEFAULT_LOCK_TTL,
                 lock_wait: Stampede::DEFAULT_LOCK_WAIT,
@@ -125,14 +127,28 @@ impl Policy {
 
     /// Adds a tag: [`Cache::invalidate_tag`](crate::Cache::invalidate_tag) with
     /// it turns the entry into a miss.
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
+    pub fn tag(mut self, tag: impl AsRef<str>) -> Self {
+        self.tags.push(tag.as_ref());
         self
     }
 
-    /// The entry's tags.
-    pub fn tags(&self) -> &[String] {
-        &self.tags
+    /// Adds the tag that `build` writes: how `#[cached(tags = [...])]` adds
+    /// its tags, each built in the policy's one buffer for them.
+    #[doc(hidden)]
+    pub fn tag_built(mut self, build: impl FnOnce(KeyBuilder) -> KeyBuilder) -> Self {
+        self.tags
+            .push_with(|text| build(KeyBuilder::resume(text)).finish());
+        self
+    }
+
+    /// The entry's tags, in the order they were added.
+    ///
+    /// ```
+    /// let policy = aside::Policy::new().tag("product:1").tag("brand:7");
+    /// assert_eq!(policy.tags().collect::<Vec<_>>(), ["product:1", "brand:7"]);
+    /// ```
+    pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        self.tags.iter()
     }
 
     /// The stampede protection (default: [`Stampede::Lock`] with the default

@@ -108,7 +108,7 @@ impl Recovery {
 
     /// Keeps an invalidation of `keys` for replay.
     pub(crate) fn queue_key(&self, keys: &EntryKeys) -> Queued {
-        let name = keys.entry.clone();
+        let name = keys.entry().to_owned();
         self.queue([(name, Op::Key(keys.untagged()))])
     }
 
@@ -179,8 +179,8 @@ impl Recovery {
         }
         let queue = self.queue_lock();
         queue.items.contains_key(CLEAR)
-            || queue.items.contains_key(&keys.entry)
-            || keys.tags.iter().any(|tag| queue.items.contains_key(tag))
+            || queue.items.contains_key(keys.entry())
+            || keys.tags().any(|tag| queue.items.contains_key(tag))
     }
 
     /// `item` was replayed: it is removed, unless it was queued again since
@@ -218,7 +218,7 @@ mod tests {
     use super::*;
 
     fn keys(key: &str, tags: &[&str]) -> EntryKeys {
-        EntryKeys::new("ns", key, tags.iter().map(|t| format!("ns#tag:{t}")).collect())
+        EntryKeys::new("ns", key, tags.iter().map(|t| format!("ns#tag:{t}")))
     }
 
     #[test]

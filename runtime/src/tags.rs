@@ -67,8 +67,8 @@ pub(crate) type Stamp = crate::backend::Tokens;
 impl Stamp {
     /// Whether an entry recorded with `recorded` tag tokens is still valid
     /// given the `current` ones (all present and equal).
-    pub(crate) fn tags_match(recorded: &[u64], current: &[Option<u64>]) -> bool {
-        recorded.len() == current.len() && recorded.iter().zip(current).all(|(r, c)| Some(*r) == *c)
+    pub(crate) fn tags_match(recorded: impl ExactSizeIterator<Item = u64>, current: &[Option<u64>]) -> bool {
+        recorded.len() == current.len() && recorded.zip(current).all(|(r, c)| Some(r) == *c)
     }
 }
 
@@ -78,10 +78,10 @@ mod tests {
 
     #[test]
     fn tags_match_only_when_all_tokens_are_present_and_equal() {
-        assert!(Stamp::tags_match(&[], &[]));
-        assert!(Stamp::tags_match(&[1, 2], &[Some(1), Some(2)]));
-        assert!(!Stamp::tags_match(&[1, 2], &[Some(1), Some(3)]));
-        assert!(!Stamp::tags_match(&[1, 2], &[Some(1), None]));
-        assert!(!Stamp::tags_match(&[1], &[Some(1), Some(2)]));
+        assert!(Stamp::tags_match([].into_iter(), &[]));
+        assert!(Stamp::tags_match([1, 2].into_iter(), &[Some(1), Some(2)]));
+        assert!(!Stamp::tags_match([1, 2].into_iter(), &[Some(1), Some(3)]));
+        assert!(!Stamp::tags_match([1, 2].into_iter(), &[Some(1), None]));
+        assert!(!Stamp::tags_match([1].into_iter(), &[Some(1), Some(2)]));
     }
 }

@@ -115,21 +115,21 @@ impl Backend for MemoryBackend {
         // The entry first, then the tokens: an invalidation in between shows
         // as a changed token, so the entry is not used.
         let entry = match touch {
-            None => self.entries.get(&keys.entry).and_then(Timed::live_value),
+            None => self.entries.get(keys.entry()).and_then(Timed::live_value),
             Some(ttl) => {
                 // Read and re-insert (which restarts the entry's clock, see
                 // PerValueTtl) as one step, so that an invalidation or a newer
                 // write cannot fall in between and be undone.
                 let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
-                let entry = self.entries.get(&keys.entry).and_then(Timed::live_value);
+                let entry = self.entries.get(keys.entry()).and_then(Timed::live_value);
                 if let Some(entry) = &entry {
                     self.entries
-                        .insert(keys.entry.clone(), Timed::new(entry.clone(), ttl));
+                        .insert(keys.entry().to_owned(), Timed::new(entry.clone(), ttl));
                 }
                 entry
             }
         };
-        let tags = keys.tags.iter().map(|t| self.tags.get(t)).collect();
+        let tags = keys.tags().map(|t| self.tags.get(t)).collect();
         Box::pin(std::future::ready(Ok(Fetched { entry, tags })))
     }
 
@@ -158,7 +158,8 @@ impl Backend for MemoryBackend {
             .and_then(Timed::live_value)
             .is_some_and(|g| g == guard);
         if allowed && self.keep_values {
-            self.entries.insert(keys.entry.clone(), Timed::new(entry, ttl));
+            self.entries
+                .insert(keys.entry().to_owned(), Timed::new(entry, ttl));
         }
         if let Some(token) = unlock {
             self.release(keys.lock(), token);
@@ -175,13 +176,13 @@ impl Backend for MemoryBackend {
         let _writes = self.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let renewed = self
             .entries
-            .get(&keys.entry)
+            .get(keys.entry())
             .and_then(Timed::live_value)
             .and_then(|stored| renewal.apply(&stored));
         let done = renewed.is_some();
         if let Some(entry) = renewed {
             self.entries
-                .insert(keys.entry.clone(), Timed::new(entry, renewal.ttl));
+                .insert(keys.entry().to_owned(), Timed::new(entry, renewal.ttl));
         }
         if let Some(token) = unlock {
             self.release(keys.lock(), token);
@@ -198,7 +199,7 @@ impl Backend for MemoryBackend {
         let token = fresh_token();
         self.guards
             .insert(keys.guard().to_owned(), Timed::new(token, window));
-        self.entries.invalidate(&keys.entry);
+        self.entries.invalidate(keys.entry());
         Box::pin(std::future::ready(Ok(token)))
     }
 
@@ -231,7 +232,7 @@ impl Backend for MemoryBackend {
         let locked = free.then(|| {
             self.locks.insert(keys.lock().to_owned(), Timed::new(token, ttl));
             Locked {
-                entry: self.entries.get(&keys.entry).and_then(Timed::live_value),
+                entry: self.entries.get(keys.entry()).and_then(Timed::live_value),
                 tokens: self.tokens_now(keys, window),
             }
         });
@@ -256,8 +257,7 @@ impl MemoryBackend {
             .or_insert_with_if(|| Timed::new(fresh_token(), window), |g| !g.live())
             .into_value();
         let tags = keys
-            .tags
-            .iter()
+            .tags()
             .map(|t| self.tags.get_with_by_ref(t, fresh_token))
             .collect();
         Tokens {

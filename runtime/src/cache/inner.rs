@@ -178,13 +178,34 @@ impl Inner {
     /// aside's own tokens at `{ns}#...`, which no entry name can equal
     /// (the namespace may not contain `#`, nor braces, which would move the
     /// hash tag).
-    pub(super) fn keys(&self, key: &str, tags: &[String]) -> EntryKeys {
-        let tags = tags.iter().map(|tag| self.tag_key(tag)).collect();
-        EntryKeys::new(&self.settings.namespace, &storage_key(key), tags)
+    pub(super) fn keys<'t, T>(&self, key: &str, tags: T) -> EntryKeys
+    where
+        T: IntoIterator<Item = &'t str>,
+        T::IntoIter: Clone,
+    {
+        let tags = tags.into_iter();
+        let namespace = &self.settings.namespace;
+        let tag_bytes = tags.clone().map(|tag| namespace.len() + 5 + tag.len()).sum();
+        EntryKeys::with_tags(namespace, &storage_key(key), tag_bytes, |names| {
+            for tag in tags {
+                names.push_with(|mut name| {
+                    self.write_tag_key(&mut name, tag);
+                    name
+                });
+            }
+        })
     }
 
     pub(super) fn tag_key(&self, tag: &str) -> String {
-        [&self.settings.namespace, "#tag:", &storage_key(tag)].concat()
+        let mut name = String::with_capacity(self.settings.namespace.len() + 5 + tag.len());
+        self.write_tag_key(&mut name, tag);
+        name
+    }
+
+    fn write_tag_key(&self, name: &mut String, tag: &str) {
+        name.push_str(&self.settings.namespace);
+        name.push_str("#tag:");
+        name.push_str(&storage_key(tag));
     }
 
     /// This process changed `names` (storage names): the in-process tier

@@ -200,7 +200,7 @@ impl Cache {
             Some(_) => (Duration::MAX, ttl),
             None => (ttl, ttl.saturating_add(kept_past(policy))),
         };
-        let key = &keys.entry;
+        let key = keys.entry();
         let compress = self.inner.settings.compress_above;
         let Some(entry) = Entry::encode(
             now_ms(),
@@ -305,7 +305,7 @@ impl Cache {
         if let Some(function) = policy.named() {
             function.oversized();
         }
-        let (key, size) = (&keys.entry, payload.len());
+        let (key, size) = (keys.entry(), payload.len());
         if !self
             .inner
             .warned_oversized
@@ -341,7 +341,7 @@ fn encoded(keys: &EntryKeys, encoded: Result<Vec<u8>, CodecError>) -> Option<Byt
     match encoded {
         Ok(payload) => Some(Bytes::from(payload)),
         Err(error) => {
-            let key = &keys.entry;
+            let key = keys.entry();
             tracing::warn!(key, %error, "aside: value does not serialize, not caching it");
             None
         }
@@ -429,7 +429,7 @@ impl Cache {
     /// A detached load (see [`detachable`](Self::detachable)) failed or panicked.
     pub(super) fn detached_failed(&self, pending: Pending, policy: &Policy, panicked: bool) {
         if panicked {
-            let key = &pending.keys.entry;
+            let key = &pending.keys.entry();
             tracing::error!(key, "aside: a load running in the background panicked");
             self.load_panicked(Some(pending), policy);
         } else {

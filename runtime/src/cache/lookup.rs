@@ -277,7 +277,7 @@ impl Cache {
                 let under = Under::stamped(self.tokens(keys, policy).await);
                 return self.miss(policy, &mut uncounted, standby, under, started);
             }
-            match self.inner.flights.join(&keys.entry) {
+            match self.inner.flights.join(keys.entry()) {
                 Join::Leader(leader) => {
                     // One load across processes, under the lock: always with
                     // `Lock`; with the other modes, for a value kept for
@@ -485,7 +485,7 @@ impl Cache {
     ) -> Option<Meta> {
         let bytes = fetched.entry.as_ref()?;
         let decoded = Entry::decode(bytes).map_err(|e| e.to_string()).and_then(|entry| {
-            if !Stamp::tags_match(&entry.tag_versions, &fetched.tags) {
+            if !Stamp::tags_match(entry.tag_versions(), &fetched.tags) {
                 return Ok(None);
             }
             let value = entry.value(self.inner.settings.max_entry_size);
@@ -498,7 +498,7 @@ impl Cache {
                 if count {
                     self.count_corrupt(policy);
                     if !Self::explain_corrupt(policy, slot.type_name(), keys.key()) {
-                        let key = &keys.entry;
+                        let key = keys.entry();
                         tracing::warn!(key, %reason, "aside: unreadable cache entry, treating it as a miss");
                     }
                 }
@@ -515,7 +515,7 @@ impl Cache {
             return false;
         };
         let meta = entry.meta();
-        let newer = Stamp::tags_match(&entry.tag_versions, &fetched.tags)
+        let newer = Stamp::tags_match(entry.tag_versions(), &fetched.tags)
             && meta.stored_at_ms != due.meta.stored_at_ms
             && now_ms() < meta.fresh_until_ms;
         // A payload that does not decode leaves the slot's due value, which

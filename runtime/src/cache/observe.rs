@@ -246,7 +246,7 @@ impl Cache {
             function.refresh_failed();
         }
         if fallback {
-            let key = &keys.entry;
+            let key = keys.entry();
             tracing::warn!(key, "aside: refresh failed, keeping the current value");
         }
     }

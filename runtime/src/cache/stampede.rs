@@ -116,7 +116,7 @@ impl Cache {
     ) -> Plan {
         let keys = call.keys;
         // A load of the key is in flight in this process: serve what we have.
-        let Some(leader) = self.inner.flights.try_lead(&keys.entry) else {
+        let Some(leader) = self.inner.flights.try_lead(keys.entry()) else {
             return self.serve(call.policy, &due, count);
         };
         // Refreshed on a task of its own, which takes the lock: this caller

@@ -117,7 +117,7 @@ impl Cache {
         {
             return Ok(codec.decode(&bytes).ok());
         }
-        let keys = self.inner.keys(key, &[]);
+        let keys = self.inner.keys(key, []);
         if self.covered(&keys) {
             return Ok(None);
         }
@@ -126,7 +126,7 @@ impl Cache {
             return Ok(None);
         };
         match Entry::decode(&bytes) {
-            Ok(entry) if entry.is_fresh(now_ms()) && entry.tag_versions.is_empty() => {
+            Ok(entry) if entry.is_fresh(now_ms()) && entry.tag_versions().len() == 0 => {
                 let value = entry.value(self.inner.settings.max_entry_size).ok();
                 Ok(value.and_then(|value| entry.codec.decode(&value).ok()))
             }
@@ -150,7 +150,7 @@ impl Cache {
             let size = payload.len();
             return Err(Error::TooLarge { size, limit });
         }
-        let keys = self.inner.keys(key, &[]);
+        let keys = self.inner.keys(key, []);
         // Not stored if the invalidation did not land (it may be replayed).
         let guard = self.invalidate_keys(&keys).await.map_err(|missed| missed.error)?;
         if !ttl.is_zero() {
@@ -183,7 +183,7 @@ impl Cache {
     pub(super) async fn invalidate_key(&self, key: &str) -> Result<(), Error> {
         #[cfg(feature = "testing")]
         self.record(|| crate::testing::Event::Invalidate { key: key.to_owned() });
-        let invalidated = self.invalidate_keys(&self.inner.keys(key, &[])).await;
+        let invalidated = self.invalidate_keys(&self.inner.keys(key, [])).await;
         self.inner.forget(key);
         match invalidated {
             Ok(_) => Ok(()),
@@ -204,7 +204,7 @@ impl Cache {
         // After the backend (a read that starts from here on finds it
         // invalidated, and one that started before is voided), and after
         // a failure too: the data changed either way.
-        self.inner.changed([keys.entry.as_str()]);
+        self.inner.changed([keys.entry()]);
         guard.map_err(|error| {
             let kept = self.keep_for_replay(&error, |queue| queue.queue_key(keys));
             Missed { error, kept }
@@ -252,7 +252,7 @@ impl Cache {
             for key in &keys {
                 #[cfg(feature = "testing")]
                 this.record(|| crate::testing::Event::Invalidate { key: key.clone() });
-                if let Err(missed) = this.invalidate_keys(&this.inner.keys(key, &[])).await {
+                if let Err(missed) = this.invalidate_keys(&this.inner.keys(key, [])).await {
                     failed.extend(missed.kept().err());
                 }
                 this.inner.forget(key);

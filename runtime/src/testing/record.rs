@@ -137,9 +137,10 @@ pub struct Counts {
 pub trait Named {
     /// The key.
     fn key(&self) -> &str;
-    /// The tags the entry is stored with, if known.
-    fn tags(&self) -> &[String] {
-        &[]
+    /// Whether the entry is stored with `tag` (`false` where its tags are not known).
+    fn has_tag(&self, tag: &str) -> bool {
+        let _ = tag;
+        false
     }
 }
 
@@ -159,8 +160,8 @@ impl<T, const KNOWS_CACHE: bool> Named for CachedEntry<T, KNOWS_CACHE> {
     fn key(&self) -> &str {
         CachedEntry::key(self)
     }
-    fn tags(&self) -> &[String] {
-        self.policy().tags()
+    fn has_tag(&self, tag: &str) -> bool {
+        self.policy().tags().any(|t| t == tag)
     }
 }
 
@@ -319,7 +320,7 @@ fn concerns(event: &Event, entry: &(impl Named + ?Sized)) -> bool {
         | Event::Load { key, .. }
         | Event::Put { key, .. }
         | Event::Invalidate { key } => key == entry.key(),
-        Event::InvalidateTag { tag } => entry.tags().contains(tag),
+        Event::InvalidateTag { tag } => entry.has_tag(tag),
         Event::Clear => true,
     }
 }

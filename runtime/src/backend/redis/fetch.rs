@@ -31,21 +31,21 @@ impl<C: Link> RedisBackend<C> {
     ) -> Result<Fetched, BackendError> {
         let entry = async {
             let Some(ttl) = touch else {
-                return self.entry(&keys.entry).await;
+                return self.entry(keys.entry()).await;
             };
             let mut pipe = redis::pipe();
-            pipe.cmd("MGET").arg(&keys.entry);
-            pipe.cmd("PEXPIRE").arg(&keys.entry).arg(px(ttl)).ignore();
+            pipe.cmd("MGET").arg(keys.entry());
+            pipe.cmd("PEXPIRE").arg(keys.entry()).arg(px(ttl)).ignore();
             let mut conn = self.conn.clone();
             let ((entry,),): ((Option<Vec<u8>>,),) =
                 bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
             Ok(entry.map(Bytes::from))
         };
         let tags = async {
-            if keys.tags.is_empty() {
+            if keys.tags().len() == 0 {
                 return Ok(Vec::new());
             }
-            let mget = sized("MGET", keys.tags.iter().map(String::as_str));
+            let mget = sized("MGET", keys.tags());
             let tokens: Vec<Option<Vec<u8>>> = self.query(&mget).await?;
             Ok(tokens.iter().map(|t| parse_token(t.as_deref())).collect())
         };
@@ -124,6 +124,25 @@ pub(super) fn fetched(values: Vec<Option<Vec<u8>>>) -> Fetched {
     let entry = values.next().flatten().map(Bytes::from);
     let tags = values.map(|v| parse_token(v.as_deref())).collect();
     Fetched { entry, tags }
+}
+
+/// An `MGET` of an entry's names read straight from the reply: the entry,
+/// then its tags' tokens. (Read as `Vec<Option<Vec<u8>>>` first, the reply's
+/// array was copied into a new one, and then again for the tokens.)
+impl redis::FromRedisValue for Fetched {
+    fn from_redis_value(reply: redis::Value) -> Result<Self, redis::ParsingError> {
+        let redis::Value::Array(values) = reply else {
+            return Err(format!("an MGET of an entry's names answered {reply:?}").into());
+        };
+        let bytes = |value| match value {
+            redis::Value::BulkString(bytes) => Some(bytes),
+            _ => None,
+        };
+        let mut values = values.into_iter().map(bytes);
+        let entry = values.next().flatten().map(Bytes::from);
+        let tags = values.map(|v| parse_token(v.as_deref())).collect();
+        Ok(Fetched { entry, tags })
+    }
 }
 
 /// The command `name` with `args`, its buffers sized once (`redis::cmd`

@@ -203,8 +203,12 @@ impl<C: Link> RedisBackend<C> {
     /// Each tag's token, created where missing and kept at least `keep`:
     /// one script per tag, sent together (on a cluster, tags live in slots
     /// of their own).
-    async fn tag_tokens(&self, tags: &[String], keep: Duration) -> Result<Vec<u64>, BackendError> {
-        let each = tags.iter().map(|tag| {
+    async fn tag_tokens(
+        &self,
+        tags: impl Iterator<Item = &str>,
+        keep: Duration,
+    ) -> Result<Vec<u64>, BackendError> {
+        let each = tags.map(|tag| {
             self.part(tag, async move {
                 let mut eval = Eval::new(&TAG_TOKEN, 1, 2, tag.len() + 40);
                 eval.arg(tag).arg(fresh_token()).arg(px(keep));
@@ -218,8 +222,9 @@ impl<C: Link> RedisBackend<C> {
 
 /// The bytes of a token script's names (the guard and `tags`) and of its
 /// numbers: a fresh token per name, and `numbers` more.
-fn names_len(keys: &EntryKeys, tags: &[String], numbers: usize) -> usize {
-    keys.guard().len() + tags.iter().map(String::len).sum::<usize>() + 20 * (numbers + 1 + tags.len())
+fn names_len<'a>(keys: &EntryKeys, tags: impl ExactSizeIterator<Item = &'a str>, numbers: usize) -> usize {
+    let count = tags.len();
+    keys.guard().len() + tags.map(str::len).sum::<usize>() + 20 * (numbers + 1 + count)
 }
 
 impl<C: Link> Backend for RedisBackend<C> {
@@ -241,8 +246,8 @@ impl<C: Link> Backend for RedisBackend<C> {
                 _ => None,
             };
             // The common hit is one plain GET: no pipeline, no array reply.
-            if keys.tags.is_empty() && touch.is_none() {
-                let entry = self.part(&keys.entry, self.entry(&keys.entry)).await?;
+            if keys.tags().len() == 0 && touch.is_none() {
+                let entry = self.part(keys.entry(), self.entry(keys.entry())).await?;
                 drop(first);
                 return Ok(Fetched {
                     entry,
@@ -253,23 +258,22 @@ impl<C: Link> Backend for RedisBackend<C> {
                 return self.fetch_apart(keys, touch).await;
             }
             let mget = sized("MGET", keys.names());
-            let values: Vec<Option<Vec<u8>>> = match touch {
+            match touch {
                 // A tagged hit: one plain MGET, no pipeline either.
                 None => {
-                    let values = self.query(&mget).await?;
+                    let fetched = self.query(&mget).await?;
                     drop(first);
-                    values
+                    Ok(fetched)
                 }
                 Some(ttl) => {
                     let mut pipe = redis::pipe();
                     pipe.add_command(mget);
-                    pipe.cmd("PEXPIRE").arg(&keys.entry).arg(px(ttl)).ignore();
+                    pipe.cmd("PEXPIRE").arg(keys.entry()).arg(px(ttl)).ignore();
                     let mut conn = self.conn.clone();
-                    let (values,) = bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
-                    values
+                    let (fetched,) = bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
+                    Ok(fetched)
                 }
-            };
-            Ok(fetched(values))
+            }
         })
     }
 
@@ -283,11 +287,11 @@ impl<C: Link> Backend for RedisBackend<C> {
                 return Ok(Vec::new());
             }
             // The entries, then each tag once: one MGET (per node, on a cluster).
-            let mut names: Vec<String> = keys.iter().map(|keys| keys.entry.clone()).collect();
+            let mut names: Vec<String> = keys.iter().map(|keys| keys.entry().to_owned()).collect();
             let mut tag_at: HashMap<&str, usize> = HashMap::new();
-            for tag in keys.iter().flat_map(|keys| &keys.tags) {
+            for tag in keys.iter().flat_map(EntryKeys::tags) {
                 tag_at.entry(tag).or_insert_with(|| {
-                    names.push(tag.clone());
+                    names.push(tag.to_owned());
                     names.len() - 1
                 });
             }
@@ -297,14 +301,14 @@ impl<C: Link> Backend for RedisBackend<C> {
                 .iter()
                 .map(|t| t.as_ref().map(|t| parse_token(t.as_deref())))
                 .collect();
-            let token = |tag: &String| tokens[tag_at[tag.as_str()] - keys.len()];
+            let token = |tag: &str| tokens[tag_at[tag] - keys.len()];
             Ok(keys
                 .iter()
                 .zip(values)
                 .map(|(keys, entry)| {
                     Some(Fetched {
                         entry: entry?.map(Bytes::from),
-                        tags: keys.tags.iter().map(token).collect::<Option<_>>()?,
+                        tags: keys.tags().map(token).collect::<Option<_>>()?,
                     })
                 })
                 .collect())
@@ -318,12 +322,17 @@ impl<C: Link> Backend for RedisBackend<C> {
         keep_tags: Duration,
     ) -> BoxFuture<'a, Result<Tokens, BackendError>> {
         Box::pin(async move {
-            let apart = C::CLUSTER && !keys.tags.is_empty();
+            let apart = C::CLUSTER && keys.tags().len() > 0;
             let guard = self.part(keys.guard(), async {
-                let tags = if apart { &[] } else { &keys.tags[..] };
-                let mut eval = Eval::new(&TOKENS, 1 + tags.len(), 3 + tags.len(), names_len(keys, tags, 2));
+                let tags = keys.tags().take(if apart { 0 } else { usize::MAX });
+                let mut eval = Eval::new(
+                    &TOKENS,
+                    1 + tags.len(),
+                    3 + tags.len(),
+                    names_len(keys, tags.clone(), 2),
+                );
                 eval.arg(keys.guard());
-                for tag in tags {
+                for tag in tags.clone() {
                     eval.arg(tag);
                 }
                 eval.arg(px(window));
@@ -337,7 +346,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             if !apart {
                 return guard.await;
             }
-            let (mut tokens, tags) = tokio::try_join!(guard, self.tag_tokens(&keys.tags, keep_tags))?;
+            let (mut tokens, tags) = tokio::try_join!(guard, self.tag_tokens(keys.tags(), keep_tags))?;
             tokens.tags = tags;
             Ok(tokens)
         })
@@ -353,9 +362,9 @@ impl<C: Link> Backend for RedisBackend<C> {
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
             let locked = usize::from(unlock.is_some());
-            let bytes = keys.entry.len() + keys.guard().len() + keys.lock().len() + entry.len() + 60;
+            let bytes = keys.entry().len() + keys.guard().len() + keys.lock().len() + entry.len() + 60;
             let mut eval = Eval::new(&GUARDED_SET, 2 + locked, 3 + locked, bytes);
-            eval.arg(&keys.entry).arg(keys.guard());
+            eval.arg(keys.entry()).arg(keys.guard());
             if unlock.is_some() {
                 eval.arg(keys.lock());
             }
@@ -363,7 +372,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             if let Some(token) = unlock {
                 eval.arg(token);
             }
-            let stored: i64 = self.part(&keys.entry, self.eval(&eval)).await?;
+            let stored: i64 = self.part(keys.entry(), self.eval(&eval)).await?;
             Ok(stored == 1)
         })
     }
@@ -377,9 +386,9 @@ impl<C: Link> Backend for RedisBackend<C> {
         Box::pin(async move {
             let (_, was, now) = renewal.times();
             let locked = usize::from(unlock.is_some());
-            let bytes = keys.entry.len() + keys.lock().len() + was.len() + now.len() + 40;
+            let bytes = keys.entry().len() + keys.lock().len() + was.len() + now.len() + 40;
             let mut eval = Eval::new(&RENEW, 1 + locked, 3 + locked, bytes);
-            eval.arg(&keys.entry);
+            eval.arg(keys.entry());
             if unlock.is_some() {
                 eval.arg(keys.lock());
             }
@@ -387,7 +396,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             if let Some(token) = unlock {
                 eval.arg(token);
             }
-            let renewed: i64 = self.part(&keys.entry, self.eval(&eval)).await?;
+            let renewed: i64 = self.part(keys.entry(), self.eval(&eval)).await?;
             Ok(renewed == 1)
         })
     }
@@ -405,11 +414,11 @@ impl<C: Link> Backend for RedisBackend<C> {
                 .arg("PX")
                 .arg(px(window))
                 .ignore()
-                .del(&keys.entry)
+                .del(keys.entry())
                 .ignore();
             let mut conn = self.conn.clone();
             let invalidated = bounded(self.op_timeout, pipe.query_async::<()>(&mut conn));
-            self.part(&keys.entry, invalidated).await?;
+            self.part(keys.entry(), invalidated).await?;
             Ok(token)
         })
     }
@@ -443,13 +452,13 @@ impl<C: Link> Backend for RedisBackend<C> {
         keep_tags: Duration,
     ) -> BoxFuture<'a, Result<Option<Locked>, BackendError>> {
         Box::pin(async move {
-            let apart = C::CLUSTER && !keys.tags.is_empty();
-            let locked = self.part(&keys.entry, async {
-                let tags = if apart { &[] } else { &keys.tags[..] };
-                let bytes = names_len(keys, tags, 5) + keys.lock().len() + keys.entry.len();
+            let apart = C::CLUSTER && keys.tags().len() > 0;
+            let locked = self.part(keys.entry(), async {
+                let tags = keys.tags().take(if apart { 0 } else { usize::MAX });
+                let bytes = names_len(keys, tags.clone(), 5) + keys.lock().len() + keys.entry().len();
                 let mut eval = Eval::new(&LOCK, 3 + tags.len(), 5 + tags.len(), bytes);
-                eval.arg(keys.lock()).arg(&keys.entry).arg(keys.guard());
-                for tag in tags {
+                eval.arg(keys.lock()).arg(keys.entry()).arg(keys.guard());
+                for tag in tags.clone() {
                     eval.arg(tag);
                 }
                 eval.arg(token).arg(px(ttl)).arg(px(window));
@@ -472,7 +481,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             }
             // The tags' tokens are read whether or not the lock is taken:
             // the two go together, and a token read for nothing is harmless.
-            let (locked, tags) = tokio::try_join!(locked, self.tag_tokens(&keys.tags, keep_tags))?;
+            let (locked, tags) = tokio::try_join!(locked, self.tag_tokens(keys.tags(), keep_tags))?;
             Ok(locked.map(|mut locked| {
                 locked.tokens.tags = tags;
                 locked

@@ -93,7 +93,8 @@ pub(crate) async fn main() {
     let entry = aside::entry!(repo.price(7));
     assert_eq!(entry.key(), "acme:price:7");
     let product = aside::entry!(shop::product(7, 3));
-    assert_eq!((product.key(), product.policy().tags()), ("product:7", &["category:3".to_owned()][..]));
+    assert_eq!(product.key(), "product:7");
+    assert!(product.policy().tags().eq(["category:3"]));
     assert_eq!(aside::entry!(show::<u8>(&5)).key(), "show:5");
     assert!(aside::entry!(count("t:x", false)).key().ends_with(r"::shop::count:t\:x:false"));
     let cat = "books:used";
