@@ -163,3 +163,27 @@ where
     }
     cmd
 }
+
+#[cfg(test)]
+mod tests {
+    use redis::{FromRedisValue, Value};
+
+    use crate::backend::Fetched;
+
+    #[test]
+    fn an_mget_reply_reads_as_the_entry_then_its_tokens() {
+        let reply = Value::Array(vec![
+            Value::BulkString(b"entry".to_vec()),
+            Value::BulkString(b"42".to_vec()),
+            Value::Nil,
+            Value::BulkString(b"not a token".to_vec()),
+        ]);
+        let fetched = Fetched::from_redis_value(reply).unwrap();
+        assert_eq!(fetched.entry.as_deref(), Some(&b"entry"[..]));
+        assert_eq!(fetched.tags, [Some(42), None, None]);
+
+        let missing = Fetched::from_redis_value(Value::Array(vec![Value::Nil])).unwrap();
+        assert_eq!(missing, Fetched::default());
+        assert!(Fetched::from_redis_value(Value::Okay).is_err());
+    }
+}
