@@ -394,7 +394,7 @@ fn main() {
     });
     rows.push(Row {
         measure: "Redis CPU (user + system) per 64-way hit / the GET loop's",
-        ratio: median(cpu_all),
+        ratio: median(cpu_all.clone()),
         target: "-",
     });
     rows.push(Row {
@@ -506,6 +506,12 @@ fn main() {
         middle(|c| c.1 .0),
         middle(|c| c.0 .1),
         middle(|c| c.1 .1),
+    );
+    let all = &cpu_all;
+    let (low, high) = all.iter().fold((f64::MAX, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
+    println!(
+        "Redis CPU (user + system) per 64-way hit / the GET loop's, per round: {low:.2}-{high:.2}; Redis's capacity (hits per CPU-second) / the GET loop's: {:.2}",
+        1.0 / median(all.clone())
     );
     println!(
         "64-way hits per second, medians: aside {:.0}, GET loop {:.0}",
