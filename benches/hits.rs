@@ -195,17 +195,69 @@ async fn redis_cpu(conn: &MultiplexedConnection) -> (f64, f64) {
     (user, user + field("used_cpu_sys"))
 }
 
-/// Runs a 64-way `throughput` measure; returns its reads per second and
-/// Redis's CPU time per read in µs (user, and user + system).
+/// Calls of `GET` and `MGET` and the µs Redis spent running them, from
+/// `INFO commandstats` (its own accounting: the commands, not the I/O).
+#[derive(Debug, Default, Clone, Copy)]
+struct Commands {
+    gets: (f64, f64),
+    mgets: (f64, f64),
+}
+
+impl Commands {
+    async fn read(conn: &MultiplexedConnection) -> Commands {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        // `cmdstat_get:calls=3,usec=12,usec_per_call=4.00,...`
+        let stat = |name: &str| -> (f64, f64) {
+            let Some(fields) = info.lines().find_map(|line| line.strip_prefix(name)) else {
+                return (0.0, 0.0);
+            };
+            let field = |key: &str| -> f64 {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            (field("calls="), field("usec="))
+        };
+        Commands {
+            gets: stat("cmdstat_get:"),
+            mgets: stat("cmdstat_mget:"),
+        }
+    }
+
+    fn add(&mut self, other: Commands) {
+        self.gets = (self.gets.0 + other.gets.0, self.gets.1 + other.gets.1);
+        self.mgets = (self.mgets.0 + other.mgets.0, self.mgets.1 + other.mgets.1);
+    }
+}
+
+/// Runs a 64-way `throughput` measure; returns its reads per second,
+/// Redis's CPU time per read in µs (user, and user + system), and the
+/// commands Redis ran for it.
 async fn with_redis_cpu(
     conn: &MultiplexedConnection,
     run: impl std::future::Future<Output = f64>,
-) -> (f64, (f64, f64)) {
+) -> (f64, (f64, f64), Commands) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
     let before = redis_cpu(conn).await;
     let rate = run.await;
     let after = redis_cpu(conn).await;
+    let commands = Commands::read(conn).await;
     let per_read = |spent: f64| spent * 1e6 / (TASKS * PER_TASK) as f64;
-    (rate, (per_read(after.0 - before.0), per_read(after.1 - before.1)))
+    (
+        rate,
+        (per_read(after.0 - before.0), per_read(after.1 - before.1)),
+        commands,
+    )
 }
 
 /// Decoding the product in each codec, as the cache does (MessagePack with
@@ -293,6 +345,7 @@ fn main() {
     let mut rows = Vec::new();
     let (mut seq, mut tag, mut wide, mut pack) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut wide_managed = Vec::new();
+    let mut ran = (Commands::default(), Commands::default());
     let (mut cpu, mut cpu_all, mut cpu_us, mut rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // The connection aside uses: the same GET loop through a ConnectionManager
     // shows what is the connection's and what is aside's own.
@@ -338,8 +391,9 @@ fn main() {
             seq.push(plain.as_secs_f64() / base.as_secs_f64());
             tag.push(with_tags.as_secs_f64() / plain.as_secs_f64());
 
-            let (base_rate, base_cpu) = with_redis_cpu(&raw, baseline_throughput(raw.clone())).await;
-            let (aside_rate, aside_cpu) = with_redis_cpu(
+            let (base_rate, base_cpu, base_commands) =
+                with_redis_cpu(&raw, baseline_throughput(raw.clone())).await;
+            let (aside_rate, aside_cpu, aside_commands) = with_redis_cpu(
                 &raw,
                 throughput({
                     let (cache, policy) = (cache.clone(), untagged.clone());
@@ -350,6 +404,8 @@ fn main() {
                 }),
             )
             .await;
+            ran.0.add(aside_commands);
+            ran.1.add(base_commands);
             wide.push(aside_rate / base_rate);
             cpu.push(aside_cpu.0 / base_cpu.0);
             cpu_all.push(aside_cpu.1 / base_cpu.1);
@@ -508,10 +564,22 @@ fn main() {
         middle(|c| c.1 .1),
     );
     let all = &cpu_all;
-    let (low, high) = all.iter().fold((f64::MAX, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
+    let (low, high) = all
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
     println!(
         "Redis CPU (user + system) per 64-way hit / the GET loop's, per round: {low:.2}-{high:.2}; Redis's capacity (hits per CPU-second) / the GET loop's: {:.2}",
         1.0 / median(all.clone())
+    );
+    // Every read of the 64-way runs is a GET, or a key of an MGET.
+    let (ours, theirs) = ran;
+    let reads = (ROUNDS * TASKS * PER_TASK) as f64;
+    println!(
+        "Redis's time running the commands (INFO commandstats) per 64-way hit: aside {:.2} µs ({:.0}% of reads in an MGET, {:.1} keys per MGET), GET loop {:.2} µs",
+        (ours.gets.1 + ours.mgets.1) / reads,
+        100.0 * (reads - ours.gets.0) / reads,
+        (reads - ours.gets.0) / ours.mgets.0.max(1.0),
+        (theirs.gets.1 + theirs.mgets.1) / reads,
     );
     println!(
         "64-way hits per second, medians: aside {:.0}, GET loop {:.0}",
