@@ -8,8 +8,10 @@
 //! crate's `#[cached]`), `moka` (get + clone), `quick_cache` (get + clone),
 //! `redis` (the `#[cached]` function on a private `redis-server`, no
 //! in-process tier: the client's side of a sequential Redis hit),
-//! `redis_get` (the hand-written `GET` + serde_json on the same) or
-//! `redis_tagged` (a `#[cached]` function with two tags on the same).
+//! `redis_get` (the hand-written `GET` + serde_json on the same),
+//! `redis_tagged` (a `#[cached]` function with two tags on the same),
+//! `redis_miss` (the `#[cached]` function's cold miss, `lock` by default) or
+//! `redis_miss_hand` (the hand-written miss: `GET`, then `SET PX`).
 
 mod product;
 #[path = "../tests/support/mod.rs"]
@@ -21,6 +23,8 @@ use std::io;
 use product::{product, Product};
 
 const KEYS: u64 = 100;
+/// Where the ids of cold misses start: never read before.
+const COLD: u64 = 1_000_000;
 
 #[aside::cached(cache = cache, key = "product:<id>", ttl = "1h")]
 async fn aside_product(cache: &aside::Cache, id: u64) -> io::Result<Product> {
@@ -59,7 +63,7 @@ fn main() {
                 black_box(aside_product(&cache, i % KEYS).await.unwrap());
             }
         }),
-        "redis" | "redis_get" | "redis_tagged" => rt.block_on(async {
+        "redis" | "redis_get" | "redis_tagged" | "redis_miss" | "redis_miss_hand" => rt.block_on(async {
             let server = support::RedisServer::start();
             let cache = server.cache().await;
             let mut conn = redis::Client::open(server.url())
@@ -83,6 +87,22 @@ fn main() {
                     black_box(aside_product(&cache, i % KEYS).await.unwrap());
                 } else if kind == "redis_tagged" {
                     black_box(tagged_product(&cache, i % KEYS, 7).await.unwrap());
+                } else if kind == "redis_miss" {
+                    black_box(aside_product(&cache, COLD + i).await.unwrap());
+                } else if kind == "redis_miss_hand" {
+                    let key = format!("product:{}", COLD + i);
+                    let cached: Option<Vec<u8>> =
+                        redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+                    assert!(cached.is_none());
+                    let json = serde_json::to_vec(&product(COLD + i)).unwrap();
+                    let _: () = redis::cmd("SET")
+                        .arg(&key)
+                        .arg(json)
+                        .arg("PX")
+                        .arg(3_600_000)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
                 } else {
                     let bytes: Vec<u8> = redis::cmd("GET")
                         .arg(&keys[(i % KEYS) as usize])
