@@ -28,10 +28,16 @@ impl Logs {
     /// current-thread runtime: what the test's tasks log).
     pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
         let writer = self.clone();
-        tracing_subscriber::fmt()
+        let guard = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish()
-            .set_default()
+            .set_default();
+        // A callsite that a test without a subscriber registers while this
+        // one is being set can stay cached as wanted by no one (tracing-core
+        // asks the subscribers it knew when the registration began): asked
+        // again, now that this one is known.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 }
