@@ -174,15 +174,7 @@ impl Spans {
     fn install() -> (Spans, tracing::subscriber::DefaultGuard) {
         let spans = Spans::default();
         let subscriber = tracing_subscriber::registry().with(spans.clone());
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Tests without a subscriber run beside this one, on the same
-        // callsites. tracing-core asks the subscribers it knows when a
-        // callsite registers, and caches the answer: one registered by such
-        // a test while this subscriber is being set can stay cached as
-        // wanted by no one, its spans unseen here (`a_batch_is_a_span_...`
-        // failed so once in a full run: the batch's span seen, its calls'
-        // not). Asked again, now that this subscriber is known.
-        tracing::callsite::rebuild_interest_cache();
+        let guard = support::logs::scoped(subscriber);
         (spans.clone(), guard)
     }
 
@@ -233,6 +225,23 @@ async fn each_call_is_a_span_with_its_outcome() {
     let loads = spans.named("aside.load");
     assert_eq!(loads.len(), 1);
     assert_eq!(loads[0].parent, Some("aside.get_or_load"));
+}
+
+/// A callsite first met by a thread without a subscriber (another test's,
+/// or a runtime's worker) is still seen by a test's own subscriber: while
+/// it was the only one registered, tracing-core asked the meeting thread's,
+/// and cached "never" (see `support::logs::scoped`). Run alone, this test
+/// is the first to meet aside's call span, on the other thread.
+#[test]
+fn spans_are_seen_whichever_thread_meets_the_callsite_first() {
+    let (spans, _guard) = Spans::install();
+    let call = |n| {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(aside::with_global(Cache::memory(), traced(n)))
+    };
+    std::thread::spawn(move || call(1)).join().unwrap();
+    call(2);
+    assert_eq!(spans.named("aside.get_or_load").len(), 1);
 }
 
 #[aside::cached_batch(key = "traced:<n>")]

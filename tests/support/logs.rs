@@ -1,9 +1,7 @@
 //! Log lines, captured: what a test's own `tracing` subscriber wrote.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
-
-use tracing_subscriber::util::SubscriberInitExt;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The captured lines; clones share them.
 #[derive(Clone, Default)]
@@ -28,16 +26,35 @@ impl Logs {
     /// current-thread runtime: what the test's tasks log).
     pub fn capture(&self) -> tracing::subscriber::DefaultGuard {
         let writer = self.clone();
-        let guard = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish()
-            .set_default();
-        // A callsite that a test without a subscriber registers while this
-        // one is being set can stay cached as wanted by no one (tracing-core
-        // asks the subscribers it knew when the registration began): asked
-        // again, now that this one is known.
-        tracing::callsite::rebuild_interest_cache();
-        guard
+        scoped(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        )
     }
+}
+
+/// Makes `subscriber` this thread's until the guard is dropped, as
+/// `tracing::subscriber::set_default` does, so that it sees every callsite
+/// whichever thread meets one first.
+///
+/// tracing-core caches each callsite's interest when the callsite is first
+/// met. While exactly one subscriber is registered, it asks only the
+/// subscriber of the thread that meets the callsite: a test without one
+/// (another test of the binary, or a worker thread) leaves the callsite
+/// cached as wanted by no one, and this test never sees its spans or
+/// events (`observability::a_batch_is_a_span_with_its_hits_and_loads`
+/// failed so in two full runs: its batch's span seen, its calls' not). With
+/// a second subscriber kept registered for the whole process, every
+/// subscriber registered is asked.
+pub fn scoped(
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) -> tracing::subscriber::DefaultGuard {
+    static STANDING: OnceLock<tracing::Dispatch> = OnceLock::new();
+    STANDING.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Callsites met before this subscriber was registered are asked again.
+    tracing::callsite::rebuild_interest_cache();
+    guard
 }
