@@ -9,7 +9,7 @@
 //! async fn products(db: &Db, ids: &[u64]) -> Result<HashMap<u64, Product>, DbError> {
 //!     let options = Policy::new().ttl(..).function(&FUNCTION);
 //!     let cache: &Cache = &*current();
-//!     let entry = |id: &u64| (KeyBuilder::new("product:").arg(&id).finish(), options.clone().tag(..));
+//!     let entry = |id: &u64| (KeyBuilder::new("product:").arg(&id).finish(), options.clone().tag_built(|tag| ..));
 //!     let load = |missing: Vec<u64>| {
 //!         let db = db.clone();
 //!         async move { let ids: &[u64] = &missing; body }

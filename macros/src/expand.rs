@@ -677,12 +677,14 @@ fn template_key(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
 /// the policy's buffer for its tags (no string of its own on every call).
 /// `integers` as in [`template_key`].
 pub(crate) fn tag_into_policy(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
-    let tag = Ident::new("__aside_tag", Span::call_site());
+    // Mixed-site: no argument of the user's, whatever its name, is shadowed.
+    let tag = Ident::new("__aside_tag", Span::mixed_site());
     let written = template_writes(template, integers, quote!(#tag));
-    quote!(.tag_built(|#tag| #written))
+    quote!(.tag_built(|#tag: &mut ::aside::__private::KeyWriter<'_>| { #written; }))
 }
 
-/// `builder`, a `KeyBuilder`, with the segments of `template` written to it.
+/// `builder`, a `KeyBuilder` (or a `KeyWriter`), with the segments of
+/// `template` written to it.
 fn template_writes(template: &KeyTemplate, integers: &[&Ident], builder: TokenStream) -> TokenStream {
     let span = template.lit.span();
     let mut key = builder;

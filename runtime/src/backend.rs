@@ -86,12 +86,11 @@ impl EntryKeys {
         tags: impl FnOnce(&mut Names),
     ) -> Self {
         let mut names = Names::with_capacity(namespace.len() + key.len() + 3 + tag_bytes);
-        names.push_with(|mut entry| {
+        names.push_with(|entry| {
             entry.push_str(namespace);
             entry.push_str(":{");
             entry.push_str(key);
             entry.push('}');
-            entry
         });
         tags(&mut names);
         EntryKeys {

@@ -48,22 +48,15 @@ impl KeyBuilder {
         KeyBuilder { buf }
     }
 
-    /// Goes on writing after what `buf` holds.
-    pub(crate) fn resume(buf: String) -> Self {
-        KeyBuilder { buf }
-    }
-
     /// Appends literal text, unescaped.
     pub fn lit(mut self, text: &str) -> Self {
-        self.buf.push_str(text);
+        KeyWriter(&mut self.buf).lit(text);
         self
     }
 
     /// Appends a value's [`Display`] output, escaped.
     pub fn arg<T: Display + ?Sized>(mut self, value: &T) -> Self {
-        // Writing into a String cannot fail unless Display itself errors, in
-        // which case the partial output is still a distinct, valid key.
-        let _ = write!(Escaped(&mut self.buf), "{value}");
+        KeyWriter(&mut self.buf).arg(value);
         self
     }
 
@@ -80,13 +73,47 @@ impl KeyBuilder {
     /// assert_eq!(fast, KeyBuilder::new("product:").arg(&-42i64).finish());
     /// ```
     pub fn int<T: itoa::Integer>(mut self, value: T) -> Self {
-        self.buf.push_str(itoa::Buffer::new().format(value));
+        KeyWriter(&mut self.buf).int(value);
         self
     }
 
     /// The finished key.
     pub fn finish(self) -> String {
         self.buf
+    }
+}
+
+/// What [`KeyBuilder`] writes, appended to a buffer that is not its own:
+/// how `#[cached(tags = [...])]` writes each tag into its policy's one
+/// buffer for them ([`Policy::tag_built`](crate::Policy::tag_built)). It can
+/// only append.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct KeyWriter<'a>(&'a mut String);
+
+impl<'a> KeyWriter<'a> {
+    pub(crate) fn new(buf: &'a mut String) -> Self {
+        KeyWriter(buf)
+    }
+
+    /// As [`KeyBuilder::lit`].
+    pub fn lit(&mut self, text: &str) -> &mut Self {
+        self.0.push_str(text);
+        self
+    }
+
+    /// As [`KeyBuilder::arg`].
+    pub fn arg<T: Display + ?Sized>(&mut self, value: &T) -> &mut Self {
+        // Writing into a String cannot fail unless Display itself errors, in
+        // which case the partial output is still a distinct, valid key.
+        let _ = write!(Escaped(self.0), "{value}");
+        self
+    }
+
+    /// As [`KeyBuilder::int`].
+    pub fn int<T: itoa::Integer>(&mut self, value: T) -> &mut Self {
+        self.0.push_str(itoa::Buffer::new().format(value));
+        self
     }
 }
 

@@ -36,19 +36,16 @@ impl Names {
     }
 
     pub(crate) fn push(&mut self, name: &str) {
-        self.push_with(|mut text| {
-            text.push_str(name);
-            text
-        });
+        self.push_with(|text| text.push_str(name));
     }
 
-    /// Pushes the string that `write` appends to the buffer it is given
-    /// (and gives back): built in place, with no buffer of its own.
-    pub(crate) fn push_with(&mut self, write: impl FnOnce(String) -> String) {
+    /// Pushes the string that `write` appends to the buffer (only appends:
+    /// the strings before stay whole), built in place.
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut String)) {
         if self.text.capacity() == 0 {
             self.text.reserve(FIRST_CAPACITY);
         }
-        self.text = write(std::mem::take(&mut self.text));
+        write(&mut self.text);
         self.ends.push(self.text.len());
     }
 
@@ -93,10 +90,9 @@ mod tests {
         assert_eq!(names.len(), 0);
         names.push("product:1");
         names.push("");
-        names.push_with(|mut text| {
+        names.push_with(|text| {
             text.push_str("brand:");
             text.push('7');
-            text
         });
         assert_eq!(names.iter().collect::<Vec<_>>(), ["product:1", "", "brand:7"]);
         assert_eq!((names.len(), names.iter().len()), (3, 3));

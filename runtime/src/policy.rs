@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::codec::Codec;
 use crate::fail_safe::FailSafe;
 use crate::function::Function;
-use crate::key::KeyBuilder;
+use crate::key::KeyWriter;
 use crate::names::Names;
 use crate::stampede::{Stampede, MAX_JITTER};
 
@@ -132,12 +132,11 @@ impl Policy {
         self
     }
 
-    /// Adds the tag that `build` writes: how `#[cached(tags = [...])]` adds
-    /// its tags, each built in the policy's one buffer for them.
+    /// Adds the tag that `write` writes: how `#[cached(tags = [...])]` adds
+    /// its tags, each written into the policy's one buffer for them.
     #[doc(hidden)]
-    pub fn tag_built(mut self, build: impl FnOnce(KeyBuilder) -> KeyBuilder) -> Self {
-        self.tags
-            .push_with(|text| build(KeyBuilder::resume(text)).finish());
+    pub fn tag_built(mut self, write: impl FnOnce(&mut KeyWriter<'_>)) -> Self {
+        self.tags.push_with(|text| write(&mut KeyWriter::new(text)));
         self
     }
 

@@ -3,6 +3,8 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tracing_subscriber::util::SubscriberInitExt;
+
 /// The captured lines; clones share them.
 #[derive(Clone, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
@@ -53,8 +55,7 @@ pub fn scoped(
 ) -> tracing::subscriber::DefaultGuard {
     static STANDING: OnceLock<tracing::Dispatch> = OnceLock::new();
     STANDING.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
-    let guard = tracing::subscriber::set_default(subscriber);
-    // Callsites met before this subscriber was registered are asked again.
-    tracing::callsite::rebuild_interest_cache();
-    guard
+    // Registering it asks every callsite met so far again; as
+    // `SubscriberInitExt` does, `log` records are passed on too.
+    subscriber.set_default()
 }

@@ -188,10 +188,7 @@ impl Inner {
         let tag_bytes = tags.clone().map(|tag| namespace.len() + 5 + tag.len()).sum();
         EntryKeys::with_tags(namespace, &storage_key(key), tag_bytes, |names| {
             for tag in tags {
-                names.push_with(|mut name| {
-                    self.write_tag_key(&mut name, tag);
-                    name
-                });
+                names.push_with(|name| self.write_tag_key(name, tag));
             }
         })
     }

@@ -429,7 +429,7 @@ impl Cache {
     /// A detached load (see [`detachable`](Self::detachable)) failed or panicked.
     pub(super) fn detached_failed(&self, pending: Pending, policy: &Policy, panicked: bool) {
         if panicked {
-            let key = &pending.keys.entry();
+            let key = pending.keys.entry();
             tracing::error!(key, "aside: a load running in the background panicked");
             self.load_panicked(Some(pending), policy);
         } else {

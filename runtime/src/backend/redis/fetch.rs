@@ -126,22 +126,26 @@ pub(super) fn fetched(values: Vec<Option<Vec<u8>>>) -> Fetched {
     Fetched { entry, tags }
 }
 
-/// An `MGET` of an entry's names read straight from the reply: the entry,
-/// then its tags' tokens. (Read as `Vec<Option<Vec<u8>>>` first, the reply's
-/// array was copied into a new one, and then again for the tokens.)
-impl redis::FromRedisValue for Fetched {
+/// An `MGET` of an entry's names, read straight from the reply into what a
+/// fetch returns: the entry, then its tags' tokens. (Read as
+/// `Vec<Option<Vec<u8>>>` first, the reply's array was copied into a new
+/// one, and then again for the tokens.) Each name's value reads as that type
+/// would read it.
+pub(super) struct Read(pub(super) Fetched);
+
+impl redis::FromRedisValue for Read {
     fn from_redis_value(reply: redis::Value) -> Result<Self, redis::ParsingError> {
-        let redis::Value::Array(values) = reply else {
-            return Err(format!("an MGET of an entry's names answered {reply:?}").into());
+        let values = match reply {
+            redis::Value::Array(values) => values,
+            redis::Value::Nil => Vec::new(),
+            other => return Err(format!("an MGET of an entry's names answered {other:?}").into()),
         };
-        let bytes = |value| match value {
-            redis::Value::BulkString(bytes) => Some(bytes),
-            _ => None,
-        };
-        let mut values = values.into_iter().map(bytes);
-        let entry = values.next().flatten().map(Bytes::from);
-        let tags = values.map(|v| parse_token(v.as_deref())).collect();
-        Ok(Fetched { entry, tags })
+        let mut values = values.into_iter().map(Option::<Vec<u8>>::from_redis_value);
+        let entry = values.next().transpose()?.flatten().map(Bytes::from);
+        let tags = values
+            .map(|value| Ok(parse_token(value?.as_deref())))
+            .collect::<Result<_, redis::ParsingError>>()?;
+        Ok(Read(Fetched { entry, tags }))
     }
 }
 
@@ -168,22 +172,34 @@ where
 mod tests {
     use redis::{FromRedisValue, Value};
 
-    use crate::backend::Fetched;
+    use super::{fetched, Read};
 
     #[test]
     fn an_mget_reply_reads_as_the_entry_then_its_tokens() {
-        let reply = Value::Array(vec![
+        let read = |reply| Read::from_redis_value(reply).map(|Read(fetched)| fetched);
+        let got = read(Value::Array(vec![
             Value::BulkString(b"entry".to_vec()),
             Value::BulkString(b"42".to_vec()),
             Value::Nil,
             Value::BulkString(b"not a token".to_vec()),
-        ]);
-        let fetched = Fetched::from_redis_value(reply).unwrap();
-        assert_eq!(fetched.entry.as_deref(), Some(&b"entry"[..]));
-        assert_eq!(fetched.tags, [Some(42), None, None]);
+        ]))
+        .unwrap();
+        assert_eq!(got.entry.as_deref(), Some(&b"entry"[..]));
+        assert_eq!(got.tags, [Some(42), None, None]);
 
-        let missing = Fetched::from_redis_value(Value::Array(vec![Value::Nil])).unwrap();
-        assert_eq!(missing, Fetched::default());
-        assert!(Fetched::from_redis_value(Value::Okay).is_err());
+        // Whatever the reply, it reads as it did through `Vec<Option<Vec<u8>>>`.
+        let odd = [
+            Value::Nil,
+            Value::Okay,
+            Value::Int(7),
+            Value::Array(vec![Value::Nil]),
+            Value::Array(vec![Value::Nil, Value::Int(3), Value::Okay]),
+            Value::Array(vec![Value::BulkString(b"e".to_vec()), Value::Array(vec![])]),
+            Value::Array(vec![Value::Double(1.5), Value::Boolean(true)]),
+        ];
+        for reply in odd {
+            let before = Vec::<Option<Vec<u8>>>::from_redis_value(reply.clone()).map(fetched);
+            assert_eq!(read(reply.clone()).ok(), before.ok(), "{reply:?}");
+        }
     }
 }

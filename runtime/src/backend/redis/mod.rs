@@ -35,7 +35,7 @@ use redis::aio::ConnectionManager;
 use super::{fresh_token, Backend, BoxFuture, EntryKeys, Fetched, LockWatch, Locked, Renewal, Tokens};
 use crate::clock::duration_ms;
 use crate::error::BackendError;
-use fetch::{fetched, sized};
+use fetch::{fetched, sized, Read};
 use releases::Releases;
 use scripts::{Eval, GUARDED_SET, LOCK, RENEW, TAG_TOKEN, TOKENS, UNLOCK};
 
@@ -261,7 +261,7 @@ impl<C: Link> Backend for RedisBackend<C> {
             match touch {
                 // A tagged hit: one plain MGET, no pipeline either.
                 None => {
-                    let fetched = self.query(&mget).await?;
+                    let Read(fetched) = self.query(&mget).await?;
                     drop(first);
                     Ok(fetched)
                 }
@@ -270,7 +270,7 @@ impl<C: Link> Backend for RedisBackend<C> {
                     pipe.add_command(mget);
                     pipe.cmd("PEXPIRE").arg(keys.entry()).arg(px(ttl)).ignore();
                     let mut conn = self.conn.clone();
-                    let (fetched,) = bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
+                    let (Read(fetched),) = bounded(self.op_timeout, pipe.query_async(&mut conn)).await?;
                     Ok(fetched)
                 }
             }
