@@ -352,9 +352,12 @@ fn main() {
     // shows what is the connection's and what is aside's own.
     // The same hot keys behind the in-process tier, kept coherent by
     // Redis's client tracking: what a hit costs Redis when the tier answers.
+    // In a namespace of its own, so that the other caches' writes send it
+    // no invalidations (which the allocation counts would include).
     let tiered = rt.block_on(async {
         let tiered = Cache::builder()
             .redis(server.url())
+            .namespace("tiered")
             .l1(aside::L1::default())
             .build()
             .await

@@ -57,11 +57,25 @@ impl Codec {
     }
 
     pub(crate) fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, CodecError> {
-        Ok(match self {
-            Codec::Json => serde_json::to_vec(value)?,
+        // What `serde_json::to_vec` starts with.
+        self.encode_sized(value, 128)
+    }
+
+    /// [`encode`](Self::encode) into a buffer with room for `capacity`
+    /// bytes at first: a value about that long is written with one
+    /// allocation, where a buffer grown from small takes several.
+    pub(crate) fn encode_sized<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        capacity: usize,
+    ) -> Result<Vec<u8>, CodecError> {
+        let mut buf = Vec::with_capacity(capacity);
+        match self {
+            Codec::Json => serde_json::to_writer(&mut buf, value)?,
             #[cfg(feature = "msgpack")]
-            Codec::MessagePack => rmp_serde::to_vec_named(value)?,
-        })
+            Codec::MessagePack => rmp_serde::encode::write_named(&mut buf, value)?,
+        }
+        Ok(buf)
     }
 
     pub(crate) fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {

@@ -6,7 +6,7 @@
 //! they use; [`function_stats`] lists those that have been called. The
 //! macro names it `module::path::function`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ pub struct Function {
     counters: FunctionCounters,
     /// Its metrics' handles, registered at its first count.
     metrics: OnceLock<FunctionMetrics>,
+    /// How long its last encoded value was, in bytes: what the next one is
+    /// encoded into at first.
+    encoded_size: AtomicUsize,
 }
 
 /// The live counters of a [`Function`].
@@ -97,6 +100,7 @@ impl Function {
                 collisions: zero(),
             },
             metrics: OnceLock::new(),
+            encoded_size: AtomicUsize::new(128),
         }
     }
 
@@ -133,6 +137,18 @@ impl Function {
             let _ = self.value_type.set(name);
             self.register();
         }
+    }
+
+    /// The room its next value is encoded into at first: its last value's
+    /// length.
+    pub(crate) fn encoded_size(&self) -> usize {
+        self.encoded_size.load(Relaxed)
+    }
+
+    /// It encoded a value `len` bytes long. (At most 64 KiB is reserved
+    /// ahead: one large value does not make every later one reserve as much.)
+    pub(crate) fn encoded(&self, len: usize) {
+        self.encoded_size.store(len.min(64 << 10), Relaxed);
     }
 
     /// It read an entry another function wrote with another type.

@@ -286,10 +286,17 @@ impl Cache {
     /// The slot's value, encoded as `policy` says; `None` if it does not
     /// encode (logged) or the slot is empty.
     pub(super) fn encode_slot(&self, keys: &EntryKeys, policy: &Policy, slot: &dyn Slot) -> Option<Bytes> {
-        if let Some(function) = policy.named() {
+        let function = policy.named();
+        if let Some(function) = function {
             function.stores(slot.type_name());
         }
-        encoded(keys, slot.encode(self.codec(policy))?)
+        // Room for as much as the function's last value took.
+        let capacity = function.map_or(128, crate::Function::encoded_size);
+        let payload = slot.encode(self.codec(policy), capacity)?;
+        if let (Some(function), Ok(payload)) = (function, &payload) {
+            function.encoded(payload.len());
+        }
+        encoded(keys, payload)
     }
 }
 

@@ -30,8 +30,9 @@ pub(super) trait Slot: Send {
     /// The name of the slot's type, for a message.
     fn type_name(&self) -> &'static str;
 
-    /// The slot's value, encoded in `codec`; `None` if the slot is empty.
-    fn encode(&self, codec: Codec) -> Option<Result<Vec<u8>, CodecError>>;
+    /// The slot's value, encoded in `codec` into a buffer with room for
+    /// `capacity` bytes at first; `None` if the slot is empty.
+    fn encode(&self, codec: Codec, capacity: usize) -> Option<Result<Vec<u8>, CodecError>>;
 
     /// Whether `policy` says not to store the slot's value (`unless`).
     fn skipped_by(&self, policy: &Policy) -> bool;
@@ -62,8 +63,8 @@ impl<T: Cacheable> Slot for Typed<T> {
         std::any::type_name::<T>()
     }
 
-    fn encode(&self, codec: Codec) -> Option<Result<Vec<u8>, CodecError>> {
-        self.0.as_ref().map(|value| codec.encode(value))
+    fn encode(&self, codec: Codec, capacity: usize) -> Option<Result<Vec<u8>, CodecError>> {
+        self.0.as_ref().map(|value| codec.encode_sized(value, capacity))
     }
 
     fn skipped_by(&self, policy: &Policy) -> bool {
