@@ -136,6 +136,27 @@ mod tests {
         assert_eq!(Codec::from_id(200), None);
     }
 
+    #[test]
+    fn a_value_encodes_the_same_whatever_room_is_made_for_it() {
+        let product = Product {
+            id: 7,
+            name: "lamp".into(),
+            tags: vec!["a".into(); 40],
+            price: Some(1.5),
+        };
+        for codec in CODECS {
+            let bytes = codec.encode(&product).unwrap();
+            for capacity in [0, 1, bytes.len(), 1 << 16] {
+                let sized = codec.encode_sized(&product, capacity).unwrap();
+                assert_eq!(sized, bytes, "{codec:?}, {capacity}");
+                // Room made for exactly its length is all it takes.
+                if capacity == bytes.len() {
+                    assert_eq!(sized.capacity(), bytes.len(), "{codec:?}");
+                }
+            }
+        }
+    }
+
     #[cfg(feature = "msgpack")]
     #[test]
     fn message_pack_keeps_field_names() {

@@ -348,3 +348,20 @@ pub fn function_stats() -> Vec<FunctionStats> {
     stats.sort_by_key(|f| f.name);
     stats
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Function;
+
+    #[test]
+    fn the_next_value_gets_the_last_ones_room_up_to_64_kib() {
+        static F: Function = Function::new("tests::sized");
+        assert_eq!(F.encoded_size(), 128);
+        F.encoded(865);
+        assert_eq!(F.encoded_size(), 865);
+        F.encoded(10 << 20);
+        assert_eq!(F.encoded_size(), 64 << 10);
+        F.encoded(0);
+        assert_eq!(F.encoded_size(), 0);
+    }
+}
