@@ -145,10 +145,12 @@ impl Function {
         self.encoded_size.load(Relaxed)
     }
 
-    /// It encoded a value `len` bytes long. (At most 64 KiB is reserved
-    /// ahead: one large value does not make every later one reserve as much.)
+    /// It encoded a value `len` bytes long. Between 128 bytes (where
+    /// serde_json starts, so that a small value, a `None`, leaves the next
+    /// no worse off than without) and 64 KiB (so that one large value does
+    /// not make every later one reserve as much).
     pub(crate) fn encoded(&self, len: usize) {
-        self.encoded_size.store(len.min(64 << 10), Relaxed);
+        self.encoded_size.store(len.clamp(128, 64 << 10), Relaxed);
     }
 
     /// It read an entry another function wrote with another type.
@@ -354,14 +356,14 @@ mod tests {
     use super::Function;
 
     #[test]
-    fn the_next_value_gets_the_last_ones_room_up_to_64_kib() {
+    fn the_next_value_gets_the_last_ones_room_from_128_bytes_to_64_kib() {
         static F: Function = Function::new("tests::sized");
         assert_eq!(F.encoded_size(), 128);
         F.encoded(865);
         assert_eq!(F.encoded_size(), 865);
         F.encoded(10 << 20);
         assert_eq!(F.encoded_size(), 64 << 10);
-        F.encoded(0);
-        assert_eq!(F.encoded_size(), 0);
+        F.encoded(4);
+        assert_eq!(F.encoded_size(), 128);
     }
 }
