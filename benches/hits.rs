@@ -278,6 +278,16 @@ fn criterion_codecs(c: &mut Criterion) -> (usize, usize) {
     (json.len(), msgpack.len())
 }
 
+/// aside's hits of the hot keys, 64-way, on `cache`.
+async fn aside_throughput(cache: &Cache, policy: &Policy) -> f64 {
+    let (cache, policy) = (cache.clone(), policy.clone());
+    throughput(move |k| {
+        let (cache, policy) = (cache.clone(), policy.clone());
+        async move { aside_get(&cache, &format!("hot:{k}"), &policy).await }
+    })
+    .await
+}
+
 /// The hand-written `GET` + decode loop, 64-way, on `conn`.
 async fn baseline_throughput<C>(conn: C) -> f64
 where
@@ -421,17 +431,8 @@ fn main() {
 
             let (base_rate, base_cpu, base_commands) =
                 with_redis_cpu(&raw, baseline_throughput(raw.clone())).await;
-            let (aside_rate, aside_cpu, aside_commands) = with_redis_cpu(
-                &raw,
-                throughput({
-                    let (cache, policy) = (cache.clone(), untagged.clone());
-                    move |k| {
-                        let (cache, policy) = (cache.clone(), policy.clone());
-                        async move { aside_get(&cache, &format!("hot:{k}"), &policy).await }
-                    }
-                }),
-            )
-            .await;
+            let (aside_rate, aside_cpu, aside_commands) =
+                with_redis_cpu(&raw, aside_throughput(&cache, &untagged)).await;
             ran.0.add(aside_commands);
             ran.1.add(base_commands);
             wide.push(aside_rate / base_rate);
@@ -441,17 +442,7 @@ fn main() {
             rates.push((aside_rate, base_rate));
             let managed_rate = baseline_throughput(managed.clone()).await;
             wide_managed.push(aside_rate / managed_rate);
-            let (_, tiered_cpu, _) = with_redis_cpu(
-                &raw,
-                throughput({
-                    let (cache, policy) = (tiered.clone(), untagged.clone());
-                    move |k| {
-                        let (cache, policy) = (cache.clone(), policy.clone());
-                        async move { aside_get(&cache, &format!("hot:{k}"), &policy).await }
-                    }
-                }),
-            )
-            .await;
+            let (_, tiered_cpu, _) = with_redis_cpu(&raw, aside_throughput(&tiered, &untagged)).await;
             cpu_tiered.push(tiered_cpu.1 / base_cpu.1);
 
             for (mode, ratios) in &mut misses {
