@@ -16,10 +16,10 @@ mod counting;
 mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
+mod tier;
 
 use std::hint::black_box;
 use std::io;
-use std::time::Duration;
 
 use aside::Cache;
 use counting::Counting;
@@ -109,17 +109,8 @@ fn main() {
                 serde_json::from_slice::<Product>(&bytes).unwrap()
             }
         };
-        // Over Redis, a miss's own write comes back as a push and drops the
-        // fill: read each key until the tier answers it.
         for id in 0..KEYS {
-            loop {
-                let before = tiered.stats().l1_hits;
-                aside_product(&tiered, id).await.unwrap();
-                if tiered.stats().l1_hits > before {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            tier::until_in_process(&tiered, || aside_product(&tiered, id)).await;
         }
 
         let (peer, hand) = (per_call(peer_product).await, per_call(hand).await);

@@ -27,6 +27,7 @@ mod latency;
 mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
+mod tier;
 
 use counting::Counting;
 use criterion_means::mean_ns;
@@ -178,14 +179,19 @@ where
     (TASKS * PER_TASK) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `INFO section`'s text.
+async fn info(conn: &MultiplexedConnection, section: &str) -> String {
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap()
+}
+
 /// Redis's own CPU time so far, in seconds, from `INFO cpu`: user
 /// (`used_cpu_user`), and user and system together.
 async fn redis_cpu(conn: &MultiplexedConnection) -> (f64, f64) {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(&mut conn.clone())
-        .await
-        .unwrap();
+    let info = info(conn, "cpu").await;
     let field = |name: &str| -> f64 {
         info.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
@@ -206,11 +212,7 @@ struct Commands {
 
 impl Commands {
     async fn read(conn: &MultiplexedConnection) -> Commands {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn.clone())
-            .await
-            .unwrap();
+        let info = info(conn, "commandstats").await;
         // `cmdstat_get:calls=3,usec=12,usec_per_call=4.00,...`
         let stat = |name: &str| -> (f64, f64) {
             let Some(fields) = info.lines().find_map(|line| line.strip_prefix(name)) else {
@@ -358,8 +360,6 @@ fn main() {
     let mut wide_managed = Vec::new();
     let mut ran = (Commands::default(), Commands::default());
     let (mut cpu, mut cpu_all, mut cpu_us, mut rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // The connection aside uses: the same GET loop through a ConnectionManager
-    // shows what is the connection's and what is aside's own.
     // The same hot keys behind the in-process tier, kept coherent by
     // Redis's client tracking: what a hit costs Redis when the tier answers.
     // In a namespace of its own, so that the other caches' writes send it
@@ -372,21 +372,15 @@ fn main() {
             .build()
             .await
             .expect("connect the tiered cache");
-        // A miss's own write comes back as an invalidation push and drops
-        // the fill: read each key until the tier answers it.
         for k in 0..HOT_KEYS {
-            loop {
-                let before = tiered.stats().l1_hits;
-                aside_get(&tiered, &format!("hot:{k}"), &untagged).await;
-                if tiered.stats().l1_hits > before {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            let key = format!("hot:{k}");
+            tier::until_in_process(&tiered, || aside_get(&tiered, &key, &untagged)).await;
         }
         tiered
     });
     let mut cpu_tiered = Vec::new();
+    // The connection aside uses: the same GET loop through a ConnectionManager
+    // shows what is the connection's and what is aside's own.
     let managed = rt
         .block_on(
             redis::Client::open(server.url())
@@ -479,9 +473,10 @@ fn main() {
         ratio: median(cpu),
         target: "<= 0.5",
     });
+    let cpu_all_median = median(cpu_all.clone());
     rows.push(Row {
         measure: "Redis CPU (user + system) per 64-way hit / the GET loop's",
-        ratio: median(cpu_all.clone()),
+        ratio: cpu_all_median,
         target: "-",
     });
     rows.push(Row {
@@ -599,13 +594,12 @@ fn main() {
         middle(|c| c.0 .1),
         middle(|c| c.1 .1),
     );
-    let all = &cpu_all;
-    let (low, high) = all
+    let (low, high) = cpu_all
         .iter()
         .fold((f64::MAX, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
     println!(
         "Redis CPU (user + system) per 64-way hit / the GET loop's, per round: {low:.2}-{high:.2}; Redis's capacity (hits per CPU-second) / the GET loop's: {:.2}",
-        1.0 / median(all.clone())
+        1.0 / cpu_all_median
     );
     // Every read of the 64-way runs is a GET, or a key of an MGET.
     let (ours, theirs) = ran;

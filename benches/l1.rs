@@ -23,6 +23,7 @@ mod latency;
 mod product;
 #[path = "../tests/support/mod.rs"]
 mod support;
+mod tier;
 
 use std::hint::black_box;
 use std::io;
@@ -146,15 +147,8 @@ fn main() {
             peer_product(k as u64).await;
             timed_peer_product(k as u64).await;
         }
-        // Over Redis, a miss's own write comes back as a push and drops the
-        // fill: read until every key is answered in process.
-        let mut settled = 0;
-        while settled < keys.len() {
-            let before = tiered.stats().l1_hits;
-            black_box(aside_hit(&tiered, &keys[settled], &policy).await);
-            if tiered.stats().l1_hits > before {
-                settled += 1;
-            }
+        for key in &keys {
+            tier::until_in_process(&tiered, || aside_hit(&tiered, key, &policy)).await;
         }
     });
 
