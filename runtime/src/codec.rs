@@ -56,9 +56,12 @@ impl Codec {
         }
     }
 
+    /// The room a value is encoded into at first when nothing says how
+    /// long it will be: what `serde_json::to_vec` starts with.
+    pub(crate) const FIRST_ROOM: usize = 128;
+
     pub(crate) fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, CodecError> {
-        // What `serde_json::to_vec` starts with.
-        self.encode_sized(value, 128)
+        self.encode_sized(value, Self::FIRST_ROOM)
     }
 
     /// [`encode`](Self::encode) into a buffer with room for `capacity`

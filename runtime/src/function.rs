@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use crate::codec::Codec;
 use crate::counters::{Outcome, OutcomeCounters};
 use crate::metrics::FunctionMetrics;
 
@@ -100,7 +101,7 @@ impl Function {
                 collisions: zero(),
             },
             metrics: OnceLock::new(),
-            encoded_size: AtomicUsize::new(128),
+            encoded_size: AtomicUsize::new(Codec::FIRST_ROOM),
         }
     }
 
@@ -145,12 +146,13 @@ impl Function {
         self.encoded_size.load(Relaxed)
     }
 
-    /// It encoded a value `len` bytes long. Between 128 bytes (where
-    /// serde_json starts, so that a small value, a `None`, leaves the next
-    /// no worse off than without) and 64 KiB (so that one large value does
-    /// not make every later one reserve as much).
+    /// It encoded a value `len` bytes long. Kept between the codec's first
+    /// room (so that a small value, a `None`, leaves the next no worse off
+    /// than without) and 64 KiB (so that one large value does not make
+    /// every later one reserve as much).
     pub(crate) fn encoded(&self, len: usize) {
-        self.encoded_size.store(len.clamp(128, 64 << 10), Relaxed);
+        self.encoded_size
+            .store(len.clamp(Codec::FIRST_ROOM, 64 << 10), Relaxed);
     }
 
     /// It read an entry another function wrote with another type.

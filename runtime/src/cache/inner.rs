@@ -185,7 +185,7 @@ impl Inner {
     {
         let tags = tags.into_iter();
         let namespace = &self.settings.namespace;
-        let tag_bytes = tags.clone().map(|tag| namespace.len() + 5 + tag.len()).sum();
+        let tag_bytes = tags.clone().map(|tag| self.tag_key_len(tag)).sum();
         EntryKeys::with_tags(namespace, &storage_key(key), tag_bytes, |names| {
             for tag in tags {
                 names.push_with(|name| self.write_tag_key(name, tag));
@@ -194,9 +194,14 @@ impl Inner {
     }
 
     pub(super) fn tag_key(&self, tag: &str) -> String {
-        let mut name = String::with_capacity(self.settings.namespace.len() + 5 + tag.len());
+        let mut name = String::with_capacity(self.tag_key_len(tag));
         self.write_tag_key(&mut name, tag);
         name
+    }
+
+    /// How long `tag`'s name is, unless the tag is shortened to a digest.
+    fn tag_key_len(&self, tag: &str) -> usize {
+        self.settings.namespace.len() + "#tag:".len() + tag.len()
     }
 
     fn write_tag_key(&self, name: &mut String, tag: &str) {

@@ -291,7 +291,7 @@ impl Cache {
             function.stores(slot.type_name());
         }
         // Room for as much as the function's last value took.
-        let capacity = function.map_or(128, crate::Function::encoded_size);
+        let capacity = function.map_or(Codec::FIRST_ROOM, crate::Function::encoded_size);
         let payload = slot.encode(self.codec(policy), capacity)?;
         if let (Some(function), Ok(payload)) = (function, &payload) {
             function.encoded(payload.len());
