@@ -6,12 +6,12 @@
 //! async fn get_product(id: u64) -> Result<Option<Product>, DbError> { body }
 //!
 //! // Output (roughly):
-//! fn __aside_parts_get_product(id: &u64) -> (String, Policy) {
-//!     (KeyBuilder::new("product:").arg(&id).finish(), Policy::new().ttl(..))
+//! fn __aside_parts_get_product(id: &u64) -> (Key, Policy) {
+//!     (KeyBuilder::new("product:").int(*id).finish_key(), Policy::new().ttl(..))
 //! }
 //! fn __aside_entry_get_product(id: &u64) -> CachedEntry<Option<Product>> {
 //!     let (key, policy) = __aside_parts_get_product(id);
-//!     CachedEntry::new(key, policy) // with the function's cache, if it has one
+//!     CachedEntry::new(key.into(), policy) // with the function's cache, if it has one
 //! }
 //! async fn get_product(id: u64) -> Result<Option<Product>, DbError> {
 //!     let (key, policy) = __aside_parts_get_product(&id);
@@ -60,9 +60,13 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         .filter(|(_, ty)| is_integer(ty))
         .map(|(arg, _)| *arg)
         .collect();
-    let key = || match &args.key {
-        Some(template) => template_key(template, &integers),
-        None => default_key(sig, &checked.key_args, &integers),
+    // A call's key, which a short key fills without an allocation (`Key`).
+    let key = || {
+        let builder = match &args.key {
+            Some(template) => template_key(template, &integers),
+            None => default_key(sig, &checked.key_args, &integers),
+        };
+        quote!(#builder.finish_key())
     };
     let tags: Vec<TokenStream> = args
         .tags
@@ -213,7 +217,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             let by_ref = checked.entry_args.iter().map(|(arg, _)| quote!(&#arg)).collect();
             let parts = call_parts(by_ref);
             quote! {
-                let (#key_var, #policy_var): (::std::string::String, #rt::Policy) = #parts;
+                let (#key_var, #policy_var): (#rt::Key, #rt::Policy) = #parts;
             }
         }
         None => {
@@ -224,7 +228,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
                 .iter()
                 .map(|(arg, _)| quote!(let #arg = &#arg;));
             quote! {
-                let (#key_var, #policy_var): (::std::string::String, #rt::Policy) = {
+                let (#key_var, #policy_var): (#rt::Key, #rt::Policy) = {
                     let __aside_options: #rt::Policy = #options;
                     #(#by_ref)*
                     (#key, __aside_options #tags)
@@ -264,12 +268,13 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             #[allow(dead_code, clippy::all)]
             #vis fn #name #generics (#receiver #(#params),*) -> #rt::CachedEntry<#value, #knows> #where_clause {
                 let (__aside_key, __aside_policy) = #parts;
+                let __aside_key = ::std::string::String::from(__aside_key);
                 #new
             }
 
             #[doc(hidden)]
             #[allow(dead_code, clippy::all)]
-            #vis fn #parts_name #generics (#receiver #(#params),*) -> (::std::string::String, #rt::Policy) #where_clause {
+            #vis fn #parts_name #generics (#receiver #(#params),*) -> (#rt::Key, #rt::Policy) #where_clause {
                 (#key, #options #tags)
             }
         }
@@ -280,12 +285,43 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         Some(_) => quote!(let #cache_var: &#rt::Cache = &__aside_entry_cache;),
         None => quote!(#cache_owner let #cache_var: &#rt::Cache = #cache;),
     };
-    let run = boxed_if_needed(
-        checked,
-        quote! {
+    // A policy that is the same on every call is built once, at compile
+    // time: a call then only builds its key.
+    let policy = match constant_policy(args, value) {
+        Some(policy) => {
+            let key = match has_companion {
+                // The parts function's key (its policy, unused, is optimised away).
+                true => {
+                    let by_ref = checked.entry_args.iter().map(|(arg, _)| quote!(&#arg)).collect();
+                    let parts = call_parts(by_ref);
+                    quote!(let (#key_var, _): (#rt::Key, #rt::Policy) = #parts;)
+                }
+                false => {
+                    let key = key();
+                    let by_ref = checked
+                        .entry_args
+                        .iter()
+                        .map(|(arg, _)| quote!(let #arg = &#arg;));
+                    quote!(let #key_var: #rt::Key = { #(#by_ref)* #key };)
+                }
+            };
+            quote! {
+                #key
+                #function
+                static __ASIDE_POLICY: #rt::Policy = #policy.function(&__ASIDE_FUNCTION);
+                let #policy_var: &#rt::Policy = &__ASIDE_POLICY;
+            }
+        }
+        None => quote! {
             #key_and_policy
             #function
             let #policy_var = #policy_var.function(&__ASIDE_FUNCTION);
+        },
+    };
+    let run = boxed_if_needed(
+        checked,
+        quote! {
+            #policy
             #cache
             #call
         },
@@ -305,6 +341,42 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
 pub(crate) enum Negative {
     IfOption,
     Always,
+}
+
+/// [`policy_options`] as a constant expression, if the function's policy
+/// is one: no tags, no `unless`, no `entry =`, every duration a literal.
+/// Its `negative_ttl`, if any, is checked against `value` where it is
+/// written (a trait's function is no constant).
+fn constant_policy(args: &Args, value: &syn::Type) -> Option<TokenStream> {
+    let durations = [
+        &args.ttl,
+        &args.negative_ttl,
+        &args.lock_ttl,
+        &args.lock_wait,
+        &args.stale,
+        &args.fail_safe,
+        &args.fail_safe_throttle,
+        &args.soft_timeout,
+    ];
+    let l1_ttl = args.l1.iter().filter_map(|(l1, _)| match l1 {
+        L1::Ttl(ttl) => Some(ttl),
+        L1::On | L1::Off => None,
+    });
+    let literal = durations
+        .into_iter()
+        .flatten()
+        .chain(l1_ttl)
+        .all(|d| d.value.is_some());
+    let constant = literal && args.tags.is_none() && args.unless.is_none() && args.entry.is_none();
+    if !constant {
+        return None;
+    }
+    let options = policy_options(args, value, Negative::Always);
+    let check = args.negative_ttl.as_ref().map(|d| {
+        let check = quote_spanned!(d.span=> <#value as ::aside::__private::CanBeNegative>::negative_ttl);
+        quote!(let _ = #check;)
+    });
+    Some(quote!({ #check #options }))
 }
 
 /// `Policy::new()` with the options of `args`, without the key and tags.
@@ -659,18 +731,18 @@ fn turbofish(sig: &syn::Signature) -> Option<TokenStream> {
 /// `KeyBuilder::new("lit").arg(&a.b).lit(":")...finish()`, with every
 /// argument spanned at the template so a non-`Display` value is reported there.
 pub(crate) fn key_from_template(template: &KeyTemplate) -> TokenStream {
-    template_key(template, &[])
+    let key = template_key(template, &[]);
+    quote!(#key.finish())
 }
 
-/// [`key_from_template`], where each of `integers` is a reference to an
-/// integer: written with `int(*arg)`.
+/// A `KeyBuilder` with `template` written to it, where each of `integers`
+/// is a reference to an integer: written with `int(*arg)`.
 fn template_key(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
-    let key = template_writes(
+    template_writes(
         template,
         integers,
         quote!(::aside::__private::KeyBuilder::new("")),
-    );
-    quote!(#key.finish())
+    )
 }
 
 /// `.tag_built(..)` on a policy: the tag `template` written straight into
@@ -741,7 +813,7 @@ fn field_path(path: &[String], span: Span) -> TokenStream {
     expr
 }
 
-/// `module::path::fn_name:arg1:arg2...`. A method's prefix is its `Self`
+/// A `KeyBuilder` of `module::path::fn_name:arg1:arg2...`. A method's prefix is its `Self`
 /// type instead (two impls in one module may have methods of one name), and
 /// a generic function's prefix names its type arguments (`f::<A>` and `f::<B>`
 /// must not share entries).
@@ -762,7 +834,6 @@ fn default_key(sig: &syn::Signature, args: &[&Ident], integers: &[&Ident]) -> To
     quote! {
         ::aside::__private::KeyBuilder::new(#owner).lit(#name) #(#type_args)* #close
             #(#args)*
-            .finish()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Display, Write};
+use std::ops::Deref;
 
 use sha2::{Digest, Sha256};
 
@@ -37,26 +38,28 @@ const KEPT_PREFIX: usize = 64;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct KeyBuilder {
-    buf: String,
+    buf: Key,
 }
 
 impl KeyBuilder {
     /// Starts a key with literal text.
+    #[inline]
     pub fn new(prefix: &str) -> Self {
-        let mut buf = String::with_capacity(prefix.len() + 24);
-        buf.push_str(prefix);
+        let mut buf = Key::default();
+        buf.push(prefix);
         KeyBuilder { buf }
     }
 
     /// Appends literal text, unescaped.
+    #[inline]
     pub fn lit(mut self, text: &str) -> Self {
-        KeyWriter(&mut self.buf).lit(text);
+        self.buf.push(text);
         self
     }
 
     /// Appends a value's [`Display`] output, escaped.
     pub fn arg<T: Display + ?Sized>(mut self, value: &T) -> Self {
-        KeyWriter(&mut self.buf).arg(value);
+        write_arg(&mut self.buf, value);
         self
     }
 
@@ -73,13 +76,108 @@ impl KeyBuilder {
     /// assert_eq!(fast, KeyBuilder::new("product:").arg(&-42i64).finish());
     /// ```
     pub fn int<T: itoa::Integer>(mut self, value: T) -> Self {
-        KeyWriter(&mut self.buf).int(value);
+        self.buf.push(itoa::Buffer::new().format(value));
         self
     }
 
     /// The finished key.
     pub fn finish(self) -> String {
+        self.buf.into()
+    }
+
+    /// The finished key, as `#[cached]` keeps it for one call: without an
+    /// allocation when it is short (see [`Key`]).
+    #[doc(hidden)]
+    #[inline]
+    pub fn finish_key(self) -> Key {
         self.buf
+    }
+}
+
+/// A key as `#[cached]` builds it for one call: kept inline, without an
+/// allocation, up to [`Key::INLINE`] bytes (most keys are shorter); a longer
+/// one is kept on the heap. A call only lends its key (`&str`) to the
+/// cache, which copies what it stores.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct Key(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// The first `len` bytes of `bytes`.
+    Inline {
+        len: u8,
+        bytes: [u8; Key::INLINE],
+    },
+    Heap(String),
+}
+
+impl Key {
+    /// The longest key kept without an allocation, in bytes.
+    pub const INLINE: usize = 64;
+
+    /// Appends `text`. The only way bytes get in: they are always UTF-8.
+    #[inline]
+    fn push(&mut self, text: &str) {
+        match &mut self.0 {
+            Repr::Inline { len, bytes } if usize::from(*len) + text.len() <= Self::INLINE => {
+                let start = usize::from(*len);
+                bytes[start..start + text.len()].copy_from_slice(text.as_bytes());
+                // At most INLINE (64), which fits.
+                *len = (start + text.len()) as u8;
+            }
+            Repr::Inline { .. } => self.spill(text),
+            Repr::Heap(heap) => heap.push_str(text),
+        }
+    }
+
+    /// Moves the key to the heap, with `text` after it.
+    #[cold]
+    fn spill(&mut self, text: &str) {
+        let mut heap = String::with_capacity(self.len() + text.len() + 24);
+        heap.push_str(self);
+        heap.push_str(text);
+        self.0 = Repr::Heap(heap);
+    }
+}
+
+impl Default for Key {
+    #[inline]
+    fn default() -> Self {
+        Key(Repr::Inline {
+            len: 0,
+            bytes: [0; Self::INLINE],
+        })
+    }
+}
+
+impl Deref for Key {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        match &self.0 {
+            // SAFETY: `push` is the only writer, and it appends whole `str`s.
+            Repr::Inline { len, bytes } => unsafe {
+                std::str::from_utf8_unchecked(&bytes[..usize::from(*len)])
+            },
+            Repr::Heap(heap) => heap,
+        }
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> String {
+        match key.0 {
+            Repr::Inline { .. } => String::from(&*key),
+            Repr::Heap(heap) => heap,
+        }
     }
 }
 
@@ -104,9 +202,7 @@ impl<'a> KeyWriter<'a> {
 
     /// As [`KeyBuilder::arg`].
     pub fn arg<T: Display + ?Sized>(&mut self, value: &T) -> &mut Self {
-        // Writing into a String cannot fail unless Display itself errors, in
-        // which case the partial output is still a distinct, valid key.
-        let _ = write!(Escaped(self.0), "{value}");
+        write_arg(self.0, value);
         self
     }
 
@@ -115,6 +211,31 @@ impl<'a> KeyWriter<'a> {
         self.0.push_str(itoa::Buffer::new().format(value));
         self
     }
+}
+
+/// Where key text is written: a [`Key`], or a policy's buffer for its tags.
+trait Text {
+    fn push_str(&mut self, text: &str);
+}
+
+impl Text for String {
+    fn push_str(&mut self, text: &str) {
+        String::push_str(self, text);
+    }
+}
+
+impl Text for Key {
+    #[inline]
+    fn push_str(&mut self, text: &str) {
+        self.push(text);
+    }
+}
+
+/// Appends `value`'s [`Display`] output to `text`, escaped.
+fn write_arg<T: Display + ?Sized>(text: &mut impl Text, value: &T) {
+    // Writing into memory cannot fail unless Display itself errors, in
+    // which case the partial output is still a distinct, valid key.
+    let _ = write!(Escaped(text), "{value}");
 }
 
 /// The name a key is stored under: the key itself, or, past
@@ -151,9 +272,9 @@ fn shorten(key: &str, max: usize, kept: usize) -> Cow<'_, str> {
 }
 
 /// A `fmt::Write` adapter that escapes the separator and the escape character.
-struct Escaped<'a>(&'a mut String);
+struct Escaped<'a, T>(&'a mut T);
 
-impl Write for Escaped<'_> {
+impl<T: Text> Write for Escaped<'_, T> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         // Most values (numbers, ids) have nothing to escape: copied at once.
         if !s.contains([':', '\\']) {
@@ -162,9 +283,9 @@ impl Write for Escaped<'_> {
         }
         for c in s.chars() {
             if matches!(c, ':' | '\\') {
-                self.0.push('\\');
+                self.0.push_str("\\");
             }
-            self.0.push(c);
+            self.0.push_str(c.encode_utf8(&mut [0; 4]));
         }
         Ok(())
     }
@@ -190,6 +311,20 @@ mod tests {
             KeyBuilder::new("k:").int(u128::MAX).finish(),
             format!("k:{}", u128::MAX)
         );
+    }
+
+    #[test]
+    fn a_call_key_is_the_builders_text_inline_or_on_the_heap() {
+        // Lengths on both sides of `Key::INLINE`, with a character of two
+        // bytes that a spill may fall inside.
+        for n in 0..=2 * Key::INLINE {
+            let value = "é".repeat(n / 2) + &"a".repeat(n % 2);
+            let builder = KeyBuilder::new("k:").arg(&value).lit(":").int(n);
+            let key = builder.clone().finish_key();
+            assert_eq!(&*key, builder.finish());
+            assert_eq!(String::from(key.clone()), format!("k:{value}:{n}"));
+            assert_eq!(format!("{key:?}"), format!("{:?}", format!("k:{value}:{n}")));
+        }
     }
 
     #[test]

@@ -5,4 +5,11 @@ async fn price(id: u64) -> Result<u32, String> {
     Ok(id as u32)
 }
 
+// The same without a companion: the function's own policy, built once at
+// compile time, is checked as well.
+#[aside::cached(key = "cost:<id>", negative_ttl = "10s", entry = false)]
+async fn cost(id: u64) -> Result<u32, String> {
+    Ok(id as u32)
+}
+
 fn main() {}
