@@ -7,7 +7,9 @@
 //!
 //! // Output (roughly):
 //! fn __aside_parts_get_product(id: &u64) -> (Key, Policy) {
-//!     (KeyBuilder::new("product:").int(*id).finish_key(), Policy::new().ttl(..))
+//!     let mut key = Key::default();
+//!     key.lit("product:").int(*id);
+//!     (key, Policy::new().ttl(..))
 //! }
 //! fn __aside_entry_get_product(id: &u64) -> CachedEntry<Option<Product>> {
 //!     let (key, policy) = __aside_parts_get_product(id);
@@ -60,13 +62,20 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         .filter(|(_, ty)| is_integer(ty))
         .map(|(arg, _)| *arg)
         .collect();
-    // A call's key, which a short key fills without an allocation (`Key`).
+    // A call's key, written in place into a `Key`, which a short key
+    // fills without an allocation.
     let key = || {
-        let builder = match &args.key {
-            Some(template) => template_key(template, &integers),
-            None => default_key(sig, &checked.key_args, &integers),
+        // Mixed-site: no argument of the user's, whatever its name, is shadowed.
+        let key = Ident::new("__aside_key", Span::mixed_site());
+        let written = match &args.key {
+            Some(template) => template_writes(template, &integers, quote!(#key)),
+            None => default_key(sig, &checked.key_args, &integers, quote!(#key)),
         };
-        quote!(#builder.finish_key())
+        quote!({
+            let mut #key = ::aside::__private::Key::default();
+            #written;
+            #key
+        })
     };
     let tags: Vec<TokenStream> = args
         .tags
@@ -731,18 +740,8 @@ fn turbofish(sig: &syn::Signature) -> Option<TokenStream> {
 /// `KeyBuilder::new("lit").arg(&a.b).lit(":")...finish()`, with every
 /// argument spanned at the template so a non-`Display` value is reported there.
 pub(crate) fn key_from_template(template: &KeyTemplate) -> TokenStream {
-    let key = template_key(template, &[]);
+    let key = template_writes(template, &[], quote!(::aside::__private::KeyBuilder::new("")));
     quote!(#key.finish())
-}
-
-/// A `KeyBuilder` with `template` written to it, where each of `integers`
-/// is a reference to an integer: written with `int(*arg)`.
-fn template_key(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
-    template_writes(
-        template,
-        integers,
-        quote!(::aside::__private::KeyBuilder::new("")),
-    )
 }
 
 /// `.tag_built(..)` on a policy: the tag `template` written straight into
@@ -755,8 +754,9 @@ pub(crate) fn tag_into_policy(template: &KeyTemplate, integers: &[&Ident]) -> To
     quote!(.tag_built(|#tag: &mut ::aside::__private::KeyWriter<'_>| { #written; }))
 }
 
-/// `builder`, a `KeyBuilder` (or a `KeyWriter`), with the segments of
-/// `template` written to it.
+/// `builder`, a `KeyBuilder` (or a `Key` or `KeyWriter`, written in
+/// place), with the segments of `template` written to it; each of
+/// `integers`, a reference to an integer, is written with `int(*arg)`.
 fn template_writes(template: &KeyTemplate, integers: &[&Ident], builder: TokenStream) -> TokenStream {
     let span = template.lit.span();
     let mut key = builder;
@@ -813,11 +813,11 @@ fn field_path(path: &[String], span: Span) -> TokenStream {
     expr
 }
 
-/// A `KeyBuilder` of `module::path::fn_name:arg1:arg2...`. A method's prefix is its `Self`
+/// `module::path::fn_name:arg1:arg2...` written to `key` (a `Key`). A method's prefix is its `Self`
 /// type instead (two impls in one module may have methods of one name), and
 /// a generic function's prefix names its type arguments (`f::<A>` and `f::<B>`
 /// must not share entries).
-fn default_key(sig: &syn::Signature, args: &[&Ident], integers: &[&Ident]) -> TokenStream {
+fn default_key(sig: &syn::Signature, args: &[&Ident], integers: &[&Ident], key: TokenStream) -> TokenStream {
     let name = format!("::{}", sig.ident);
     // Only free functions have one: a method must give its key (validate).
     let owner = quote!(::core::module_path!());
@@ -831,10 +831,7 @@ fn default_key(sig: &syn::Signature, args: &[&Ident], integers: &[&Ident]) -> To
         true => quote_spanned!(arg.span()=> .lit(":").int(*#arg)),
         false => quote_spanned!(arg.span()=> .lit(":").arg(&#arg)),
     });
-    quote! {
-        ::aside::__private::KeyBuilder::new(#owner).lit(#name) #(#type_args)* #close
-            #(#args)*
-    }
+    quote!(#key.lit(#owner).lit(#name) #(#type_args)* #close #(#args)*)
 }
 
 /// Whether `tokens` name any of `names` (an argument used in an option).

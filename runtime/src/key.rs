@@ -46,20 +46,20 @@ impl KeyBuilder {
     #[inline]
     pub fn new(prefix: &str) -> Self {
         let mut buf = Key::default();
-        buf.push(prefix);
+        buf.lit(prefix);
         KeyBuilder { buf }
     }
 
     /// Appends literal text, unescaped.
     #[inline]
     pub fn lit(mut self, text: &str) -> Self {
-        self.buf.push(text);
+        self.buf.lit(text);
         self
     }
 
     /// Appends a value's [`Display`] output, escaped.
     pub fn arg<T: Display + ?Sized>(mut self, value: &T) -> Self {
-        write_arg(&mut self.buf, value);
+        self.buf.arg(value);
         self
     }
 
@@ -76,7 +76,7 @@ impl KeyBuilder {
     /// assert_eq!(fast, KeyBuilder::new("product:").arg(&-42i64).finish());
     /// ```
     pub fn int<T: itoa::Integer>(mut self, value: T) -> Self {
-        self.buf.push(itoa::Buffer::new().format(value));
+        self.buf.int(value);
         self
     }
 
@@ -84,17 +84,10 @@ impl KeyBuilder {
     pub fn finish(self) -> String {
         self.buf.into()
     }
-
-    /// The finished key, as `#[cached]` keeps it for one call: without an
-    /// allocation when it is short (see [`Key`]).
-    #[doc(hidden)]
-    #[inline]
-    pub fn finish_key(self) -> Key {
-        self.buf
-    }
 }
 
-/// A key as `#[cached]` builds it for one call: kept inline, without an
+/// A key as `#[cached]` builds it for one call (`key.lit(..).int(..)`,
+/// as a [`KeyBuilder`] would): kept inline, without an
 /// allocation, up to [`Key::INLINE`] bytes (most keys are shorter); a longer
 /// one is kept on the heap. A call only lends its key (`&str`) to the
 /// cache, which copies what it stores.
@@ -115,6 +108,26 @@ enum Repr {
 impl Key {
     /// The longest key kept without an allocation, in bytes.
     pub const INLINE: usize = 64;
+
+    /// As [`KeyBuilder::lit`], written in place: how `#[cached]` builds a
+    /// call's key (a `KeyBuilder` moves it at every step).
+    #[inline]
+    pub fn lit(&mut self, text: &str) -> &mut Self {
+        self.push(text);
+        self
+    }
+
+    /// As [`KeyBuilder::arg`].
+    pub fn arg<T: Display + ?Sized>(&mut self, value: &T) -> &mut Self {
+        write_arg(self, value);
+        self
+    }
+
+    /// As [`KeyBuilder::int`].
+    pub fn int<T: itoa::Integer>(&mut self, value: T) -> &mut Self {
+        self.push(itoa::Buffer::new().format(value));
+        self
+    }
 
     /// Appends `text`. The only way bytes get in: they are always UTF-8.
     #[inline]
@@ -319,9 +332,10 @@ mod tests {
         // bytes that a spill may fall inside.
         for n in 0..=2 * Key::INLINE {
             let value = "é".repeat(n / 2) + &"a".repeat(n % 2);
-            let builder = KeyBuilder::new("k:").arg(&value).lit(":").int(n);
-            let key = builder.clone().finish_key();
-            assert_eq!(&*key, builder.finish());
+            let mut key = Key::default();
+            key.lit("k:").arg(&value).lit(":").int(n);
+            let built = KeyBuilder::new("k:").arg(&value).lit(":").int(n).finish();
+            assert_eq!(&*key, built);
             assert_eq!(String::from(key.clone()), format!("k:{value}:{n}"));
             assert_eq!(format!("{key:?}"), format!("{:?}", format!("k:{value}:{n}")));
         }

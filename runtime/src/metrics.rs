@@ -4,7 +4,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `aside_calls_total` | counter | `function`, `outcome` (`hit`, `negative`, `stale`, `coalesced`, `miss`, `bypass`) |
-//! | `aside_calls_in_flight` | gauge | `function` |
+//! | `aside_calls_in_flight` | gauge | `function` (calls past the in-process tier: a hit there is over at once) |
 //! | `aside_load_duration_seconds` | histogram | `function` |
 //! | `aside_load_errors_total` | counter | `function` |
 //! | `aside_lock_wait_duration_seconds` | histogram | `function` |

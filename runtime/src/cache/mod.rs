@@ -411,12 +411,13 @@ impl Cache {
     /// `Mode::Refresh` loads and stores whatever is cached.
     fn look_first(&self, key: &str, policy: &Policy, slot: &mut dyn Slot) -> Option<First> {
         let mode = scoped::mode();
-        let observed = Observed::new(self.call_span(CallKind::Lookup, key, policy), policy);
-        match self.in_process(key, policy, mode, slot, &observed.call) {
+        let call = self.call_span(CallKind::Lookup, key, policy);
+        match self.in_process(key, policy, mode, slot, &call) {
+            // Over within this poll: never in flight for anyone to see.
             InProcess::Hit => None,
             in_process => Some(First {
                 mode,
-                observed,
+                observed: Observed::new(call, policy),
                 in_process,
             }),
         }
