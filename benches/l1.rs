@@ -7,6 +7,7 @@
 //! | hit through `#[cached]` | a `#[cached(cache = cache, key = "product:<id>", ttl = "1h")]` function on `Cache::memory()`: what a user's call runs (the key built, the policy, the function's statistics) | moka get + clone |
 //! | hit through `#[cached]`, against a peer | the same | the `cached` crate's `#[cached]` on an `async fn` (its default store: a `HashMap` behind a lock, a clone per hit, nothing ever expires) |
 //! | the same, with a TTL on both sides | the same | `#[cached(ttl_secs = 3600)]` (a `TimedCache`: it reads a clock on every hit, as aside does) |
+//! | the same, bounded and with a TTL on both sides | the same | `#[cached(max_size = 10_000, ttl_secs = 3600)]` (a `TimedSizedCache`: it evicts past its size, as aside's tier does) |
 //! | 2-thread hit throughput | the same, on two threads | moka, on two threads |
 //! | hit over Redis | `get_or_load` on Redis behind the tier | the in-memory hit |
 //! | hit without the tier | `get_or_load` on the in-memory backend alone (decodes JSON) | the typed-tier hit |
@@ -73,17 +74,31 @@ async fn timed_peer_product(id: u64) -> Product {
     product(id)
 }
 
-/// `n` hits through the `cached` crate's `#[cached]` over the hot keys
-/// (`timed`: with a TTL); the time taken.
-async fn peer_hits(timed: bool, first: usize, n: usize) -> Duration {
+/// The peer bounded, with entries that expire: what aside's tier is.
+#[cached::proc_macro::cached(max_size = 10_000, ttl_secs = 3600)]
+async fn bounded_peer_product(id: u64) -> Product {
+    product(id)
+}
+
+/// Which of the `cached` crate's stores a peer hit goes to.
+#[derive(Clone, Copy)]
+enum Peer {
+    Plain,
+    Timed,
+    Bounded,
+}
+
+/// `n` hits through the `cached` crate's `#[cached]` over the hot keys,
+/// on the `peer` store; the time taken.
+async fn peer_hits(peer: Peer, first: usize, n: usize) -> Duration {
     let started = Instant::now();
     for i in first..first + n {
         let id = (i % HOT_KEYS) as u64;
-        if timed {
-            black_box(timed_peer_product(id).await);
-        } else {
-            black_box(peer_product(id).await);
-        }
+        match peer {
+            Peer::Plain => black_box(peer_product(id).await),
+            Peer::Timed => black_box(timed_peer_product(id).await),
+            Peer::Bounded => black_box(bounded_peer_product(id).await),
+        };
     }
     started.elapsed()
 }
@@ -146,6 +161,7 @@ fn main() {
             moka.insert(key.clone(), product(k as u64));
             peer_product(k as u64).await;
             timed_peer_product(k as u64).await;
+            bounded_peer_product(k as u64).await;
         }
         for key in &keys {
             tier::until_in_process(&tiered, || aside_hit(&tiered, key, &policy)).await;
@@ -187,17 +203,20 @@ fn main() {
     }
 
     let (mut hit, mut wide, mut over_redis, mut without) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut through_macro, mut against_peer, mut against_timed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut through_macro, mut against_peer) = (Vec::new(), Vec::new());
+    let (mut against_timed, mut against_bounded) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let first = round * 31;
         let base = moka_hits(&moka, &keys, first, PER_ROUND);
         let ours = rt.block_on(aside_hits(&memory, &keys, &policy, first, PER_ROUND));
         let macro_ = rt.block_on(macro_hits(&memory, first, PER_ROUND));
         through_macro.push(macro_.as_secs_f64() / base.as_secs_f64());
-        let peer = rt.block_on(peer_hits(false, first, PER_ROUND));
+        let peer = rt.block_on(peer_hits(Peer::Plain, first, PER_ROUND));
         against_peer.push(macro_.as_secs_f64() / peer.as_secs_f64());
-        let timed = rt.block_on(peer_hits(true, first, PER_ROUND));
+        let timed = rt.block_on(peer_hits(Peer::Timed, first, PER_ROUND));
         against_timed.push(macro_.as_secs_f64() / timed.as_secs_f64());
+        let bounded = rt.block_on(peer_hits(Peer::Bounded, first, PER_ROUND));
+        against_bounded.push(macro_.as_secs_f64() / bounded.as_secs_f64());
         let redis = rt.block_on(aside_hits(&tiered, &keys, &policy, first, PER_ROUND));
         let decoded = rt.block_on(aside_hits(&decoding, &keys, &policy, first, PER_ROUND / 10)) * 10;
         hit.push(ours.as_secs_f64() / base.as_secs_f64());
@@ -230,6 +249,10 @@ fn main() {
     println!(
         "| the same, both with a TTL / `#[cached(ttl_secs = 3600)]` | {:.2} | <= 1.0 |",
         median(against_timed)
+    );
+    println!(
+        "| the same, both bounded and with a TTL / `#[cached(max_size = 10_000, ttl_secs = 3600)]` | {:.2} | - |",
+        median(against_bounded)
     );
     println!(
         "| 2-thread hit throughput / moka's | {:.2} | >= 0.9 |",

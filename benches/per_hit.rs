@@ -5,7 +5,9 @@
 //!
 //! `target/release/deps/per_hit-* <kind> <n>`, where kind is one of `aside`
 //! (a `#[cached]` function on `Cache::memory()`), `peer` (the `cached`
-//! crate's `#[cached]`), `moka` (get + clone), `quick_cache` (get + clone),
+//! crate's `#[cached]`), `peer_bounded` (the same with
+//! `max_size = 10_000, ttl_secs = 3600`: bounded and expiring, as aside's
+//! tier is), `moka` (get + clone), `quick_cache` (get + clone),
 //! `redis` (the `#[cached]` function on a private `redis-server`, no
 //! in-process tier: the client's side of a sequential Redis hit),
 //! `redis_get` (the hand-written `GET` + serde_json on the same),
@@ -38,6 +40,11 @@ async fn tagged_product(cache: &aside::Cache, id: u64, brand: u32) -> io::Result
 
 #[cached::proc_macro::cached]
 async fn peer_product(id: u64) -> Product {
+    product(id)
+}
+
+#[cached::proc_macro::cached(max_size = 10_000, ttl_secs = 3600)]
+async fn bounded_peer_product(id: u64) -> Product {
     product(id)
 }
 
@@ -121,6 +128,14 @@ fn main() {
                 black_box(peer_product(i % KEYS).await);
             }
         }),
+        "peer_bounded" => rt.block_on(async {
+            for id in 0..KEYS {
+                bounded_peer_product(id).await;
+            }
+            for i in 0..n {
+                black_box(bounded_peer_product(i % KEYS).await);
+            }
+        }),
         "moka" => {
             let map = moka::sync::Cache::new(KEYS * 2);
             for (id, key) in keys.iter().enumerate() {
@@ -141,6 +156,6 @@ fn main() {
                 black_box(map.get(key.as_str()).unwrap());
             }
         }
-        other => panic!("no kind {other}: aside, peer, moka or quick_cache"),
+        other => panic!("no kind {other}: aside, peer, peer_bounded, moka or quick_cache"),
     }
 }

@@ -25,8 +25,10 @@ const KEPT_PREFIX: usize = 64;
 /// enforces for its templates), a key can be split back into its values in
 /// only one way, so two different argument tuples can never share a key.
 ///
-/// This is what `#[cached(key = "...")]` expands to; use it to build the same
-/// key by hand, for example to [`invalidate`](crate::Cache::invalidate) it.
+/// `#[cached(key = "...")]` writes the same text (into a buffer of the
+/// call's own, without an allocation for a key of up to 64 bytes); use it to
+/// build the same key by hand, for example to
+/// [`invalidate`](crate::Cache::invalidate) it.
 ///
 /// # Examples
 ///
