@@ -208,7 +208,7 @@ async fn placeholder_values_are_escaped(kind: Kind) {
     assert_eq!(cache.get::<String>(&key).await.unwrap().as_deref(), Some("a:b"));
     // A call's key is written into 64 bytes of its own; past them, onto
     // the heap. Either way, the key is the one `KeyBuilder` writes. ("é:" is
-    // 4 bytes escaped: the keys are 60, 64, 68 and 166 bytes long.)
+    // 4 bytes escaped: the keys are 60, 64, 68 and 168 bytes long.)
     for name in [13, 14, 15, 40].map(|n| "é:".repeat(n)) {
         assert_eq!(greet(&cache, &probe, &name, &1).await, name);
         let key = KeyBuilder::new("greet:").arg(&name).lit(":").arg(&1).finish();

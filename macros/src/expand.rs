@@ -71,9 +71,12 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             Some(template) => template_writes(template, &integers, quote!(#key)),
             None => default_key(sig, &checked.key_args, &integers, quote!(#key)),
         };
+        // An empty template (`key = ""`) writes nothing.
+        let empty = matches!(&args.key, Some(template) if template.segments.is_empty());
+        let written = (!empty).then(|| quote!(#written;));
         quote!({
             let mut #key = ::aside::__private::Key::default();
-            #written;
+            #written
             #key
         })
     };
@@ -298,24 +301,22 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     // time: a call then only builds its key.
     let policy = match constant_policy(args, value) {
         Some(policy) => {
-            let key = match has_companion {
-                // The parts function's key (its policy, unused, is optimised away).
-                true => {
-                    let by_ref = checked.entry_args.iter().map(|(arg, _)| quote!(&#arg)).collect();
-                    let parts = call_parts(by_ref);
-                    quote!(let (#key_var, _): (#rt::Key, #rt::Policy) = #parts;)
-                }
-                false => {
-                    let key = key();
-                    let by_ref = checked
-                        .entry_args
-                        .iter()
-                        .map(|(arg, _)| quote!(let #arg = &#arg;));
-                    quote!(let #key_var: #rt::Key = { #(#by_ref)* #key };)
-                }
-            };
+            // Built here, not by the parts function: its policy would be
+            // built and dropped for nothing (unless inlined away).
+            let key = key();
+            let by_ref = checked
+                .entry_args
+                .iter()
+                .map(|(arg, _)| quote!(let #arg = &#arg;));
+            // Checked here, where the value's type may name the function's
+            // type parameters or `Self` (a `static` cannot).
+            let check = args.negative_ttl.as_ref().map(|d| {
+                let check = quote_spanned!(d.span=> <#value as #rt::CanBeNegative>::negative_ttl);
+                quote!(let _ = #check;)
+            });
             quote! {
-                #key
+                let #key_var: #rt::Key = { #(#by_ref)* #key };
+                #check
                 #function
                 static __ASIDE_POLICY: #rt::Policy = #policy.function(&__ASIDE_FUNCTION);
                 let #policy_var: &#rt::Policy = &__ASIDE_POLICY;
@@ -354,8 +355,8 @@ pub(crate) enum Negative {
 
 /// [`policy_options`] as a constant expression, if the function's policy
 /// is one: no tags, no `unless`, no `entry =`, every duration a literal.
-/// Its `negative_ttl`, if any, is checked against `value` where it is
-/// written (a trait's function is no constant).
+/// Its `negative_ttl` is left unchecked: the caller checks it against the
+/// value's type (a trait's function is no constant).
 fn constant_policy(args: &Args, value: &syn::Type) -> Option<TokenStream> {
     let durations = [
         &args.ttl,
@@ -377,15 +378,7 @@ fn constant_policy(args: &Args, value: &syn::Type) -> Option<TokenStream> {
         .chain(l1_ttl)
         .all(|d| d.value.is_some());
     let constant = literal && args.tags.is_none() && args.unless.is_none() && args.entry.is_none();
-    if !constant {
-        return None;
-    }
-    let options = policy_options(args, value, Negative::Always);
-    let check = args.negative_ttl.as_ref().map(|d| {
-        let check = quote_spanned!(d.span=> <#value as ::aside::__private::CanBeNegative>::negative_ttl);
-        quote!(let _ = #check;)
-    });
-    Some(quote!({ #check #options }))
+    constant.then(|| policy_options(args, value, Negative::Always))
 }
 
 /// `Policy::new()` with the options of `args`, without the key and tags.

@@ -341,6 +341,14 @@ mod tests {
             assert_eq!(String::from(key.clone()), format!("k:{value}:{n}"));
             assert_eq!(format!("{key:?}"), format!("{:?}", format!("k:{value}:{n}")));
         }
+        // Escaped text, which is written a character at a time, across the boundary.
+        for n in 0..=Key::INLINE {
+            let value = "é:".repeat(n / 4) + &":".repeat(n % 4);
+            let mut key = Key::default();
+            key.lit("k:").arg(&value);
+            assert_eq!(&*key, KeyBuilder::new("k:").arg(&value).finish());
+            assert_eq!(key.len(), 2 + 4 * (n / 4) + 2 * (n % 4));
+        }
     }
 
     #[test]

@@ -225,7 +225,10 @@ fn describe() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         describe_counter!("aside_calls_total", "Calls of a cached function, by outcome.");
-        describe_gauge!("aside_calls_in_flight", "Calls of a cached function running now.");
+        describe_gauge!(
+            "aside_calls_in_flight",
+            "Calls of a cached function running now, past the in-process tier."
+        );
         describe_histogram!(
             "aside_load_duration_seconds",
             Unit::Seconds,
