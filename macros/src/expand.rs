@@ -744,11 +744,10 @@ pub(crate) fn tag_into_policy(template: &KeyTemplate, integers: &[&Ident]) -> To
     // Mixed-site: no argument of the user's, whatever its name, is shadowed.
     let tag = Ident::new("__aside_tag", Span::mixed_site());
     let written = template_writes(template, integers, quote!(#tag));
-    quote!(.tag_built(|#tag: &mut ::aside::__private::KeyWriter<'_>| { #written; }))
+    quote!(.tag_built(|#tag: &mut ::aside::__private::Key| { #written; }))
 }
 
-/// `builder`, a `KeyBuilder` (or a `Key` or `KeyWriter`, written in
-/// place), with the segments of `template` written to it; each of
+/// `builder`, a `KeyBuilder` (or a `Key`, written in place), with the segments of `template` written to it; each of
 /// `integers`, a reference to an integer, is written with `int(*arg)`.
 fn template_writes(template: &KeyTemplate, integers: &[&Ident], builder: TokenStream) -> TokenStream {
     let span = template.lit.span();

@@ -87,10 +87,7 @@ impl EntryKeys {
     ) -> Self {
         let mut names = Names::with_capacity(namespace.len() + key.len() + 3 + tag_bytes);
         names.push_with(|entry| {
-            entry.push_str(namespace);
-            entry.push_str(":{");
-            entry.push_str(key);
-            entry.push('}');
+            entry.lit(namespace).lit(":{").lit(key).lit("}");
         });
         tags(&mut names);
         EntryKeys {

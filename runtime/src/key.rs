@@ -92,7 +92,10 @@ impl KeyBuilder {
 /// as a [`KeyBuilder`] would): kept inline, without an
 /// allocation, up to [`Key::INLINE`] bytes (most keys are shorter); a longer
 /// one is kept on the heap. A call only lends its key (`&str`) to the
-/// cache, which copies what it stores.
+/// cache, which copies what it stores. Also the text of a policy's tags
+/// (which `#[cached(tags = [...])]` writes into with
+/// [`Policy::tag_built`](crate::Policy::tag_built)) and of an entry's
+/// storage names. It can only be appended to.
 #[doc(hidden)]
 #[derive(Clone)]
 pub struct Key(Repr);
@@ -110,6 +113,22 @@ enum Repr {
 impl Key {
     /// The longest key kept without an allocation, in bytes.
     pub const INLINE: usize = 64;
+
+    /// An empty key.
+    pub(crate) const fn new() -> Self {
+        Key(Repr::Inline {
+            len: 0,
+            bytes: [0; Self::INLINE],
+        })
+    }
+
+    /// An empty key with room for `bytes` of text.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        match bytes <= Self::INLINE {
+            true => Key::new(),
+            false => Key(Repr::Heap(String::with_capacity(bytes))),
+        }
+    }
 
     /// As [`KeyBuilder::lit`], written in place: how `#[cached]` builds a
     /// call's key (a `KeyBuilder` moves it at every step).
@@ -159,12 +178,17 @@ impl Key {
 impl Default for Key {
     #[inline]
     fn default() -> Self {
-        Key(Repr::Inline {
-            len: 0,
-            bytes: [0; Self::INLINE],
-        })
+        Key::new()
     }
 }
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Key {}
 
 impl Deref for Key {
     type Target = str;
@@ -196,40 +220,8 @@ impl From<Key> for String {
     }
 }
 
-/// What [`KeyBuilder`] writes, appended to a buffer that is not its own:
-/// how `#[cached(tags = [...])]` writes each tag into its policy's one
-/// buffer for them ([`Policy::tag_built`](crate::Policy::tag_built)). It can
-/// only append.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct KeyWriter<'a>(&'a mut String);
-
-impl<'a> KeyWriter<'a> {
-    pub(crate) fn new(buf: &'a mut String) -> Self {
-        KeyWriter(buf)
-    }
-
-    /// As [`KeyBuilder::lit`].
-    pub fn lit(&mut self, text: &str) -> &mut Self {
-        self.0.push_str(text);
-        self
-    }
-
-    /// As [`KeyBuilder::arg`].
-    pub fn arg<T: Display + ?Sized>(&mut self, value: &T) -> &mut Self {
-        write_arg(self.0, value);
-        self
-    }
-
-    /// As [`KeyBuilder::int`].
-    pub fn int<T: itoa::Integer>(&mut self, value: T) -> &mut Self {
-        self.0.push_str(itoa::Buffer::new().format(value));
-        self
-    }
-}
-
-/// Where key text is written: a [`Key`], or a policy's buffer for its tags.
-trait Text {
+/// Where key text is written: a [`Key`] or a `String`.
+pub(crate) trait Text {
     fn push_str(&mut self, text: &str);
 }
 

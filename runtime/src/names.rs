@@ -1,20 +1,20 @@
 //! A short list of strings in one buffer: a policy's tags, an entry's tags'
 //! storage names. A tagged call builds both on every call; as a
 //! `Vec<String>` each costs an allocation per string and one for the list,
-//! here one in all (the ends of up to four strings are kept inline).
+//! here none up to 64 bytes of text and four strings (kept inline), and
+//! one past them.
 
 use std::fmt;
 
 use smallvec::SmallVec;
 
-/// What the first string reserves, so that a few short tags built a piece
-/// at a time do not grow the buffer again.
-const FIRST_CAPACITY: usize = 64;
+use crate::key::Key;
 
 /// Strings, in the order they were pushed.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct Names {
-    text: String,
+    /// Appended to only (see [`Key`]).
+    text: Key,
     /// Where each string ends in `text`.
     ends: SmallVec<[usize; 4]>,
 }
@@ -22,7 +22,7 @@ pub(crate) struct Names {
 impl Names {
     pub(crate) const fn new() -> Self {
         Names {
-            text: String::new(),
+            text: Key::new(),
             ends: SmallVec::new_const(),
         }
     }
@@ -30,21 +30,20 @@ impl Names {
     /// An empty list with room for `bytes` of text.
     pub(crate) fn with_capacity(bytes: usize) -> Self {
         Names {
-            text: String::with_capacity(bytes),
+            text: Key::with_capacity(bytes),
             ends: SmallVec::new(),
         }
     }
 
     pub(crate) fn push(&mut self, name: &str) {
-        self.push_with(|text| text.push_str(name));
+        self.push_with(|text| {
+            text.lit(name);
+        });
     }
 
-    /// Pushes the string that `write` appends to the buffer (only appends:
-    /// the strings before stay whole), built in place.
-    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut String)) {
-        if self.text.capacity() == 0 {
-            self.text.reserve(FIRST_CAPACITY);
-        }
+    /// Pushes the string that `write` appends to the buffer (a `Key` can
+    /// only be appended to: the strings before stay whole), built in place.
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut Key)) {
         write(&mut self.text);
         self.ends.push(self.text.len());
     }
@@ -91,8 +90,7 @@ mod tests {
         names.push("product:1");
         names.push("");
         names.push_with(|text| {
-            text.push_str("brand:");
-            text.push('7');
+            text.lit("brand:").int(7);
         });
         assert_eq!(names.iter().collect::<Vec<_>>(), ["product:1", "", "brand:7"]);
         assert_eq!((names.len(), names.iter().len()), (3, 3));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::codec::Codec;
 use crate::fail_safe::FailSafe;
 use crate::function::Function;
-use crate::key::KeyWriter;
+use crate::key::Key;
 use crate::names::Names;
 use crate::stampede::{Stampede, MAX_JITTER};
 
@@ -135,8 +135,8 @@ impl Policy {
     /// Adds the tag that `write` writes: how `#[cached(tags = [...])]` adds
     /// its tags, each written into the policy's one buffer for them.
     #[doc(hidden)]
-    pub fn tag_built(mut self, write: impl FnOnce(&mut KeyWriter<'_>)) -> Self {
-        self.tags.push_with(|text| write(&mut KeyWriter::new(text)));
+    pub fn tag_built(mut self, write: impl FnOnce(&mut Key)) -> Self {
+        self.tags.push_with(write);
         self
     }
 

@@ -14,7 +14,7 @@ pub const MSGPACK: MessagePackNeedsTheMsgpackFeatureOfAside = MessagePackNeedsTh
 /// See [`MSGPACK`].
 #[cfg(not(feature = "msgpack"))]
 pub struct MessagePackNeedsTheMsgpackFeatureOfAside;
-pub use crate::key::{Key, KeyWriter};
+pub use crate::key::Key;
 pub use crate::timeout::hard_timeout_with;
 pub use crate::{
     global, Cache, CachedEntry, Codec, FailSafe, FromTimeout, Function, KeyBuilder, Policy, Stampede,

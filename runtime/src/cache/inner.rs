@@ -18,7 +18,7 @@ use crate::codec::Codec;
 use crate::counters::Counters;
 use crate::error::BackendError;
 use crate::flight::Flights;
-use crate::key::storage_key;
+use crate::key::{storage_key, Text};
 use crate::l1::Local;
 use crate::policy::Policy;
 use crate::recovery::Recovery;
@@ -204,7 +204,7 @@ impl Inner {
         self.settings.namespace.len() + "#tag:".len() + tag.len()
     }
 
-    fn write_tag_key(&self, name: &mut String, tag: &str) {
+    fn write_tag_key(&self, name: &mut impl Text, tag: &str) {
         name.push_str(&self.settings.namespace);
         name.push_str("#tag:");
         name.push_str(&storage_key(tag));
