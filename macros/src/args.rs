@@ -242,6 +242,27 @@ impl Errors {
 }
 
 impl Args {
+    /// The durations the policy is built from, `l1`'s included (not
+    /// `hard_timeout`, which the body keeps).
+    pub(crate) fn policy_durations(&self) -> impl Iterator<Item = &SpannedDuration> + '_ {
+        [
+            &self.ttl,
+            &self.negative_ttl,
+            &self.lock_ttl,
+            &self.lock_wait,
+            &self.stale,
+            &self.fail_safe,
+            &self.fail_safe_throttle,
+            &self.soft_timeout,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.l1.iter().filter_map(|(l1, _)| match l1 {
+            L1::Ttl(ttl) => Some(ttl),
+            L1::On | L1::Off => None,
+        }))
+    }
+
     /// Parses the attribute's tokens, recording every problem in `errors`.
     pub(crate) fn parse(attr: Attr, tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Self {
         let mut args = Args {

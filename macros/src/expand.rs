@@ -169,26 +169,12 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     // An `#[async_trait]` impl is a trait impl: no room for a companion.
     // Nor can one be built when an option is computed from an argument
     // (`ttl = ttl_of(kind)`): it only has the key's arguments.
-    let written = [
-        &args.ttl,
-        &args.negative_ttl,
-        &args.lock_ttl,
-        &args.lock_wait,
-        &args.stale,
-        &args.fail_safe,
-        &args.fail_safe_throttle,
-        &args.soft_timeout,
-    ]
-    .into_iter()
-    .flatten()
-    .chain(args.l1.iter().filter_map(|(l1, _)| match l1 {
-        L1::Ttl(ttl) => Some(ttl),
-        L1::On | L1::Off => None,
-    }))
-    .filter_map(|duration| duration.expr.as_ref())
-    .chain(&args.unless)
-    .map(|expr| quote!(#expr))
-    .collect();
+    let written = args
+        .policy_durations()
+        .filter_map(|duration| duration.expr.as_ref())
+        .chain(&args.unless)
+        .map(|expr| quote!(#expr))
+        .collect();
     let options_use_arguments = mentions_any(&written, &checked.key_args);
     let has_companion = attr == Attr::Cached && args.companion && !checked.boxed && !options_use_arguments;
     let parts_name = entry::parts(&sig.ident);
@@ -358,25 +344,7 @@ pub(crate) enum Negative {
 /// Its `negative_ttl` is left unchecked: the caller checks it against the
 /// value's type (a trait's function is no constant).
 fn constant_policy(args: &Args, value: &syn::Type) -> Option<TokenStream> {
-    let durations = [
-        &args.ttl,
-        &args.negative_ttl,
-        &args.lock_ttl,
-        &args.lock_wait,
-        &args.stale,
-        &args.fail_safe,
-        &args.fail_safe_throttle,
-        &args.soft_timeout,
-    ];
-    let l1_ttl = args.l1.iter().filter_map(|(l1, _)| match l1 {
-        L1::Ttl(ttl) => Some(ttl),
-        L1::On | L1::Off => None,
-    });
-    let literal = durations
-        .into_iter()
-        .flatten()
-        .chain(l1_ttl)
-        .all(|d| d.value.is_some());
+    let literal = args.policy_durations().all(|d| d.value.is_some());
     let constant = literal && args.tags.is_none() && args.unless.is_none() && args.entry.is_none();
     constant.then(|| policy_options(args, value, Negative::Always))
 }
