@@ -26,6 +26,10 @@
 //! The companion (`__aside_entry_...`, see `entry.rs`) is what writers name;
 //! it and the function build the key and policy with one parts function, so
 //! a template or option is compiled, and a mistake in it reported, once.
+//! Except where the options are all constants, as here (no tags, no
+//! `unless`, literal durations): the function then writes its key itself
+//! and takes its policy from a `static` built at compile time, and rustc
+//! reports a mistake in the template once for both places.
 //! A function that does not return `Result` is wrapped in
 //! `Ok::<_, Infallible>` on the way in and unwrapped on the way out.
 //! `#[cache_put]` is the same with `cache.put(...)`; `#[invalidate]` runs the
@@ -715,8 +719,9 @@ pub(crate) fn tag_into_policy(template: &KeyTemplate, integers: &[&Ident]) -> To
     quote!(.tag_built(|#tag: &mut ::aside::__private::Key| { #written; }))
 }
 
-/// `builder`, a `KeyBuilder` (or a `Key`, written in place), with the segments of `template` written to it; each of
-/// `integers`, a reference to an integer, is written with `int(*arg)`.
+/// `builder`, a `KeyBuilder` (or a `Key`, written in place), with the
+/// segments of `template` written to it; each of `integers`, a reference
+/// to an integer, is written with `int(*arg)`.
 fn template_writes(template: &KeyTemplate, integers: &[&Ident], builder: TokenStream) -> TokenStream {
     let span = template.lit.span();
     let mut key = builder;
@@ -773,8 +778,9 @@ fn field_path(path: &[String], span: Span) -> TokenStream {
     expr
 }
 
-/// `module::path::fn_name:arg1:arg2...` written to `key` (a `Key`). A method's prefix is its `Self`
-/// type instead (two impls in one module may have methods of one name), and
+/// `module::path::fn_name:arg1:arg2...` written to `key` (a `Key`). A
+/// method's prefix is its `Self` type instead (two impls in one module may
+/// have methods of one name), and
 /// a generic function's prefix names its type arguments (`f::<A>` and `f::<B>`
 /// must not share entries).
 fn default_key(sig: &syn::Signature, args: &[&Ident], integers: &[&Ident], key: TokenStream) -> TokenStream {

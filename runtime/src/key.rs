@@ -140,7 +140,9 @@ impl Key {
 
     /// As [`KeyBuilder::arg`].
     pub fn arg<T: Display + ?Sized>(&mut self, value: &T) -> &mut Self {
-        write_arg(self, value);
+        // Writing into memory cannot fail unless Display itself errors, in
+        // which case the partial output is still a distinct, valid key.
+        let _ = write!(Escaped(self), "{value}");
         self
     }
 
@@ -220,7 +222,7 @@ impl From<Key> for String {
     }
 }
 
-/// Where key text is written: a [`Key`] or a `String`.
+/// Where storage names are written: a [`Key`] or a `String`.
 pub(crate) trait Text {
     fn push_str(&mut self, text: &str);
 }
@@ -236,13 +238,6 @@ impl Text for Key {
     fn push_str(&mut self, text: &str) {
         self.push(text);
     }
-}
-
-/// Appends `value`'s [`Display`] output to `text`, escaped.
-fn write_arg<T: Display + ?Sized>(text: &mut impl Text, value: &T) {
-    // Writing into memory cannot fail unless Display itself errors, in
-    // which case the partial output is still a distinct, valid key.
-    let _ = write!(Escaped(text), "{value}");
 }
 
 /// The name a key is stored under: the key itself, or, past
@@ -279,20 +274,20 @@ fn shorten(key: &str, max: usize, kept: usize) -> Cow<'_, str> {
 }
 
 /// A `fmt::Write` adapter that escapes the separator and the escape character.
-struct Escaped<'a, T>(&'a mut T);
+struct Escaped<'a>(&'a mut Key);
 
-impl<T: Text> Write for Escaped<'_, T> {
+impl Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         // Most values (numbers, ids) have nothing to escape: copied at once.
         if !s.contains([':', '\\']) {
-            self.0.push_str(s);
+            self.0.push(s);
             return Ok(());
         }
         for c in s.chars() {
             if matches!(c, ':' | '\\') {
-                self.0.push_str("\\");
+                self.0.push("\\");
             }
-            self.0.push_str(c.encode_utf8(&mut [0; 4]));
+            self.0.push(c.encode_utf8(&mut [0; 4]));
         }
         Ok(())
     }
