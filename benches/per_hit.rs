@@ -4,10 +4,11 @@
 //! to run, so a change of a few percent shows.
 //!
 //! `target/release/deps/per_hit-* <kind> <n>`, where kind is one of `aside`
-//! (a `#[cached]` function on `Cache::memory()`), `peer` (the `cached`
-//! crate's `#[cached]`), `peer_bounded` (the same with
-//! `max_size = 10_000, ttl_secs = 3600`: bounded and expiring, as aside's
-//! tier is), `moka` (get + clone), `quick_cache` (get + clone),
+//! (a `#[cached]` function on `Cache::memory()`), `aside_tagged` (the same
+//! with two tags), `peer` (the `cached` crate's `#[cached]`), `peer_bounded`
+//! (the same with `max_size = 10_000, ttl_secs = 3600`: bounded and
+//! expiring, as aside's tier is), `moka` (get + clone), `quick_cache` (get +
+//! clone),
 //! `redis` (the `#[cached]` function on a private `redis-server`, no
 //! in-process tier: the client's side of a sequential Redis hit),
 //! `redis_get` (the hand-written `GET` + serde_json on the same),
@@ -68,6 +69,15 @@ fn main() {
             }
             for i in 0..n {
                 black_box(aside_product(&cache, i % KEYS).await.unwrap());
+            }
+        }),
+        "aside_tagged" => rt.block_on(async {
+            let cache = aside::Cache::memory();
+            for id in 0..KEYS {
+                tagged_product(&cache, id, 7).await.unwrap();
+            }
+            for i in 0..n {
+                black_box(tagged_product(&cache, i % KEYS, 7).await.unwrap());
             }
         }),
         "redis" | "redis_get" | "redis_tagged" | "redis_miss" | "redis_miss_hand" => rt.block_on(async {
@@ -156,6 +166,6 @@ fn main() {
                 black_box(map.get(key.as_str()).unwrap());
             }
         }
-        other => panic!("no kind {other}: aside, peer, peer_bounded, moka or quick_cache"),
+        other => panic!("no kind {other}: see the doc comment at the top"),
     }
 }

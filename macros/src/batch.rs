@@ -9,7 +9,7 @@
 //! async fn products(db: &Db, ids: &[u64]) -> Result<HashMap<u64, Product>, DbError> {
 //!     let options = Policy::new().ttl(..).function(&FUNCTION);
 //!     let cache: &Cache = &*current();
-//!     let entry = |id: &u64| (KeyBuilder::new("product:").arg(&id).finish(), options.clone().tag_built(|tag| ..));
+//!     let entry = |id: &u64| (KeyBuilder::new("product:").arg(&id).finish(), { let mut p = options.clone(); p.tag_built(|tag| ..); p });
 //!     let load = |missing: Vec<u64>| {
 //!         let db = db.clone();
 //!         async move { let ids: &[u64] = &missing; body }
@@ -31,7 +31,7 @@ use syn::{Ident, ItemFn, ReturnType, Type};
 use crate::args::{Args, Attr, Errors};
 use crate::expand::{
     body_tokens, cache_ref, function_static, key_from_template, key_template, policy_options,
-    tag_into_policy, Negative,
+    tag_into_policy, with_tags, Negative,
 };
 use crate::template::Segment;
 use crate::validate::{check_owned, check_placeholders, inputs, only_type_argument, Inputs};
@@ -261,7 +261,13 @@ pub(crate) fn expand(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> Token
     }
     let sig = &sig;
     let key = key_from_template(args.key.as_ref().expect("checked"));
-    let tags = args.tags.iter().flatten().map(|tag| tag_into_policy(tag, &[]));
+    let tags: Vec<TokenStream> = args
+        .tags
+        .iter()
+        .flatten()
+        .map(|tag| tag_into_policy(tag, &[]))
+        .collect();
+    let policy = with_tags(quote!(::core::clone::Clone::clone(&__aside_options)), &tags);
     let options = policy_options(args, value, Negative::Always);
     let function = function_static(sig, key_template(args, sig, &[]));
     let (cache_owner, cache) = cache_ref(args);
@@ -315,7 +321,7 @@ pub(crate) fn expand(args: &Args, func: &ItemFn, checked: &Checked<'_>) -> Token
             #cache_owner
             let #cache_var: &#rt::Cache = #cache;
             let #entry_var = |#each: &#id| -> (::std::string::String, #rt::Policy) {
-                (#key, ::core::clone::Clone::clone(&__aside_options) #(#tags)*)
+                (#key, #policy)
             };
             #[allow(unused_mut)]
             let mut #load_var = |#missing: ::std::vec::Vec<#id>| {

@@ -193,7 +193,6 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
     // The options, without the tags: evaluated where the arguments are
     // still themselves (the key and tags see them by reference).
     let options = policy_options(args, value, Negative::IfOption);
-    let tags = quote!(#(#tags)*);
     let key_and_policy = match &args.entry {
         // The #[cached] function's key, policy and cache (see `entry_target`);
         // a value of another type is a mismatch at the return type.
@@ -210,7 +209,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             quote! {
                 let __aside_entry = #call;
                 let _: #value_type = #entry_value;
-                let (#key_var, #policy_var, __aside_entry_cache) = #target;
+                let (#key_var, mut #policy_var, __aside_entry_cache) = #target;
             }
         }
         // The parts function's, shared with the companion: the template
@@ -219,7 +218,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             let by_ref = checked.entry_args.iter().map(|(arg, _)| quote!(&#arg)).collect();
             let parts = call_parts(by_ref);
             quote! {
-                let (#key_var, #policy_var): (#rt::Key, #rt::Policy) = #parts;
+                let (#key_var, mut #policy_var): (#rt::Key, #rt::Policy) = #parts;
             }
         }
         None => {
@@ -229,11 +228,12 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
                 .entry_args
                 .iter()
                 .map(|(arg, _)| quote!(let #arg = &#arg;));
+            let policy = with_tags(quote!(__aside_options), &tags);
             quote! {
-                let (#key_var, #policy_var): (#rt::Key, #rt::Policy) = {
+                let (#key_var, mut #policy_var): (#rt::Key, #rt::Policy) = {
                     let __aside_options: #rt::Policy = #options;
                     #(#by_ref)*
-                    (#key, __aside_options #tags)
+                    (#key, #policy)
                 };
             }
         }
@@ -248,6 +248,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         let params: Vec<_> = checked.entry_args.iter().map(|(arg, ty)| quote!(#arg: &#ty)).collect();
         let key = key();
         let parts = call_parts(checked.entry_args.iter().map(|(arg, _)| quote!(#arg)).collect());
+        let parts_policy = with_tags(options.clone(), &tags);
         // The entry knows the function's cache unless an argument gives it:
         // the same `cache =` tokens as the function's, so that a wrong type
         // is one error (counted twice by rustc), not two.
@@ -277,7 +278,7 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
             #[doc(hidden)]
             #[allow(dead_code, clippy::all)]
             #vis fn #parts_name #generics (#receiver #(#params),*) -> (#rt::Key, #rt::Policy) #where_clause {
-                (#key, #options #tags)
+                (#key, #parts_policy)
             }
         }
     });
@@ -315,7 +316,8 @@ pub(crate) fn cached(attr: Attr, args: &Args, func: &ItemFn, checked: &Checked<'
         None => quote! {
             #key_and_policy
             #function
-            let #policy_var = #policy_var.function(&__ASIDE_FUNCTION);
+            // In place: a policy is a few hundred bytes.
+            #policy_var.set_function(&__ASIDE_FUNCTION);
         },
     };
     let run = boxed_if_needed(
@@ -709,9 +711,24 @@ pub(crate) fn key_from_template(template: &KeyTemplate) -> TokenStream {
     quote!(#key.finish())
 }
 
+/// `policy` (an expression) with `tags`, each a [`tag_into_policy`],
+/// written into it in place.
+pub(crate) fn with_tags(policy: TokenStream, tags: &[TokenStream]) -> TokenStream {
+    if tags.is_empty() {
+        return policy;
+    }
+    // Mixed-site: no argument of the user's, whatever its name, is shadowed.
+    let tagged = Ident::new("__aside_tagged", Span::mixed_site());
+    quote!({
+        let mut #tagged: ::aside::__private::Policy = #policy;
+        #tagged #(#tags)*;
+        #tagged
+    })
+}
+
 /// `.tag_built(..)` on a policy: the tag `template` written straight into
 /// the policy's buffer for its tags (no string of its own on every call).
-/// `integers` as in [`template_key`].
+/// `integers` as in [`template_writes`].
 pub(crate) fn tag_into_policy(template: &KeyTemplate, integers: &[&Ident]) -> TokenStream {
     // Mixed-site: no argument of the user's, whatever its name, is shadowed.
     let tag = Ident::new("__aside_tag", Span::mixed_site());

@@ -133,9 +133,11 @@ impl Policy {
     }
 
     /// Adds the tag that `write` writes: how `#[cached(tags = [...])]` adds
-    /// its tags, each written into the policy's one buffer for them.
+    /// its tags, each written into the policy's one buffer for them, the
+    /// policy in place (not moved at each tag).
     #[doc(hidden)]
-    pub fn tag_built(mut self, write: impl FnOnce(&mut Key)) -> Self {
+    #[inline]
+    pub fn tag_built(&mut self, write: impl FnOnce(&mut Key)) -> &mut Self {
         self.tags.push_with(write);
         self
     }
@@ -330,6 +332,14 @@ impl Policy {
     pub const fn function(mut self, function: &'static Function) -> Self {
         self.function = Some(Named(function));
         self
+    }
+
+    /// [`function`](Self::function), in place: how `#[cached]` names its
+    /// function on the policy it built for a call.
+    #[doc(hidden)]
+    #[inline]
+    pub fn set_function(&mut self, function: &'static Function) {
+        self.function = Some(Named(function));
     }
 
     /// The name of the function set by [`function`](Self::function), if any.
