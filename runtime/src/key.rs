@@ -222,24 +222,6 @@ impl From<Key> for String {
     }
 }
 
-/// Where storage names are written: a [`Key`] or a `String`.
-pub(crate) trait Text {
-    fn push_str(&mut self, text: &str);
-}
-
-impl Text for String {
-    fn push_str(&mut self, text: &str) {
-        String::push_str(self, text);
-    }
-}
-
-impl Text for Key {
-    #[inline]
-    fn push_str(&mut self, text: &str) {
-        self.push(text);
-    }
-}
-
 /// The name a key is stored under: the key itself, or, past
 /// [`MAX_KEY_LEN`] bytes, its first 64 bytes, `#sha256=` and the SHA-256 of
 /// the whole key in hex (at most 136 bytes).

@@ -18,7 +18,7 @@ use crate::codec::Codec;
 use crate::counters::Counters;
 use crate::error::BackendError;
 use crate::flight::Flights;
-use crate::key::{storage_key, Text};
+use crate::key::{storage_key, Key};
 use crate::l1::Local;
 use crate::policy::Policy;
 use crate::recovery::Recovery;
@@ -194,9 +194,9 @@ impl Inner {
     }
 
     pub(super) fn tag_key(&self, tag: &str) -> String {
-        let mut name = String::with_capacity(self.tag_key_len(tag));
+        let mut name = Key::with_capacity(self.tag_key_len(tag));
         self.write_tag_key(&mut name, tag);
-        name
+        name.into()
     }
 
     /// How long `tag`'s name is, unless the tag is shortened to a digest.
@@ -204,10 +204,10 @@ impl Inner {
         self.settings.namespace.len() + "#tag:".len() + tag.len()
     }
 
-    fn write_tag_key(&self, name: &mut impl Text, tag: &str) {
-        name.push_str(&self.settings.namespace);
-        name.push_str("#tag:");
-        name.push_str(&storage_key(tag));
+    fn write_tag_key(&self, name: &mut Key, tag: &str) {
+        name.lit(&self.settings.namespace)
+            .lit("#tag:")
+            .lit(&storage_key(tag));
     }
 
     /// This process changed `names` (storage names): the in-process tier
