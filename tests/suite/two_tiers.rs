@@ -202,6 +202,41 @@ async fn memory_hits_come_from_the_typed_tier() {
     assert_eq!((plain.stats().hits, plain.stats().l1_hits), (1, 0));
 }
 
+/// A hit the tier answers alone counts once: in `hits` and `l1_hits` (and
+/// `negative_hits` for a cached `None`), however the cache keeps the count.
+/// A hit that makes a refresh due is a hit, not an `l1_hits`: the tier did
+/// not answer it alone.
+#[tokio::test(start_paused = true)]
+async fn an_in_process_hit_counts_once() {
+    let cache = Cache::memory();
+    let hour = Policy::new().ttl(Duration::from_secs(3600));
+    let absent = || async { Ok::<Option<u64>, io::Error>(None) };
+    assert_eq!(cache.get_or_load("absent", &hour, absent).await.unwrap(), None);
+    let before = cache.stats();
+    for _ in 0..2 {
+        assert_eq!(cache.get_or_load("absent", &hour, absent).await.unwrap(), None);
+    }
+    let stats = cache.stats().since(&before);
+    assert_eq!(
+        (stats.hits, stats.negative_hits, stats.l1_hits, stats.misses),
+        (2, 2, 2, 0),
+        "{stats:?}"
+    );
+
+    // So large a beta makes every read of a value that took time to load
+    // refresh it.
+    let eager = hour.clone().stampede(aside::Stampede::Early { beta: 1e12 });
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<u64, io::Error>(7)
+    };
+    assert_eq!(cache.get_or_load("due", &eager, slow).await.unwrap(), 7);
+    let before = cache.stats();
+    assert_eq!(cache.get_or_load("due", &eager, slow).await.unwrap(), 7);
+    let stats = cache.stats().since(&before);
+    assert_eq!((stats.hits, stats.l1_hits, stats.refreshes), (1, 0, 1), "{stats:?}");
+}
+
 mod by_attribute {
     use super::*;
 

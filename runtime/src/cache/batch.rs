@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
+use super::observe::Answered;
 use super::plan::{Found, InProcess};
 use super::scoped::{self, Mode};
 use super::slot::{Slot, Typed};
@@ -455,7 +456,7 @@ impl Cache {
                             let weight = read.entry.as_ref().map_or(0, bytes::Bytes::len);
                             slot.keep(self, watch, weight, meta, policy);
                         }
-                        self.count_hit(policy, meta.negative, false, false);
+                        self.count_hit(policy, meta.negative, false, Answered::Backend);
                         answered[i] = Some(Ok(slot.take()));
                     }
                     // The flow goes on from this read, unless it fills the

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::Instrument;
 
-use super::observe::Observed;
+use super::observe::{Answered, Observed};
 use super::plan::{Pending, Refresh, SoftWait, Standby};
 use super::slot::Slot;
 use super::stampede::HeldLock;
@@ -465,7 +465,7 @@ impl Cache {
     /// Counts a lookup whose standby answered it, unless it was counted already.
     pub(super) fn stood_in(&self, policy: &Policy, standby: &Standby) {
         if standby.uncounted {
-            self.count_hit(policy, standby.meta.negative, true, false);
+            self.count_hit(policy, standby.meta.negative, true, Answered::Backend);
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::batch;
+use super::observe::Answered;
 use super::plan::{Begin, Due, Found, InProcess, Pending, Plan, Refresh, Standby};
 use super::scoped::Mode;
 use super::slot::Slot;
@@ -78,7 +79,6 @@ impl Cache {
                 if let Some(ttl) = touch {
                     local.touch(key, ttl, now);
                 }
-                Counters::incr(&self.inner.counters.l1_hits);
                 InProcess::Hit
             }
             Found::Due(due) => InProcess::Due(due),
@@ -464,7 +464,12 @@ impl Cache {
             _ => return Found::Gone,
         };
         if count && fallback {
-            self.count_hit(policy, meta.negative, !fresh, in_process);
+            let answered = match (in_process, due) {
+                (false, _) => Answered::Backend,
+                (true, true) => Answered::InProcess,
+                (true, false) => Answered::InProcessAlone,
+            };
+            self.count_hit(policy, meta.negative, !fresh, answered);
         }
         if due {
             Found::Due(Due { meta, fallback })

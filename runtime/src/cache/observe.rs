@@ -49,7 +49,17 @@ impl Cache {
     /// Counts one lookup's outcome: in the cache's totals, its function's,
     /// and the current span (the call's).
     pub(super) fn count(&self, policy: &Policy, outcome: Outcome) {
-        self.inner.counters.outcomes.count(outcome);
+        self.count_as(policy, outcome, false);
+    }
+
+    /// [`count`](Self::count); `l1` for a fresh hit the in-process tier
+    /// answered, which the cache counts as an `l1_hits` alone.
+    fn count_as(&self, policy: &Policy, outcome: Outcome, l1: bool) {
+        if l1 {
+            self.inner.counters.count_in_process(outcome);
+        } else {
+            self.inner.counters.outcomes.count(outcome);
+        }
         #[cfg(feature = "testing")]
         crate::testing::outcome(outcome);
         if let Some(function) = policy.named() {
@@ -252,8 +262,8 @@ impl Cache {
     }
 
     /// Counts a hit: of a cached `None` (`negative`), past its fresh time
-    /// (`stale`), answered by the in-process tier or not.
-    pub(super) fn count_hit(&self, policy: &Policy, negative: bool, stale: bool, in_process: bool) {
+    /// (`stale`), where it was `answered`.
+    pub(super) fn count_hit(&self, policy: &Policy, negative: bool, stale: bool, answered: Answered) {
         let outcome = match (stale, negative) {
             (true, negative) => {
                 if negative {
@@ -264,9 +274,13 @@ impl Cache {
             (false, true) => Outcome::Negative,
             (false, false) => Outcome::Hit,
         };
-        self.count(policy, outcome);
+        self.count_as(policy, outcome, answered == Answered::InProcessAlone);
         if self.inner.two_tiers() {
-            let tier = if in_process { "in_process" } else { "backend" };
+            let tier = if answered == Answered::Backend {
+                "backend"
+            } else {
+                "in_process"
+            };
             tracing::Span::current().record("tier", tier);
         }
     }
@@ -277,4 +291,16 @@ impl Cache {
             self.count(policy, outcome);
         }
     }
+}
+
+/// Where a hit was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answered {
+    /// By the backend, or by a value standing by for a failed load.
+    Backend,
+    /// By the in-process tier, with a refresh due.
+    InProcess,
+    /// By the in-process tier alone: fresh, nothing due. The cache counts
+    /// it in `l1_hits` only (see `Counters::count_in_process`).
+    InProcessAlone,
 }

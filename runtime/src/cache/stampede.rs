@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::batch;
-use super::observe::LockWait;
+use super::observe::{Answered, LockWait};
 use super::plan::{Due, Found, Pending, Plan, Refresh, Standby};
 use super::slot::Slot;
 use super::{Cache, Call, Under};
@@ -123,7 +123,7 @@ impl Cache {
         // is served now, after one round trip, as a hit is.
         if call.detach {
             if count && !due.fallback {
-                self.count_hit(call.policy, due.meta.negative, true, false);
+                self.count_hit(call.policy, due.meta.negative, true, Answered::Backend);
             }
             return Plan::Load {
                 under: Under::default().leading(leader),
@@ -202,7 +202,7 @@ impl Cache {
     pub(super) fn serve(&self, policy: &Policy, due: &Due, count: bool) -> Plan {
         if count && !due.fallback {
             // Past its fresh time: served while another caller refreshes it.
-            self.count_hit(policy, due.meta.negative, true, false);
+            self.count_hit(policy, due.meta.negative, true, Answered::Backend);
         }
         Plan::Answer
     }
