@@ -161,10 +161,11 @@ impl Cache {
             let plan = self.miss(policy, &mut true, None, Under::default(), Instant::now());
             return (keys, None, plan);
         }
+        // Past the plain lookup, boxed as in `plan`.
         if mode == Mode::Refresh {
             // Voids loads in flight (their values are older), before the
             // watch is taken and the tokens read.
-            self.start_forced(&keys, policy).await;
+            Box::pin(self.start_forced(&keys, policy)).await;
         }
         // Taken before the fetch: a change from here on voids what it fills.
         let watch = local.and_then(|local| local.watch(key, keys.names()));
@@ -173,8 +174,10 @@ impl Cache {
             ..Call::new(&keys, policy, watch.as_ref())
         };
         let plan = match (mode, in_process) {
-            (Mode::Refresh, _) => self.plan_forced(call).await,
-            (_, InProcess::Due(due)) => self.plan_refresh(call, due, true, Instant::now(), slot).await,
+            (Mode::Refresh, _) => Box::pin(self.plan_forced(call)).await,
+            (_, InProcess::Due(due)) => {
+                Box::pin(self.plan_refresh(call, due, true, Instant::now(), slot)).await
+            }
             (_, InProcess::Expired(meta)) => self.plan(call, touch, Some(meta), slot).await,
             (_, InProcess::Miss | InProcess::Hit) => self.plan(call, touch, None, slot).await,
         };
@@ -208,6 +211,10 @@ impl Cache {
     /// value (left in `slot`), or a load to run and under what. `expired`:
     /// the in-process tier holds a value past its fresh time, kept for
     /// fail-safe, which is in `slot`.
+    ///
+    /// Every step past the read is boxed (`Box::pin`), allocated only when
+    /// taken: a hit's future holds the read alone, and every call in flight
+    /// holds a hit's future (see the test `a_call_future_holds_what_a_hit_needs`).
     async fn plan(
         &self,
         call: Call<'_>,
@@ -255,7 +262,7 @@ impl Cache {
             {
                 Some(Found::Fresh) => return Plan::Answer,
                 Some(Found::Due(due)) => {
-                    return self.plan_refresh(call, due, uncounted, started, slot).await;
+                    return Box::pin(self.plan_refresh(call, due, uncounted, started, slot)).await;
                 }
                 Some(Found::Expired(meta)) => standby = Some(Standby::new(meta)),
                 // The backend, where it holds the values, has no usable
@@ -274,7 +281,7 @@ impl Cache {
                 return self.miss(policy, &mut uncounted, standby, Under::default(), started);
             }
             if mode == Stampede::None {
-                let under = Under::stamped(self.tokens(keys, policy).await);
+                let under = Under::stamped(Box::pin(self.tokens(keys, policy)).await);
                 return self.miss(policy, &mut uncounted, standby, under, started);
             }
             match self.inner.flights.join(keys.entry()) {
@@ -288,12 +295,12 @@ impl Cache {
                         _ => None,
                     };
                     let Some(lock) = lock else {
-                        let under = Under::stamped(self.tokens(keys, policy).await).leading(leader);
+                        let under = Under::stamped(Box::pin(self.tokens(keys, policy)).await).leading(leader);
                         return self.miss(policy, &mut uncounted, standby, under, started);
                     };
                     // Its tokens come with the lock.
                     let soft = soft(&mut standby);
-                    return match self.plan_locked(call, lock, leader, started, soft, slot).await {
+                    return match Box::pin(self.plan_locked(call, lock, leader, started, soft, slot)).await {
                         Plan::Load { under, .. } => {
                             self.miss(policy, &mut uncounted, standby, under, started)
                         }
@@ -311,12 +318,12 @@ impl Cache {
                     // The tokens this caller would load under (the leader's
                     // load takes longer than reading them). Without them the
                     // backend is failing: call through rather than wait.
-                    let Some(stamp) = self.tokens(keys, policy).await else {
+                    let Some(stamp) = Box::pin(self.tokens(keys, policy)).await else {
                         return self.miss(policy, &mut uncounted, standby, Under::default(), started);
                     };
                     // With a soft timeout and a value standing by, not
                     // longer than the timeout.
-                    let Some(landed) = self.wait_at_most(waiter, soft(&mut standby)).await else {
+                    let Some(landed) = Box::pin(self.wait_at_most(waiter, soft(&mut standby))).await else {
                         return self.serve_standby(policy, &mut uncounted, standby);
                     };
                     match landed {

@@ -371,9 +371,28 @@ thread_local! {
 
 /// `fut`, each poll run as by [`polling`]. Generic, but the read path
 /// instantiates it once.
-pub(crate) async fn polled_as<F: std::future::Future>(call: Option<&Arc<Call>>, fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| polling(call, || fut.as_mut().poll(cx))).await
+pub(crate) fn polled_as<F: std::future::Future>(call: Option<&Arc<Call>>, fut: F) -> PolledAs<'_, F> {
+    PolledAs { call, fut }
+}
+
+pin_project_lite::pin_project! {
+    /// [`polled_as`]'s future: `fut` in place (an `async fn` would hold it
+    /// twice, as passed and as pinned).
+    pub(crate) struct PolledAs<'a, F> {
+        call: Option<&'a Arc<Call>>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for PolledAs<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let fut = this.fut;
+        polling(*this.call, || fut.poll(cx))
+    }
 }
 
 /// Runs `poll` with `call` as the lookup polled (none: no lookup is
