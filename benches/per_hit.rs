@@ -13,8 +13,11 @@
 //! in-process tier: the client's side of a sequential Redis hit),
 //! `redis_get` (the hand-written `GET` + serde_json on the same),
 //! `redis_tagged` (a `#[cached]` function with two tags on the same),
-//! `redis_miss` (the `#[cached]` function's cold miss, `lock` by default) or
-//! `redis_miss_hand` (the hand-written miss: `GET`, then `SET PX`).
+//! `redis_miss` (the `#[cached]` function's cold miss, `lock` by default),
+//! `redis_miss_hand` (the hand-written miss: `GET`, then `SET PX`), or
+//! `redis_wide` and `redis_get_wide` (`redis` and `redis_get` from 64 tasks
+//! at once: the client's side of the 64-way hit, where aside's reads go
+//! out together as `MGET`s).
 
 mod product;
 #[path = "../tests/support/mod.rs"]
@@ -26,6 +29,8 @@ use std::io;
 use product::{product, Product};
 
 const KEYS: u64 = 100;
+/// Tasks at once in the `_wide` kinds.
+const WIDE: u64 = 64;
 /// Where the ids of cold misses start: never read before.
 const COLD: u64 = 1_000_000;
 
@@ -80,7 +85,8 @@ fn main() {
                 black_box(tagged_product(&cache, i % KEYS, 7).await.unwrap());
             }
         }),
-        "redis" | "redis_get" | "redis_tagged" | "redis_miss" | "redis_miss_hand" => rt.block_on(async {
+        "redis" | "redis_get" | "redis_tagged" | "redis_miss" | "redis_miss_hand" | "redis_wide"
+        | "redis_get_wide" => rt.block_on(async {
             let server = support::RedisServer::start();
             let cache = server.cache().await;
             let mut conn = redis::Client::open(server.url())
@@ -98,6 +104,34 @@ fn main() {
                     .query_async(&mut conn)
                     .await
                     .unwrap();
+            }
+            if kind.ends_with("_wide") {
+                // `WIDE` tasks at once, as many hits in all: the client's
+                // side of the 64-way hit (aside's reads go out as MGETs).
+                let tasks: Vec<_> = (0..WIDE)
+                    .map(|t| {
+                        let (cache, mut conn, keys, aside) =
+                            (cache.clone(), conn.clone(), keys.clone(), kind == "redis_wide");
+                        tokio::spawn(async move {
+                            for i in (t..n).step_by(WIDE as usize) {
+                                if aside {
+                                    black_box(aside_product(&cache, i % KEYS).await.unwrap());
+                                } else {
+                                    let bytes: Vec<u8> = redis::cmd("GET")
+                                        .arg(&keys[(i % KEYS) as usize])
+                                        .query_async(&mut conn)
+                                        .await
+                                        .unwrap();
+                                    black_box(serde_json::from_slice::<Product>(&bytes).unwrap());
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                return;
             }
             for i in 0..n {
                 if kind == "redis" {
