@@ -234,7 +234,11 @@ async fn an_in_process_hit_counts_once() {
     let before = cache.stats();
     assert_eq!(cache.get_or_load("due", &eager, slow).await.unwrap(), 7);
     let stats = cache.stats().since(&before);
-    assert_eq!((stats.hits, stats.l1_hits, stats.refreshes), (1, 0, 1), "{stats:?}");
+    assert_eq!(
+        (stats.hits, stats.l1_hits, stats.refreshes),
+        (1, 0, 1),
+        "{stats:?}"
+    );
 }
 
 mod by_attribute {
