@@ -54,6 +54,12 @@ async fn bounded_peer_product(id: u64) -> Product {
     product(id)
 }
 
+/// The hand-written hit: `GET`, then serde_json.
+async fn hand_get(conn: &mut redis::aio::ConnectionManager, key: &str) -> Product {
+    let bytes: Vec<u8> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo test --benches` runs every bench once: nothing to count.
@@ -117,12 +123,7 @@ fn main() {
                                 if aside {
                                     black_box(aside_product(&cache, i % KEYS).await.unwrap());
                                 } else {
-                                    let bytes: Vec<u8> = redis::cmd("GET")
-                                        .arg(&keys[(i % KEYS) as usize])
-                                        .query_async(&mut conn)
-                                        .await
-                                        .unwrap();
-                                    black_box(serde_json::from_slice::<Product>(&bytes).unwrap());
+                                    black_box(hand_get(&mut conn, &keys[(i % KEYS) as usize]).await);
                                 }
                             }
                         })
@@ -155,12 +156,7 @@ fn main() {
                         .await
                         .unwrap();
                 } else {
-                    let bytes: Vec<u8> = redis::cmd("GET")
-                        .arg(&keys[(i % KEYS) as usize])
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    black_box(serde_json::from_slice::<Product>(&bytes).unwrap());
+                    black_box(hand_get(&mut conn, &keys[(i % KEYS) as usize]).await);
                 }
             }
         }),
