@@ -511,8 +511,11 @@ impl Cache {
                     std::panic::resume_unwind(panic);
                 }
             }
-            // Boxed, as a lookup's steps past the read are (see `plan`).
-            Box::pin(self.complete(pending, policy, loader.as_mut().slot(), observed)).await;
+            // Boxed, as a lookup's steps past the read are (see `plan`), and
+            // only when there is something to land.
+            if let Some(pending) = self.to_land(pending, policy) {
+                Box::pin(self.complete(pending, policy, loader.as_mut().slot(), observed)).await;
+            }
             Served::Value
         }
     }
@@ -549,28 +552,31 @@ impl Cache {
                 return false;
             }
         }
-        self.complete(Some(pending), policy, loader.as_mut().slot(), observed)
-            .await;
+        if let Some(pending) = self.to_land(Some(pending), policy) {
+            self.complete(pending, policy, loader.as_mut().slot(), observed)
+                .await;
+        }
         true
+    }
+
+    /// What a loaded value lands as: `pending`, if it has anything to do.
+    /// Nothing to store (caching is off, or the backend failed), to hand
+    /// to waiters, or to release: no need to encode, and nothing to await.
+    fn to_land(&self, pending: Option<Pending>, policy: &Policy) -> Option<Pending> {
+        match pending {
+            Some(pending) if !pending.under.is_idle() => Some(pending),
+            Some(idle) => {
+                self.loaded_idle(idle, policy);
+                None
+            }
+            None => None,
+        }
     }
 
     /// A loaded value, in `slot`, lands as `pending` says: its waiters get
     /// it, and the backend and the in-process tier store it. Not generic:
     /// the slot encodes its value.
-    async fn complete(
-        &self,
-        pending: Option<Pending>,
-        policy: &Policy,
-        slot: &mut dyn Slot,
-        observed: Observed,
-    ) {
-        // Nothing to store (caching is off, or the backend failed), to hand
-        // to waiters, or to release: no need to encode.
-        let pending = match pending {
-            Some(pending) if !pending.under.is_idle() => pending,
-            Some(idle) => return self.loaded_idle(idle, policy),
-            None => return,
-        };
+    async fn complete(&self, pending: Pending, policy: &Policy, slot: &mut dyn Slot, observed: Observed) {
         let payload = self.encode_slot(&pending.keys, policy, slot);
         let skip = slot.skipped_by(policy);
         self.finish(pending, policy, payload, skip, slot, observed).await;
