@@ -220,23 +220,9 @@ struct Commands {
 impl Commands {
     async fn read(conn: &MultiplexedConnection) -> Commands {
         let info = info(conn, "commandstats").await;
-        // `cmdstat_get:calls=3,usec=12,usec_per_call=4.00,...`
-        let stat = |name: &str| -> (f64, f64) {
-            let Some(fields) = info.lines().find_map(|line| line.strip_prefix(name)) else {
-                return (0.0, 0.0);
-            };
-            let field = |key: &str| -> f64 {
-                fields
-                    .split(',')
-                    .find_map(|f| f.strip_prefix(key))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0)
-            };
-            (field("calls="), field("usec="))
-        };
         Commands {
-            gets: stat("cmdstat_get:"),
-            mgets: stat("cmdstat_mget:"),
+            gets: command_stat(&info, "get"),
+            mgets: command_stat(&info, "mget"),
         }
     }
 
@@ -252,21 +238,24 @@ impl Commands {
 /// their own: only what the client sent is summed.
 async fn commands_usec(conn: &MultiplexedConnection, sent: &[&str]) -> f64 {
     let info = info(conn, "commandstats").await;
-    let mut usec = 0.0;
-    for line in info.lines() {
-        let Some((name, fields)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
-            continue;
-        };
-        if !sent.contains(&name) {
-            continue;
-        }
-        usec += fields
+    sent.iter().map(|name| command_stat(&info, name).1).sum()
+}
+
+/// Calls of `command` and the µs Redis spent running them, from `INFO
+/// commandstats` text (`cmdstat_get:calls=3,usec=12,...`); zeros if it ran none.
+fn command_stat(info: &str, command: &str) -> (f64, f64) {
+    let prefix = format!("cmdstat_{command}:");
+    let Some(fields) = info.lines().find_map(|line| line.strip_prefix(prefix.as_str())) else {
+        return (0.0, 0.0);
+    };
+    let field = |key: &str| -> f64 {
+        fields
             .split(',')
-            .find_map(|f| f.strip_prefix("usec="))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    }
-    usec
+            .find_map(|f| f.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field("calls="), field("usec="))
 }
 
 async fn reset_stats(conn: &MultiplexedConnection) {
